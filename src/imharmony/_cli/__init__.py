@@ -1,0 +1,1 @@
+"""Command modules of the ``imharmony`` command line (one module per command)."""
