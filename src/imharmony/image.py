@@ -32,8 +32,8 @@ class Image:
         Direction cosines: column ``i`` is the physical direction of array axis ``i``. Defaults to
         the identity.
     meta : mapping, optional
-        Free-form metadata (e.g. DICOM keywords such as ``Modality`` or ``RepetitionTime``, the units,
-        and ``"history"``: the list of harmonization steps applied).
+        Free-form metadata (e.g. DICOM keywords such as ``Modality`` or ``RepetitionTime``, the
+        units, and ``"history"``: the list of harmonization steps applied).
 
     Notes
     -----
@@ -64,14 +64,16 @@ class Image:
         spacing_t = tuple(float(s) for s in spacing)
         if len(spacing_t) > arr.ndim:
             raise DataError(
-                f"Image spacing has {len(spacing_t)} values but the array has only {arr.ndim} axes; "
-                "give one spacing per spatial axis."
+                f"Image spacing has {len(spacing_t)} values but the array has only "
+                f"{arr.ndim} axes; give one spacing per spatial axis."
             )
         if not all(np.isfinite(s) and s > 0 for s in spacing_t):
             raise DataError(f"Image spacing must be positive and finite, got {spacing_t}.")
         origin_t = (0.0,) * nd if origin is None else tuple(float(o) for o in origin)
         if len(origin_t) != nd:
-            raise DataError(f"Image origin has {len(origin_t)} values; expected {nd} (one per axis).")
+            raise DataError(
+                f"Image origin has {len(origin_t)} values; expected {nd} (one per axis)."
+            )
         dir_a = np.eye(nd) if direction is None else np.asarray(direction, dtype=float)
         if dir_a.size == nd * nd:
             dir_a = dir_a.reshape(nd, nd)
