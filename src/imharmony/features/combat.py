@@ -1,0 +1,675 @@
+"""ComBat: the numerical core (one implementation; every adapter calls it).
+
+The model (Johnson, Li & Rabinovic 2007), for sample ``i`` of batch (site) ``j`` and feature ``g``::
+
+    x_ig = alpha_g + C_i beta_g + gamma_jg + sqrt(delta_jg) * eps_ig,   eps_ig ~ N(0, sigma_g^2)
+
+Location (gamma) and scale (delta) site effects are estimated per feature, then shrunk by empirical
+Bayes toward priors pooled over all features of the same batch. Everything here works on plain
+float64 arrays in samples x features orientation; validation, labels, names and persistence live in
+:mod:`imharmony.features.estimators`.
+
+Parity with R ``sva::ComBat`` (the reference implementation) is a design goal to a relative error
+of 1e-8; the places where that requires reproducing a detail of R's estimator are marked "R:".
+
+Memory and speed: fitting reads the data twice in row blocks that fit in cache (the design's
+cross-products and per-batch extremes, then per-batch residual moments); the empirical Bayes step
+works on per-batch sufficient statistics only (no pass over the data per iteration); applying reads
+once and writes once. Nothing of the size of the data is allocated except the output.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from scipy import linalg
+
+from ..errors import ConvergenceWarning, DataError, DesignError
+
+__all__ = ["CombatFit", "apply_combat", "fit_combat"]
+
+logger = logging.getLogger(__name__)
+
+Method = Literal["parametric", "nonparametric", "none"]
+
+#: Bytes of one row block (kept well inside the L2/L3 cache of ordinary CPUs).
+_BLOCK_BYTES = 1 << 21
+
+
+@dataclass
+class CombatFit:
+    """Everything ComBat learns from training data (arrays are batches x features or features).
+
+    Attributes
+    ----------
+    batch_sizes : ndarray of int, shape (n_batches,)
+        Training samples per batch.
+    grand_mean : ndarray, shape (n_features,)
+        alpha_g: the batch coefficients averaged with weights n_j / n (with a reference batch, that
+        batch's coefficient).
+    var_pooled : ndarray, shape (n_features,)
+        sigma_g^2, the pooled residual variance.
+    beta : ndarray, shape (n_covariates, n_features)
+        Covariate effects to preserve (columns of the encoded covariate matrix).
+    gamma_hat, delta_hat : ndarray, shape (n_batches, n_features)
+        Per-batch location and scale estimates on standardized data.
+    gamma_star, delta_star : ndarray, shape (n_batches, n_features)
+        Their empirical Bayes (or plain, when ``method="none"``) adjusted values used to correct.
+    gamma_bar, tau2, a_prior, b_prior : ndarray, shape (n_batches,)
+        Hyper-parameters of the priors (NaN where not used).
+    adjusted : ndarray of bool, shape (n_features,)
+        False for features left unchanged (zero variance or too few values inside a batch).
+    n_iter : ndarray of int, shape (n_batches,)
+        Iterations of the parametric EB fixed point per batch (0 when not iterated).
+    converged : ndarray of bool, shape (n_batches,)
+    """
+
+    batch_sizes: np.ndarray
+    grand_mean: np.ndarray
+    var_pooled: np.ndarray
+    beta: np.ndarray
+    gamma_hat: np.ndarray
+    delta_hat: np.ndarray
+    gamma_star: np.ndarray
+    delta_star: np.ndarray
+    gamma_bar: np.ndarray
+    tau2: np.ndarray
+    a_prior: np.ndarray
+    b_prior: np.ndarray
+    adjusted: np.ndarray
+    n_iter: np.ndarray
+    converged: np.ndarray
+    reasons: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def n_batches(self) -> int:
+        return int(self.batch_sizes.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.grand_mean.shape[0])
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _row_blocks(rows: np.ndarray, n_cols: int) -> Iterator[np.ndarray]:
+    """Split row indices into blocks of about ``_BLOCK_BYTES`` of float64 data."""
+    step = max(1, _BLOCK_BYTES // (8 * max(n_cols, 1)))
+    for start in range(0, rows.shape[0], step):
+        yield rows[start : start + step]
+
+
+def _take_rows(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows of X as a (cheap) view when they are contiguous, else a small copy."""
+    if rows.shape[0] and rows[-1] - rows[0] + 1 == rows.shape[0]:
+        return X[rows[0] : rows[-1] + 1]
+    return X[rows]
+
+
+def _design_gram(codes: np.ndarray, n_batches: int, C: np.ndarray) -> np.ndarray:
+    """D^T D for D = [batch indicators | C] without forming D."""
+    q = C.shape[1]
+    p = n_batches + q
+    gram = np.zeros((p, p))
+    counts = np.bincount(codes, minlength=n_batches).astype(float)
+    gram[np.arange(n_batches), np.arange(n_batches)] = counts
+    if q:
+        csum = np.zeros((n_batches, q))
+        np.add.at(csum, codes, C)
+        gram[:n_batches, n_batches:] = csum
+        gram[n_batches:, :n_batches] = csum.T
+        gram[n_batches:, n_batches:] = C.T @ C
+    return gram
+
+
+def check_design(codes: np.ndarray, n_batches: int, C: np.ndarray) -> None:
+    """Raise :class:`DesignError` naming the covariate columns that make the design singular.
+
+    The design is ``[batch indicators | C]``; its columns are added one at a time and the first
+    covariate that does not raise the rank (a covariate constant within every batch, a linear
+    combination of sites and other covariates) is reported by position (the estimator layer
+    translates positions into column names).
+    """
+    n = codes.shape[0]
+    q = C.shape[1]
+    p = n_batches + q
+    if n <= p:
+        raise DesignError(
+            f"{n} samples cannot estimate {n_batches} batch effects and {q} covariate effects "
+            f"({p} parameters): give more samples or fewer covariates."
+        )
+    D = np.zeros((n, p))
+    D[np.arange(n), codes] = 1.0
+    D[:, n_batches:] = C
+    # Scale columns so the rank decision does not depend on covariate units.
+    norms = np.linalg.norm(D, axis=0)
+    norms[norms == 0] = 1.0
+    Dn = D / norms
+    bad: list[int] = []
+    rank = 0
+    kept: list[int] = list(range(n_batches))
+    rank = np.linalg.matrix_rank(Dn[:, kept])
+    for k in range(q):
+        trial = [*kept, n_batches + k]
+        r = np.linalg.matrix_rank(Dn[:, trial])
+        if r > rank:
+            kept, rank = trial, r
+        else:
+            bad.append(k)
+    if bad:
+        raise _RankDeficient(bad)
+
+
+class _RankDeficient(DesignError):
+    """Internal: carries the positions of covariate columns that do not add rank."""
+
+    def __init__(self, columns: list[int]) -> None:
+        super().__init__(f"covariate columns {columns} are confounded with batch")
+        self.columns = columns
+
+
+# --------------------------------------------------------------------------------------------
+# fit
+
+
+def _moments_complete(
+    X: np.ndarray,
+    cols: np.ndarray | slice,
+    codes: np.ndarray,
+    n_batches: int,
+    C: np.ndarray,
+    gram_chol: tuple[np.ndarray, bool],
+) -> dict[str, np.ndarray]:
+    """Design fit and per-batch residual moments for columns without missing values."""
+    G = X[:, cols].shape[1] if isinstance(cols, np.ndarray) else X.shape[1]
+    q = C.shape[1]
+    sums = np.zeros((n_batches, G))
+    ctx = np.zeros((q, G))
+    vmin = np.full((n_batches, G), np.inf)
+    vmax = np.full((n_batches, G), -np.inf)
+    batch_rows = [np.flatnonzero(codes == j) for j in range(n_batches)]
+    # pass 1: D^T X and per-batch extremes (zero-variance check), block by block
+    for j, rows in enumerate(batch_rows):
+        for blk in _row_blocks(rows, G):
+            xb = _take_rows(X, blk)[:, cols] if isinstance(cols, np.ndarray) else _take_rows(X, blk)
+            sums[j] += xb.sum(axis=0)
+            np.minimum(vmin[j], xb.min(axis=0), out=vmin[j])
+            np.maximum(vmax[j], xb.max(axis=0), out=vmax[j])
+            if q:
+                ctx += C[blk].T @ xb
+    rhs = np.vstack([sums, ctx]) if q else sums
+    B = linalg.cho_solve(gram_chol, rhs)
+    Bb, beta = B[:n_batches], B[n_batches:]
+    # pass 2: residual moments per batch
+    rsum = np.zeros((n_batches, G))
+    rss = np.zeros((n_batches, G))
+    for j, rows in enumerate(batch_rows):
+        for blk in _row_blocks(rows, G):
+            xb = _take_rows(X, blk)[:, cols] if isinstance(cols, np.ndarray) else _take_rows(X, blk)
+            r = xb - Bb[j]
+            if q:
+                r -= C[blk] @ beta
+            rsum[j] += r.sum(axis=0)
+            rss[j] += np.einsum("ij,ij->j", r, r)
+    counts = np.array([rows.shape[0] for rows in batch_rows], dtype=float)
+    return {
+        "Bb": Bb,
+        "beta": beta,
+        "rsum": rsum,
+        "rss": rss,
+        "n": np.repeat(counts[:, None], G, axis=1),
+        "vmin": vmin,
+        "vmax": vmax,
+    }
+
+
+def _moments_missing(
+    Xm: np.ndarray, codes: np.ndarray, n_batches: int, C: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per-feature least squares on the observed values, for columns with missing values."""
+    n, G = Xm.shape
+    q = C.shape[1]
+    p = n_batches + q
+    obs = ~np.isnan(Xm)
+    X0 = np.where(obs, Xm, 0.0)
+    D = np.zeros((n, p))
+    D[np.arange(n), codes] = 1.0
+    D[:, n_batches:] = C
+    # (D^T W_g D) for every feature g at once: (p*p, n) @ (n, G)
+    outer = (D[:, :, None] * D[:, None, :]).reshape(n, p * p)
+    grams = (outer.T @ obs).T.reshape(G, p, p)
+    rhs = (D.T @ X0).T[:, :, None]
+    try:
+        B = np.linalg.solve(grams, rhs)[:, :, 0].T  # (p, G)
+    except np.linalg.LinAlgError:
+        B = np.full((p, G), np.nan)
+        for g in range(G):
+            try:
+                B[:, g] = np.linalg.solve(grams[g], rhs[g, :, 0])
+            except np.linalg.LinAlgError:
+                pass  # reported as not estimable below
+    Bb, beta = B[:n_batches], B[n_batches:]
+    resid = Xm - Bb[codes]
+    if q:
+        resid -= C @ beta
+    onehot = np.zeros((n_batches, n))
+    onehot[codes, np.arange(n)] = 1.0
+    r0 = np.where(obs, resid, 0.0)
+    cnt = onehot @ obs
+    with np.errstate(invalid="ignore"):
+        vmin = np.stack([np.fmin.reduce(Xm[codes == j], axis=0) for j in range(n_batches)])
+        vmax = np.stack([np.fmax.reduce(Xm[codes == j], axis=0) for j in range(n_batches)])
+    return {
+        "Bb": Bb,
+        "beta": beta,
+        "rsum": onehot @ r0,
+        "rss": onehot @ (r0 * r0),
+        "n": cnt,
+        "vmin": vmin,
+        "vmax": vmax,
+        "singular": ~np.isfinite(B).all(axis=0),
+    }
+
+
+def _priors(
+    gamma_hat: np.ndarray, delta_hat: np.ndarray, mean_only: bool
+) -> tuple[np.ndarray, ...]:
+    """Per-batch hyper-parameters across features (R's estimators, variances with n - 1)."""
+    gamma_bar = gamma_hat.mean(axis=1)
+    tau2 = (
+        gamma_hat.var(axis=1, ddof=1) if gamma_hat.shape[1] > 1 else np.full(len(gamma_bar), np.nan)
+    )
+    if mean_only or delta_hat.shape[1] < 2:
+        nan = np.full(gamma_hat.shape[0], np.nan)
+        return gamma_bar, tau2, nan, nan.copy()
+    m = delta_hat.mean(axis=1)
+    s2 = delta_hat.var(axis=1, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = (2.0 * s2 + m**2) / s2
+        b = (m * s2 + m**3) / s2
+    return gamma_bar, tau2, a, b
+
+
+def _parametric_eb(
+    gamma_hat: np.ndarray,
+    delta_hat: np.ndarray,
+    ss_centered: np.ndarray,
+    n: np.ndarray,
+    gamma_bar: np.ndarray,
+    tau2: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    active: np.ndarray,
+    tol: float,
+    max_iter: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Fixed point of the posterior mean of gamma and the posterior variance of delta, per batch.
+
+    Works on sufficient statistics only: sum_i (s_i - g)^2 = SS_centered + n (mean - g)^2.
+    R: the stopping rule is R's ``max(abs(new - old) / old) <= tol`` over both parameters, per
+    batch, including its signed denominator, so the iteration stops where R's does.
+    """
+    J = gamma_hat.shape[0]
+    g_old = gamma_hat.copy()
+    d_old = delta_hat.copy()
+    n_iter = np.zeros(J, dtype=int)
+    converged = np.ones(J, dtype=bool)
+    tb = tau2[:, None]
+    gb = gamma_bar[:, None]
+    aa = a[:, None]
+    bb = b[:, None]
+    todo = active.copy()
+    while todo.any():
+        idx = np.flatnonzero(todo)
+        nn = n[idx]
+        g_new = (tb[idx] * nn * gamma_hat[idx] + d_old[idx] * gb[idx]) / (tb[idx] * nn + d_old[idx])
+        sum2 = ss_centered[idx] + nn * (gamma_hat[idx] - g_new) ** 2
+        d_new = (0.5 * sum2 + bb[idx]) / (nn / 2.0 + aa[idx] - 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel_g = np.abs(g_new - g_old[idx]) / g_old[idx]
+            rel_d = np.abs(d_new - d_old[idx]) / d_old[idx]
+        change = np.maximum(
+            np.max(np.nan_to_num(rel_g, nan=0.0), axis=1),
+            np.max(np.nan_to_num(rel_d, nan=0.0), axis=1),
+        )
+        g_old[idx] = g_new
+        d_old[idx] = d_new
+        n_iter[idx] += 1
+        done = change <= tol
+        capped = (~done) & (n_iter[idx] >= max_iter)
+        converged[idx[capped]] = False
+        todo[idx[done | capped]] = False
+    return g_old, d_old, n_iter, converged
+
+
+def _nonparametric_eb(
+    gamma_hat: np.ndarray,
+    delta_hat: np.ndarray,
+    ss_centered: np.ndarray,
+    n: np.ndarray,
+    block_rows: int = 1024,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Non-parametric EB for one batch: likelihood-weighted averages over the other features.
+
+    For feature g, gamma*_g and delta*_g average (gamma_hat_k, delta_hat_k), k != g, with weights
+    L_gk = prod_i N(s_ig; gamma_hat_k, delta_hat_k). The log-likelihood needs only the count, mean
+    and centred sum of squares of feature g::
+
+        log L_gk = -(n_g / 2) log delta_k - (SS_g + n_g (mean_g - gamma_k)^2) / (2 delta_k) + c_g
+
+    which is a (features x 4) @ (4 x features) product; weights are normalized in log space, so
+    the computation cannot underflow. R's direct product underflows for large batches (NaN) and,
+    before that, enters the subnormal range where it loses digits.
+    """
+    G = gamma_hat.shape[0]
+    g_star = np.empty(G)
+    d_star = np.empty(G)
+    inv2d = 0.5 / delta_hat
+    V = np.stack([np.log(delta_hat), inv2d, gamma_hat / delta_hat, gamma_hat**2 * inv2d])  # (4, G)
+    for start in range(0, G, block_rows):
+        stop = min(G, start + block_rows)
+        nn = n[start:stop]
+        xbar = gamma_hat[start:stop]
+        U = np.stack([0.5 * nn, ss_centered[start:stop] + nn * xbar**2, -nn * xbar, nn], axis=1)
+        logl = -(U @ V)  # (rows, G)
+        logl[np.arange(stop - start), np.arange(start, stop)] = -np.inf
+        logl -= logl.max(axis=1, keepdims=True)
+        np.exp(logl, out=logl)
+        wsum = logl.sum(axis=1)
+        g_star[start:stop] = (logl @ gamma_hat) / wsum
+        d_star[start:stop] = (logl @ delta_hat) / wsum
+    return g_star, d_star
+
+
+def fit_combat(
+    X: np.ndarray,
+    codes: np.ndarray,
+    n_batches: int,
+    C: np.ndarray | None = None,
+    *,
+    method: Method = "parametric",
+    mean_only: bool = False,
+    ref: int | None = None,
+    tol: float = 1e-4,
+    max_iter: int = 1000,
+) -> CombatFit:
+    """Estimate ComBat's site effects and their empirical Bayes adjustments.
+
+    Parameters
+    ----------
+    X : ndarray of float64, shape (n_samples, n_features)
+        Training data; NaN marks a missing value (ignored in estimation). Not modified.
+    codes : ndarray of int, shape (n_samples,)
+        Batch index of every sample, in ``range(n_batches)``; every batch must occur.
+    n_batches : int
+    C : ndarray of float64, shape (n_samples, n_covariates), optional
+        Encoded covariates whose effects are preserved (no intercept column).
+    method : {"parametric", "nonparametric", "none"}
+        Empirical Bayes flavour; "none" corrects with the per-feature estimates themselves.
+    mean_only : bool
+        Adjust location only (delta* = 1).
+    ref : int, optional
+        Index of the reference batch: estimates are relative to it and it is left unchanged.
+    tol, max_iter : float, int
+        Stopping rule of the parametric fixed point; hitting ``max_iter`` emits a
+        :class:`~imharmony.errors.ConvergenceWarning`.
+
+    Returns
+    -------
+    CombatFit
+
+    Notes
+    -----
+    Standardized data are s_ig = (x_ig - alpha_g - C_i beta_g) / sigma_g; gamma_hat_jg is the
+    mean of s over batch j and delta_hat_jg its variance (n - 1). The priors per batch are
+    gamma ~ N(gamma_bar_j, tau2_j) and delta ~ InvGamma(a_j, b_j) with moments taken across
+    features; the adjusted value is
+    x* = (s - gamma*_j) / sqrt(delta*_j) * sigma_g + alpha_g + C_i beta_g.
+    R: the pooled variance divides by n when the data have no missing value and switches to the
+    n - 1 variance when any is missing, as ``sva::ComBat`` does.
+
+    References
+    ----------
+    W. E. Johnson, C. Li, A. Rabinovic, "Adjusting batch effects in microarray expression data
+    using empirical Bayes methods", Biostatistics 8(1):118-127, 2007.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n, G = X.shape
+    C = np.zeros((n, 0)) if C is None else np.asarray(C, dtype=np.float64)
+    q = C.shape[1]
+    counts = np.bincount(codes, minlength=n_batches)
+    nan_cols = np.flatnonzero(np.isnan(X.sum(axis=0)))
+    if nan_cols.size:
+        nan_cols = nan_cols[np.isnan(X[:, nan_cols]).any(axis=0)]
+
+    Bb = np.empty((n_batches, G))
+    beta = np.empty((q, G))
+    rsum = np.empty((n_batches, G))
+    rss = np.empty((n_batches, G))
+    nobs = np.empty((n_batches, G))
+    vmin = np.empty((n_batches, G))
+    vmax = np.empty((n_batches, G))
+    unusable = np.zeros(G, dtype=bool)
+
+    full_cols = np.setdiff1d(np.arange(G), nan_cols, assume_unique=True)
+    parts: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+    if full_cols.size:
+        gram = _design_gram(codes, n_batches, C)
+        chol = linalg.cho_factor(gram)
+        cols_arg: np.ndarray | slice = full_cols if nan_cols.size else slice(None)
+        parts.append((full_cols, _moments_complete(X, cols_arg, codes, n_batches, C, chol)))
+    if nan_cols.size:
+        mm = _moments_missing(X[:, nan_cols], codes, n_batches, C)
+        unusable[nan_cols[mm.pop("singular")]] = True
+        parts.append((nan_cols, mm))
+    for cols, mom in parts:
+        Bb[:, cols] = mom["Bb"]
+        beta[:, cols] = mom["beta"]
+        rsum[:, cols] = mom["rsum"]
+        rss[:, cols] = mom["rss"]
+        nobs[:, cols] = mom["n"]
+        vmin[:, cols] = mom["vmin"]
+        vmax[:, cols] = mom["vmax"]
+
+    reasons: dict[int, str] = {}
+    # R: features constant inside any batch (with more than one sample) are not adjusted.
+    multi = counts > 1
+    constant = ((vmin == vmax) & multi[:, None]).any(axis=0)
+    few = (nobs < 2).any(axis=0) if not mean_only else (nobs < 1).any(axis=0)
+    for g in np.flatnonzero(unusable):
+        reasons[int(g)] = "the design is singular on its observed values"
+    for g in np.flatnonzero(few & ~unusable):
+        reasons[int(g)] = "fewer than 2 observed values in a batch"
+    for g in np.flatnonzero(constant & ~few & ~unusable):
+        reasons[int(g)] = "constant inside a batch (zero variance)"
+    adjusted = ~(constant | few | unusable)
+    keep = np.flatnonzero(adjusted)
+    has_nan = bool(np.isin(nan_cols, keep).any())
+
+    # grand mean and pooled variance
+    if ref is None:
+        grand = (counts / n) @ Bb
+    else:
+        grand = Bb[ref].copy()
+    rmean = np.divide(rsum, nobs, out=np.zeros_like(rsum), where=nobs > 0)
+    ss_within = rss - nobs * rmean**2  # centred residual sum of squares per batch
+    if ref is None:
+        if has_nan:
+            tot_n = nobs.sum(axis=0)
+            tot_mean = rsum.sum(axis=0) / np.maximum(tot_n, 1)
+            var_pooled = (rss.sum(axis=0) - tot_n * tot_mean**2) / (tot_n - 1)
+        else:
+            var_pooled = rss.sum(axis=0) / n
+    else:
+        if has_nan:
+            var_pooled = ss_within[ref] / (nobs[ref] - 1)
+        else:
+            var_pooled = rss[ref] / counts[ref]
+    # features whose pooled variance is zero cannot be standardized
+    with np.errstate(invalid="ignore"):
+        zero_var = ~(var_pooled > 0)
+    for g in np.flatnonzero(zero_var & adjusted):
+        reasons[int(g)] = "zero pooled variance"
+    adjusted &= ~zero_var
+    keep = np.flatnonzero(adjusted)
+
+    sd = np.sqrt(np.where(adjusted, var_pooled, 1.0))
+    gamma_hat = (rmean + Bb - grand) / sd
+    with np.errstate(divide="ignore", invalid="ignore"):
+        delta_hat = ss_within / (nobs - 1) / sd**2
+    ss_std = ss_within / sd**2
+
+    J = n_batches
+    gamma_star = np.zeros((J, G))
+    delta_star = np.ones((J, G))
+    n_iter = np.zeros(J, dtype=int)
+    converged = np.ones(J, dtype=bool)
+    nanJ = np.full(J, np.nan)
+    gamma_bar, tau2, a_prior, b_prior = nanJ, nanJ.copy(), nanJ.copy(), nanJ.copy()
+
+    if keep.size:
+        gh = gamma_hat[:, keep]
+        dh = np.ones_like(gh) if mean_only else delta_hat[:, keep]
+        ss = ss_std[:, keep]
+        nk = nobs[:, keep]
+        gamma_bar, tau2, a_prior, b_prior = _priors(gh, dh, mean_only)
+        active = np.ones(J, dtype=bool)
+        if ref is not None:
+            active[ref] = False
+        if method == "none":
+            gs, ds = gh.copy(), dh.copy()
+        elif method == "parametric":
+            if mean_only:
+                # R: posterior mean with n = 1 and unit variance.
+                t = tau2[:, None]
+                gs = (t * gh + gamma_bar[:, None]) / (t + 1.0)
+                ds = np.ones_like(gh)
+            else:
+                if keep.size < 2:
+                    raise DesignError(
+                        "empirical Bayes needs at least 2 adjustable features to estimate its "
+                        "priors; use method='none' (no EB) for a single feature."
+                    )
+                gs, ds, n_iter, converged = _parametric_eb(
+                    gh, dh, ss, nk, gamma_bar, tau2, a_prior, b_prior, active, tol, max_iter
+                )
+                for j in np.flatnonzero(~converged):
+                    warnings.warn(
+                        f"ComBat's empirical Bayes did not converge for batch #{j} within "
+                        f"max_iter={max_iter} iterations (tol={tol}); the estimates of the last "
+                        "iteration are used. Raise max_iter or check that batch's data.",
+                        ConvergenceWarning,
+                        stacklevel=3,
+                    )
+        elif method == "nonparametric":
+            if keep.size < 2:
+                raise DesignError(
+                    "non-parametric empirical Bayes needs at least 2 adjustable features."
+                )
+            gs = np.zeros_like(gh)
+            ds = np.ones_like(gh)
+            for j in np.flatnonzero(active):
+                gs[j], ds[j] = _nonparametric_eb(gh[j], dh[j], ss[j], nk[j])
+            if mean_only:
+                ds = np.ones_like(gh)
+        else:  # pragma: no cover - validated by the estimator
+            raise ValueError(f"unknown method {method!r}")
+        gamma_star[:, keep] = gs
+        delta_star[:, keep] = ds
+    if ref is not None:
+        gamma_star[ref] = 0.0
+        delta_star[ref] = 1.0
+
+    return CombatFit(
+        batch_sizes=counts,
+        grand_mean=grand,
+        var_pooled=var_pooled,
+        beta=beta,
+        gamma_hat=gamma_hat,
+        delta_hat=np.ones_like(delta_hat) if mean_only else delta_hat,
+        gamma_star=gamma_star,
+        delta_star=delta_star,
+        gamma_bar=gamma_bar,
+        tau2=tau2,
+        a_prior=a_prior,
+        b_prior=b_prior,
+        adjusted=adjusted,
+        n_iter=n_iter,
+        converged=converged,
+        reasons=reasons,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# apply
+
+
+def apply_combat(
+    X: np.ndarray,
+    codes: np.ndarray,
+    fit: CombatFit,
+    C: np.ndarray | None = None,
+    *,
+    ref: int | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Correct samples with learned ComBat estimates (one read of X, one write of the output).
+
+    Parameters
+    ----------
+    X : ndarray of float64, shape (n_samples, n_features)
+        Samples to correct (training or new samples of the training batches). Not modified.
+    codes : ndarray of int, shape (n_samples,)
+    fit : CombatFit
+    C : ndarray, shape (n_samples, n_covariates), optional
+        Encoded covariates, same encoding as at fit.
+    ref : int, optional
+        Reference batch: its samples are returned exactly as given.
+    out : ndarray, optional
+        Where to write the result (may not be X).
+
+    Returns
+    -------
+    ndarray of float64, shape (n_samples, n_features)
+        x* = (x - m) / sqrt(delta*_j) - sigma gamma*_j / sqrt(delta*_j) + m, with
+        m = alpha + C beta; missing values stay missing; features not adjusted at fit pass through.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n, G = X.shape
+    if G != fit.n_features:
+        raise DataError(f"the model was fitted on {fit.n_features} features; X has {G}.")
+    q = fit.beta.shape[0]
+    C = np.zeros((n, 0)) if C is None else np.asarray(C, dtype=np.float64)
+    if out is None:
+        out = np.empty((n, G))
+    sd = np.sqrt(np.where(fit.adjusted, fit.var_pooled, 1.0))
+    scale = 1.0 / np.sqrt(fit.delta_star)  # (J, G)
+    shift = sd * fit.gamma_star * scale  # (J, G)
+    scale[:, ~fit.adjusted] = 1.0
+    shift[:, ~fit.adjusted] = 0.0
+    for blk in _row_blocks(np.arange(n), G):
+        sl = slice(blk[0], blk[-1] + 1)
+        cb = codes[sl]
+        m = np.broadcast_to(fit.grand_mean, (cb.shape[0], G))
+        if q:
+            m = C[sl] @ fit.beta
+            m += fit.grand_mean
+        o = out[sl]
+        np.subtract(X[sl], m, out=o)
+        o *= scale[cb]
+        o -= shift[cb]
+        o += m
+    if not fit.adjusted.all():
+        cols = np.flatnonzero(~fit.adjusted)
+        out[:, cols] = X[:, cols]
+    if ref is not None:
+        rows = np.flatnonzero(codes == ref)
+        out[rows] = X[rows]
+    return out
