@@ -552,9 +552,11 @@ class ComBat(TransformerMixin, BaseEstimator):
         return tags
 
     # -- persistence -----------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str]) -> Path:
+    def save(self, path: str | os.PathLike[str], *, metadata: dict[str, Any] | None = None) -> Path:
         """Save the fitted model: ``path`` (JSON) and its arrays beside it (same stem, ``.npz``).
 
+        ``metadata`` is any JSON-serializable mapping stored with the model (the command line keeps
+        the table's column roles there); it comes back as ``metadata_`` after :meth:`load`.
         Both files are written atomically. The JSON records the format version, the
         hyper-parameters, the sites, covariate encoding, feature names and a SHA-256 of the
         ``.npz`` so a mismatched or corrupted pair is detected at load.
@@ -586,6 +588,7 @@ class ComBat(TransformerMixin, BaseEstimator):
             "unadjusted": {str(k): v for k, v in self.unadjusted_features_.items()},
             "reasons": {str(k): v for k, v in self.fit_.reasons.items()},
             "arrays": {"file": npz_path.name, "sha256": digest},
+            "metadata": dict(metadata or getattr(self, "metadata_", {}) or {}),
         }
         doc["params"]["reference_batch"] = _label_key(doc["params"]["reference_batch"])
         with atomic_path(path) as tmp:
@@ -676,4 +679,5 @@ class ComBat(TransformerMixin, BaseEstimator):
         model.reference_index_ = doc["reference_index"]
         model.fit_ = fit
         model.unadjusted_features_ = dict(doc["unadjusted"])
+        model.metadata_ = dict(doc.get("metadata") or {})
         return model

@@ -1,0 +1,158 @@
+"""One API-conformance suite for every harmonizer that shares the fit/transform/save contract.
+
+(In the manner of nibabel's image API tests.) Each entry of HARMONIZERS is a factory; every test
+runs on every entry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import imharmony as ih
+from imharmony.errors import ModelFileError, NotFittedError, UnseenBatchError
+
+HARMONIZERS: dict[str, Callable[[], Any]] = {
+    "combat-parametric": lambda: ih.ComBat(),
+    "combat-nonparametric": lambda: ih.ComBat(nonparametric=True),
+    "combat-mean-only": lambda: ih.ComBat(mean_only=True),
+    "combat-mean-only-nonparametric": lambda: ih.ComBat(mean_only=True, nonparametric=True),
+    "combat-reference": lambda: ih.ComBat(reference_batch="B"),
+    "combat-no-eb": lambda: ih.ComBat(eb=False),
+}
+
+
+@pytest.fixture(params=sorted(HARMONIZERS))
+def make(request: pytest.FixtureRequest) -> Callable[[], Any]:
+    return HARMONIZERS[request.param]
+
+
+@pytest.fixture
+def data() -> tuple[pd.DataFrame, pd.Series, pd.DataFrame]:
+    rng = np.random.default_rng(42)
+    sites = np.repeat(["A", "B", "C"], [15, 20, 25])
+    n = sites.size
+    cov = pd.DataFrame(
+        {"age": rng.uniform(20, 80, n), "sex": rng.choice(["F", "M"], n)},
+        index=pd.RangeIndex(100, 100 + n),
+    )
+    X = rng.normal(10, 2, (n, 8)) + 0.05 * cov["age"].to_numpy()[:, None]
+    X += np.select([sites == "A", sites == "B"], [0.0, 3.0], -2.0)[:, None]
+    frame = pd.DataFrame(X, columns=[f"feat{i}" for i in range(8)], index=cov.index)
+    return frame, pd.Series(sites, index=cov.index, name="site"), cov
+
+
+def test_fit_returns_self_and_learned_attributes(make, data) -> None:
+    X, site, cov = data
+    model = make()
+    assert model.fit(X, batch=site, covariates=cov) is model
+    assert list(model.batches_) == ["A", "B", "C"]
+    assert model.n_features_in_ == 8
+    assert list(model.get_feature_names_out()) == list(X.columns)
+
+
+def test_transform_keeps_frame_shape_index_and_columns(make, data) -> None:
+    X, site, cov = data
+    out = make().fit(X, batch=site, covariates=cov).transform(X, batch=site, covariates=cov)
+    assert isinstance(out, pd.DataFrame)
+    assert out.index.equals(X.index) and list(out.columns) == list(X.columns)
+    assert np.isfinite(out.to_numpy()).all()
+    arr = make().fit(X.to_numpy(), batch=site.to_numpy(), covariates=cov)
+    assert isinstance(
+        arr.transform(X.to_numpy(), batch=site.to_numpy(), covariates=cov), np.ndarray
+    )
+
+
+def test_learn_on_train_equals_apply_to_train(make, data) -> None:
+    X, site, cov = data
+    a = make().fit_transform(X, batch=site, covariates=cov)
+    b = make().fit(X, batch=site, covariates=cov).transform(X, batch=site, covariates=cov)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_inputs_are_not_modified(make, data) -> None:
+    X, site, cov = data
+    X0, site0, cov0 = X.copy(), site.copy(), cov.copy()
+    make().fit_transform(X, batch=site, covariates=cov)
+    pd.testing.assert_frame_equal(X, X0)
+    pd.testing.assert_series_equal(site, site0)
+    pd.testing.assert_frame_equal(cov, cov0)
+
+
+def test_save_load_round_trip(make, data, tmp_path: Path) -> None:
+    X, site, cov = data
+    model = make().fit(X, batch=site, covariates=cov)
+    path = model.save(tmp_path / "model.json")
+    assert (tmp_path / "model.npz").is_file()
+    loaded = type(model).load(path)
+    assert loaded.get_params() == model.get_params()
+    pd.testing.assert_frame_equal(
+        loaded.transform(X, batch=site, covariates=cov),
+        model.transform(X, batch=site, covariates=cov),
+        check_exact=True,
+    )
+    text = path.read_text()
+    assert "pickle" not in text
+    with np.load(tmp_path / "model.npz", allow_pickle=False) as z:
+        assert all(z[k].dtype != object for k in z.files)
+
+
+def test_unseen_site_is_an_error_naming_it(make, data) -> None:
+    X, site, cov = data
+    model = make().fit(X, batch=site, covariates=cov)
+    other = site.where(site != "C", "Z")
+    with pytest.raises(UnseenBatchError, match="'Z'"):
+        model.transform(X, batch=other, covariates=cov)
+
+
+def test_not_fitted_is_a_clear_error(make, data) -> None:
+    X, site, cov = data
+    with pytest.raises(NotFittedError, match="not fitted"):
+        make().transform(X, batch=site, covariates=cov)
+
+
+def test_nan_policy_missing_stays_missing(make, data) -> None:
+    X, site, cov = data
+    X = X.copy()
+    X.iloc[[3, 17, 40], [1, 1, 5]] = np.nan
+    out = make().fit_transform(X, batch=site, covariates=cov)
+    assert out.isna().equals(X.isna())
+
+
+def test_model_file_errors(data, tmp_path: Path) -> None:
+    X, site, cov = data
+    path = ih.ComBat().fit(X, batch=site, covariates=cov).save(tmp_path / "m.json")
+    doc = json.loads(path.read_text())
+
+    def write(d: dict[str, Any]) -> Path:
+        p = tmp_path / "m.json"
+        p.write_text(json.dumps(d))
+        return p
+
+    with pytest.raises(ModelFileError, match="version 99 is not supported"):
+        ih.ComBat.load(write({**doc, "format_version": 99}))
+    with pytest.raises(ModelFileError, match="not an imharmony ComBat model"):
+        ih.ComBat.load(write({**doc, "format": "something.else"}))
+    with pytest.raises(ModelFileError, match="shape"):
+        ih.ComBat.load(write({**doc, "n_features": 9, "feature_names": None}))
+    write(doc)
+    npz = tmp_path / "m.npz"
+    blob = bytearray(npz.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    npz.write_bytes(bytes(blob))
+    with pytest.raises(ModelFileError, match="checksum"):
+        ih.ComBat.load(path)
+    npz.unlink()
+    with pytest.raises(ModelFileError, match="missing"):
+        ih.ComBat.load(path)
+    path.write_text("{not json")
+    with pytest.raises(ModelFileError, match="invalid JSON"):
+        ih.ComBat.load(path)
+    with pytest.raises(ModelFileError, match="no such model file"):
+        ih.ComBat.load(tmp_path / "absent.json")
