@@ -205,3 +205,15 @@ def test_inputs_untouched_history_and_errors() -> None:
         resample(img, 1.0, mask=np.ones((5, 6, 3), bool))
     with pytest.raises(DataError, match="spatial"):
         resample(Image(np.zeros(5)), 1.0)
+
+
+def test_fortran_ordered_input_gives_the_same_result() -> None:
+    # images read from NIfTI arrive as transposed (Fortran-ordered) views
+    rng = np.random.default_rng(4)
+    arr = rng.normal(size=(11, 9, 7)).astype(np.float32)
+    img_c = Image(arr, spacing=(1.0, 1.5, 2.0))
+    img_f = Image(np.asfortranarray(arr), spacing=(1.0, 1.5, 2.0))
+    for interpolation in ("linear", "nearest"):
+        a = resample(img_c, (0.8, 1.1, 2.6), interpolation=interpolation)  # type: ignore[arg-type]
+        b = resample(img_f, (0.8, 1.1, 2.6), interpolation=interpolation)  # type: ignore[arg-type]
+        np.testing.assert_array_equal(a.array, b.array)

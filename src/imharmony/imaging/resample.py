@@ -175,17 +175,28 @@ def _sitk_resample(
     offset_mm: np.ndarray,
     interpolator: int,
 ) -> np.ndarray:
-    """Resample a 2-D/3-D array in a local frame (origin 0, identity direction)."""
-    src = sitk.GetImageFromArray(arr)
-    src.SetSpacing([float(v) for v in spacing[::-1]])
+    """Resample a 2-D/3-D array in a local frame (origin 0, identity direction).
+
+    SimpleITK's first index axis is the fastest-varying in memory. A C-ordered array is handed
+    over as is (SimpleITK axis ``k`` = array axis ``ndim − 1 − k``), a Fortran-ordered one (as
+    read from NIfTI) through its transpose, so neither needs a reordering copy.
+    """
+    fortran = arr.flags.f_contiguous and not arr.flags.c_contiguous
+    if fortran:
+        src_arr, order = arr.T, slice(None)
+    else:
+        src_arr, order = np.ascontiguousarray(arr), slice(None, None, -1)
+    src = sitk.GetImageFromArray(src_arr)
+    src.SetSpacing([float(v) for v in spacing[order]])
     flt = sitk.ResampleImageFilter()
-    flt.SetSize([int(v) for v in new_shape[::-1]])
-    flt.SetOutputSpacing([float(v) for v in new_spacing[::-1]])
-    flt.SetOutputOrigin([float(v) for v in offset_mm[::-1]])
+    flt.SetSize([int(v) for v in tuple(new_shape)[order]])
+    flt.SetOutputSpacing([float(v) for v in new_spacing[order]])
+    flt.SetOutputOrigin([float(v) for v in offset_mm[order]])
     flt.SetInterpolator(interpolator)
     flt.SetDefaultPixelValue(0)
     flt.SetOutputPixelType(src.GetPixelID())
-    return np.asarray(_SitkBuffer(flt.Execute(src)))
+    out = np.asarray(_SitkBuffer(flt.Execute(src)))
+    return out.T if fortran else out
 
 
 def _resample_array(
