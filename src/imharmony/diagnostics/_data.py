@@ -1,0 +1,199 @@
+"""Input validation shared by the diagnostics: feature matrices, labels and covariate designs.
+
+Every diagnostic takes samples x features data (a numpy array or a DataFrame of numeric columns),
+one batch label per sample, and optionally a biology variable and a covariate table. The helpers
+here turn them into plain arrays once, with errors that name the argument, the column and the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError, DesignError
+
+__all__ = [
+    "as_covariate_design",
+    "as_labels",
+    "as_matrix",
+    "biology_kind",
+    "encode_labels",
+    "group_indicator",
+]
+
+
+def as_matrix(
+    X: Any, *, name: str = "X", feature_names: Sequence[str] | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """Return ``X`` as a finite float array of shape (n_samples, n_features) and feature names.
+
+    Parameters
+    ----------
+    X : array-like or pandas.DataFrame, shape (n_samples, n_features)
+        Numeric data. A DataFrame must hold only numeric columns (drop id columns first).
+    name : str
+        Name of the argument, used in error messages.
+    feature_names : sequence of str, optional
+        Names to use when ``X`` is an array; defaults to ``feature_0``, ``feature_1``, ...
+
+    Raises
+    ------
+    DataError
+        If ``X`` is not two-dimensional, holds non-numeric columns or non-finite values.
+    """
+    if isinstance(X, pd.DataFrame):
+        bad = [str(c) for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]
+        if bad:
+            raise DataError(
+                f"{name}: column(s) {bad} are not numeric; pass only the feature columns "
+                "(drop ids, batch and covariate columns)."
+            )
+        names = [str(c) for c in X.columns]
+        arr = X.to_numpy(dtype=float)
+    else:
+        try:
+            arr = np.asarray(X, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{name}: cannot be read as a numeric array ({exc}).") from exc
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        names = (
+            [str(f) for f in feature_names]
+            if feature_names is not None
+            else [f"feature_{j}" for j in range(arr.shape[1] if arr.ndim == 2 else 0)]
+        )
+    if arr.ndim != 2:
+        raise DataError(f"{name}: expected a 2-D samples x features array, got {arr.ndim}-D.")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise DataError(f"{name}: empty data of shape {arr.shape}.")
+    if len(names) != arr.shape[1]:
+        raise DataError(
+            f"{name}: {len(names)} feature names for {arr.shape[1]} columns; pass one name each."
+        )
+    finite = np.isfinite(arr)
+    if not finite.all():
+        cols = np.flatnonzero(~finite.all(axis=0))
+        shown = [names[j] for j in cols[:5]]
+        raise DataError(
+            f"{name}: {int((~finite).sum())} missing or infinite value(s) in feature(s) {shown}"
+            f"{' ...' if cols.size > 5 else ''}; impute or drop them before the diagnostics."
+        )
+    return arr, names
+
+
+def as_labels(values: Any, n: int, *, name: str) -> np.ndarray:
+    """Return one label per sample as a 1-D object-free numpy array; check length and gaps.
+
+    Raises
+    ------
+    DataError
+        If the length differs from ``n`` or a label is missing.
+    """
+    if isinstance(values, pd.DataFrame):
+        if values.shape[1] != 1:
+            raise DataError(f"{name}: expected one column, got {values.shape[1]}.")
+        values = values.iloc[:, 0]
+    series = pd.Series(np.asarray(values).ravel() if not isinstance(values, pd.Series) else values)
+    if len(series) != n:
+        raise DataError(
+            f"{name}: {len(series)} value(s) for {n} sample(s); pass one value per sample, in the "
+            "order of the rows."
+        )
+    if series.isna().any():
+        raise DataError(
+            f"{name}: {int(series.isna().sum())} missing value(s) (rows "
+            f"{list(np.flatnonzero(series.isna().to_numpy())[:5])}); fill or drop those samples."
+        )
+    return series.to_numpy()
+
+
+def encode_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (levels, codes): sorted unique labels and each sample's integer code."""
+    levels, codes = np.unique(labels.astype(str) if labels.dtype == object else labels,
+                              return_inverse=True)
+    return levels, codes.ravel()
+
+
+def group_indicator(codes: np.ndarray, k: int) -> np.ndarray:
+    """One-hot indicator matrix of shape (n_samples, k) from integer codes."""
+    G = np.zeros((codes.size, k))
+    G[np.arange(codes.size), codes] = 1.0
+    return G
+
+
+def biology_kind(values: np.ndarray, kind: str = "auto") -> str:
+    """Decide whether a biology variable is ``"categorical"`` or ``"continuous"``.
+
+    With ``kind="auto"``: non-numeric and boolean values are categorical; numeric values are
+    categorical when they are all integers with at most 10 distinct values (e.g. a 0/1 diagnosis
+    or a stage 1-4), continuous otherwise (e.g. age).
+    """
+    if kind in ("categorical", "continuous"):
+        return kind
+    if kind != "auto":
+        raise DataError(
+            f"biology_kind={kind!r}: use 'auto', 'categorical' or 'continuous'."
+        )
+    s = pd.Series(values)
+    if not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+        return "categorical"
+    arr = s.to_numpy(dtype=float)
+    if np.all(arr == np.round(arr)) and np.unique(arr).size <= 10:
+        return "categorical"
+    return "continuous"
+
+
+def as_covariate_design(covariates: Any, n: int, *, name: str = "covariates") -> pd.DataFrame:
+    """Encode covariates as a numeric design (no intercept), one column per parameter.
+
+    Numeric columns are kept as they are; categorical (non-numeric, boolean or ``category``)
+    columns are one-hot encoded with their first sorted level dropped. Returns an empty frame
+    with ``n`` rows when ``covariates`` is None.
+
+    Raises
+    ------
+    DataError
+        If the length differs from ``n`` or a value is missing.
+    """
+    if covariates is None:
+        return pd.DataFrame(index=range(n))
+    if isinstance(covariates, pd.Series):
+        covariates = covariates.to_frame()
+    if not isinstance(covariates, pd.DataFrame):
+        arr = np.asarray(covariates)
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        covariates = pd.DataFrame(arr, columns=[f"covariate_{j}" for j in range(arr.shape[1])])
+    if covariates.shape[0] != n:
+        raise DataError(
+            f"{name}: {covariates.shape[0]} row(s) for {n} sample(s); pass one row per sample."
+        )
+    parts = []
+    for col in covariates.columns:
+        s = covariates[col].reset_index(drop=True)
+        if s.isna().any():
+            raise DataError(
+                f"{name}: column {col!r} has {int(s.isna().sum())} missing value(s); fill or drop "
+                "those samples."
+            )
+        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+            parts.append(s.astype(float).rename(str(col)).to_frame())
+        else:
+            d = pd.get_dummies(s.astype(str), prefix=str(col), drop_first=True, dtype=float)
+            parts.append(d)
+    if not parts:
+        return pd.DataFrame(index=range(n))
+    return pd.concat(parts, axis=1)
+
+
+def check_min_group_size(codes: np.ndarray, levels: np.ndarray, *, minimum: int, what: str) -> None:
+    """Raise :class:`DesignError` when a group has fewer than ``minimum`` samples."""
+    counts = np.bincount(codes, minlength=levels.size)
+    small = [str(levels[i]) for i in np.flatnonzero(counts < minimum)]
+    if small:
+        raise DesignError(
+            f"{what}: site(s) {small} have fewer than {minimum} samples; merge or drop them."
+        )

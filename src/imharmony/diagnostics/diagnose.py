@@ -1,0 +1,424 @@
+"""One call that answers both questions: was the site effect removed, and was the biology kept?
+
+:func:`diagnose` runs the confounding check, the per-feature site tests, the multivariate views
+and the biology checks on the data before and after harmonization, and turns them into two
+verdicts with the thresholds named (:class:`Thresholds`) so that a reader can see, and change,
+what "removed" and "kept" mean.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DesignError
+from ._data import as_covariate_design, as_labels, as_matrix, biology_kind, encode_labels
+from .biology import _check_pair, fisher_preservation, mixed_effects
+from .confounding import ConfoundingReport, check_confounding
+from .multivariate import guided_pca, pca_silhouette, site_prediction
+from .site import SiteTests, residualize, site_tests
+
+__all__ = ["Diagnosis", "Thresholds", "diagnose"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The numbers behind the verdicts of :func:`diagnose`; every one can be changed.
+
+    Attributes
+    ----------
+    alpha : float
+        False-discovery rate (Benjamini-Hochberg) of every per-feature test.
+    negligible_effect : float
+        Site effect sizes (ε² of Kruskal-Wallis, η² of Brown-Forsythe) below this are
+        negligible even when significant (η² < 0.01 is the usual convention).
+    site_removed_max_fraction : float
+        Site effect "removed" when at most this fraction of features still shows a
+        non-negligible significant site effect after harmonization.
+    site_reduced_ratio : float
+        Otherwise "reduced" when that fraction is at most this multiple of the fraction before;
+        "not removed" beyond.
+    site_prediction_margin : float
+        A "removed" verdict is lowered to "reduced" when the cross-validated balanced accuracy
+        of predicting the site after harmonization exceeds chance (1 / n_sites) by more than
+        this: a multivariate site signature remains.
+    fisher_erased_below, fisher_inflated_above : float
+        Bands of the Fisher ratio after/before (heuristic 0.8; the upper band is symmetric,
+        1 / 0.8).
+    shrinkage_kept : (float, float)
+        Band of the mixed-model shrinkage ratio r = β_after / β_raw called "kept".
+    se_inflated_below : float
+        Biology "inflated" when the median SE after / SE raw falls below this (exaggerated
+        confidence, Nygaard et al. 2016).
+    """
+
+    alpha: float = 0.05
+    negligible_effect: float = 0.01
+    site_removed_max_fraction: float = 0.05
+    site_reduced_ratio: float = 0.5
+    site_prediction_margin: float = 0.1
+    fisher_erased_below: float = 0.8
+    fisher_inflated_above: float = 1.25
+    shrinkage_kept: tuple[float, float] = (0.9, 1.1)
+    se_inflated_below: float = 0.5
+
+
+@dataclass
+class Diagnosis:
+    """Everything :func:`diagnose` measured, and the two verdicts.
+
+    Attributes
+    ----------
+    verdicts : dict
+        ``{"site effect": "removed" | "reduced" | "not removed",
+        "biology": "kept" | "erased" | "inflated" | "not assessed"}``.
+    reasons : dict
+        For each verdict, the sentences that justify it (numbers and thresholds).
+    site_before, site_after : SiteTests
+        Per-feature site tests (tables and summaries) before and after.
+    multivariate : pandas.DataFrame
+        Rows ``silhouette``, ``gpca_delta``, ``gpca_p``, ``site_prediction`` (balanced accuracy)
+        and, when a harmonizer was given, ``site_prediction_in_folds``; columns ``before``,
+        ``after``, ``chance``.
+    fisher : pandas.DataFrame or None
+        :func:`~imharmony.diagnostics.fisher_preservation` table (None without biology).
+    mixed : pandas.DataFrame or None
+        :func:`~imharmony.diagnostics.mixed_effects` table (None without biology, or with
+        ``max_features=0``).
+    confounding : ConfoundingReport
+    thresholds : Thresholds
+    n_samples, n_features, n_sites : int
+    """
+
+    verdicts: dict[str, str]
+    reasons: dict[str, list[str]]
+    site_before: SiteTests
+    site_after: SiteTests
+    multivariate: pd.DataFrame
+    fisher: pd.DataFrame | None
+    mixed: pd.DataFrame | None
+    confounding: ConfoundingReport
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    n_samples: int = 0
+    n_features: int = 0
+    n_sites: int = 0
+
+    @property
+    def site_table(self) -> pd.DataFrame:
+        """Per-feature site tests before and after side by side (MultiIndex columns)."""
+        return pd.concat({"before": self.site_before.table, "after": self.site_after.table},
+                         axis=1)
+
+    def summary(self) -> str:
+        """Plain-text summary: the two verdicts, their reasons, and the thresholds used."""
+        lines = [
+            f"imharmony diagnosis: {self.n_samples} samples, {self.n_features} features, "
+            f"{self.n_sites} sites",
+            "",
+        ]
+        for question in ("site effect", "biology"):
+            lines.append(f"{question}: {self.verdicts[question].upper()}")
+            lines.extend(f"  - {r}" for r in self.reasons[question])
+        lines.append(f"confounding: {self.confounding.level}")
+        lines.extend(f"  - {m}" for m in self.confounding.messages)
+        lines.append("")
+        lines.append("multivariate (before -> after):")
+        for name, row in self.multivariate.iterrows():
+            chance = "" if pd.isna(row["chance"]) else f" (chance {row['chance']:.2f})"
+            lines.append(f"  {name}: {_fmt(row['before'])} -> {_fmt(row['after'])}{chance}")
+        lines.append("")
+        lines.append("thresholds: " + ", ".join(
+            f"{k}={v}" for k, v in asdict(self.thresholds).items()))
+        return "\n".join(lines)
+
+    def to_html(self, path: str | os.PathLike[str]) -> Path:
+        """Write the HTML report and return its path.
+
+        Delegates to :func:`imharmony.report.html.render_report` (imported on first use).
+        """
+        from ..report.html import render_report
+
+        return render_report(self, path)
+
+
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.3f}"
+
+
+def _site_verdict(before: SiteTests, after: SiteTests, mv: pd.DataFrame,
+                  th: Thresholds) -> tuple[str, list[str]]:
+    fb = before.summary["frac_site_effect"]
+    fa = after.summary["frac_site_effect"]
+    what = (f"(q < {th.alpha} and ε² or η² >= {th.negligible_effect}; "
+            + ("tested on residuals after " + ", ".join(after.summary["residualized_on"])
+               if after.summary["residualized_on"] else "no covariates") + ")")
+    reasons = [f"features with a site effect: {fb:.1%} before, {fa:.1%} after {what}."]
+    if fa <= th.site_removed_max_fraction:
+        verdict = "removed"
+        reasons.append(f"{fa:.1%} <= {th.site_removed_max_fraction:.0%} "
+                       "(site_removed_max_fraction).")
+        if fb <= th.site_removed_max_fraction:
+            reasons.append("no site effect was detectable before harmonization either.")
+    elif fa <= th.site_reduced_ratio * fb:
+        verdict = "reduced"
+        reasons.append(f"{fa:.1%} <= {th.site_reduced_ratio} x {fb:.1%} (site_reduced_ratio).")
+    else:
+        verdict = "not removed"
+        reasons.append(f"{fa:.1%} > {th.site_reduced_ratio} x {fb:.1%} (site_reduced_ratio).")
+    row = "site_prediction_in_folds" if "site_prediction_in_folds" in mv.index else \
+        "site_prediction"
+    if row in mv.index and np.isfinite(mv.loc[row, "after"]):
+        ba, chance = mv.loc[row, "after"], mv.loc[row, "chance"]
+        how = ", harmonizer fitted inside the folds" if "in_folds" in row else ""
+        reasons.append(f"site predicted with balanced accuracy {ba:.2f} after (chance "
+                       f"{chance:.2f}{how}).")
+        if verdict == "removed" and ba > chance + th.site_prediction_margin:
+            verdict = "reduced"
+            reasons.append(f"a multivariate site signature remains: {ba:.2f} > chance + "
+                           f"{th.site_prediction_margin} (site_prediction_margin).")
+    return verdict, reasons
+
+
+def _biology_verdict(fisher: pd.DataFrame | None, mixed: pd.DataFrame | None,
+                     confounding: ConfoundingReport, th: Thresholds) -> tuple[str, list[str]]:
+    if fisher is None:
+        return "not assessed", ["no biology was given."]
+    bio_rows = confounding.variables
+    bio_level = None
+    if not bio_rows.empty and "role" in bio_rows:
+        sel = bio_rows[bio_rows["role"] == "biology"]
+        bio_level = sel["level"].iloc[0] if len(sel) else None
+    if bio_level == "complete":
+        return "not assessed", [
+            "site and biology are completely confounded: no data can tell whether the biology "
+            "survived harmonization."]
+    reasons: list[str] = []
+    lo, hi = th.shrinkage_kept
+    fis = fisher[fisher["verdict"] != "no signal"]
+    fisher_median = float(fis["fisher_ratio"].median()) if len(fis) else float("nan")
+    if len(fis):
+        reasons.append(
+            f"Fisher ratio after/before: median {fisher_median:.2f} over {len(fis)} feature(s) "
+            f"with a biology signal (erased < {th.fisher_erased_below}, inflated > "
+            f"{th.fisher_inflated_above}).")
+    verdict = "not assessed"
+    if mixed is not None:
+        mx = mixed[mixed["verdict"].isin(["kept", "erased", "inflated"])]
+        n_nc = int((mixed["verdict"] == "not converged").sum())
+        if n_nc:
+            reasons.append(f"{n_nc} raw mixed-model fit(s) did not converge (see mixed.note).")
+        if len(mx):
+            r = float(mx["shrinkage"].median())
+            se = float(mx["se_ratio"].median())
+            counts = mx["verdict"].value_counts()
+            reasons.append(
+                f"mixed model (raw, random site intercept) vs OLS (after): median shrinkage "
+                f"r = {r:.2f}, median SE ratio {se:.2f} over {len(mx)} feature(s) with a "
+                f"biology signal (kept {lo}-{hi}, inflated SE ratio < {th.se_inflated_below}); "
+                + ", ".join(f"{c} {k}" for k, c in counts.items()) + ".")
+            if r < lo:
+                verdict = "erased"
+            elif r > hi or se < th.se_inflated_below:
+                verdict = "inflated"
+            else:
+                verdict = "kept"
+            if np.isfinite(fisher_median):
+                fv = ("erased" if fisher_median < th.fisher_erased_below else "inflated"
+                      if fisher_median > th.fisher_inflated_above else "kept")
+                if fv != verdict:
+                    reasons.append(
+                        f"the Fisher ratio alone says {fv!r}; the verdict follows the mixed "
+                        "model, which separates site from biology (a raw Fisher ratio mixes them).")
+            return verdict, reasons
+    if len(fis):
+        if fisher_median < th.fisher_erased_below:
+            verdict = "erased"
+        elif fisher_median > th.fisher_inflated_above:
+            verdict = "inflated"
+            reasons.append("a Fisher ratio well above 1 can be a genuine gain or the artificial "
+                           "separation of an unbalanced design (Nygaard et al. 2016).")
+        else:
+            verdict = "kept"
+        return verdict, reasons
+    reasons.append("no feature carried a detectable biology effect before harmonization.")
+    return "not assessed", reasons
+
+
+def diagnose(
+    before: Any,
+    after: Any,
+    *,
+    batch: Any,
+    biology: Any = None,
+    covariates: Any = None,
+    thresholds: Thresholds | None = None,
+    random_state: int | None = None,
+    biology_type: str = "auto",
+    max_features: int | None = 100,
+    n_permutations: int = 1000,
+    harmonizer: Any = None,
+    n_splits: int = 5,
+    anderson: bool = False,
+) -> Diagnosis:
+    """Diagnose a harmonization: was the site effect removed, and was the biology kept?
+
+    Parameters
+    ----------
+    before, after : array-like or pandas.DataFrame, shape (n_samples, n_features)
+        The same samples and features before and after harmonization (numeric columns only).
+    batch : array-like, shape (n_samples,)
+        Site of each sample.
+    biology : array-like, shape (n_samples,), optional
+        The biology to preserve (a class label or a continuous value per sample). Without it,
+        the biology verdict is "not assessed".
+    covariates : pandas.DataFrame, optional
+        Other biological covariates (age, sex, ...): removed before the site tests and included
+        as fixed effects in the mixed models.
+    thresholds : Thresholds, optional
+    random_state : int, optional
+        Seeds the guided-PCA permutations and the cross-validation folds.
+    biology_type : {"auto", "categorical", "continuous"}
+        How to read ``biology`` (see :func:`imharmony.diagnostics.fisher_ratio`).
+    max_features : int or None
+        Cap on the per-feature mixed models (the most site-affected features are modelled); 0
+        skips them, None models all.
+    n_permutations : int
+        Site shuffles of the guided-PCA p-value.
+    harmonizer : estimator or callable, optional
+        When given, site prediction is also run on ``before`` with this harmonizer fitted
+        inside each training fold (the honest estimate), and the site verdict uses it.
+    n_splits : int
+        Folds of the site prediction (skipped, with a reason, when a site is smaller).
+    anderson : bool
+        Add the k-sample Anderson-Darling test to the site tests (slow for many features).
+
+    Returns
+    -------
+    Diagnosis
+
+    Notes
+    -----
+    The biology (and the covariates) are removed before the site tests and the multivariate
+    views (silhouette, guided PCA, and site prediction, where the removal is estimated inside
+    each training fold), so a real difference
+    between the sites' populations is not counted as site effect, and a harmonization that
+    shifts sites differently for the same biology (per-site centring in an unbalanced design)
+    is. The biology verdict follows the mixed-model shrinkage ratio when it is computed, the
+    Fisher ratio otherwise.
+    """
+    th = thresholds if thresholds is not None else Thresholds()
+    Xb, names = as_matrix(before, name="before")
+    Xa, names_a = as_matrix(after, name="after", feature_names=names)
+    _check_pair(Xb, Xa, names, names_a)
+    n = Xb.shape[0]
+    site = as_labels(batch, n, name="batch")
+    levels, site_codes = encode_labels(site)
+    if levels.size < 2:
+        raise DesignError("batch: only one site; there is no site effect to diagnose.")
+    cov_df = None
+    if covariates is not None:
+        cov_df = covariates if isinstance(covariates, pd.DataFrame) else \
+            as_covariate_design(covariates, n)
+        cov_df = cov_df.reset_index(drop=True)
+    bio = as_labels(biology, n, name="biology") if biology is not None else None
+    kind = biology_kind(bio, biology_type) if bio is not None else None
+
+    # Confounding: the biology is given to the harmonizer's design check as a covariate.
+    conf_cov = cov_df.copy() if cov_df is not None else pd.DataFrame(index=range(n))
+    bio_col = "biology"
+    while bio_col in conf_cov.columns:
+        bio_col = f"_{bio_col}"
+    if bio is not None:
+        conf_cov.insert(0, bio_col,
+                        bio.astype(str) if kind == "categorical" else bio.astype(float))
+    confounding = check_confounding(site, conf_cov if conf_cov.shape[1] else None,
+                                    biology=bio_col if bio is not None else None)
+    complete = bio is not None and confounding.variables.loc[bio_col, "level"] == "complete"
+
+    # Site tests on residuals after the biology and covariates (unless completely confounded).
+    resid_cov = conf_cov
+    if complete:
+        resid_cov = conf_cov.drop(columns=bio_col)
+    resid_arg = resid_cov if resid_cov.shape[1] else None
+    if resid_arg is not None:
+        try:
+            Zd = as_covariate_design(resid_arg, n).to_numpy(dtype=float)
+            full = np.column_stack([np.ones(n), Zd])
+            if np.linalg.matrix_rank(full) < full.shape[1]:
+                raise DesignError("rank deficient")
+        except DesignError:
+            logger.info("covariates are collinear; site tests use no covariates")
+            resid_arg = None
+    kw = {"covariates": resid_arg, "alpha": th.alpha, "negligible": th.negligible_effect,
+          "anderson": anderson, "feature_names": names}
+    st_b = site_tests(Xb, site, **kw)
+    st_a = site_tests(Xa, site, **kw)
+
+    # Multivariate views, on the same residuals as the site tests.
+    Rb, Ra = Xb, Xa
+    if resid_arg is not None:
+        Zd = as_covariate_design(resid_arg, n).to_numpy(dtype=float)
+        Rb, _ = residualize(Xb, site_codes, Zd)
+        Ra, _ = residualize(Xa, site_codes, Zd)
+    mv = pd.DataFrame(columns=["before", "after", "chance"], dtype=float)
+    sil_b, sil_a = pca_silhouette(Rb, site, Ra)
+    mv.loc["silhouette"] = [sil_b, sil_a, np.nan]
+    g_b = guided_pca(Rb, site, n_permutations=n_permutations, random_state=random_state)
+    g_a = guided_pca(Ra, site, n_permutations=n_permutations, random_state=random_state)
+    mv.loc["gpca_delta"] = [g_b.delta, g_a.delta, np.nan]
+    mv.loc["gpca_p"] = [g_b.p_value, g_a.p_value, np.nan]
+    site_reasons: list[str] = []
+    try:
+        spk = {"adjust_for": resid_arg, "n_splits": n_splits, "random_state": random_state}
+        sp_b = site_prediction(Xb, site, **spk)
+        sp_a = site_prediction(Xa, site, **spk)
+        mv.loc["site_prediction"] = [sp_b.balanced_accuracy, sp_a.balanced_accuracy, sp_b.chance]
+        if harmonizer is not None:
+            sp_h = site_prediction(Xb, site, harmonizer=harmonizer, covariates=cov_df, **spk)
+            mv.loc["site_prediction_in_folds"] = [sp_b.balanced_accuracy, sp_h.balanced_accuracy,
+                                                  sp_h.chance]
+    except DesignError as exc:
+        site_reasons.append(f"site prediction skipped: {exc}")
+
+    # Biology.
+    fisher = mixed = None
+    if bio is not None:
+        fisher = fisher_preservation(Xb, Xa, bio, kind=kind, erased_below=th.fisher_erased_below,
+                                     inflated_above=th.fisher_inflated_above, alpha=th.alpha,
+                                     feature_names=names)
+        if (max_features is None or max_features > 0) and not complete:
+            try:
+                mixed = mixed_effects(
+                    Xb, Xa, bio, site, covariates=cov_df, kind=kind, max_features=max_features,
+                    rank_by=st_b.table["epsilon2"].to_numpy(), kept=th.shrinkage_kept,
+                    se_inflated_below=th.se_inflated_below, alpha=th.alpha,
+                    feature_names=names)
+            except DesignError as exc:
+                logger.info("mixed models skipped: %s", exc)
+
+    site_verdict, reasons_s = _site_verdict(st_b, st_a, mv, th)
+    bio_verdict, reasons_b = _biology_verdict(fisher, mixed, confounding, th)
+    diagnosis = Diagnosis(
+        verdicts={"site effect": site_verdict, "biology": bio_verdict},
+        reasons={"site effect": reasons_s + site_reasons, "biology": reasons_b},
+        site_before=st_b,
+        site_after=st_a,
+        multivariate=mv,
+        fisher=fisher,
+        mixed=mixed,
+        confounding=confounding,
+        thresholds=th,
+        n_samples=n,
+        n_features=len(names),
+        n_sites=int(levels.size),
+    )
+    logger.info("diagnosis: site effect %s, biology %s", site_verdict, bio_verdict)
+    return diagnosis
