@@ -57,7 +57,7 @@ def _disease_d(Y: np.ndarray, design: np.ndarray, col: int) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console()
+    console = Console(width=None if Console().is_terminal else 110)
     out = Path(args.output)
     data = make_multisite_features(random_state=args.seed)
     table, cols = data.table, data.feature_columns
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         + " - site and disease are partly confounded.\n"
     )
     tbl = Table(title="What ComBat removed (site) and what it kept (disease)")
-    tbl.add_column("data")
+    tbl.add_column("data", no_wrap=True)
     tbl.add_column("features with a site effect\n(ANOVA after biology, BH 5%)", justify="right")
     tbl.add_column("disease effect size |d|\n(mean of disease features)", justify="right")
     tbl.add_column("kept vs site-free data\n(1.00 = all kept)", justify="right")
