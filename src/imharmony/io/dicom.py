@@ -1,0 +1,1148 @@
+"""Reading a DICOM series into an :class:`imharmony.image.Image`, with physical units.
+
+A series is the set of files sharing one Series Instance UID (0020,000E). Its slices are ordered
+along the slice normal (the cross product of the two direction cosines of Image Orientation
+(Patient) (0020,0037)) by the projection of Image Position (Patient) (0020,0032) on it, and the
+slice spacing is measured from those positions, never taken from Slice Thickness (0018,0050).
+
+Array layout of the returned image::
+
+    array[i, j, k]  i: column index  (along the row direction cosine, IOP[0:3])
+                    j: row index     (along the column direction cosine, IOP[3:6])
+                    k: slice index   (along the normal, increasing position)
+
+so ``spacing = (Pixel Spacing[1], Pixel Spacing[0], slice spacing)``, ``origin`` is the Image
+Position (Patient) of the first slice, and the columns of ``direction`` are the row cosine, the
+column cosine and the normal, all in the DICOM patient frame (LPS, millimetres), which is also the
+frame of SimpleITK and of :func:`imharmony.io.images.write_image`.
+
+Safety: headers are read first, with ``stop_before_pixels``; the size announced by Rows × Columns
+× Number of Frames is checked against ``max_pixels`` and against the file's length before a single
+pixel is decoded; paths are never built from tag values; a file that is not DICOM is skipped with
+a logged warning, while a DICOM file that is damaged is an error naming it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import struct
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import DataError, HarmonizationError
+from ..image import Image
+from ..physics import ct
+from ..physics.ct import tag_label
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "UNITS",
+    "DicomError",
+    "DicomSeriesError",
+    "DicomSizeError",
+    "list_dicom_series",
+    "read_dicom_series",
+    "stored_values",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Default limit on the number of voxels of a series (about 8.6 GB as float64).
+DEFAULT_MAX_PIXELS: int = 2**30
+
+#: Accepted values of ``units``.
+UNITS: tuple[str, ...] = ("hu", "raw", "suv", "suvbw", "suvlbm", "suvbsa", "suvibw")
+_SUV_UNITS = frozenset(UNITS[2:])
+
+_PIXEL_DATA_TAG = 0x7FE00010
+_OTHER_PIXEL_TAGS = {0x7FE00008: "Float Pixel Data", 0x7FE00009: "Double Float Pixel Data"}
+_DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+_DEFLATED_TS = {"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"}
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
+             b"UV"}
+
+# Position tolerances (mm): duplicates closer than this are the same slice position.
+_DUPLICATE_MM = 1e-3
+# Relative tolerance on slice-to-slice distance, and on agreement of Slice Thickness.
+_SPACING_RTOL = 1e-2
+# Tolerance on direction cosines.
+_ORIENTATION_TOL = 1e-4
+
+#: Keywords copied from the first instance into ``Image.meta`` when present.
+META_KEYWORDS: tuple[str, ...] = (
+    "Modality", "SOPClassUID", "Manufacturer", "ManufacturerModelName", "StationName",
+    "InstitutionName", "SoftwareVersions", "StudyInstanceUID", "SeriesInstanceUID",
+    "FrameOfReferenceUID", "StudyDate", "SeriesDate", "SeriesTime", "AcquisitionDate",
+    "AcquisitionTime", "SeriesNumber", "SeriesDescription", "ProtocolName", "BodyPartExamined",
+    "PatientPosition", "ImageType", "SliceThickness", "SpacingBetweenSlices", "KVP",
+    "ConvolutionKernel", "ReconstructionDiameter", "XRayTubeCurrent", "ExposureTime", "Exposure",
+    "CTDIvol", "FilterType", "RescaleType", "PixelPaddingValue", "PixelPaddingRangeLimit",
+    "MagneticFieldStrength", "ScanningSequence", "SequenceVariant", "ScanOptions",
+    "MRAcquisitionType", "RepetitionTime", "EchoTime", "InversionTime", "FlipAngle",
+    "PixelBandwidth", "ImagingFrequency", "Units", "CorrectedImage", "DecayCorrection",
+    "AttenuationCorrectionMethod", "ReconstructionMethod", "PatientSex", "PatientAge",
+    "PatientWeight", "PatientSize", "BitsAllocated", "BitsStored", "PixelRepresentation",
+)
+
+
+class DicomError(DataError):
+    """A DICOM file or series cannot be read as given."""
+
+
+class DicomSeriesError(DicomError):
+    """The files of a series do not form one regular volume (gaps, duplicates, mixed geometry)."""
+
+
+class DicomSizeError(DicomError):
+    """A header announces more pixels than ``max_pixels`` allows."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Pixel value helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def stored_values(
+    raw: np.ndarray, bits_stored: int, pixel_representation: int, *, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Give raw pixel cells their stored value: drop unused high bits, extend the sign.
+
+    Parameters
+    ----------
+    raw : numpy.ndarray of int
+        Pixel cells as read (Bits Allocated wide), any shape.
+    bits_stored : int
+        Bits Stored (0028,0101); the value occupies bits ``0 .. bits_stored - 1`` (High Bit
+        (0028,0102) = Bits Stored − 1).
+    pixel_representation : int
+        Pixel Representation (0028,0103): 0 unsigned, 1 two's complement.
+    out : numpy.ndarray, optional
+        Where to write; may be ``raw`` itself (in place).
+
+    Returns
+    -------
+    numpy.ndarray
+        Signed (int) when ``pixel_representation`` is 1, else unsigned, same itemsize as ``raw``.
+
+    Examples
+    --------
+    A 12-bit signed value −1 held in a 16-bit cell whose top bits carry garbage:
+
+    >>> stored_values(np.array([0x7FFF], dtype=np.uint16), 12, 1)
+    array([-1], dtype=int16)
+    """
+    raw = np.asarray(raw)
+    width = raw.dtype.itemsize * 8
+    target = np.dtype(f"{'i' if pixel_representation else 'u'}{raw.dtype.itemsize}")
+    if out is None:
+        out = raw.astype(target.newbyteorder("="), copy=True)
+    elif out is not raw:
+        out[...] = raw.view(target.newbyteorder(raw.dtype.byteorder))
+    else:
+        out = out.view(target.newbyteorder(raw.dtype.byteorder))
+    if bits_stored >= width:
+        return out
+    shift = width - bits_stored
+    if pixel_representation:
+        np.left_shift(out, shift, out=out)
+        np.right_shift(out, shift, out=out)
+    else:
+        np.bitwise_and(out, (1 << bits_stored) - 1, out=out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Headers
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Header:
+    """One DICOM file's header and where its pixel data sit."""
+
+    path: Path
+    name: str
+    ds: Dataset
+    file_size: int
+    pixel_tag: int | None = None  # 0x7FE00010 etc. found after the header, None if no pixels
+    value_offset: int | None = None  # byte offset of the pixel data value (native only)
+    value_length: int | None = None  # declared length; None for undefined (encapsulated)
+    native: bool = False  # uncompressed, readable straight from the file
+    n_frames: int = 1
+    rows: int = 0
+    columns: int = 0
+
+
+@dataclass
+class _Skipped:
+    name: str
+    reason: str
+    warn: bool = True
+
+
+def _fmt_list(names: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _list_files(source: Path) -> list[tuple[Path, str]]:
+    """Files under ``source`` (recursively, hidden entries ignored) with their display names."""
+    if source.is_file():
+        return [(source, source.name)]
+    if not source.is_dir():
+        raise DicomError(f"{source}: no such file or folder; give a DICOM series folder.")
+    files: list[tuple[Path, str]] = []
+    for root, dirs, names in os.walk(source):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for n in sorted(names):
+            if n.startswith("."):
+                continue
+            p = Path(root) / n
+            if p.is_file():
+                files.append((p, str(p.relative_to(source))))
+    return files
+
+
+def _peek_pixel_element(f: Any, little: bool, implicit: bool) -> tuple[int | None, int, int | None]:
+    """Read the element header at the current position: (tag, value offset, length)."""
+    start = f.tell()
+    head = f.read(8)
+    if len(head) < 8:
+        return None, start, None
+    endian = "<" if little else ">"
+    group, elem = struct.unpack(f"{endian}HH", head[:4])
+    tag = (group << 16) | elem
+    if implicit:
+        (length,) = struct.unpack(f"{endian}L", head[4:8])
+        value_offset = start + 8
+    elif head[4:6] in _LONG_VRS:
+        more = f.read(4)
+        if len(more) < 4:
+            return tag, start, None
+        (length,) = struct.unpack(f"{endian}L", more)
+        value_offset = start + 12
+    else:
+        (length,) = struct.unpack(f"{endian}H", head[6:8])
+        value_offset = start + 8
+    return tag, value_offset, (None if length == 0xFFFFFFFF else length)
+
+
+def _read_header(path: Path, name: str, max_pixels: int) -> _Header | _Skipped:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(128)
+            if f.read(4) != b"DICM":
+                return _Skipped(name, "not a DICOM file (no 'DICM' prefix at byte 128)")
+            f.seek(0)
+            try:
+                ds = pydicom.dcmread(f, stop_before_pixels=True)
+            except InvalidDicomError as exc:
+                return _Skipped(name, f"not a readable DICOM file ({exc})")
+            except Exception as exc:
+                raise DicomError(
+                    f"{name}: damaged DICOM file, the header cannot be parsed "
+                    f"({type(exc).__name__}: {exc}); replace or remove the file."
+                ) from exc
+            head = _Header(path=path, name=name, ds=ds, file_size=size)
+            ts = ds.file_meta.get("TransferSyntaxUID")
+            sop = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
+            if sop is None:
+                raise DicomError(
+                    f"{name}: {tag_label('SOPClassUID')} missing; the file is truncated or "
+                    "damaged. Replace or remove it."
+                )
+            if str(sop) == _DICOMDIR_SOP_CLASS:
+                return _Skipped(name, "a DICOMDIR (media directory), not an image", warn=False)
+            if ts is None:
+                raise DicomError(
+                    f"{name}: {tag_label('TransferSyntaxUID')} missing from the file meta "
+                    "information; the file is damaged."
+                )
+            if str(ts) in _DEFLATED_TS:
+                # The dataset was inflated in memory: the file offset says nothing.
+                head.pixel_tag = _PIXEL_DATA_TAG if "Rows" in ds else None
+            else:
+                tag, value_offset, length = _peek_pixel_element(
+                    f, ts.is_little_endian, ts.is_implicit_VR
+                )
+                if tag == _PIXEL_DATA_TAG or tag in _OTHER_PIXEL_TAGS:
+                    head.pixel_tag = tag
+                    head.value_offset = value_offset
+                    head.value_length = length
+                    head.native = not ts.is_compressed and length is not None
+    except OSError as exc:
+        raise DicomError(f"{name}: cannot be read ({exc.strerror or exc}).") from exc
+    if head.pixel_tag is not None:
+        _check_pixel_header(head, max_pixels)
+    return head
+
+
+def _int_tag(ds: Dataset, keyword: str, name: str, default: int | None = None) -> int:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        if default is not None:
+            return default
+        raise DicomError(f"{name}: {tag_label(keyword)} missing; the file is truncated or damaged.")
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise DicomError(f"{name}: {tag_label(keyword)} is {value!r}, not an integer.") from exc
+
+
+def _check_pixel_header(head: _Header, max_pixels: int) -> None:
+    """Validate the pixel description and announced size before any pixel is touched."""
+    ds, name = head.ds, head.name
+    if head.pixel_tag in _OTHER_PIXEL_TAGS:
+        raise DicomError(
+            f"{name}: {_OTHER_PIXEL_TAGS[head.pixel_tag]} is not supported; only integer "
+            "Pixel Data (7FE0,0010) can be converted."
+        )
+    rows = _int_tag(ds, "Rows", name)
+    cols = _int_tag(ds, "Columns", name)
+    frames = _int_tag(ds, "NumberOfFrames", name, default=1)
+    samples = _int_tag(ds, "SamplesPerPixel", name, default=1)
+    bits = _int_tag(ds, "BitsAllocated", name)
+    if rows < 1 or cols < 1 or frames < 1:
+        raise DicomError(
+            f"{name}: {tag_label('Rows')} = {rows}, {tag_label('Columns')} = {cols}, "
+            f"{tag_label('NumberOfFrames')} = {frames}; an image needs at least one pixel."
+        )
+    n_pixels = rows * cols * frames * samples
+    if n_pixels > max_pixels:
+        raise DicomSizeError(
+            f"{name}: the header announces {rows} Rows x {cols} Columns x {frames} frames x "
+            f"{samples} samples = {n_pixels:.4g} pixels ({n_pixels * bits / 8 / 2**30:.3g} GiB "
+            f"stored), above max_pixels={max_pixels}; nothing was decoded. If the header is "
+            "genuine, raise max_pixels."
+        )
+    if samples != 1:
+        raise DicomError(
+            f"{name}: {tag_label('SamplesPerPixel')} is {samples}; only single-sample "
+            "(grey-level) images carry quantitative values."
+        )
+    if bits not in (8, 16, 32):
+        raise DicomError(
+            f"{name}: {tag_label('BitsAllocated')} is {bits}; only 8, 16 or 32 are supported."
+        )
+    bits_stored = _int_tag(ds, "BitsStored", name)
+    high_bit = _int_tag(ds, "HighBit", name, default=bits_stored - 1)
+    pixrep = _int_tag(ds, "PixelRepresentation", name)
+    if not 1 <= bits_stored <= bits or high_bit != bits_stored - 1 or pixrep not in (0, 1):
+        raise DicomError(
+            f"{name}: unsupported pixel layout: {tag_label('BitsStored')} = {bits_stored}, "
+            f"{tag_label('HighBit')} = {high_bit}, {tag_label('PixelRepresentation')} = {pixrep} "
+            f"with {tag_label('BitsAllocated')} = {bits}."
+        )
+    head.n_frames, head.rows, head.columns = frames, rows, cols
+    if head.native:
+        needed = n_pixels * bits // 8
+        assert head.value_length is not None and head.value_offset is not None
+        if head.value_length < needed:
+            raise DicomError(
+                f"{name}: Pixel Data (7FE0,0010) holds {head.value_length} bytes but Rows x "
+                f"Columns x frames x Bits Allocated need {needed}; the header and the pixels "
+                "disagree."
+            )
+        available = head.file_size - head.value_offset
+        if available < needed:
+            raise DicomError(
+                f"{name}: file truncated: it ends after {max(available, 0)} of the {needed} bytes "
+                "of Pixel Data (7FE0,0010). Copy the file again from its source."
+            )
+
+
+def _read_headers(
+    files: Sequence[tuple[Path, str]], max_pixels: int, workers: int
+) -> list[_Header | _Skipped]:
+    def one(item: tuple[Path, str]) -> _Header | _Skipped | BaseException:
+        try:
+            return _read_header(item[0], item[1], max_pixels)
+        except HarmonizationError as exc:
+            return exc
+
+    if workers > 1 and len(files) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(one, files))
+    else:
+        results = [one(item) for item in files]
+    for r in results:  # first failure in file order: deterministic message
+        if isinstance(r, BaseException):
+            raise r
+    return results  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------
+# Frames and geometry
+# ---------------------------------------------------------------------------------------------
+
+
+def _float_list(value: Any, n: int, keyword: str, name: str) -> list[float] | None:
+    if value is None or value == "":
+        return None
+    try:
+        values = [float(v) for v in (value if isinstance(value, Iterable) else [value])]
+    except (TypeError, ValueError) as exc:
+        raise DicomError(f"{name}: {tag_label(keyword)} is {value!r}, not numbers.") from exc
+    if len(values) != n or not all(math.isfinite(v) for v in values):
+        raise DicomError(
+            f"{name}: {tag_label(keyword)} is {values}; expected {n} finite number(s)."
+        )
+    return values
+
+
+def _opt_float(value: Any, keyword: str, name: str) -> float | None:
+    got = _float_list(value, 1, keyword, name)
+    return None if got is None else got[0]
+
+
+def _group_item(
+    per_frame: Dataset | None, shared: Dataset | None, sequence: str
+) -> Dataset | None:
+    """The functional group macro item for a frame: per-frame overrides shared."""
+    for holder in (per_frame, shared):
+        if holder is not None:
+            seq = holder.get(sequence)
+            if seq:
+                return seq[0]
+    return None
+
+
+@dataclass
+class _Frames:
+    """Per-frame attributes of a series, one entry per frame in (instance, frame) order."""
+
+    inst: list[int] = field(default_factory=list)
+    frame: list[int] = field(default_factory=list)
+    label: list[str] = field(default_factory=list)
+    position: list[list[float]] = field(default_factory=list)
+    orientation: list[list[float]] = field(default_factory=list)
+    pixel_spacing: list[list[float]] = field(default_factory=list)
+    slope: list[float | None] = field(default_factory=list)
+    intercept: list[float | None] = field(default_factory=list)
+    rescale_type: list[str | None] = field(default_factory=list)
+    thickness: list[float | None] = field(default_factory=list)
+    between: list[float | None] = field(default_factory=list)
+
+
+def _require(values: list[float] | None, keyword: str, label: str) -> list[float]:
+    if values is None:
+        raise DicomError(f"{label}: {tag_label(keyword)} missing; cannot place the slice in space.")
+    return values
+
+
+def _collect_frames(headers: Sequence[_Header]) -> _Frames:
+    fr = _Frames()
+    for i, h in enumerate(headers):
+        ds = h.ds
+        per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+        shared_seq = ds.get("SharedFunctionalGroupsSequence")
+        shared = shared_seq[0] if shared_seq else None
+        if per_frame is None and h.n_frames > 1:
+            raise DicomError(
+                f"{h.name}: {h.n_frames} frames but no "
+                f"{tag_label('PerFrameFunctionalGroupsSequence')}; a multi-frame image without "
+                "per-frame positions cannot be placed in space."
+            )
+        if per_frame is not None and len(per_frame) != h.n_frames:
+            raise DicomError(
+                f"{h.name}: {tag_label('PerFrameFunctionalGroupsSequence')} has "
+                f"{len(per_frame)} items but {tag_label('NumberOfFrames')} is {h.n_frames}."
+            )
+        for f in range(h.n_frames):
+            if per_frame is None:
+                label = h.name
+                pos_src = ori_src = pm_src = pvt_src = ds
+            else:
+                label = f"{h.name} frame {f + 1}"
+                item = per_frame[f]
+                pos_src = _group_item(item, shared, "PlanePositionSequence")
+                ori_src = _group_item(item, shared, "PlaneOrientationSequence")
+                pm_src = _group_item(item, shared, "PixelMeasuresSequence")
+                pvt_src = _group_item(item, shared, "PixelValueTransformationSequence")
+                # Legacy converted objects may keep the classic top-level attributes.
+                pos_src = pos_src if pos_src is not None else ds
+                ori_src = ori_src if ori_src is not None else ds
+                pm_src = pm_src if pm_src is not None else ds
+                pvt_src = pvt_src if pvt_src is not None else ds
+            fr.inst.append(i)
+            fr.frame.append(f)
+            fr.label.append(label)
+            fr.position.append(
+                _require(
+                    _float_list(pos_src.get("ImagePositionPatient"), 3, "ImagePositionPatient",
+                                label),
+                    "ImagePositionPatient", label,
+                )
+            )
+            fr.orientation.append(
+                _require(
+                    _float_list(ori_src.get("ImageOrientationPatient"), 6,
+                                "ImageOrientationPatient", label),
+                    "ImageOrientationPatient", label,
+                )
+            )
+            fr.pixel_spacing.append(
+                _require(
+                    _float_list(pm_src.get("PixelSpacing"), 2, "PixelSpacing", label),
+                    "PixelSpacing", label,
+                )
+            )
+            fr.slope.append(_opt_float(pvt_src.get("RescaleSlope"), "RescaleSlope", label))
+            fr.intercept.append(
+                _opt_float(pvt_src.get("RescaleIntercept"), "RescaleIntercept", label)
+            )
+            rtype = pvt_src.get("RescaleType")
+            fr.rescale_type.append(None if rtype is None else str(rtype))
+            fr.thickness.append(_opt_float(pm_src.get("SliceThickness"), "SliceThickness", label))
+            fr.between.append(
+                _opt_float(pm_src.get("SpacingBetweenSlices"), "SpacingBetweenSlices", label)
+            )
+    return fr
+
+
+@dataclass
+class _Geometry:
+    order: np.ndarray  # frame indices in slice order
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: np.ndarray
+
+
+def _first_differing(values: np.ndarray, tol: float) -> int | None:
+    diff = np.abs(values - values[0]).reshape(len(values), -1).max(axis=1)
+    bad = np.flatnonzero(diff > tol)
+    return int(bad[0]) if bad.size else None
+
+
+def _geometry(fr: _Frames, headers: Sequence[_Header]) -> _Geometry:
+    labels = fr.label
+    # Same matrix size everywhere.
+    sizes = [(headers[i].rows, headers[i].columns) for i in fr.inst]
+    for k, s in enumerate(sizes):
+        if s != sizes[0]:
+            raise DicomSeriesError(
+                f"mixed image sizes in the series: {labels[0]} is {sizes[0][0]} Rows x "
+                f"{sizes[0][1]} Columns but {labels[k]} is {s[0]} x {s[1]}; the files are not one "
+                "volume (separate them, e.g. a localizer, into their own folder)."
+            )
+    ori = np.asarray(fr.orientation)
+    k = _first_differing(ori, _ORIENTATION_TOL)
+    if k is not None:
+        raise DicomSeriesError(
+            f"mixed {tag_label('ImageOrientationPatient')} in the series: {labels[0]} has "
+            f"{ori[0].round(6).tolist()} but {labels[k]} has {ori[k].round(6).tolist()}; the "
+            "files are more than one stack (e.g. localizers or a multi-plane acquisition). Move "
+            "each stack into its own folder."
+        )
+    ps = np.asarray(fr.pixel_spacing)
+    k = _first_differing(ps, 1e-4 * max(1.0, float(ps[0].max())))
+    if k is not None:
+        raise DicomSeriesError(
+            f"mixed {tag_label('PixelSpacing')} in the series: {labels[0]} has "
+            f"{ps[0].tolist()} but {labels[k]} has {ps[k].tolist()}."
+        )
+    if np.any(ps[0] <= 0):
+        raise DicomError(f"{labels[0]}: {tag_label('PixelSpacing')} {ps[0].tolist()} not positive.")
+    row_cos, col_cos = ori[0, :3], ori[0, 3:]
+    if (
+        abs(np.linalg.norm(row_cos) - 1) > 1e-3
+        or abs(np.linalg.norm(col_cos) - 1) > 1e-3
+        or abs(row_cos @ col_cos) > 1e-3
+    ):
+        raise DicomError(
+            f"{labels[0]}: {tag_label('ImageOrientationPatient')} {ori[0].tolist()} is not two "
+            "orthogonal unit vectors; the file is damaged."
+        )
+    row_cos = row_cos / np.linalg.norm(row_cos)
+    col_cos = col_cos - (col_cos @ row_cos) * row_cos
+    col_cos = col_cos / np.linalg.norm(col_cos)
+    normal = np.cross(row_cos, col_cos)
+
+    pos = np.asarray(fr.position)
+    dist = pos @ normal
+    order = np.argsort(dist, kind="stable")
+    d_sorted = dist[order]
+    steps = np.diff(d_sorted)
+    dup = np.flatnonzero(steps < _DUPLICATE_MM)
+    if dup.size:
+        a, b = order[dup[0]], order[dup[0] + 1]
+        raise DicomSeriesError(
+            f"duplicate slice position: {labels[a]} and {labels[b]} both lie at "
+            f"{d_sorted[dup[0]]:.4f} mm along the slice normal ({tag_label('ImagePositionPatient')}"
+            f" {pos[a].round(4).tolist()}); the folder holds repeated or multi-phase acquisitions. "
+            "Keep one acquisition per folder, or choose one with series_uid."
+        )
+    n = len(order)
+    if n > 1:
+        spacing_z = float((d_sorted[-1] - d_sorted[0]) / (n - 1))
+        tol = max(_SPACING_RTOL * spacing_z, 1e-3)
+        bad = np.flatnonzero(np.abs(steps - spacing_z) > tol)
+        if bad.size:
+            j = int(bad[np.argmax(np.abs(steps[bad] - spacing_z))])
+            a, b = order[j], order[j + 1]
+            raise DicomSeriesError(
+                f"non-uniform slice spacing (a gap or a missing slice): {labels[a]} and "
+                f"{labels[b]} are {steps[j]:.4f} mm apart along the slice normal, while the "
+                f"series spans {d_sorted[-1] - d_sorted[0]:.4f} mm in {n} slices "
+                f"({spacing_z:.4f} mm on average). Check that no file is missing."
+            )
+        # Positions must lie on the normal through the first slice (no gantry tilt / shear).
+        offsets = pos[order] - pos[order[0]]
+        inplane = offsets - np.outer(offsets @ normal, normal)
+        drift = np.linalg.norm(inplane, axis=1)
+        k = int(np.argmax(drift))
+        if drift[k] > max(0.05 * float(ps[0].min()), 1e-3):
+            raise DicomSeriesError(
+                f"sheared series: {labels[order[k]]} is displaced {drift[k]:.3f} mm within the "
+                f"slice plane relative to {labels[order[0]]} (gantry tilt?); "
+                f"{tag_label('ImagePositionPatient')} does not advance along the slice normal. "
+                "Sheared volumes are not supported; resample them first."
+            )
+    else:
+        spacing_z = next(
+            (v for v in (*fr.between, *fr.thickness) if v is not None and v > 0), 1.0
+        )
+    _check_nominal_spacing(fr, spacing_z)
+    direction = np.column_stack([row_cos, col_cos, normal])
+    origin = tuple(float(v) for v in pos[order[0]])
+    spacing = (float(ps[0, 1]), float(ps[0, 0]), spacing_z)
+    return _Geometry(order=order, spacing=spacing, origin=origin, direction=direction)  # type: ignore[arg-type]
+
+
+def _check_nominal_spacing(fr: _Frames, spacing_z: float) -> None:
+    if len(fr.label) < 2:
+        return
+    for keyword, values in (("SpacingBetweenSlices", fr.between), ("SliceThickness", fr.thickness)):
+        nominal = next((v for v in values if v is not None), None)
+        if nominal is None:
+            continue
+        if abs(abs(nominal) - spacing_z) > max(_SPACING_RTOL * spacing_z, 1e-3):
+            logger.warning(
+                "%s: %s is %g mm but the slice positions are %.4g mm apart; using the spacing "
+                "of the positions.%s",
+                fr.label[0],
+                tag_label(keyword),
+                nominal,
+                spacing_z,
+                " (Thicker or thinner slices than their spacing are normal for overlapping or "
+                "gapped reconstructions.)" if keyword == "SliceThickness" else "",
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Pixels
+# ---------------------------------------------------------------------------------------------
+
+
+def _file_dtype(h: _Header) -> np.dtype[Any]:
+    ds = h.ds
+    bits = int(ds.BitsAllocated)
+    signed = int(ds.PixelRepresentation) == 1
+    little = ds.file_meta.TransferSyntaxUID.is_little_endian
+    return np.dtype(f"{'<' if little else '>'}{'i' if signed else 'u'}{bits // 8}")
+
+
+def _decode_with_pydicom(h: _Header) -> np.ndarray:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(h.path)
+        arr = ds.pixel_array
+    except Exception as exc:
+        raise DicomError(
+            f"{h.name}: the pixel data cannot be decoded ({type(exc).__name__}: {exc}). For "
+            "compressed transfer syntaxes install a pydicom decoder plugin (e.g. pylibjpeg)."
+        ) from exc
+    return np.asarray(arr).reshape(h.n_frames, h.rows, h.columns)
+
+
+def _read_pixels(
+    headers: Sequence[_Header], fr: _Frames, rank: np.ndarray, workers: int
+) -> np.ndarray:
+    """Stored values, shape (n_frames, rows, columns), frames in slice order."""
+    dtypes = {h.name: _file_dtype(h) for h in headers}
+    vol_dtype = np.result_type(*[dt.newbyteorder("=") for dt in dtypes.values()])
+    rows, cols = headers[0].rows, headers[0].columns
+    n = len(fr.inst)
+    stored = np.empty((n, rows, cols), dtype=vol_dtype)
+    ranks_of: list[list[int]] = [[] for _ in headers]
+    for k, i in enumerate(fr.inst):
+        ranks_of[i].append(int(rank[k]))
+
+    def one(i: int) -> None:
+        h = headers[i]
+        ds = h.ds
+        bits_stored, pixrep = int(ds.BitsStored), int(ds.PixelRepresentation)
+        dt = dtypes[h.name]
+        ranks = ranks_of[i]
+        if h.native:
+            direct = len(ranks) == 1 and dt == vol_dtype
+            buf = stored[ranks[0]] if direct else np.empty((h.n_frames, rows, cols), dtype=dt)
+            with open(h.path, "rb") as f:
+                f.seek(h.value_offset)  # type: ignore[arg-type]
+                got = f.readinto(memoryview(buf).cast("B"))
+            if got != buf.nbytes:
+                raise DicomError(
+                    f"{h.name}: file truncated while reading Pixel Data (7FE0,0010) "
+                    f"({got} of {buf.nbytes} bytes); the file changed while being read?"
+                )
+            if direct:
+                stored_values(buf, bits_stored, pixrep, out=buf)
+                return
+            raw = buf
+        else:
+            raw = _decode_with_pydicom(h)
+        values = stored_values(raw, bits_stored, pixrep)
+        stored[ranks] = values
+
+    if workers > 1 and len(headers) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(one, range(len(headers))))
+    else:
+        for i in range(len(headers)):
+            one(i)
+    return stored
+
+
+def _smallest_int_dtype(low: float, high: float) -> np.dtype[Any]:
+    for name in ("uint8", "int8", "uint16", "int16", "uint32", "int32", "int64"):
+        info = np.iinfo(name)
+        if info.min <= low and high <= info.max:
+            return np.dtype(name)
+    raise DataError("integer values outside the int64 range")
+
+
+def _to_values(
+    stored: np.ndarray,
+    scale: np.ndarray,
+    offset: np.ndarray,
+    mask: np.ndarray | None,
+    dtype: str,
+) -> np.ndarray:
+    """``stored * scale[k] + offset[k]`` per frame, in the requested dtype; NaN where masked."""
+    integral = (
+        dtype == "auto"
+        and mask is None
+        and np.all(scale == np.round(scale))
+        and np.all(offset == np.round(offset))
+    )
+    if integral:
+        lo = stored.min(axis=(1, 2)).astype(np.float64)
+        hi = stored.max(axis=(1, 2)).astype(np.float64)
+        ends = np.stack([lo * scale + offset, hi * scale + offset])
+        if np.abs(ends).max() < 2**62:
+            target = _smallest_int_dtype(float(ends.min()), float(ends.max()))
+            if np.all(scale == 1):
+                if np.can_cast(stored.dtype, target, "safe") or (
+                    np.iinfo(target).min <= lo.min() and hi.max() <= np.iinfo(target).max
+                ):
+                    # Modular arithmetic: exact because every final value fits ``target``.
+                    out = stored.astype(target)
+                    shift = offset.astype(np.int64).astype(target)
+                    out += shift[0] if np.all(offset == offset[0]) else shift.reshape(-1, 1, 1)
+                    return out
+            wide = stored.astype(np.int64) * scale.astype(np.int64).reshape(-1, 1, 1)
+            wide += offset.astype(np.int64).reshape(-1, 1, 1)
+            return wide.astype(target)
+    out_dtype = np.float32 if dtype == "float32" else np.float64
+    if np.all(scale == 1) and np.all(offset == 0):
+        out = stored.astype(out_dtype)
+    else:
+        out = np.multiply(stored, scale.astype(out_dtype).reshape(-1, 1, 1), dtype=out_dtype)
+        out += offset.astype(out_dtype).reshape(-1, 1, 1)
+    if mask is not None:
+        out[mask] = np.nan
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Series selection
+# ---------------------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """A header value as plain Python (str, int, float, list)."""
+    from pydicom.multival import MultiValue
+    from pydicom.valuerep import IS, DSfloat
+
+    if isinstance(value, MultiValue | list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, IS):
+        return int(value)
+    if isinstance(value, DSfloat | float):
+        return float(value)
+    if isinstance(value, int | bool):
+        return value
+    if isinstance(value, bytes):
+        return None
+    return str(value)
+
+
+def _series_summary(uid: str, members: Sequence[_Header]) -> str:
+    ds = members[0].ds
+    desc = str(ds.get("SeriesDescription", "") or "").strip()
+    return (
+        f"{uid} ({ds.get('Modality', '?')}, {len(members)} file(s)"
+        + (f", '{desc}'" if desc else "")
+        + (f", series {ds.get('SeriesNumber')}" if ds.get("SeriesNumber") is not None else "")
+        + ")"
+    )
+
+
+def _group_series(
+    results: Sequence[_Header | _Skipped], source: Path
+) -> dict[str, list[_Header]]:
+    series: dict[str, list[_Header]] = {}
+    skipped = [r for r in results if isinstance(r, _Skipped)]
+    for s in skipped:
+        (logger.warning if s.warn else logger.info)("%s: skipped, %s.", s.name, s.reason)
+    for r in results:
+        if not isinstance(r, _Header):
+            continue
+        uid = r.ds.get("SeriesInstanceUID")
+        if r.pixel_tag is None:
+            if "Rows" in r.ds or "ImagePositionPatient" in r.ds:
+                raise DicomError(
+                    f"{r.name}: an image header without Pixel Data (7FE0,0010); the file is "
+                    "truncated. Replace or remove it."
+                )
+            logger.info("%s: skipped, a DICOM object without pixel data.", r.name)
+            continue
+        if uid is None or str(uid) == "":
+            raise DicomError(
+                f"{r.name}: {tag_label('SeriesInstanceUID')} missing; the file is truncated or "
+                "damaged. Replace or remove it."
+            )
+        series.setdefault(str(uid), []).append(r)
+    if not series:
+        why = (
+            f" (skipped: {_fmt_list([f'{s.name}: {s.reason}' for s in skipped], 3)})"
+            if skipped
+            else ""
+        )
+        raise DicomError(f"{source}: no DICOM image files found{why}.")
+    return series
+
+
+def list_dicom_series(
+    folder: str | os.PathLike[str], *, workers: int | None = None
+) -> list[dict[str, Any]]:
+    """List the image series found in a folder (headers only, no pixels decoded).
+
+    Parameters
+    ----------
+    folder : path-like
+        A folder (searched recursively, hidden entries ignored) or one DICOM file.
+    workers : int, optional
+        Threads used to read headers; default ``min(8, 2 × CPUs)``.
+
+    Returns
+    -------
+    list of dict
+        One dict per series with ``SeriesInstanceUID``, ``Modality``, ``SeriesDescription``,
+        ``SeriesNumber`` and ``n_files``, in order of first appearance.
+    """
+    source = Path(folder)
+    files = _list_files(source)
+    with _quiet_pydicom():
+        results = _read_headers(files, DEFAULT_MAX_PIXELS * 64, _workers(workers))
+        groups = _group_series(results, source)
+        return [
+            {
+                "SeriesInstanceUID": uid,
+                "Modality": _plain(m[0].ds.get("Modality")),
+                "SeriesDescription": _plain(m[0].ds.get("SeriesDescription")),
+                "SeriesNumber": _plain(m[0].ds.get("SeriesNumber")),
+                "n_files": len(m),
+            }
+            for uid, m in groups.items()
+        ]
+
+
+def _workers(workers: int | None) -> int:
+    if workers is None:
+        return min(8, 2 * (os.cpu_count() or 1))
+    if workers < 1:
+        raise HarmonizationError(f"workers must be at least 1, got {workers}.")
+    return int(workers)
+
+
+@contextlib.contextmanager
+def _quiet_pydicom() -> Iterator[None]:
+    """Turn pydicom's warnings about odd headers into debug log lines.
+
+    The warning filters are process-wide, so this also covers the reader threads.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        logger.debug("pydicom: %s", w.message)
+
+
+# ---------------------------------------------------------------------------------------------
+# The public reader
+# ---------------------------------------------------------------------------------------------
+
+
+def read_dicom_series(
+    folder: str | os.PathLike[str],
+    units: str | None = None,
+    *,
+    series_uid: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    dtype: str = "float64",
+    workers: int | None = None,
+    **pet_options: Any,
+) -> Image:
+    """Read one DICOM series into an image in physical units.
+
+    Parameters
+    ----------
+    folder : path-like
+        A folder holding the series (searched recursively; hidden entries ignored; files that are
+        not DICOM are skipped with a logged warning), or a single DICOM file.
+    units : {None, "hu", "raw", "suv", "suvbw", "suvlbm", "suvbsa", "suvibw"}
+        ``None`` chooses by Modality: CT → ``"hu"``, PT → ``"suv"``, anything else → ``"raw"``.
+        ``"hu"``: Hounsfield units (see :mod:`imharmony.physics.ct`); ``"raw"``: the stored values
+        (after sign handling, no rescale); ``"suv*"``: standardized uptake values computed by
+        :func:`imharmony.physics.pet.suv_factors`.
+    series_uid : str, optional
+        Series Instance UID to read when the folder holds several image series.
+    max_pixels : int
+        Largest number of voxels accepted (per file and for the series), checked from the headers
+        before any pixel is decoded.
+    dtype : {"float64", "float32", "auto"}
+        Type of the values. ``"auto"`` gives the smallest integer type holding the values exactly
+        when every frame's scale and offset are integers and nothing is padding (typical CT: HU in
+        int16), float64 otherwise.
+    workers : int, optional
+        Threads for reading files; default ``min(8, 2 × CPUs)``.
+    **pet_options
+        Passed to :func:`imharmony.physics.pet.suv_factors` for SUV units (e.g. body size
+        overrides).
+
+    Returns
+    -------
+    Image
+        3-D image; ``array[i, j, k]`` is column ``i``, row ``j`` of slice ``k`` (slices in
+        increasing position along the normal of Image Orientation (Patient)); ``spacing`` in mm,
+        ``origin`` and ``direction`` in the DICOM patient frame (LPS). ``meta`` holds the first
+        slice's useful keywords (``Modality``, ``Manufacturer``, ``SeriesInstanceUID``, ...), plus
+        ``"units"``, ``"source"`` (the folder), ``"files"`` (file names in slice order),
+        ``"slice_spacing"``, and for HU with Pixel Padding Value ``"fov_mask"``: a bool array of
+        the image's shape, True inside the field of view (padding voxels are NaN).
+
+    Raises
+    ------
+    DicomError
+        Damaged files, missing tags (the message names file and tag), no image found.
+    DicomSeriesError
+        Several series and no ``series_uid``; gaps, duplicate positions, mixed orientation or
+        size, sheared (tilted) stacks.
+    DicomSizeError
+        A header announcing more than ``max_pixels`` voxels.
+    imharmony.physics.ct.HounsfieldError
+        A series that cannot be expressed in HU (not a CT image class, Rescale Type not HU,
+        missing slope or intercept, Modality LUT Sequence).
+
+    Notes
+    -----
+    Voxel values: ``v = scale_k × stored + offset_k`` for frame ``k``, with ``scale_k, offset_k``
+    = (Rescale Slope, Rescale Intercept) for HU, (slope × f_i, intercept × f_i) for SUV with
+    ``f_i`` the SUV factor of instance ``i``, and (1, 0) for raw.
+    """
+    if units is not None and units not in UNITS:
+        raise HarmonizationError(
+            f"units={units!r} is not known; choose one of {', '.join(UNITS)} (or None for the "
+            "modality's default)."
+        )
+    if dtype not in ("float64", "float32", "auto"):
+        raise HarmonizationError(f"dtype={dtype!r}: choose 'float64', 'float32' or 'auto'.")
+    if int(max_pixels) < 1:
+        raise HarmonizationError(f"max_pixels must be positive, got {max_pixels}.")
+    n_workers = _workers(workers)
+    source = Path(folder)
+    files = _list_files(source)
+    with _quiet_pydicom():
+        results = _read_headers(files, int(max_pixels), n_workers)
+        groups = _group_series(results, source)
+        if series_uid is not None:
+            if series_uid not in groups:
+                raise DicomSeriesError(
+                    f"{source}: no image series with {tag_label('SeriesInstanceUID')} "
+                    f"{series_uid}; found: "
+                    + "; ".join(_series_summary(u, m) for u, m in groups.items())
+                )
+            members = groups[series_uid]
+        elif len(groups) > 1:
+            raise DicomSeriesError(
+                f"{source}: {len(groups)} image series found; choose one with series_uid "
+                "(--series-uid on the command line): "
+                + "; ".join(_series_summary(u, m) for u, m in groups.items())
+            )
+        else:
+            series_uid, members = next(iter(groups.items()))
+        total = sum(h.rows * h.columns * h.n_frames for h in members)
+        if total > max_pixels:
+            raise DicomSizeError(
+                f"{source}: series {series_uid} has {total:.4g} voxels in {len(members)} files, "
+                f"above max_pixels={max_pixels}; nothing was decoded. Raise max_pixels if the "
+                "series is genuine."
+            )
+        fr = _collect_frames(members)
+        geom = _geometry(fr, members)
+        first = members[fr.inst[geom.order[0]]]
+        modality = str(first.ds.get("Modality", "") or "")
+        mods = Counter(str(h.ds.get("Modality", "") or "") for h in members)
+        if len(mods) > 1:
+            raise DicomSeriesError(
+                f"mixed {tag_label('Modality')} within series {series_uid}: {dict(mods)}."
+            )
+        if units is None:
+            units = {"CT": "hu", "PT": "suv"}.get(modality, "raw")
+        scale, offset, padding = _rescale(units, modality, members, fr, geom, pet_options)
+        rank = np.empty(len(geom.order), dtype=np.intp)
+        rank[geom.order] = np.arange(len(geom.order))
+        logger.debug("reading pixels of %d files", len(members))
+        stored = _read_pixels(members, fr, rank, n_workers)
+        scale_sorted, offset_sorted = scale[geom.order], offset[geom.order]
+        mask = None
+        if padding is not None:
+            mask = np.zeros(stored.shape, dtype=bool)
+            pad_sorted = [padding[i] for i in np.asarray(fr.inst)[geom.order]]
+            for k, rng in enumerate(pad_sorted):
+                if rng is not None:
+                    m = ct.padding_mask(stored[k], rng)
+                    assert m is not None
+                    mask[k] = m
+            if not mask.any():
+                mask = None
+        values = _to_values(stored, scale_sorted, offset_sorted, mask, dtype)
+        del stored
+        meta = _meta(first.ds)
+        meta.update(
+            units=units,
+            source=str(source),
+            files=[fr.label[k] for k in geom.order],
+            slice_spacing=geom.spacing[2],
+        )
+        if padding is not None:
+            meta["fov_mask"] = (
+                np.ones(values.shape, dtype=bool) if mask is None else ~mask
+            ).transpose(2, 1, 0)
+        elif units == "hu" and values.size and float(np.nanmin(values)) <= -2000:
+            logger.warning(
+                "%s: values down to %g HU but no %s; voxels at or below -2000 HU are probably "
+                "outside the field of view and are left as they are.",
+                source,
+                float(np.nanmin(values)),
+                tag_label("PixelPaddingValue"),
+            )
+    return Image(
+        values.transpose(2, 1, 0),
+        spacing=geom.spacing,
+        origin=geom.origin,
+        direction=geom.direction,
+        meta=meta,
+    )
+
+
+def _meta(ds: Dataset) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for kw in META_KEYWORDS:
+        if kw in ds:
+            value = ds.get(kw)
+            if value is None or value == "":
+                continue
+            plain = _plain(value)
+            if plain is not None:
+                meta[kw] = plain
+    return meta
+
+
+def _rescale(
+    units: str,
+    modality: str,
+    members: Sequence[_Header],
+    fr: _Frames,
+    geom: _Geometry,
+    pet_options: Mapping[str, Any],
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int] | None] | None]:
+    """Per-frame scale and offset (frame order of ``fr``) and per-instance padding ranges."""
+    n = len(fr.inst)
+    if units == "raw":
+        if pet_options:
+            raise HarmonizationError(
+                f"options {sorted(pet_options)} only apply to SUV units, not units='raw'."
+            )
+        return np.ones(n), np.zeros(n), None
+    if units == "hu":
+        if pet_options:
+            raise HarmonizationError(
+                f"options {sorted(pet_options)} only apply to SUV units, not units='hu'."
+            )
+        for h in members:
+            ct.check_ct_instance(h.ds, h.name)
+        scale, offset = np.empty(n), np.empty(n)
+        for k in range(n):
+            scale[k], offset[k] = ct.check_ct_rescale(
+                fr.slope[k], fr.intercept[k], fr.rescale_type[k], fr.label[k]
+            )
+        padding = [ct.padding_range(h.ds, h.name) for h in members]
+        return scale, offset, (padding if any(p is not None for p in padding) else None)
+    # SUV family
+    assert units in _SUV_UNITS
+    if modality != "PT":
+        raise HarmonizationError(
+            f"units={units!r} needs a PET series (Modality 'PT'); this one is {modality!r}."
+        )
+    slope = np.empty(n)
+    intercept = np.empty(n)
+    for k in range(n):
+        for keyword, src, dst in (
+            ("RescaleSlope", fr.slope, slope),
+            ("RescaleIntercept", fr.intercept, intercept),
+        ):
+            if src[k] is None:
+                raise DicomError(
+                    f"{fr.label[k]}: {tag_label(keyword)} missing; PET values cannot be "
+                    "converted without it."
+                )
+            dst[k] = src[k]
+    from ..physics.pet import suv_factors
+
+    # Instances in slice order (the order of their first frame).
+    inst_sorted: list[int] = []
+    for k in geom.order:
+        i = fr.inst[k]
+        if i not in inst_sorted:
+            inst_sorted.append(i)
+    factors = np.asarray(
+        suv_factors([members[i].ds for i in inst_sorted], units, **pet_options), dtype=np.float64
+    )
+    if factors.shape != (len(inst_sorted),):
+        raise RuntimeError(
+            f"suv_factors returned shape {factors.shape} for {len(inst_sorted)} datasets"
+        )
+    per_inst = np.empty(len(members))
+    per_inst[inst_sorted] = factors
+    f = per_inst[np.asarray(fr.inst)]
+    return slope * f, intercept * f, None

@@ -1,0 +1,278 @@
+"""Reading and writing image files: NIfTI, NRRD, MetaImage (MHA/MHD) and DICOM series.
+
+Files go through SimpleITK (with nibabel as a fallback for NIfTI files ITK refuses, e.g. sheared
+affines); a folder, or a single DICOM file, goes to :func:`imharmony.io.dicom.read_dicom_series`.
+
+Axis convention (the same for every format)::
+
+    Image.array[i, j, k]   i: first image axis ("x", fastest-varying on disk)
+                           j: second axis ("y"), k: third axis ("z", slices)
+
+``Image.spacing[i]`` is the voxel size (mm) along array axis ``i``; ``Image.origin`` is the
+physical position of voxel ``(0, 0, 0)``; column ``i`` of ``Image.direction`` is the physical
+direction of axis ``i``. Physical coordinates are LPS (DICOM's patient frame, ITK's convention):
+``point = origin + direction @ (spacing * index)``. SimpleITK's ``GetArrayFromImage`` returns axes
+in the reverse order (z, y, x); this module transposes so that array axes and spacing agree. A
+multi-component (vector) image gets its components as a trailing array axis not covered by
+``spacing``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from ..image import Image
+from ._atomic import atomic_path
+from .dicom import read_dicom_series
+
+__all__ = ["IMAGE_SUFFIXES", "ImageFormatError", "read_image", "write_image"]
+
+logger = logging.getLogger(__name__)
+
+#: File suffixes understood by :func:`read_image` and :func:`write_image`, with format names.
+IMAGE_SUFFIXES: dict[str, str] = {
+    ".nii": "nifti",
+    ".nii.gz": "nifti",
+    ".nrrd": "nrrd",
+    ".nhdr": "nrrd",
+    ".mha": "metaimage",
+    ".mhd": "metaimage",
+}
+
+# LPS <-> RAS: NIfTI affines are RAS, ITK (and Image) are LPS.
+_LPS_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+class ImageFormatError(DataError):
+    """An image file is missing, of an unknown format, or cannot be decoded."""
+
+
+def _suffix(path: Path) -> str | None:
+    name = path.name.lower()
+    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return suffix
+    return None
+
+
+def _is_dicom_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def read_image(path: str | os.PathLike[str], **dicom_options: Any) -> Image:
+    """Read an image file or a DICOM series folder.
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.nii``, ``.nii.gz``, ``.nrrd``/``.nhdr``, ``.mha``/``.mhd`` file; a folder holding a
+        DICOM series; or one DICOM file.
+    **dicom_options
+        Passed to :func:`imharmony.io.dicom.read_dicom_series` (``units``, ``series_uid``, ...)
+        when ``path`` is DICOM.
+
+    Returns
+    -------
+    Image
+        ``array[i, j, k]`` with ``spacing[i]`` the spacing of axis ``i`` (see the module notes).
+        ``meta`` holds ``"source"`` and ``"format"`` (and the DICOM keywords for DICOM).
+
+    Raises
+    ------
+    ImageFormatError
+        If the file does not exist, its suffix is not known, or it cannot be decoded.
+    imharmony.io.dicom.DicomError
+        For DICOM problems (see :func:`~imharmony.io.dicom.read_dicom_series`).
+    """
+    path = Path(path)
+    if path.is_dir() or (path.is_file() and _suffix(path) is None and _is_dicom_file(path)):
+        img = read_dicom_series(path, **dicom_options)
+        img.meta.setdefault("format", "dicom")
+        return img
+    if dicom_options:
+        raise DataError(
+            f"{path}: options {sorted(dicom_options)} apply to DICOM input only; this is not a "
+            "DICOM folder or file."
+        )
+    if not path.is_file():
+        raise ImageFormatError(f"{path}: no such file or folder; check the path.")
+    suffix = _suffix(path)
+    if suffix is None:
+        raise ImageFormatError(
+            f"{path}: unknown image format; supported are {', '.join(IMAGE_SUFFIXES)} and DICOM "
+            "series folders."
+        )
+    import SimpleITK as sitk
+
+    try:
+        itk = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        if IMAGE_SUFFIXES[suffix] == "nifti":
+            return _read_nifti_nibabel(path, exc)
+        raise ImageFormatError(
+            f"{path}: cannot be read as {IMAGE_SUFFIXES[suffix]} ({exc})."
+        ) from exc
+    return _from_sitk(itk, meta={"source": str(path), "format": IMAGE_SUFFIXES[suffix]})
+
+
+def _from_sitk(itk: Any, meta: dict[str, Any]) -> Image:
+    import SimpleITK as sitk
+
+    arr = sitk.GetArrayFromImage(itk)
+    dim = itk.GetDimension()
+    spatial = tuple(range(dim))[::-1]
+    if itk.GetNumberOfComponentsPerPixel() > 1:
+        arr = arr.transpose((*spatial, dim))
+    else:
+        arr = arr.transpose(spatial)
+    return Image(
+        arr,
+        spacing=itk.GetSpacing(),
+        origin=itk.GetOrigin(),
+        direction=np.asarray(itk.GetDirection(), dtype=float).reshape(dim, dim),
+        meta=meta,
+    )
+
+
+def _read_nifti_nibabel(path: Path, itk_error: Exception) -> Image:
+    """NIfTI through nibabel, for files ITK refuses (e.g. an affine with shear)."""
+    import nibabel as nib
+
+    try:
+        nii = nib.load(str(path))
+        arr = np.asarray(nii.dataobj)
+        affine = np.asarray(nii.affine, dtype=float)
+    except Exception as exc:
+        raise ImageFormatError(
+            f"{path}: cannot be read as NIfTI (SimpleITK: {itk_error}; nibabel: {exc})."
+        ) from exc
+    if arr.ndim < 3:
+        raise ImageFormatError(f"{path}: NIfTI with {arr.ndim} axes read by nibabel; expected 3+.")
+    linear = _LPS_RAS @ affine[:3, :3]
+    spacing = np.linalg.norm(linear, axis=0)
+    if np.any(spacing <= 0):
+        raise ImageFormatError(f"{path}: the NIfTI affine is singular; the header is damaged.")
+    logger.info("%s: read with nibabel (SimpleITK refused it: %s)", path, itk_error)
+    return Image(
+        arr,
+        spacing=spacing,
+        origin=_LPS_RAS @ affine[:3, 3],
+        direction=linear / spacing,
+        meta={"source": str(path), "format": "nifti"},
+    )
+
+
+def _to_sitk(img: Image, dtype: Any) -> Any:
+    import SimpleITK as sitk
+
+    arr = np.asarray(img.array)
+    if dtype is not None:
+        arr = arr.astype(dtype, copy=False)
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8)
+    elif arr.dtype == np.float16:
+        arr = arr.astype(np.float32)
+    dim = img.ndim
+    if dim < 2 or dim > 5:
+        raise DataError(f"cannot write a {dim}-D image; SimpleITK writes 2-D to 5-D images.")
+    extra = arr.ndim - dim
+    if extra > 1:
+        raise DataError(
+            f"image array has {arr.ndim} axes but {dim} spacings; at most one trailing "
+            "component axis can be written."
+        )
+    spatial = tuple(range(dim))[::-1]
+    arr_zyx = arr.transpose((*spatial, dim)) if extra else arr.transpose(spatial)
+    try:
+        itk = sitk.GetImageFromArray(np.ascontiguousarray(arr_zyx), isVector=bool(extra))
+        itk.SetSpacing([float(s) for s in img.spacing])
+        itk.SetOrigin([float(o) for o in img.origin])
+        itk.SetDirection([float(v) for v in np.asarray(img.direction, dtype=float).ravel()])
+    except (RuntimeError, TypeError) as exc:
+        raise DataError(f"the image cannot be converted for writing ({exc}).") from exc
+    return itk
+
+
+def write_image(
+    img: Image, path: str | os.PathLike[str], *, dtype: Any = None, compress: bool = False
+) -> Path:
+    """Write an image atomically; the format is chosen by the suffix.
+
+    Parameters
+    ----------
+    img : Image
+        The image; ``array[i, j, k]`` with ``spacing[i]`` for axis ``i``.
+    path : path-like
+        Target: ``.nii``, ``.nii.gz``, ``.nrrd``, ``.mha`` or ``.mhd`` (which also writes the
+        ``.raw``/``.zraw`` data file beside it).
+    dtype : numpy dtype, optional
+        Voxel type on disk; default the array's own (bool is written as uint8, float16 as float32).
+    compress : bool
+        Compress NRRD and MetaImage data (``.nii.gz`` is always compressed, ``.nii`` never).
+
+    Returns
+    -------
+    Path
+        The path written. Nothing appears at ``path`` unless the whole file was written.
+
+    Raises
+    ------
+    ImageFormatError
+        If the suffix is not one of the supported ones.
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix is None or suffix == ".nhdr":
+        raise ImageFormatError(
+            f"{path}: cannot choose a format from the suffix; use one of .nii, .nii.gz, .nrrd, "
+            ".mha, .mhd."
+        )
+    itk = _to_sitk(img, dtype)
+    use_compression = compress or suffix == ".nii.gz"
+    if suffix == ".mhd":
+        return _write_mhd(itk, path, use_compression)
+    with atomic_path(path) as tmp:
+        try:
+            sitk.WriteImage(itk, str(tmp), use_compression)
+        except RuntimeError as exc:
+            raise ImageFormatError(f"{path}: cannot be written ({exc}).") from exc
+    logger.debug("wrote %s", path)
+    return path
+
+
+def _write_mhd(itk: Any, path: Path, compress: bool) -> Path:
+    """MetaImage header + data file: write both in a temporary folder, move data, then header."""
+    import SimpleITK as sitk
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        try:
+            sitk.WriteImage(itk, str(tmpdir / path.name), compress)
+        except RuntimeError as exc:
+            raise ImageFormatError(f"{path}: cannot be written ({exc}).") from exc
+        header = tmpdir / path.name
+        for data in sorted(tmpdir.iterdir()):
+            if data != header:
+                os.replace(data, path.parent / data.name)
+        os.replace(header, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(tmpdir)
+    return path

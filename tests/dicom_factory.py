@@ -1,0 +1,464 @@
+"""Build synthetic DICOM series with pydicom, for tests (CT, PET, MR; classic and enhanced).
+
+Everything a test needs to control is a parameter; everything else gets a plausible default.
+UIDs are derived deterministically from the output folder, so a test writing the same series twice
+gets the same UIDs (pass ``series_uid=`` to force one).
+
+Extra attributes (``tags=`` for every instance, ``per_instance=`` for one instance each) are given
+as a mapping whose keys are
+
+* a DICOM keyword (``"RescaleSlope"``) with its value; ``None`` removes the attribute;
+* a tag number (``0x00091010`` or ``(0x0009, 0x1010)``) with ``(VR, value)``;
+* a private attribute ``(group, creator, offset)`` such as ``(0x0009, "GEMS_PETD_01", 0x0D)`` with
+  ``(VR, value)``: the Private Creator element is created too (pass ``creator=None`` to write the
+  private element at block 0x10 *without* its creator, as some real files do).
+
+Examples
+--------
+>>> paths = write_series(tmp_path / "ct", np.zeros((4, 8, 8), np.int16))  # doctest: +SKIP
+>>> paths = write_series(tmp_path / "pet", counts, modality="PT",
+...                      per_instance=[{"RescaleSlope": s} for s in slopes])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    RLELossless,
+    generate_uid,
+)
+
+__all__ = [
+    "CT_IMAGE",
+    "ENHANCED_CT",
+    "ENHANCED_MR",
+    "ENHANCED_PET",
+    "MR_IMAGE",
+    "PET_IMAGE",
+    "SECONDARY_CAPTURE",
+    "apply_tags",
+    "modality_defaults",
+    "slice_positions",
+    "write_enhanced",
+    "write_series",
+]
+
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
+PET_IMAGE = "1.2.840.10008.5.1.4.1.1.128"
+ENHANCED_PET = "1.2.840.10008.5.1.4.1.1.130"
+MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
+ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+_CLASSIC_SOP = {"CT": CT_IMAGE, "PT": PET_IMAGE, "MR": MR_IMAGE}
+_ENHANCED_SOP = {"CT": ENHANCED_CT, "PT": ENHANCED_PET, "MR": ENHANCED_MR}
+
+TagKey = str | int | tuple[int, int] | tuple[int, str | None, int]
+Tags = Mapping[TagKey, Any]
+
+
+def modality_defaults(modality: str) -> dict[str, Any]:
+    """Plausible modality-specific attributes (override any of them with ``tags=``).
+
+    CT: slope 1, intercept −1024, 120 kVp, STANDARD kernel. PT: BQML, decay corrected to START,
+    F-18 FDG 370 MBq injected at 10:00, series and acquisition at 11:00 on 2024-01-01, 75 kg,
+    1.85 m, male. MR: spin echo TR 500 ms / TE 15 ms at 1.5 T.
+    """
+    if modality == "CT":
+        return {
+            "RescaleSlope": 1.0,
+            "RescaleIntercept": -1024.0,
+            "KVP": 120.0,
+            "ConvolutionKernel": "STANDARD",
+            "XRayTubeCurrent": 200,
+        }
+    if modality == "PT":
+        rp = Dataset()
+        rp.Radiopharmaceutical = "Fluorodeoxyglucose"
+        rp.RadionuclideTotalDose = 370_000_000.0
+        rp.RadionuclideHalfLife = 6586.2
+        rp.RadiopharmaceuticalStartTime = "100000"
+        rp.RadiopharmaceuticalStartDateTime = "20240101100000"
+        nuclide = Dataset()
+        nuclide.CodeValue = "C-111A1"
+        nuclide.CodingSchemeDesignator = "SRT"
+        nuclide.CodeMeaning = "^18^Fluorine"
+        rp.RadionuclideCodeSequence = DicomSequence([nuclide])
+        return {
+            "RescaleSlope": 1.0,
+            "RescaleIntercept": 0.0,
+            "Units": "BQML",
+            "DecayCorrection": "START",
+            "CorrectedImage": ["ATTN", "DECY"],
+            "SeriesDate": "20240101",
+            "SeriesTime": "110000",
+            "AcquisitionDate": "20240101",
+            "AcquisitionTime": "110000",
+            "FrameReferenceTime": 0.0,
+            "ActualFrameDuration": 300_000,
+            "DecayFactor": 1.0,
+            "PatientWeight": 75.0,
+            "PatientSize": 1.85,
+            "PatientSex": "M",
+            "RadiopharmaceuticalInformationSequence": DicomSequence([rp]),
+        }
+    if modality == "MR":
+        return {
+            "ScanningSequence": "SE",
+            "SequenceVariant": "NONE",
+            "MRAcquisitionType": "2D",
+            "RepetitionTime": 500.0,
+            "EchoTime": 15.0,
+            "FlipAngle": 90.0,
+            "MagneticFieldStrength": 1.5,
+            "ImagingFrequency": 63.87,
+        }
+    return {}
+
+
+def slice_positions(
+    n: int,
+    *,
+    origin: Sequence[float] = (-100.0, -120.0, 30.0),
+    orientation: Sequence[float] = (1, 0, 0, 0, 1, 0),
+    slice_spacing: float = 2.5,
+) -> np.ndarray:
+    """Image Position (Patient) of ``n`` slices stepping ``slice_spacing`` mm along the normal.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, 3)
+    """
+    ori = np.asarray(orientation, dtype=float)
+    normal = np.cross(ori[:3], ori[3:])
+    return np.asarray(origin, dtype=float) + np.outer(np.arange(n) * slice_spacing, normal)
+
+
+def apply_tags(ds: Dataset, tags: Tags | None) -> Dataset:
+    """Set (or with value None remove) attributes on ``ds``; see the module notes for keys."""
+    for key, value in (tags or {}).items():
+        if isinstance(key, str):
+            if value is None:
+                if key in ds:
+                    delattr(ds, key)
+            else:
+                setattr(ds, key, value)
+        elif isinstance(key, tuple) and len(key) == 3:
+            group, creator, offset = key
+            vr, val = value
+            if creator is None:
+                ds.add_new((group << 16) | (0x10 << 8) | offset, vr, val)
+            else:
+                ds.private_block(group, creator, create=True).add_new(offset, vr, val)
+        else:
+            tag = (key[0] << 16) | key[1] if isinstance(key, tuple) else int(key)
+            if value is None:
+                if tag in ds:
+                    del ds[tag]
+            else:
+                vr, val = value
+                ds.add_new(tag, vr, val)
+    return ds
+
+
+def _fmt_ds(values: Sequence[float]) -> list[str]:
+    """Decimal strings that fit the 16-character DS limit."""
+    out = []
+    for v in values:
+        s = f"{float(v):.10g}"
+        if len(s) > 16:
+            s = f"{float(v):.8g}"
+        out.append(s)
+    return out
+
+
+def _uid(folder: Path, *parts: object) -> UID:
+    return generate_uid(entropy_srcs=[str(folder), *map(str, parts)])
+
+
+def _pixel_header(ds: Dataset, stored: np.ndarray, bits_stored: int | None) -> None:
+    arr = np.asarray(stored)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"stored values must be integers, got {arr.dtype}")
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = int(arr.shape[-2]), int(arr.shape[-1])
+    ds.BitsAllocated = arr.dtype.itemsize * 8
+    ds.BitsStored = bits_stored or ds.BitsAllocated
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = 1 if arr.dtype.kind == "i" else 0
+
+
+def _pixel_bytes(stored: np.ndarray, little: bool) -> bytes:
+    arr = np.ascontiguousarray(stored)
+    arr = arr.astype(arr.dtype.newbyteorder("<" if little else ">"))
+    data = arr.tobytes()
+    return data + b"\0" if len(data) % 2 else data
+
+
+def _save(ds: Dataset, path: Path, transfer_syntax: str) -> None:
+    ts = UID(transfer_syntax)
+    if ts == RLELossless:
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.compress(RLELossless)
+    else:
+        ds.file_meta.TransferSyntaxUID = ts
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(
+        path,
+        enforce_file_format=True,
+        implicit_vr=ts == ImplicitVRLittleEndian,
+        little_endian=ts != ExplicitVRBigEndian,
+    )
+
+
+def _base_dataset(
+    folder: Path,
+    modality: str,
+    sop_class_uid: str,
+    index: int,
+    series_uid: str,
+    study_uid: str,
+    frame_uid: str,
+) -> Dataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = _uid(folder, series_uid, "instance", index)
+    meta.ImplementationClassUID = UID("1.2.826.0.1.3680043.8.498.1")
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = modality
+    ds.Manufacturer = "IMHARMONY TEST"
+    ds.PatientName = "Test^Patient"
+    ds.PatientID = "TEST001"
+    ds.StudyDate = "20240101"
+    ds.StudyTime = "100000"
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.FrameOfReferenceUID = frame_uid
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = index + 1
+    return ds
+
+
+def write_series(
+    folder: str | os.PathLike[str],
+    stored: np.ndarray,
+    *,
+    modality: str = "CT",
+    sop_class_uid: str | None = None,
+    pixel_spacing: Sequence[float] = (0.8, 0.7),
+    origin: Sequence[float] = (-100.0, -120.0, 30.0),
+    orientation: Sequence[float] = (1, 0, 0, 0, 1, 0),
+    slice_spacing: float = 2.5,
+    positions: np.ndarray | None = None,
+    bits_stored: int | None = None,
+    series_uid: str | None = None,
+    study_uid: str | None = None,
+    tags: Tags | None = None,
+    per_instance: Sequence[Tags] | Callable[[int], Tags] | None = None,
+    filenames: str = "IM_{index:04d}.dcm",
+    file_index: Sequence[int] | None = None,
+    transfer_syntax: str = ExplicitVRLittleEndian,
+    defaults: bool = True,
+) -> list[Path]:
+    """Write a classic single-frame series: one file per slice.
+
+    Parameters
+    ----------
+    folder : path-like
+        Output folder (created).
+    stored : numpy.ndarray of int, shape (n_slices, rows, columns)
+        Stored values of each slice, row-major as in DICOM. Its dtype sets Bits Allocated and
+        Pixel Representation (int16 → 16 bits signed).
+    modality : str
+        ``"CT"``, ``"PT"``, ``"MR"`` or anything else (then give ``sop_class_uid``).
+    sop_class_uid : str, optional
+        Default: the classic image storage class of the modality.
+    pixel_spacing : (float, float)
+        Pixel Spacing: (between rows, between columns) in mm.
+    origin, orientation, slice_spacing
+        Geometry: slice ``k`` is at ``origin + k * slice_spacing * normal`` unless ``positions``
+        (shape (n_slices, 3)) is given.
+    bits_stored : int, optional
+        Bits Stored (default: all allocated bits).
+    series_uid, study_uid : str, optional
+        Default: derived from ``folder``.
+    tags : mapping, optional
+        Extra attributes for every instance (after the modality defaults).
+    per_instance : sequence of mappings or callable, optional
+        Extra attributes for instance ``k`` (applied last).
+    filenames : str
+        File name pattern, formatted with ``index=file number``.
+    file_index : sequence of int, optional
+        File number of slice ``k`` (default ``k``): a permutation writes slices in shuffled files.
+    transfer_syntax : str
+        Explicit/implicit VR little endian, explicit big endian, or RLE Lossless.
+    defaults : bool
+        Add the modality defaults (rescale, PET dose, MR timing...).
+
+    Returns
+    -------
+    list of Path
+        The files, in slice order.
+    """
+    folder = Path(folder)
+    stored = np.asarray(stored)
+    if stored.ndim != 3:
+        raise ValueError("stored must have shape (n_slices, rows, columns)")
+    n = stored.shape[0]
+    sop = sop_class_uid or _CLASSIC_SOP.get(modality, SECONDARY_CAPTURE)
+    series_uid = series_uid or _uid(folder, "series")
+    study_uid = study_uid or _uid(folder, "study")
+    frame_uid = _uid(folder, series_uid, "frame-of-reference")
+    pos = (
+        slice_positions(n, origin=origin, orientation=orientation, slice_spacing=slice_spacing)
+        if positions is None
+        else np.asarray(positions, dtype=float)
+    )
+    little = UID(transfer_syntax) != ExplicitVRBigEndian
+    paths = []
+    for k in range(n):
+        index = k if file_index is None else int(file_index[k])
+        ds = _base_dataset(folder, modality, sop, index, series_uid, study_uid, frame_uid)
+        ds.ImagePositionPatient = _fmt_ds(pos[k])
+        ds.ImageOrientationPatient = _fmt_ds(orientation)
+        ds.PixelSpacing = _fmt_ds(pixel_spacing)
+        ds.SliceThickness = _fmt_ds([slice_spacing])[0]
+        ds.SliceLocation = _fmt_ds([pos[k][2]])[0]
+        _pixel_header(ds, stored[k], bits_stored)
+        if defaults:
+            apply_tags(ds, modality_defaults(modality))
+        apply_tags(ds, tags)
+        if per_instance is not None:
+            apply_tags(ds, per_instance(k) if callable(per_instance) else per_instance[k])
+        ds.PixelData = _pixel_bytes(stored[k], little)
+        path = folder / filenames.format(index=index)
+        _save(ds, path, transfer_syntax)
+        paths.append(path)
+    return paths
+
+
+def write_enhanced(
+    path: str | os.PathLike[str],
+    stored: np.ndarray,
+    *,
+    modality: str = "CT",
+    sop_class_uid: str | None = None,
+    pixel_spacing: Sequence[float] = (0.8, 0.7),
+    origin: Sequence[float] = (-100.0, -120.0, 30.0),
+    orientation: Sequence[float] = (1, 0, 0, 0, 1, 0),
+    slice_spacing: float = 2.5,
+    positions: np.ndarray | None = None,
+    rescale: tuple[float, float] | None = None,
+    frame_rescale: Sequence[tuple[float, float]] | None = None,
+    rescale_type: str | None = None,
+    frame_order: Sequence[int] | None = None,
+    bits_stored: int | None = None,
+    series_uid: str | None = None,
+    study_uid: str | None = None,
+    tags: Tags | None = None,
+    shared_groups: Mapping[str, Tags] | None = None,
+    per_frame_groups: Sequence[Mapping[str, Tags]] | None = None,
+    transfer_syntax: str = ExplicitVRLittleEndian,
+    defaults: bool = True,
+) -> Path:
+    """Write an enhanced multi-frame instance (one file) with functional groups.
+
+    Plane Orientation and Pixel Measures go in the Shared Functional Groups; Plane Position in
+    the Per-frame Functional Groups. Pixel Value Transformation goes in the shared groups when
+    ``rescale`` is given, per frame when ``frame_rescale`` is given (one (slope, intercept) per
+    slice), nowhere when neither is.
+
+    Parameters
+    ----------
+    path : path-like
+        Output file.
+    stored : numpy.ndarray of int, shape (n_slices, rows, columns)
+        Stored values of each slice, in slice order.
+    frame_order : sequence of int, optional
+        Slice stored as frame ``f`` (default ``f``): a permutation stores frames shuffled.
+    rescale_type : str, optional
+        Rescale Type inside the Pixel Value Transformation items.
+    shared_groups, per_frame_groups : optional
+        Extra functional-group macros: ``{"SequenceKeyword": {attribute: value}}`` (shared), or
+        one such mapping per frame (in file frame order).
+    Other parameters are as for :func:`write_series`; the modality defaults set no top-level
+    rescale attributes here.
+    """
+    path = Path(path)
+    stored = np.asarray(stored)
+    n = stored.shape[0]
+    order = list(range(n)) if frame_order is None else [int(i) for i in frame_order]
+    sop = sop_class_uid or _ENHANCED_SOP.get(modality, SECONDARY_CAPTURE)
+    folder = path.parent
+    series_uid = series_uid or _uid(folder, path.name, "series")
+    study_uid = study_uid or _uid(folder, "study")
+    frame_uid = _uid(folder, series_uid, "frame-of-reference")
+    pos = (
+        slice_positions(n, origin=origin, orientation=orientation, slice_spacing=slice_spacing)
+        if positions is None
+        else np.asarray(positions, dtype=float)
+    )
+    ds = _base_dataset(folder, modality, sop, 0, series_uid, study_uid, frame_uid)
+    ds.NumberOfFrames = n
+    _pixel_header(ds, stored[0], bits_stored)
+    if defaults:
+        dflt = modality_defaults(modality)
+        dflt.pop("RescaleSlope", None)
+        dflt.pop("RescaleIntercept", None)
+        apply_tags(ds, dflt)
+    apply_tags(ds, tags)
+
+    def pvt(slope: float, intercept: float) -> Dataset:
+        item = Dataset()
+        item.RescaleSlope = _fmt_ds([slope])[0]
+        item.RescaleIntercept = _fmt_ds([intercept])[0]
+        if rescale_type is not None:
+            item.RescaleType = rescale_type
+        return item
+
+    shared = Dataset()
+    po = Dataset()
+    po.ImageOrientationPatient = _fmt_ds(orientation)
+    shared.PlaneOrientationSequence = DicomSequence([po])
+    pm = Dataset()
+    pm.PixelSpacing = _fmt_ds(pixel_spacing)
+    pm.SliceThickness = _fmt_ds([slice_spacing])[0]
+    shared.PixelMeasuresSequence = DicomSequence([pm])
+    if rescale is not None:
+        shared.PixelValueTransformationSequence = DicomSequence([pvt(*rescale)])
+    for seq, attrs in (shared_groups or {}).items():
+        setattr(shared, seq, DicomSequence([apply_tags(Dataset(), attrs)]))
+    ds.SharedFunctionalGroupsSequence = DicomSequence([shared])
+    frames = []
+    for f, k in enumerate(order):
+        item = Dataset()
+        pp = Dataset()
+        pp.ImagePositionPatient = _fmt_ds(pos[k])
+        item.PlanePositionSequence = DicomSequence([pp])
+        if frame_rescale is not None:
+            item.PixelValueTransformationSequence = DicomSequence([pvt(*frame_rescale[k])])
+        if per_frame_groups is not None:
+            for seq, attrs in per_frame_groups[f].items():
+                setattr(item, seq, DicomSequence([apply_tags(Dataset(), attrs)]))
+        frames.append(item)
+    ds.PerFrameFunctionalGroupsSequence = DicomSequence(frames)
+    little = UID(transfer_syntax) != ExplicitVRBigEndian
+    ds.PixelData = _pixel_bytes(stored[order], little)
+    _save(ds, path, transfer_syntax)
+    return path
