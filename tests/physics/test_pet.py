@@ -241,6 +241,18 @@ def test_philips_without_creator_falls_back_on_manufacturer():
         suv_factors(other)
 
 
+def test_private_values_read_as_unknown_vr_bytes():
+    # Without a creator (and in implicit VR files) private values arrive as UN bytes.
+    series = pet_series(Units="CNTS", Manufacturer="Philips")
+    for ds in series:
+        factory.add_private(ds, 0x7053, None, 0x00, "UN", b"0.0005")
+    np.testing.assert_allclose(suv_factors(series), 5e-4, rtol=1e-12)
+    ge = pet_series(SeriesTime="120000", Manufacturer="GE MEDICAL SYSTEMS")
+    for ds in ge:
+        factory.add_private(ds, 0x0009, None, 0x0D, "UN", b"20250101105000.00 ")
+    np.testing.assert_allclose(suv_factors(ge), bw_factor(3000.0), rtol=1e-12)
+
+
 def test_bqml_ignores_philips_private_factors():
     series = pet_series(Manufacturer="Philips")
     for ds in series:
@@ -510,6 +522,17 @@ def test_legacy_time_format_with_colons():
     with pydicom.config.disable_value_validation():
         series = pet_series(SeriesTime="11:00:00", AcquisitionTime="11:00:00.000")
     np.testing.assert_allclose(suv_factors(series), DEFAULT, rtol=1e-12)
+
+
+def test_acquisition_datetime_fallbacks():
+    # Acquisition DateTime only (as in enhanced objects) ...
+    only_dt = pet_series(
+        AcquisitionDate=None, AcquisitionTime=None, AcquisitionDateTime="20250101110000"
+    )
+    np.testing.assert_allclose(suv_factors(only_dt), DEFAULT, rtol=1e-12)
+    # ... or an Acquisition Time without its date, paired with the Series Date.
+    no_date = pet_series(AcquisitionDate=None, SeriesTime="120000", FrameReferenceTime=None)
+    assert reference_time(no_date).times[0] == datetime(2025, 1, 1, 11, 0)
 
 
 def test_ga68_half_life_from_header():
@@ -798,3 +821,50 @@ def test_body_size_properties(bmi, height):
     assert body_surface_area(2 * weight, height) == pytest.approx(
         2**0.425 * body_surface_area(weight, height), rel=1e-12
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Remaining guards
+# ----------------------------------------------------------------------------------------------
+
+
+def test_body_size_input_guards():
+    with pytest.raises(SUVError, match="Weight"):
+        lean_body_mass(-70.0, 1.8)
+    with pytest.raises(SUVError, match="Height"):
+        body_surface_area(70.0, 0.0)
+    with pytest.raises(SUVError, match="Half-life"):
+        decay_factor(10.0, 0.0)
+    # 0.60 m, male: 48.0 + 1.06 * (60 - 152) = -49.52 kg
+    with pytest.raises(SUVError, match="check the height"):
+        ideal_body_weight(0.60, "M")
+    with pytest.raises(SUVError, match="Unknown lean body mass formula"):
+        lean_body_mass(70.0, 1.8, "M", "boer")
+
+
+def test_implausible_values_refused():
+    with pytest.raises(SUVError, match=r"\(0018,1074\) is 0"):
+        suv_factors(pet_series(radio={"RadionuclideTotalDose": "0"}))
+    with (
+        pytest.warns(HarmonizationWarning, match="centimetres"),
+        pytest.raises(SUVError, match="neither metres nor centimetres"),
+    ):
+        suv_factors(pet_series(PatientSize="1850"), "suvbsa")
+    with pytest.raises(SUVError, match=r"\(0054,1006\) is 'XYZ'"):
+        suv_factors(pet_series(Units="GML", SUVType="XYZ"))
+    with pytest.raises(SUVError, match=r"\(0018,1075\) is -1"):
+        suv_factors(pet_series(radio={"RadionuclideHalfLife": "-1"}))
+
+
+def test_missing_corrected_image_trusts_decay_correction(caplog):
+    with caplog.at_level("WARNING", logger="imharmony.physics.pet"):
+        factors = suv_factors(pet_series(CorrectedImage=None))
+    np.testing.assert_allclose(factors, DEFAULT, rtol=1e-12)
+    assert "Corrected Image (0028,0051) missing" in caplog.text
+
+
+def test_missing_sex_uses_mean_and_says_so(caplog):
+    with caplog.at_level("WARNING", logger="imharmony.physics.pet"):
+        factors = suv_factors(_no_decay_series(PatientSex=None), "suvibw", dose=100.0)
+    np.testing.assert_allclose(factors, (82.98 + 75.53) / 2 * 10, rtol=1e-12)
+    assert "Patient's Sex (0010,0040)" in caplog.text

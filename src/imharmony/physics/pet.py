@@ -927,19 +927,16 @@ class SUVParameters:
         numpy.ndarray, shape (n_instances,), float64
         """
         n = len(self.instances)
-        if self.scale == "stored_suv" or self.scale == "philips_suv_factor":
+        if self.scale in ("stored_suv", "philips_suv_factor"):
             source = self.source_normalization or "bw"
             same = source == self.normalization and (
                 source != "lbm" or self.source_lbm_formula == self.lbm_formula
             )
-            ratio = (
-                1.0
-                if same
-                else (
-                    self.normalizer(self.normalization)
-                    / self.normalizer(source, self.source_lbm_formula)
+            ratio = 1.0
+            if not same:
+                ratio = self.normalizer(self.normalization) / self.normalizer(
+                    source, self.source_lbm_formula
                 )
-            )
             base = np.ones(n) if self.scale_factors is None else np.asarray(self.scale_factors)
             return base * ratio
         if self.dose_bq is None or self.decay_factors is None:
@@ -1011,193 +1008,58 @@ def pet_parameters(
         raise SUVError(
             f"Unknown lbm_formula {lbm_formula!r}; use one of {', '.join(_LBM_FORMULAS)}."
         )
-    adjustments: list[str] = []
-
     for ds, lab in zip(datasets, labels, strict=True):
         modality = _get(ds, "Modality")
         if modality is not None and _text(modality).upper() != "PT":
             raise SUVError(
-                f"{_tag('Modality')} is {_text(modality)!r} in {lab}, not PT; SUV "
-                "applies to PET images only."
+                f"{_tag('Modality')} is {_text(modality)!r} in {lab}, not PT; SUV applies to PET "
+                "images only."
             )
+    adjustments: list[str] = []
+    stored = _stored_scale(datasets, labels)
+    normalization = wanted or stored.source_normalization or "bw"
 
-    dicom_units = _series_value(
-        datasets,
-        labels,
-        _upper_reader("Units"),
-        _tag("Units"),
-        required="it says what the stored values are (BQML, CNTS, GML, CM2ML).",
-    )
+    # Body size: for the output normalization, and for the stored one when they differ.
+    kinds = {normalization}
+    if stored.source_normalization is not None:
+        same = stored.source_normalization == normalization and (
+            normalization != "lbm" or stored.source_lbm_formula == lbm_formula
+        )
+        kinds = set() if same else {normalization, stored.source_normalization}
+    weight_kg = _weight(datasets, labels, weight, any(_needs(k)[0] for k in kinds), adjustments)
+    height_m = _height(datasets, labels, height, any(_needs(k)[1] for k in kinds), adjustments)
+    sex_value = _sex(datasets, labels, sex, bool(kinds & {"lbm", "ibw"}), adjustments)
+    corrected = _series_value(datasets, labels, _corrected_image, _tag("CorrectedImage"))
     manufacturer = _series_value(
         datasets, labels, _upper_reader("Manufacturer"), _tag("Manufacturer")
     )
-
-    # How stored values become SUV, and what they are normalized by already.
-    scale_factors: tuple[float, ...] | None = None
-    source_norm: str | None = None
-    source_lbm: str | None = None
-    if dicom_units in _REFUSED_UNITS:
-        raise SUVError(
-            f"{_tag('Units')} is {dicom_units} in {labels[0]}: {_REFUSED_UNITS[dicom_units]}; "
-            "it cannot be converted to SUV. Use units='raw', or data reconstructed in BQML."
-        )
-    if dicom_units == "BQML":
-        scale = "activity"
-    elif dicom_units == "CNTS":
-        scale, scale_factors = _philips_scale(datasets, labels)
-        if scale == "philips_suv_factor":
-            source_norm = "bw"
-    elif dicom_units in ("GML", "CM2ML"):
-        scale = "stored_suv"
-        suv_type = _series_value(datasets, labels, _upper_reader("SUVType"), _tag("SUVType"))
-        suv_type = suv_type or ""
-        if suv_type not in _SUV_TYPES:
-            raise SUVError(
-                f"{_tag('SUVType')} is {suv_type!r} in {labels[0]}, which imharmony does not "
-                f"know; expected one of {', '.join(t for t in _SUV_TYPES if t)}."
-            )
-        source_norm, source_lbm = _SUV_TYPES[suv_type]
-        if dicom_units == "CM2ML":
-            if suv_type not in ("", "BSA"):
-                raise SUVError(
-                    f"{_tag('Units')} CM2ML (SUVbsa) but {_tag('SUVType')} {suv_type} in "
-                    f"{labels[0]}; the header contradicts itself — correct one of them."
-                )
-            source_norm = "bsa"
-        elif source_norm == "bsa":
-            raise SUVError(
-                f"{_tag('Units')} GML but {_tag('SUVType')} BSA in {labels[0]}; SUVbsa is in "
-                "CM2ML — correct one of them."
-            )
-    else:
-        raise SUVError(
-            f"{_tag('Units')} is {dicom_units!r} in {labels[0]}, which imharmony cannot convert "
-            "to SUV; supported: BQML, CNTS (Philips), GML, CM2ML."
-        )
-    if scale == "activity" or scale == "philips_activity_factor":
-        normalization = wanted or "bw"
-    else:
-        normalization = wanted or source_norm or "bw"
-    out_lbm = lbm_formula
-
-    # Body size: needed for the output normalization, and for the stored one when they differ.
-    kinds = {normalization}
-    if source_norm is not None:
-        same = source_norm == normalization and (source_norm != "lbm" or source_lbm == out_lbm)
-        kinds = set() if same else {normalization, source_norm}
-    need_w = any(_needs(k)[0] for k in kinds)
-    need_h = any(_needs(k)[1] for k in kinds)
-    need_sex = bool(kinds & {"lbm", "ibw"})
-    weight_kg = _weight(datasets, labels, weight, need_w, adjustments)
-    height_m = _height(datasets, labels, height, need_h, adjustments)
-    if sex is not None:
-        adjustments.append(f"sex {sex!r} given instead of {_tag('PatientSex')}")
-        sex_value: str | None = str(sex)
-    else:
-        sex_value = _series_value(datasets, labels, _upper_reader("PatientSex"), _tag("PatientSex"))
-    if need_sex and _sex_code(sex_value) is None:
-        logger.warning(
-            "%s is %r in %s: using the mean of the male and female formulas",
-            _tag("PatientSex"),
-            sex_value,
-            labels[0],
-        )
-
-    corrected = _series_value(datasets, labels, _corrected_image, _tag("CorrectedImage"))
-    common: dict[str, Any] = dict(
-        units=dicom_units,
+    decay = _Decay()
+    if stored.scale in ("activity", "philips_activity_factor"):
+        decay = _decay(datasets, labels, corrected, dose, half_life, adjustments)
+    return SUVParameters(
+        units=stored.units,
         normalization=normalization,
-        source_normalization=source_norm,
-        scale=scale,
-        lbm_formula=out_lbm,
-        source_lbm_formula=source_lbm,
+        source_normalization=stored.source_normalization,
+        scale=stored.scale,
+        lbm_formula=lbm_formula,
+        source_lbm_formula=stored.source_lbm_formula,
+        decay_correction=decay.mode,
         corrected_image=corrected or (),
         weight_kg=weight_kg,
         height_m=height_m,
         sex=sex_value,
-        scale_factors=scale_factors,
+        dose_bq=decay.dose_bq,
+        half_life_s=decay.half_life_s,
+        injection_datetime=decay.injection,
+        reference_datetimes=None if decay.reference is None else decay.reference.times,
+        reference_source=None if decay.reference is None else decay.reference.source,
+        acquisition_datetimes=decay.acquired,
+        frame_durations_s=decay.durations,
+        decay_factors=decay.factors,
+        scale_factors=stored.factors,
         manufacturer=manufacturer,
         instances=labels,
-        adjustments=(),
-    )
-    if scale in ("stored_suv", "philips_suv_factor"):
-        return SUVParameters(
-            decay_correction=None,
-            dose_bq=None,
-            half_life_s=None,
-            injection_datetime=None,
-            reference_datetimes=None,
-            reference_source=None,
-            acquisition_datetimes=None,
-            frame_durations_s=None,
-            decay_factors=None,
-            **{**common, "adjustments": tuple(adjustments)},
-        )
-
-    # Activity data: dose and decay.
-    decay_mode = _series_value(
-        datasets,
-        labels,
-        _upper_reader("DecayCorrection"),
-        _tag("DecayCorrection"),
-        required="it says to which time the activity is decay-corrected (START, ADMIN, NONE).",
-    )
-    if decay_mode not in ("START", "ADMIN", "NONE"):
-        raise SUVError(
-            f"{_tag('DecayCorrection')} is {decay_mode!r} in {labels[0]}; expected START, ADMIN "
-            "or NONE."
-        )
-    _check_corrections(corrected, decay_mode, labels[0])
-    dose_bq = _dose(datasets, labels, dose, adjustments)
-
-    injection: datetime | None = None
-    refs: ReferenceTime | None = None
-    acquired: list[datetime] | None = None
-    durations: tuple[float, ...] | None = None
-    half_life_s: float | None = None
-    if decay_mode == "ADMIN":
-        decay = (1.0,) * len(datasets)
-    else:
-        if half_life is not None:
-            half_life_s = _check_positive(half_life, "half_life (s)")
-            adjustments.append(f"half-life {half_life_s} s given instead of the header")
-        else:
-            half_life_s = _half_life(datasets, labels)
-        lam = _LN2 / half_life_s
-        injection = _series_injection(datasets, labels)
-        if decay_mode == "START":
-            refs = reference_time(datasets, half_life_s)
-            scan = min(refs.times)
-        else:
-            acquired = _acquisitions(datasets, labels)
-            durations = _durations(datasets, labels)
-            scan = min(acquired)
-        if injection is None:
-            injection = _midnight(datasets[0], scan)
-        if decay_mode == "START":
-            assert refs is not None
-            elapsed = [(t - injection).total_seconds() for t in refs.times]
-            _check_elapsed(elapsed, injection, labels, "reference time (" + refs.source + ")")
-            decay = tuple(math.exp(-lam * e) for e in elapsed)
-        else:
-            assert acquired is not None and durations is not None
-            elapsed = [(t - injection).total_seconds() for t in acquired]
-            _check_elapsed(elapsed, injection, labels, _tag("AcquisitionTime"))
-            decay = tuple(
-                math.exp(-lam * e) / _frame_average_factor(d, lam)
-                for e, d in zip(elapsed, durations, strict=True)
-            )
-    return SUVParameters(
-        decay_correction=decay_mode,
-        dose_bq=dose_bq,
-        half_life_s=half_life_s,
-        injection_datetime=injection,
-        reference_datetimes=None if refs is None else refs.times,
-        reference_source=None if refs is None else refs.source,
-        acquisition_datetimes=None if acquired is None else tuple(acquired),
-        frame_durations_s=durations,
-        decay_factors=decay,
-        **{**common, "adjustments": tuple(adjustments)},
+        adjustments=tuple(adjustments),
     )
 
 
@@ -1268,6 +1130,147 @@ def suv_factors(
 # --------------------------------------------------------------------------------------------
 # Ingredients
 # --------------------------------------------------------------------------------------------
+
+
+class _Stored(NamedTuple):
+    units: str
+    scale: str
+    source_normalization: str | None = None
+    source_lbm_formula: str | None = None
+    factors: tuple[float, ...] | None = None
+
+
+def _stored_scale(datasets: Sequence[Dataset], labels: Sequence[str]) -> _Stored:
+    """What the stored values are (Units) and how they become SUV."""
+    units = _series_value(
+        datasets,
+        labels,
+        _upper_reader("Units"),
+        _tag("Units"),
+        required="it says what the stored values are (BQML, CNTS, GML, CM2ML).",
+    )
+    if units in _REFUSED_UNITS:
+        raise SUVError(
+            f"{_tag('Units')} is {units} in {labels[0]}: {_REFUSED_UNITS[units]}; it cannot be "
+            "converted to SUV. Read it with units='raw', or use data reconstructed in BQML."
+        )
+    if units == "BQML":
+        return _Stored(units, "activity")
+    if units == "CNTS":
+        scale, factors = _philips_scale(datasets, labels)
+        source = "bw" if scale == "philips_suv_factor" else None
+        return _Stored(units, scale, source, None, factors)
+    if units not in ("GML", "CM2ML"):
+        raise SUVError(
+            f"{_tag('Units')} is {units!r} in {labels[0]}, which imharmony cannot convert to SUV; "
+            "supported: BQML, CNTS (Philips), GML, CM2ML."
+        )
+    suv_type = _series_value(datasets, labels, _upper_reader("SUVType"), _tag("SUVType")) or ""
+    if suv_type not in _SUV_TYPES:
+        raise SUVError(
+            f"{_tag('SUVType')} is {suv_type!r} in {labels[0]}, which imharmony does not know; "
+            f"expected one of {', '.join(t for t in _SUV_TYPES if t)}."
+        )
+    source, source_lbm = _SUV_TYPES[suv_type]
+    if units == "CM2ML" and suv_type not in ("", "BSA"):
+        raise SUVError(
+            f"{_tag('Units')} CM2ML (SUVbsa) but {_tag('SUVType')} {suv_type} in {labels[0]}; the "
+            "header contradicts itself — correct one of them."
+        )
+    if units == "GML" and source == "bsa":
+        raise SUVError(
+            f"{_tag('Units')} GML but {_tag('SUVType')} BSA in {labels[0]}; SUVbsa is in CM2ML — "
+            "the header contradicts itself, correct one of them."
+        )
+    return _Stored(units, "stored_suv", "bsa" if units == "CM2ML" else source, source_lbm)
+
+
+class _Decay(NamedTuple):
+    mode: str | None = None
+    dose_bq: float | None = None
+    half_life_s: float | None = None
+    injection: datetime | None = None
+    reference: ReferenceTime | None = None
+    acquired: tuple[datetime, ...] | None = None
+    durations: tuple[float, ...] | None = None
+    factors: tuple[float, ...] | None = None
+
+
+def _decay(
+    datasets: Sequence[Dataset],
+    labels: Sequence[str],
+    corrected: tuple[str, ...] | None,
+    dose: float | None,
+    half_life: float | None,
+    adjustments: list[str],
+) -> _Decay:
+    """Dose, times and the per-instance decay factor ``D_ref / D_inj`` of activity data."""
+    mode = _series_value(
+        datasets,
+        labels,
+        _upper_reader("DecayCorrection"),
+        _tag("DecayCorrection"),
+        required="it says to which time the activity is decay-corrected (START, ADMIN, NONE).",
+    )
+    if mode not in ("START", "ADMIN", "NONE"):
+        raise SUVError(
+            f"{_tag('DecayCorrection')} is {mode!r} in {labels[0]}; expected START, ADMIN or NONE."
+        )
+    _check_corrections(corrected, mode, labels[0])
+    dose_bq = _dose(datasets, labels, dose, adjustments)
+    if mode == "ADMIN":  # already corrected to the injection: D_ref = D_inj
+        return _Decay(mode, dose_bq, factors=(1.0,) * len(datasets))
+
+    if half_life is not None:
+        half_life_s = _check_positive(half_life, "half_life (s)")
+        adjustments.append(f"half-life {half_life_s} s given instead of the header")
+    else:
+        half_life_s = _half_life(datasets, labels)
+    lam = _LN2 / half_life_s
+    injection = _series_injection(datasets, labels)
+    if mode == "START":
+        reference = reference_time(datasets, half_life_s)
+        if injection is None:
+            injection = injection_datetime(datasets[0], min(reference.times))
+        elapsed = [(t - injection).total_seconds() for t in reference.times]
+        _check_elapsed(elapsed, injection, labels, f"reference time ({reference.source})")
+        factors = tuple(math.exp(-lam * e) for e in elapsed)
+        return _Decay(mode, dose_bq, half_life_s, injection, reference, factors=factors)
+
+    # NONE: each instance from its own frame start and duration.
+    acquired = tuple(_acquisitions(datasets, labels))
+    durations = _durations(datasets, labels)
+    if injection is None:
+        injection = injection_datetime(datasets[0], min(acquired))
+    elapsed = [(t - injection).total_seconds() for t in acquired]
+    _check_elapsed(elapsed, injection, labels, _tag("AcquisitionTime"))
+    factors = tuple(
+        math.exp(-lam * e) / _frame_average_factor(d, lam)
+        for e, d in zip(elapsed, durations, strict=True)
+    )
+    return _Decay(mode, dose_bq, half_life_s, injection, None, acquired, durations, factors)
+
+
+def _sex(
+    datasets: Sequence[Dataset],
+    labels: Sequence[str],
+    override: str | None,
+    needed: bool,
+    adjustments: list[str],
+) -> str | None:
+    if override is not None:
+        adjustments.append(f"sex {override!r} given instead of {_tag('PatientSex')}")
+        value: str | None = str(override)
+    else:
+        value = _series_value(datasets, labels, _upper_reader("PatientSex"), _tag("PatientSex"))
+    if needed and _sex_code(value) is None:
+        logger.warning(
+            "%s is %r in %s: using the mean of the male and female formulas",
+            _tag("PatientSex"),
+            value,
+            labels[0],
+        )
+    return value
 
 
 def _weight(
@@ -1415,10 +1418,6 @@ def _series_injection(datasets: Sequence[Dataset], labels: Sequence[str]) -> dat
         required="the decay correction needs the injection time — fill it in.",
     )
     return value if isinstance(value, datetime) else None
-
-
-def _midnight(ds: Dataset, scan: datetime) -> datetime:
-    return injection_datetime(ds, scan)
 
 
 def _check_elapsed(
