@@ -108,9 +108,10 @@ _REFORMAT_TOKENS = frozenset(
      "CURVED", "MAXIMUM", "MINIMUM", "VOLUME_RENDER", "VR", "3D_RENDER", "SUBTRACTION"}
 )
 _LOCALIZER_TOKENS = frozenset({"LOCALIZER", "SCOUT", "SURVEY", "LOCALISER"})
+# Words (separated by anything but a letter or digit, so "AAHead_Scout_64ch" counts).
 _LOCALIZER_DESCRIPTION = re.compile(
-    r"\b(localizer|localiser|scout|survey|3[- ]?plane[ _-]?loc|tri[- ]?pilot|aahead_scout|"
-    r"aascout|loc)\b",
+    r"(?<![a-z0-9])(localizer|localiser|scout|survey|3[- _]?plane[ _-]?loc|tri[- _]?pilot|loc)"
+    r"(?![a-z0-9])",
     re.IGNORECASE,
 )
 _PHASE_TOKENS = frozenset({"P", "PHASE", "PHA", "PHASE MAP", "PHASE_CONTRAST"})
