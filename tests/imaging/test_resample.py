@@ -217,3 +217,11 @@ def test_fortran_ordered_input_gives_the_same_result() -> None:
         a = resample(img_c, (0.8, 1.1, 2.6), interpolation=interpolation)  # type: ignore[arg-type]
         b = resample(img_f, (0.8, 1.1, 2.6), interpolation=interpolation)  # type: ignore[arg-type]
         np.testing.assert_array_equal(a.array, b.array)
+
+
+def test_grid_tolerates_float32_spacing() -> None:
+    # 30 voxels of 0.8 mm stored as float32 (0.800000012) are still 24 mm: 16 voxels of 1.5 mm
+    shape, _ = resampled_grid((30,), (float(np.float32(0.8)),), (1.5,))
+    assert shape == (16,)
+    shape, _ = resampled_grid((30,), (0.8,), (1.49,))
+    assert shape == (17,)

@@ -64,10 +64,9 @@ def resampled_grid(
     n = np.asarray(shape, dtype=float)
     s = np.asarray(spacing, dtype=float)
     s_new = np.asarray(new_spacing, dtype=float)
-    # round() guards against 100·0.1/0.1 = 100.00000000000001 adding a spurious voxel
-    new_shape = tuple(
-        max(1, math.ceil(round(float(k), 9))) for k in n * s / s_new
-    )
+    # the relative tolerance keeps 100·0.1/0.1 = 100.00000000000001, or a spacing stored in
+    # float32 (NIfTI headers: 0.8 -> 0.800000012), from adding a spurious voxel
+    new_shape = tuple(max(1, math.ceil(float(k) * (1.0 - 1e-6))) for k in n * s / s_new)
     offset = 0.5 * (n - 1.0 - (s_new / s) * (np.asarray(new_shape, dtype=float) - 1.0))
     return new_shape, offset
 
