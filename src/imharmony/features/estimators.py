@@ -526,7 +526,7 @@ class ComBat(TransformerMixin, BaseEstimator):
         C = _CovariateEncoder(self.covariate_spec_).encode(covariates, n)
         out = apply_combat(data, codes, self.fit_, C, ref=self.reference_index_)
         if isinstance(X, pd.DataFrame):
-            return pd.DataFrame(out, index=X.index, columns=X.columns)
+            return pd.DataFrame(out, index=X.index, columns=X.columns, copy=False)
         return out
 
     def fit_transform(  # type: ignore[override]
