@@ -1,0 +1,133 @@
+"""``imharmony images``: harmonize the images listed in a manifest (thin over the library).
+
+Exit status: 0 when every row is done or skipped; 2 when a row failed because of its input (or
+the manifest is unusable); 1 when a row failed for another reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ..errors import HarmonizationError
+
+__all__ = ["register", "run"]
+
+
+def _fwhm_arg(values: list[str] | None) -> Any:
+    if values is None:
+        return "coarsest"
+    if len(values) == 1 and values[0].lower() in ("coarsest", "none"):
+        return None if values[0].lower() == "none" else "coarsest"
+    try:
+        numbers = [float(v) for v in values]
+    except ValueError as exc:
+        raise HarmonizationError(
+            f"--target-fwhm: {' '.join(values)!r} is not a FWHM; give one number (mm), one per "
+            "axis, 'coarsest' (the default) or 'none'."
+        ) from exc
+    return numbers[0] if len(numbers) == 1 else numbers
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``images`` sub-command."""
+    p = sub.add_parser(
+        "images",
+        help="harmonize the images of a manifest: resolution, grid, intensities",
+        description=(
+            "Harmonize every image listed in MANIFEST.csv (columns: path, site, optional mask, "
+            "source_fwhm in mm as 'x;y;z' or one number, id, MR metadata). Per image: match "
+            "the resolution to a common target, resample to a common spacing, normalize the "
+            "intensities. Finished rows are skipped when run again; failed rows are reported "
+            "in DIR/summary.csv while the others complete."
+        ),
+    )
+    p.add_argument("manifest", metavar="MANIFEST.csv", help="one row per image")
+    p.add_argument("--output-dir", required=True, metavar="DIR", help="folder for the outputs")
+    p.add_argument(
+        "--spacing", nargs="+", type=float, metavar="MM",
+        help="new voxel spacing: one value or one per axis (default: keep each grid)",
+    )
+    p.add_argument(
+        "--target-fwhm", nargs="+", metavar="MM",
+        help="common resolution: one value, one per axis, 'coarsest' (default: the coarsest "
+        "source_fwhm of the manifest, when it has that column) or 'none'",
+    )
+    p.add_argument(
+        "--normalize", choices=["zscore", "robust", "whitestripe", "none"], default="none",
+        help="intensity normalization inside each row's mask (default: none)",
+    )
+    p.add_argument("--contrast", choices=["T1w", "T2w"], default="T1w",
+                   help="weighting, for whitestripe (default: T1w)")
+    p.add_argument("--interpolation", choices=["linear", "bspline", "nearest"], default="linear",
+                   help="image interpolation when resampling (default: linear)")
+    p.add_argument("--outside", choices=["keep", "zero", "nan"], default="keep",
+                   help="voxels outside the mask after normalization (default: keep)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="parallel worker processes (default: 1)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="recompute rows that a previous run already finished")
+    p.add_argument("--no-harmonizability-check", action="store_true",
+                   help="do not check MR metadata columns before processing")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the batch with a progress bar, print the summary; return the exit status."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from ..imaging.batch import SUMMARY_NAME, harmonize_images
+
+    spacing = args.spacing
+    if spacing is not None and len(spacing) == 1:
+        spacing = spacing[0]
+    target = _fwhm_arg(args.target_fwhm)
+    quiet = bool(getattr(args, "quiet", False))
+    err = Console(stderr=True)
+    out = Console(file=sys.stdout)
+
+    with Progress(
+        TextColumn("[bold]images[/bold]"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.description}"), TimeElapsedColumn(),
+        console=err, disable=quiet, transient=False,
+    ) as bar:
+        task_id = bar.add_task("", total=None)
+
+        def progress(res: dict[str, Any]) -> None:
+            bar.update(task_id, total=res["total"], advance=1,
+                       description=f"{res['name']}: {res['status']}")
+
+        summary = harmonize_images(
+            args.manifest,
+            args.output_dir,
+            spacing=spacing,
+            target_fwhm=target,
+            normalize=args.normalize,
+            contrast=args.contrast,
+            interpolation=args.interpolation,
+            outside=args.outside,
+            workers=args.workers,
+            overwrite=args.overwrite,
+            check_harmonizable=not args.no_harmonizability_check,
+            progress=progress,
+        )
+
+    counts = summary["status"].value_counts()
+    failed = summary[summary["status"] == "failed"]
+    if not quiet:
+        table = Table(title=f"imharmony images: {len(summary)} rows")
+        for col in ("status", "count"):
+            table.add_column(col)
+        for status in ("done", "skipped", "failed"):
+            table.add_row(status, str(int(counts.get(status, 0))))
+        out.print(table)
+        out.print(f"summary: {args.output_dir}/{SUMMARY_NAME}", highlight=False)
+    if len(failed):
+        for _, row in failed.iterrows():
+            err.print(f"failed: {row['name']} ({row['path']}): {row['reason']}", highlight=False,
+                      markup=False)
+        return 1 if (failed["error_kind"] == "internal").any() else 2
+    return 0
