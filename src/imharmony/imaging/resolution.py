@@ -112,7 +112,9 @@ def _transfer(n: int, sigma: float, dtype: np.dtype[Any]) -> np.ndarray:
     return np.exp(sigma * sigma * (np.cos(omega) - 1.0)).astype(dtype)
 
 
-def gaussian_blur(array: np.ndarray, sigma: float | Sequence[float]) -> np.ndarray:
+def gaussian_blur(
+    array: np.ndarray, sigma: float | Sequence[float], *, workers: int | None = None
+) -> np.ndarray:
     """Blur an array with the exact-variance discrete Gaussian, separably, in float precision.
 
     Parameters
@@ -122,6 +124,8 @@ def gaussian_blur(array: np.ndarray, sigma: float | Sequence[float]) -> np.ndarr
     sigma : float or sequence of float
         Standard deviation in samples, one per axis (a scalar applies to every axis); ``0``
         leaves an axis untouched.
+    workers : int, optional
+        Threads for the transforms; default all CPUs this process may use (at most 8).
 
     Returns
     -------
@@ -154,7 +158,7 @@ def gaussian_blur(array: np.ndarray, sigma: float | Sequence[float]) -> np.ndarr
             "the image holds NaN or infinite values; a blur would spread them. Replace them "
             "(e.g. with numpy.nan_to_num) or crop them away before matching resolution."
         )
-    workers = _n_workers()
+    workers = _n_workers() if workers is None else max(1, int(workers))
     coeffs = scipy.fft.dctn(arr, type=2, axes=axes, workers=workers)
     for ax in axes:
         shape = [1] * arr.ndim
