@@ -25,6 +25,7 @@ a logged warning, while a DICOM file that is damaged is an error naming it.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import os
@@ -729,46 +730,85 @@ def _smallest_int_dtype(low: float, high: float) -> np.dtype[Any]:
     raise DataError("integer values outside the int64 range")
 
 
+def _in_chunks(n: int, workers: int, fn: Any) -> None:
+    """Run ``fn(start, stop)`` over ``range(n)`` split in contiguous chunks, on threads.
+
+    NumPy releases the GIL in the element-wise loops, so the chunks run in parallel.
+    """
+    n_chunks = min(n, max(1, workers) * 2)
+    bounds = np.linspace(0, n, n_chunks + 1).astype(int)
+    pairs = [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
+    if workers > 1 and len(pairs) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(lambda ab: fn(*ab), pairs))
+    else:
+        for a, b in pairs:
+            fn(a, b)
+
+
 def _to_values(
     stored: np.ndarray,
     scale: np.ndarray,
     offset: np.ndarray,
     mask: np.ndarray | None,
     dtype: str,
+    value_range: tuple[np.ndarray, np.ndarray],
+    workers: int = 1,
 ) -> np.ndarray:
-    """``stored * scale[k] + offset[k]`` per frame, in the requested dtype; NaN where masked."""
+    """``stored * scale[k] + offset[k]`` for each frame ``k``, in the requested dtype.
+
+    ``value_range`` is the per-frame (min, max) of ``stored``; NaN where ``mask`` is True.
+    """
+    lo, hi = (np.asarray(v, dtype=np.float64) for v in value_range)
     integral = (
         dtype == "auto"
         and mask is None
-        and np.all(scale == np.round(scale))
-        and np.all(offset == np.round(offset))
+        and bool(np.all(scale == np.round(scale)))
+        and bool(np.all(offset == np.round(offset)))
     )
     if integral:
-        lo = stored.min(axis=(1, 2)).astype(np.float64)
-        hi = stored.max(axis=(1, 2)).astype(np.float64)
         ends = np.stack([lo * scale + offset, hi * scale + offset])
-        if np.abs(ends).max() < 2**62:
-            target = _smallest_int_dtype(float(ends.min()), float(ends.max()))
-            if np.all(scale == 1):
-                if np.can_cast(stored.dtype, target, "safe") or (
-                    np.iinfo(target).min <= lo.min() and hi.max() <= np.iinfo(target).max
-                ):
-                    # Modular arithmetic: exact because every final value fits ``target``.
-                    out = stored.astype(target)
-                    shift = offset.astype(np.int64).astype(target)
-                    out += shift[0] if np.all(offset == offset[0]) else shift.reshape(-1, 1, 1)
-                    return out
-            wide = stored.astype(np.int64) * scale.astype(np.int64).reshape(-1, 1, 1)
-            wide += offset.astype(np.int64).reshape(-1, 1, 1)
-            return wide.astype(target)
-    out_dtype = np.float32 if dtype == "float32" else np.float64
-    if np.all(scale == 1) and np.all(offset == 0):
-        out = stored.astype(out_dtype)
-    else:
-        out = np.multiply(stored, scale.astype(out_dtype).reshape(-1, 1, 1), dtype=out_dtype)
-        out += offset.astype(out_dtype).reshape(-1, 1, 1)
-    if mask is not None:
-        out[mask] = np.nan
+        integral = bool(np.abs(ends).max() < 2**62)
+    if integral:
+        target = _smallest_int_dtype(float(ends.min()), float(ends.max()))
+        info = np.iinfo(target)
+        out = np.empty(stored.shape, dtype=target)
+        if np.all(scale == 1) and info.min <= lo.min() and hi.max() <= info.max:
+            # Stored values fit ``target``; adding the offset modulo 2**bits is then exact
+            # because every final value fits too.
+            shift = offset.astype(np.int64).astype(target).reshape(-1, 1, 1)
+
+            def work(a: int, b: int) -> None:
+                np.copyto(out[a:b], stored[a:b], casting="unsafe")
+                out[a:b] += shift[a:b]
+
+        else:
+            scale_i = scale.astype(np.int64).reshape(-1, 1, 1)
+            offset_i = offset.astype(np.int64).reshape(-1, 1, 1)
+
+            def work(a: int, b: int) -> None:
+                wide = stored[a:b].astype(np.int64) * scale_i[a:b]
+                wide += offset_i[a:b]
+                np.copyto(out[a:b], wide, casting="unsafe")
+
+        _in_chunks(stored.shape[0], workers, work)
+        return out
+    out_dtype = np.dtype(np.float32 if dtype == "float32" else np.float64)
+    out = np.empty(stored.shape, dtype=out_dtype)
+    scale_f = scale.astype(out_dtype).reshape(-1, 1, 1)
+    offset_f = offset.astype(out_dtype).reshape(-1, 1, 1)
+    identity = bool(np.all(scale == 1) and np.all(offset == 0))
+
+    def work_f(a: int, b: int) -> None:
+        if identity:
+            np.copyto(out[a:b], stored[a:b], casting="unsafe")
+        else:
+            np.multiply(stored[a:b], scale_f[a:b], out=out[a:b])
+            out[a:b] += offset_f[a:b]
+        if mask is not None:
+            out[a:b][mask[a:b]] = np.nan
+
+    _in_chunks(stored.shape[0], workers, work_f)
     return out
 
 
@@ -806,6 +846,14 @@ def _series_summary(uid: str, members: Sequence[_Header]) -> str:
     )
 
 
+def _is_image_class(ds: Dataset) -> bool:
+    """Whether the SOP Class is an image storage class (its instances must carry pixels)."""
+    from pydicom.uid import UID
+
+    sop = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
+    return "Image Storage" in UID(str(sop)).name if sop else False
+
+
 def _group_series(
     results: Sequence[_Header | _Skipped], source: Path
 ) -> dict[str, list[_Header]]:
@@ -818,7 +866,7 @@ def _group_series(
             continue
         uid = r.ds.get("SeriesInstanceUID")
         if r.pixel_tag is None:
-            if "Rows" in r.ds or "ImagePositionPatient" in r.ds:
+            if "Rows" in r.ds or "ImagePositionPatient" in r.ds or _is_image_class(r.ds):
                 raise DicomError(
                     f"{r.name}: an image header without Pixel Data (7FE0,0010); the file is "
                     "truncated. Replace or remove it."
@@ -1035,7 +1083,10 @@ def read_dicom_series(
                     mask[k] = m
             if not mask.any():
                 mask = None
-        values = _to_values(stored, scale_sorted, offset_sorted, mask, dtype)
+        value_range = (stored.min(axis=(1, 2)), stored.max(axis=(1, 2)))
+        values = _to_values(
+            stored, scale_sorted, offset_sorted, mask, dtype, value_range, n_workers
+        )
         del stored
         meta = _meta(first.ds)
         meta.update(
@@ -1048,14 +1099,17 @@ def read_dicom_series(
             meta["fov_mask"] = (
                 np.ones(values.shape, dtype=bool) if mask is None else ~mask
             ).transpose(2, 1, 0)
-        elif units == "hu" and values.size and float(np.nanmin(values)) <= -2000:
-            logger.warning(
-                "%s: values down to %g HU but no %s; voxels at or below -2000 HU are probably "
-                "outside the field of view and are left as they are.",
-                source,
-                float(np.nanmin(values)),
-                tag_label("PixelPaddingValue"),
-            )
+        elif units == "hu":
+            ends = np.minimum(value_range[0] * scale_sorted, value_range[1] * scale_sorted)
+            lowest = float((ends + offset_sorted).min())
+            if lowest <= -2000:
+                logger.warning(
+                    "%s: values down to %g HU but no %s; voxels at or below -2000 HU are "
+                    "probably outside the field of view and are left as they are.",
+                    source,
+                    lowest,
+                    tag_label("PixelPaddingValue"),
+                )
     return Image(
         values.transpose(2, 1, 0),
         spacing=geom.spacing,
