@@ -19,6 +19,7 @@ __all__ = [
     "as_covariate_design",
     "as_labels",
     "as_matrix",
+    "as_pair",
     "biology_kind",
     "encode_labels",
     "group_indicator",
@@ -197,3 +198,33 @@ def check_min_group_size(codes: np.ndarray, levels: np.ndarray, *, minimum: int,
         raise DesignError(
             f"{what}: site(s) {small} have fewer than {minimum} samples; merge or drop them."
         )
+
+
+def as_pair(
+    before: Any,
+    after: Any,
+    *,
+    names: tuple[str, str] = ("before", "after"),
+    feature_names: Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Read two tables of the same samples and features (e.g. before/after harmonization).
+
+    Raises
+    ------
+    DataError
+        If the shapes differ, or DataFrame columns differ in name or order.
+    """
+    A, cols = as_matrix(before, name=names[0], feature_names=feature_names)
+    B, cols_b = as_matrix(after, name=names[1])
+    if A.shape != B.shape:
+        raise DataError(
+            f"{names[0]} has shape {A.shape} but {names[1]} has shape {B.shape}; pass the same "
+            "samples and features, in the same order."
+        )
+    if isinstance(after, pd.DataFrame) and isinstance(before, pd.DataFrame) and cols != cols_b:
+        diff = [(x, y) for x, y in zip(cols, cols_b, strict=True) if x != y][:3]
+        raise DataError(
+            f"{names[0]} and {names[1]} have different feature columns (first differences "
+            f"{diff}); pass the same features in the same order."
+        )
+    return A, B, cols

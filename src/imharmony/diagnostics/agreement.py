@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from ._data import as_matrix
+from ._data import as_pair
 
 __all__ = [
     "BlandAltman",
@@ -205,10 +205,8 @@ def agreement(
         Index: feature. Columns ``ccc``, ``icc_2_1`` (estimate and truth as two raters),
         ``icc_band`` (Koo & Li), ``bias``, ``loa_lower``, ``loa_upper`` (of estimate - truth).
     """
-    E, names = as_matrix(estimate, name="estimate", feature_names=feature_names)
-    T, _ = as_matrix(truth, name="truth", feature_names=names)
-    if E.shape != T.shape:
-        raise DataError(f"estimate has shape {E.shape}, truth {T.shape}; pass paired tables.")
+    E, T, names = as_pair(estimate, truth, names=("estimate", "truth"),
+                          feature_names=feature_names)
     ccc = concordance_correlation(E, T)
     icc = icc_2_1(np.stack([E, T], axis=1))
     ba = bland_altman(E, T, z=z)

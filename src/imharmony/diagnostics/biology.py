@@ -31,6 +31,7 @@ from ._data import (
     as_covariate_design,
     as_labels,
     as_matrix,
+    as_pair,
     biology_kind,
     encode_labels,
     group_indicator,
@@ -85,8 +86,7 @@ def fisher_ratio(X: Any, biology: Any, *, kind: str = "auto") -> np.ndarray:
     G = group_indicator(codes, k)
     counts = G.sum(axis=0)
     means = (G.T @ Xa) / counts[:, None]
-    var = (G.T @ Xa**2) / counts[:, None] - means**2
-    var = np.maximum(var, 0.0)
+    var = (G.T @ (Xa - means[codes]) ** 2) / counts[:, None]  # centred: no cancellation
     with np.errstate(divide="ignore", invalid="ignore"):
         if k == 2:
             num = (means[0] - means[1]) ** 2
@@ -164,9 +164,7 @@ def fisher_preservation(
     spread is a genuine gain, but the same appears when the label was a ComBat covariate in an
     unbalanced design (Nygaard et al. 2016). Read it together with :func:`mixed_effects`.
     """
-    Xb, names = as_matrix(before, name="before", feature_names=feature_names)
-    Xa, names_a = as_matrix(after, name="after", feature_names=names)
-    _check_pair(Xb, Xa, names, names_a)
+    Xb, Xa, names = as_pair(before, after, feature_names=feature_names)
     b = as_labels(biology, Xb.shape[0], name="biology")
     k = biology_kind(b, kind)
     fb = fisher_ratio(Xb, b, kind=k)
@@ -185,20 +183,6 @@ def fisher_preservation(
          "verdict": verdict},
         index=pd.Index(names, name="feature"),
     )
-
-
-def _check_pair(Xb: np.ndarray, Xa: np.ndarray, names_b: list[str], names_a: list[str]) -> None:
-    if Xb.shape != Xa.shape:
-        raise DataError(
-            f"before has shape {Xb.shape} but after has shape {Xa.shape}; pass the same samples "
-            "and features, in the same order."
-        )
-    if names_b != names_a:
-        diff = [(x, y) for x, y in zip(names_b, names_a, strict=True) if x != y][:3]
-        raise DataError(
-            f"before and after have different feature columns (first differences {diff}); "
-            "pass the same features in the same order."
-        )
 
 
 def _design(b: np.ndarray, kind: str, Z: pd.DataFrame) -> tuple[np.ndarray, list[str], int]:
@@ -329,9 +313,7 @@ def mixed_effects(
     and recorded in ``note``; a fit whose optimizer did not converge, or whose standard errors are
     not finite, is marked in ``converged_raw`` / ``converged_after``.
     """
-    Xb, names = as_matrix(before, name="before", feature_names=feature_names)
-    Xa, names_a = as_matrix(after, name="after", feature_names=names)
-    _check_pair(Xb, Xa, names, names_a)
+    Xb, Xa, names = as_pair(before, after, feature_names=feature_names)
     n, p = Xb.shape
     b = as_labels(biology, n, name="biology")
     site = as_labels(batch, n, name="batch")

@@ -216,6 +216,7 @@ def check_confounding(
     covariates: Any = None,
     *,
     biology: Any = None,
+    biology_type: str = "auto",
     thresholds: ConfoundingThresholds | None = None,
 ) -> ConfoundingReport:
     """Measure how far site is confounded with the biology and the covariates.
@@ -232,6 +233,9 @@ def check_confounding(
         sample (categorical or continuous, see :func:`imharmony.diagnostics.fisher_ratio`). An
         array counts as given as a covariate when a covariate column holds the same values (or
         has its ``name``).
+    biology_type : {"auto", "categorical", "continuous"}
+        How to read the biology; ``"auto"`` treats non-numeric values and integers with at most
+        10 distinct values as categorical.
     thresholds : ConfoundingThresholds, optional
 
     Returns
@@ -293,7 +297,7 @@ def check_confounding(
                 "its differences between sites as site effect and remove them; pass it as a "
                 "covariate.")))
     if bio_values is not None:
-        kind = biology_kind(bio_values)
+        kind = biology_kind(bio_values, biology_type)
         if kind == "categorical":
             row, bio_table = _categorical(bio_values, site_str, th, "biology")
         else:

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DesignError
-from ._data import as_covariate_design, as_labels, as_matrix, biology_kind, encode_labels
-from .biology import _check_pair, fisher_preservation, mixed_effects
+from ._data import as_covariate_design, as_labels, as_pair, biology_kind, encode_labels
+from .biology import fisher_preservation, mixed_effects
 from .confounding import ConfoundingReport, check_confounding
 from .multivariate import guided_pca, pca_silhouette, site_prediction
 from .site import SiteTests, residualize, site_tests
@@ -315,9 +315,7 @@ def diagnose(
     Fisher ratio otherwise.
     """
     th = thresholds if thresholds is not None else Thresholds()
-    Xb, names = as_matrix(before, name="before")
-    Xa, names_a = as_matrix(after, name="after", feature_names=names)
-    _check_pair(Xb, Xa, names, names_a)
+    Xb, Xa, names = as_pair(before, after)
     n = Xb.shape[0]
     site = as_labels(batch, n, name="batch")
     levels, site_codes = encode_labels(site)
@@ -340,7 +338,8 @@ def diagnose(
         conf_cov.insert(0, bio_col,
                         bio.astype(str) if kind == "categorical" else bio.astype(float))
     confounding = check_confounding(site, conf_cov if conf_cov.shape[1] else None,
-                                    biology=bio_col if bio is not None else None)
+                                    biology=bio_col if bio is not None else None,
+                                    biology_type=kind or "auto")
     complete = bio is not None and confounding.variables.loc[bio_col, "level"] == "complete"
 
     # Site tests on residuals after the biology and covariates (unless completely confounded).

@@ -30,7 +30,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import DesignError
-from ._data import as_covariate_design, as_labels, as_matrix, encode_labels, group_indicator
+from ._data import (
+    as_covariate_design,
+    as_labels,
+    as_matrix,
+    as_pair,
+    encode_labels,
+    group_indicator,
+)
 
 __all__ = [
     "GuidedPCA",
@@ -80,7 +87,10 @@ def pca_silhouette(
     """
     from sklearn.metrics import silhouette_score
 
-    Xb, names = as_matrix(before, name="before")
+    if after is not None:
+        Xb, Xa, _ = as_pair(before, after)
+    else:
+        Xb, _ = as_matrix(before, name="before")
     labels = as_labels(batch, Xb.shape[0], name="batch")
     _, codes = encode_labels(labels)
     if np.unique(codes).size < 2:
@@ -94,9 +104,6 @@ def pca_silhouette(
     sil_b = float(silhouette_score((Sb - centre) @ axes, codes))
     if after is None:
         return sil_b, None
-    Xa, _ = as_matrix(after, name="after", feature_names=names)
-    if Xa.shape != Xb.shape:
-        raise DesignError(f"after has shape {Xa.shape}, before {Xb.shape}; pass the same samples.")
     sil_a = float(silhouette_score(((Xa - mean) / sd - centre) @ axes, codes))
     return sil_b, sil_a
 
