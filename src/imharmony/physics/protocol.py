@@ -184,6 +184,16 @@ def kernel_group(kernel: Any, manufacturer: Any = None) -> str:
     for word, group in _KERNEL_WORDS:
         if word in name:
             return group
+    match = _CANON_KERNEL.match(name)
+    if match:
+        number = int(match.group(1))
+        if 1 <= number <= 29:
+            return "SOFT_TISSUE"
+        if 30 <= number <= 39:
+            return "BONE"
+        if 50 <= number <= 59:
+            return "LUNG"
+        return "unknown"
     match = _SIEMENS_KERNEL.match(name)
     if match:
         prefix, number = match.group(1), int(match.group(2))
@@ -195,16 +205,6 @@ def kernel_group(kernel: Any, manufacturer: Any = None) -> str:
         if number >= 70 and prefix in {"H", "HR", "U", "UR"}:
             return "BONE"
         return "SHARP"
-    match = _CANON_KERNEL.match(name)
-    if match:
-        number = int(match.group(1))
-        if 1 <= number <= 29:
-            return "SOFT_TISSUE"
-        if 30 <= number <= 39:
-            return "BONE"
-        if 50 <= number <= 59:
-            return "LUNG"
-        return "unknown"
     vendor = "" if manufacturer is None else str(manufacturer).upper()
     if name in _PHILIPS_KERNEL and (not vendor or "PHILIPS" in vendor):
         return _PHILIPS_KERNEL[name]
@@ -454,7 +454,21 @@ def _extract(ds: Any, path: Path) -> dict[str, Any]:
 
 
 def _read_file(path: Path, *, max_pixels: int, max_depth: int) -> dict[str, Any]:
-    """Read one file's header; raise _Rejected with the reason when it cannot be used."""
+    """Read one file's header; raise _Rejected with the reason when it cannot be used.
+
+    Warnings pydicom emits about odd values are logged (debug), never raised: a scan must not
+    stop, nor turn noisy, because one file holds a strange value.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return _read_checked(path, max_pixels=max_pixels, max_depth=max_depth)
+        finally:
+            for warning in caught:
+                logger.debug("%s: %s", path, warning.message)
+
+
+def _read_checked(path: Path, *, max_pixels: int, max_depth: int) -> dict[str, Any]:
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.uid import DeflatedExplicitVRLittleEndian
