@@ -459,6 +459,11 @@ def test_quantitative_map_is_a_hard_stop() -> None:
     assert sum("quantitative map" in r for r in verdict.reasons) == 2
 
 
+def test_different_modality_is_a_hard_stop() -> None:
+    verdict = harmonizable(se(500, 15, Modality="MR"), {"Modality": "CT"})
+    assert verdict.reasons[0] == "different modality: A is MR, B is CT"
+
+
 def test_localizer_is_a_hard_stop() -> None:
     verdict = harmonizable(se(8, 4, ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"]), se(500, 15))
     assert any("localizer" in r for r in verdict.reasons)

@@ -839,6 +839,9 @@ def _compare(
     reasons: list[str] = []
     warnings: list[str] = []
 
+    mod_a, mod_b = (p.modality.upper() if p.modality else None for p in (params_a, params_b))
+    if mod_a and mod_b and mod_a != mod_b:
+        reasons.append(f"different modality: {a} is {mod_a}, {b} is {mod_b}")
     for label, w in ((a, w_a), (b, w_b)):
         if w.quantitative_map:
             reasons.append(
@@ -901,11 +904,11 @@ def harmonizable(meta_a: Any, meta_b: Any) -> Verdict:
     Returns
     -------
     Verdict
-        ``.ok`` is False when there is a hard stop (listed in ``.reasons``): different named
-        weightings, pre vs post contrast, magnitude vs phase, a quantitative map, a localizer or a
-        reformat/projection on either side. ``.warnings`` lists field strength, TR, TE, TI or
-        flip-angle differences above 20 % (relative to the smaller value) and weightings that
-        could not be named.
+        ``.ok`` is False when there is a hard stop (listed in ``.reasons``): different modality,
+        different named weightings, pre vs post contrast, magnitude vs phase, a quantitative map,
+        a localizer or a reformat/projection on either side. ``.warnings`` lists field strength,
+        TR, TE, TI or flip-angle differences above 20 % (relative to the smaller value) and
+        weightings that could not be named.
 
     Examples
     --------

@@ -225,19 +225,33 @@ def _looks_like_raw_dicom(head: bytes) -> bool:
 
 
 def _check_depth(ds: Any, max_depth: int) -> None:
-    """Walk every sequence iteratively; reject nesting deeper than ``max_depth``."""
+    """Walk every sequence iteratively; reject nesting deeper than ``max_depth``.
+
+    Only sequence elements are converted (pydicom keeps the others raw until they are used),
+    which keeps the walk cheap on headers with hundreds of elements.
+    """
+    from pydicom.datadict import dictionary_VR
+
     stack: list[tuple[Any, int]] = [(ds, 0)]
     while stack:
         dataset, depth = stack.pop()
-        for elem in dataset:
-            if elem.VR != "SQ":
+        for raw in list(dataset.elements()):
+            vr = raw.VR
+            if vr is None:  # implicit VR: what the dictionary says
+                try:
+                    vr = dictionary_VR(raw.tag)
+                except KeyError:
+                    continue
+            if vr != "SQ":
                 continue
             if depth + 1 > max_depth:
                 raise _Rejected(
                     "too_deeply_nested",
-                    f"sequence {elem.tag} is nested more than {max_depth} levels deep",
+                    f"sequence {raw.tag} is nested more than {max_depth} levels deep",
                 )
-            stack.extend((item, depth + 1) for item in elem.value)
+            elem = dataset[raw.tag]
+            if elem.VR == "SQ" and elem.value:
+                stack.extend((item, depth + 1) for item in elem.value)
 
 
 def _int(value: Any, default: int | None = None) -> int | None:
