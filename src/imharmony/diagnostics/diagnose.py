@@ -265,6 +265,7 @@ def diagnose(
     max_features: int | None = 100,
     n_permutations: int = 1000,
     harmonizer: Any = None,
+    harmonizer_covariates: Any = None,
     n_splits: int = 5,
     anderson: bool = False,
 ) -> Diagnosis:
@@ -295,6 +296,10 @@ def diagnose(
     harmonizer : estimator or callable, optional
         When given, site prediction is also run on ``before`` with this harmonizer fitted
         inside each training fold (the honest estimate), and the site verdict uses it.
+    harmonizer_covariates : pandas.DataFrame, optional
+        Covariates given to ``harmonizer`` in the folds. Default: ``covariates`` with the
+        biology added as a column ``biology`` (the way to keep it); pass ``covariates`` alone
+        to diagnose a pipeline that harmonized without the biology.
     n_splits : int
         Folds of the site prediction (skipped, with a reason, when a site is smaller).
     anderson : bool
@@ -381,7 +386,10 @@ def diagnose(
         sp_a = site_prediction(Xa, site, **spk)
         mv.loc["site_prediction"] = [sp_b.balanced_accuracy, sp_a.balanced_accuracy, sp_b.chance]
         if harmonizer is not None:
-            sp_h = site_prediction(Xb, site, harmonizer=harmonizer, covariates=cov_df, **spk)
+            hcov = harmonizer_covariates
+            if hcov is None and conf_cov.shape[1]:
+                hcov = conf_cov
+            sp_h = site_prediction(Xb, site, harmonizer=harmonizer, covariates=hcov, **spk)
             mv.loc["site_prediction_in_folds"] = [sp_b.balanced_accuracy, sp_h.balanced_accuracy,
                                                   sp_h.chance]
     except DesignError as exc:

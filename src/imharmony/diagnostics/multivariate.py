@@ -220,6 +220,8 @@ def _default_classifier() -> Any:
 
 
 def _new_harmonizer(harmonizer: Any) -> Any:
+    if isinstance(harmonizer, type):
+        return harmonizer()
     if hasattr(harmonizer, "fit") and hasattr(harmonizer, "get_params"):
         from sklearn.base import clone
 
@@ -260,7 +262,8 @@ def site_prediction(
     X : array-like or pandas.DataFrame, shape (n_samples, n_features)
     batch : array-like, shape (n_samples,)
     harmonizer : estimator or callable, optional
-        An unfitted harmonizer (cloned per fold) or a factory returning a new one. In each fold
+        An unfitted harmonizer instance (cloned per fold), a class, or a factory returning a
+        new one. In each fold
         it is fitted on the training samples only, ``fit(X_train, batch=..., covariates=...)``,
         and applied with ``transform(X, batch=..., covariates=...)`` to the training and the test
         samples (``covariates`` is passed only when given). Without it ``X`` is used as is.
@@ -284,7 +287,10 @@ def site_prediction(
     -------
     SitePrediction
         Compare ``balanced_accuracy`` with ``chance`` = 1 / number of sites: near chance means
-        no site signature a linear classifier can find.
+        no site signature a linear classifier can find. On data harmonized on all samples at
+        once (no ``harmonizer``), an accuracy well *below* chance is expected: each training
+        fold's site means are pulled away from the held-out samples (the negative bias of
+        cross-validating centred data); it is not a site signature.
     """
     import pandas as pd
     from sklearn.base import clone
