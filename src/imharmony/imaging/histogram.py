@@ -592,18 +592,13 @@ _FOREGROUND = ("all", "mean")
 
 
 def _load_image(obj: Any, what: str) -> Image:
-    """An Image from an Image, an array or a path (read with imharmony's reader)."""
+    """An Image from an Image, an array or a path (read with :func:`imharmony.io.read_image`)."""
     if isinstance(obj, Image):
         return obj
     if isinstance(obj, str | os.PathLike):
-        path = Path(obj)
-        if not path.exists():
-            raise DataError(f"{what}: {path}: no such file or folder.")
-        try:
-            from ..io import read_image  # type: ignore[attr-defined]
-        except ImportError:
-            read_image = _read_with_simpleitk
-        return read_image(path)
+        from ..io import read_image
+
+        return read_image(obj)
     if isinstance(obj, np.ndarray):
         return Image(obj)
     raise DataError(
@@ -611,46 +606,40 @@ def _load_image(obj: Any, what: str) -> Image:
     )
 
 
-def _read_with_simpleitk(path: Path) -> Image:
-    """Fallback reader (used only when imharmony.io has no read_image)."""
-    import SimpleITK as sitk
-
-    try:
-        simg = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise DataError(f"{path}: cannot be read as an image ({exc}).") from exc
-    arr = sitk.GetArrayFromImage(simg)
-    nd = simg.GetDimension()
-    axes = tuple(range(nd))[::-1]
-    arr = np.transpose(arr, axes + tuple(range(nd, arr.ndim)))
-    direction = np.asarray(simg.GetDirection()).reshape(nd, nd)
-    return Image(arr, simg.GetSpacing(), simg.GetOrigin(), direction, {"path": str(path)})
-
-
 def _piecewise_linear(
-    x: np.ndarray, xp: np.ndarray, fp: np.ndarray, out_dtype: np.dtype, chunk: int = 1 << 20
+    x: np.ndarray, xp: np.ndarray, fp: np.ndarray, out_dtype: np.dtype, chunk: int = 1 << 16
 ) -> np.ndarray:
     """Piecewise-linear map through (xp, fp) with linear extrapolation by the end segments.
 
-    ``xp`` strictly increasing, length ≥ 2. Works in chunks so the only full-size allocation is
-    the output.
+    ``xp`` strictly increasing, length ≥ 2. Works in chunks of ``chunk`` voxels, so the only
+    full-size allocation is the output.
     """
     slopes = np.diff(fp) / np.diff(xp)
-    intercepts = fp[:-1] - slopes * xp[:-1]
-    inner = xp[1:-1]
-    flat = x.reshape(-1)
-    out = np.empty(flat.shape, dtype=out_dtype)
-    work = np.float64 if out_dtype == np.float64 else np.float32
-    s = slopes.astype(work)
-    b = intercepts.astype(work)
+    work = np.dtype(np.float64 if out_dtype == np.float64 else np.float32)
+    # segment k: y = fp[k] + slope[k] (x - xp[k]) (no cancellation, unlike slope·x + intercept)
+    params = tuple(a.astype(work) for a in (xp[1:-1], slopes, xp[:-1], fp[:-1]))
+    out = np.empty(x.shape, dtype=out_dtype)
+    _piecewise_into(x, out, params, chunk)
+    return out
+
+
+def _piecewise_into(
+    x: np.ndarray, out: np.ndarray, params: tuple[np.ndarray, ...], chunk: int
+) -> None:
+    if x.ndim > 1 and not x.flags.c_contiguous:  # avoid a full-size contiguous copy
+        for i in range(x.shape[0]):
+            _piecewise_into(x[i], out[i], params, chunk)
+        return
+    inner, slope, x0, y0 = params
+    flat, flat_out = x.reshape(-1), out.reshape(-1)
     for start in range(0, flat.size, chunk):
         xs = flat[start : start + chunk]
-        seg = np.searchsorted(inner, xs, side="right")
-        res = xs.astype(work, copy=True) if xs.dtype != work else xs.copy()
-        res *= s[seg]
-        res += b[seg]
-        out[start : start + chunk] = res
-    return out.reshape(x.shape)
+        res = xs.astype(slope.dtype, copy=True)
+        seg = np.searchsorted(inner, res, side="right")
+        res -= x0[seg]
+        res *= slope[seg]
+        res += y0[seg]
+        flat_out[start : start + chunk] = res
 
 
 class HistogramStandardizer(BaseEstimator):
