@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, HarmonizationError
-from .mr import mr_parameters, mr_weighting
+from .mr import dicom_value, mr_parameters, mr_weighting
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",
@@ -309,9 +309,9 @@ def _pixel_element(fp: Any, ds: Any, start: int) -> tuple[int, int] | None:
 
 def _first_item(ds: Any, keyword: str) -> Any:
     for groups_kw in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
-        groups = ds.get(groups_kw)
+        groups = dicom_value(ds, groups_kw)
         if groups:
-            seq = groups[0].get(keyword)
+            seq = dicom_value(groups[0], keyword)
             if seq:
                 return seq[0]
     return None
@@ -319,13 +319,13 @@ def _first_item(ds: Any, keyword: str) -> Any:
 
 def _value(ds: Any, keyword: str, *macros: str) -> Any:
     """A value from the top level, else from the first functional-group macro holding it."""
-    value = ds.get(keyword)
+    value = dicom_value(ds, keyword)
     if value not in (None, ""):
         return value
     for macro in macros:
         item = _first_item(ds, macro)
         if item is not None:
-            value = item.get(keyword)
+            value = dicom_value(item, keyword)
             if value not in (None, ""):
                 return value
     return None
@@ -357,11 +357,11 @@ def _text(value: Any) -> str | None:
 
 def _positions(ds: Any) -> list[tuple[float, float, float]]:
     out = []
-    frames = ds.get("PerFrameFunctionalGroupsSequence")
+    frames = dicom_value(ds, "PerFrameFunctionalGroupsSequence")
     if frames:
         for item in frames:
-            seq = item.get("PlanePositionSequence")
-            pos = seq[0].get("ImagePositionPatient") if seq else None
+            seq = dicom_value(item, "PlanePositionSequence")
+            pos = dicom_value(seq[0], "ImagePositionPatient") if seq else None
             if pos is not None and len(pos) == 3:
                 out.append(tuple(float(v) for v in pos))
     if not out:
@@ -373,11 +373,11 @@ def _positions(ds: Any) -> list[tuple[float, float, float]]:
 
 def _extract(ds: Any, path: Path) -> dict[str, Any]:
     """The per-instance values the protocol table is made of."""
-    modality = _text(ds.get("Modality"))
+    modality = _text(dicom_value(ds, "Modality"))
     spacing = _value(ds, "PixelSpacing", "PixelMeasuresSequence")
     orientation = _value(ds, "ImageOrientationPatient", "PlaneOrientationSequence")
     kernel = _text(_value(ds, "ConvolutionKernel", "CTReconstructionSequence"))
-    manufacturer = _text(ds.get("Manufacturer"))
+    manufacturer = _text(dicom_value(ds, "Manufacturer"))
     group = _text(_value(ds, "ConvolutionKernelGroup", "CTReconstructionSequence"))
     if group:
         group_source = "dicom"
@@ -389,29 +389,29 @@ def _extract(ds: Any, path: Path) -> dict[str, Any]:
         group, group_source = None, None
     exposure = _float(_value(ds, "ExposureInmAs", "CTExposureSequence"))
     if math.isnan(exposure):
-        exposure = _float(ds.get("Exposure"))
+        exposure = _float(dicom_value(ds, "Exposure"))
     current = _float(_value(ds, "XRayTubeCurrentInmA", "CTExposureSequence"))
     if math.isnan(current):
-        current = _float(ds.get("XRayTubeCurrent"))
-    institution = _text(ds.get("InstitutionName"))
-    station = _text(ds.get("StationName"))
+        current = _float(dicom_value(ds, "XRayTubeCurrent"))
+    institution = _text(dicom_value(ds, "InstitutionName"))
+    station = _text(dicom_value(ds, "StationName"))
     record: dict[str, Any] = {
         "series_uid": str(ds.SeriesInstanceUID),
-        "study_uid": _text(ds.get("StudyInstanceUID")),
-        "sop_instance_uid": _text(ds.get("SOPInstanceUID")),
-        "instance_number": _int(ds.get("InstanceNumber")),
-        "series_number": _int(ds.get("SeriesNumber")),
-        "series_description": _text(ds.get("SeriesDescription")),
+        "study_uid": _text(dicom_value(ds, "StudyInstanceUID")),
+        "sop_instance_uid": _text(dicom_value(ds, "SOPInstanceUID")),
+        "instance_number": _int(dicom_value(ds, "InstanceNumber")),
+        "series_number": _int(dicom_value(ds, "SeriesNumber")),
+        "series_description": _text(dicom_value(ds, "SeriesDescription")),
         "modality": modality,
         "manufacturer": manufacturer,
-        "model": _text(ds.get("ManufacturerModelName")),
-        "software_versions": _text(ds.get("SoftwareVersions")),
+        "model": _text(dicom_value(ds, "ManufacturerModelName")),
+        "software_versions": _text(dicom_value(ds, "SoftwareVersions")),
         "institution": institution,
         "station": station,
         "site": " / ".join(v for v in (institution, station) if v) or "unknown",
-        "n_frames": _int(ds.get("NumberOfFrames"), 1) or 1,
-        "rows": _int(ds.get("Rows")),
-        "columns": _int(ds.get("Columns")),
+        "n_frames": _int(dicom_value(ds, "NumberOfFrames"), 1) or 1,
+        "rows": _int(dicom_value(ds, "Rows")),
+        "columns": _int(dicom_value(ds, "Columns")),
         "slice_thickness_mm": _float(_value(ds, "SliceThickness", "PixelMeasuresSequence")),
         "pixel_spacing_row_mm": _float(spacing[0]) if spacing and len(spacing) == 2 else math.nan,
         "pixel_spacing_col_mm": _float(spacing[1]) if spacing and len(spacing) == 2 else math.nan,
@@ -462,8 +462,8 @@ def _extract(ds: Any, path: Path) -> dict[str, Any]:
             }
         )
     else:
-        record["image_type"] = _text(ds.get("ImageType"))
-        record["contrast_agent"] = _text(ds.get("ContrastBolusAgent"))
+        record["image_type"] = _text(dicom_value(ds, "ImageType"))
+        record["contrast_agent"] = _text(dicom_value(ds, "ContrastBolusAgent"))
     return record
 
 
@@ -537,7 +537,7 @@ def _read_checked(path: Path, *, max_pixels: int, max_depth: int) -> dict[str, A
                 ("(0008,0016) SOP Class UID", "SOPClassUID"),
                 ("(0008,0060) Modality", "Modality"),
             )
-            if not _text(ds.get(keyword))
+            if not _text(dicom_value(ds, keyword))
         ]
         truncated = eof or cut
         if missing:
@@ -553,7 +553,7 @@ def _read_checked(path: Path, *, max_pixels: int, max_depth: int) -> dict[str, A
         if not _UID.match(uid) or len(uid) > 64:
             raise _Rejected("invalid_value", f"(0020,000E) Series Instance UID {uid[:70]!r}")
 
-        rows, cols = _int(ds.get("Rows")), _int(ds.get("Columns"))
+        rows, cols = _int(dicom_value(ds, "Rows")), _int(dicom_value(ds, "Columns"))
         is_image = rows is not None and cols is not None
         ts = getattr(getattr(ds, "file_meta", None), "get", lambda _k: None)("TransferSyntaxUID")
         deflated = ts == DeflatedExplicitVRLittleEndian
@@ -561,12 +561,12 @@ def _read_checked(path: Path, *, max_pixels: int, max_depth: int) -> dict[str, A
         if not is_image:
             if pixel is not None:
                 raise _Rejected("missing_required_tag", "Pixel Data without (0028,0010) Rows")
-            sop = ds.get("SOPClassUID")
+            sop = dicom_value(ds, "SOPClassUID")
             name = getattr(sop, "name", str(sop))
             raise _Rejected("not_an_image", f"SOP class {name} has no Rows/Columns")
-        frames = _int(ds.get("NumberOfFrames"), 1)
-        samples = _int(ds.get("SamplesPerPixel"), 1)
-        bits = _int(ds.get("BitsAllocated"), 16)
+        frames = _int(dicom_value(ds, "NumberOfFrames"), 1)
+        samples = _int(dicom_value(ds, "SamplesPerPixel"), 1)
+        bits = _int(dicom_value(ds, "BitsAllocated"), 16)
         if frames is None or samples is None or bits is None or min(rows, cols) <= 0:
             raise _Rejected("invalid_value", "Rows, Columns, Number of Frames or Samples per Pixel")
         if frames <= 0 or samples <= 0 or bits <= 0:
@@ -774,6 +774,10 @@ def scan_protocols(
         except _Rejected as rejected:
             errors.append({"path": str(path), "reason": rejected.reason, "detail": rejected.detail})
             logger.debug("%s rejected: %s (%s)", path, rejected.reason, rejected.detail)
+        except Exception as exc:  # a value no check foresaw: record it, never stop the scan
+            detail = f"{type(exc).__name__}: {exc}"
+            errors.append({"path": str(path), "reason": "unreadable", "detail": detail})
+            logger.debug("%s rejected: unreadable (%s)", path, detail, exc_info=True)
         else:
             by_series[record["series_uid"]].append(record)
         advance(done)
