@@ -395,6 +395,23 @@ def test_hostile_file_is_recorded_and_the_scan_completes(tmp_path, case) -> None
     assert errors["detail"].iloc[0]
 
 
+def test_an_unforeseen_failure_rejects_one_file_not_the_scan(tmp_path, monkeypatch) -> None:
+    paths = ct(tmp_path, n=3)
+    real = protocol._extract
+
+    def flaky(ds, path):
+        if path == paths[1]:
+            raise ValueError("a value nobody expected")
+        return real(ds, path)
+
+    monkeypatch.setattr(protocol, "_extract", flaky)
+    table = scan_protocols(tmp_path)
+    assert only_row(table)["n_instances"] == 2
+    assert scan_errors(table).to_dict("records") == [
+        {"path": str(paths[1]), "reason": "unreadable",
+         "detail": "ValueError: a value nobody expected"}]
+
+
 def test_nesting_within_the_limit_is_accepted(tmp_path) -> None:
     mr_factory.write_nested_defined(tmp_path / "ok.dcm", 10)
     table = scan_protocols(tmp_path)
