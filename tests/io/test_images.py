@@ -185,22 +185,28 @@ def test_dicom_series_to_nifti_keeps_the_dicom_geometry(tmp_path):
             assert data[c, r, k] == float(ds.pixel_array[r, c]) - 1024.0
 
 
-def test_write_is_atomic_on_failure(tmp_path, monkeypatch):
-    target = tmp_path / "out.nii.gz"
+@pytest.mark.parametrize("name", ["out.nii.gz", "out.nrrd", "out.mha"])
+def test_write_is_atomic_on_failure(tmp_path, monkeypatch, name):
+    target = tmp_path / name
     target.write_bytes(b"previous")
 
-    def boom(*args, **kwargs):
-        Path(args[1]).write_bytes(b"half")
+    def sitk_boom(image, path, *args, **kwargs):
+        Path(path).write_bytes(b"half")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(sitk, "WriteImage", boom)
-    with pytest.raises(ImageFormatError, match="disk full"):
+    def nib_boom(image, path, *args, **kwargs):
+        Path(path).write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sitk, "WriteImage", sitk_boom)
+    monkeypatch.setattr(nib, "save", nib_boom)
+    with pytest.raises(ImageFormatError, match=r"disk full|No space left"):
         write_image(_oblique_image(), target)
     assert target.read_bytes() == b"previous"
-    assert os.listdir(tmp_path) == ["out.nii.gz"]
+    assert os.listdir(tmp_path) == [name]
     with pytest.raises(ImageFormatError):
         write_image(_oblique_image(), tmp_path / "v.mhd")
-    assert os.listdir(tmp_path) == ["out.nii.gz"]
+    assert os.listdir(tmp_path) == [name]
 
 
 def test_bad_paths_and_suffixes_are_clear_errors(tmp_path):
