@@ -21,7 +21,12 @@ import pydicom
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian, RLELossless
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
+    RLELossless,
+)
 
 from imharmony import Image
 from imharmony.errors import HarmonizationError
@@ -185,6 +190,29 @@ def test_gap_names_the_files_on_both_sides(tmp_path):
     with pytest.raises(DicomSeriesError, match=r"IM_0002.dcm and IM_0004.dcm") as exc:
         read_dicom_series(tmp_path)
     assert "5.0000 mm apart" in str(exc.value)
+
+
+@pytest.mark.parametrize("missing", [1, 7, 10])
+def test_a_missing_slice_anywhere_is_a_gap(tmp_path, missing):
+    paths = fac.write_series(tmp_path, _stored(n=12, rows=2, cols=2), slice_spacing=0.625)
+    paths[missing].unlink()
+    with pytest.raises(DicomSeriesError, match=rf"IM_{missing - 1:04d}.dcm and "
+                       rf"IM_{missing + 1:04d}.dcm are 1.2500 mm apart"):
+        read_dicom_series(tmp_path)
+
+
+def test_rounded_positions_are_tolerated_but_a_drifting_spacing_is_not(tmp_path):
+    stored = _stored(n=8, rows=2, cols=2)
+    jitter = np.array([0, 0.04, -0.03, 0.05, 0, -0.05, 0.02, 0])  # mm, spacing 1 mm
+    positions = fac.slice_positions(8, slice_spacing=1.0)
+    positions[:, 2] += jitter
+    fac.write_series(tmp_path / "ok", stored, positions=positions, slice_spacing=1.0)
+    assert read_dicom_series(tmp_path / "ok").spacing[2] == pytest.approx(1.0)
+    drift = fac.slice_positions(8, slice_spacing=1.0)
+    drift[:, 2] = 30 + np.cumsum([0, 1, 1, 1, 1.3, 1.3, 1.3, 1.3])
+    fac.write_series(tmp_path / "bad", stored, positions=drift, slice_spacing=1.0)
+    with pytest.raises(DicomSeriesError, match="non-uniform slice spacing"):
+        read_dicom_series(tmp_path / "bad")
 
 
 def test_duplicate_positions_name_both_files(tmp_path):
@@ -398,7 +426,10 @@ def test_headers_are_read_before_pixels_and_files_are_closed(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("ts", [ImplicitVRLittleEndian, ExplicitVRBigEndian, RLELossless])
+@pytest.mark.parametrize(
+    "ts",
+    [ImplicitVRLittleEndian, ExplicitVRBigEndian, RLELossless, DeflatedExplicitVRLittleEndian],
+)
 def test_transfer_syntaxes_give_the_same_values(tmp_path, ts):
     stored = _stored(n=3, low=-2048, high=2048)
     fac.write_series(tmp_path, stored, transfer_syntax=ts, bits_stored=12)
