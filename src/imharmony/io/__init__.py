@@ -1,7 +1,13 @@
 """Reading and writing images and feature tables."""
 
 from ._atomic import atomic_path
-from .dicom import DicomError, DicomSeriesError, DicomSizeError, read_dicom_series
+from .dicom import (
+    DicomError,
+    DicomSeriesError,
+    DicomSizeError,
+    list_dicom_series,
+    read_dicom_series,
+)
 from .images import ImageFormatError, read_image, write_image
 from .tables import read_table, write_table
 
@@ -11,6 +17,7 @@ __all__ = [
     "DicomSizeError",
     "ImageFormatError",
     "atomic_path",
+    "list_dicom_series",
     "read_dicom_series",
     "read_image",
     "read_table",
