@@ -311,3 +311,21 @@ def test_design_check_names_positions() -> None:
     with pytest.raises(core._RankDeficient) as err:
         core.check_design(codes, 2, C)
     assert err.value.columns == [1]
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_memory_layout_does_not_change_results(order: str) -> None:
+    X, batch, age = make_data(n_per_site=(9, 13, 6), n_features=17, seed=3, covariate=True)
+    X[2, 4] = np.nan
+    cov = pd.DataFrame({"age": age})
+    expected = ih.ComBat(reference_batch="s1").fit_transform(X, batch=batch, covariates=cov)
+    old = core._BLOCK_BYTES
+    try:
+        core._BLOCK_BYTES = 8 * 28 * 3  # three columns (F) or a few rows (C) per panel
+        got = ih.ComBat(reference_batch="s1").fit_transform(
+            np.asarray(X, order=order), batch=batch, covariates=cov
+        )
+    finally:
+        core._BLOCK_BYTES = old
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    assert np.isnan(got[2, 4]) and np.isnan(got).sum() == 1

@@ -106,11 +106,36 @@ def _row_blocks(rows: np.ndarray, n_cols: int) -> Iterator[np.ndarray]:
         yield rows[start : start + step]
 
 
-def _take_rows(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Rows of X as a (cheap) view when they are contiguous, else a small copy."""
-    if rows.shape[0] and rows[-1] - rows[0] + 1 == rows.shape[0]:
-        return X[rows[0] : rows[-1] + 1]
-    return X[rows]
+def _panels(X: np.ndarray, batch_rows: list[np.ndarray]) -> Iterator[tuple[int, np.ndarray, slice]]:
+    """Cache-sized panels ``(batch, rows, columns)`` covering X, following its memory layout.
+
+    Row-major data are cut into blocks of rows of one batch spanning all columns; column-major
+    data (what ``DataFrame.to_numpy`` returns) into slabs of columns spanning one batch's rows, so
+    every panel is read from contiguous memory.
+    """
+    n, G = X.shape
+    if X.flags.f_contiguous and not X.flags.c_contiguous:
+        width = max(1, _BLOCK_BYTES // (8 * max(n, 1)))
+        for c0 in range(0, G, width):
+            cols = slice(c0, min(G, c0 + width))
+            for j, rows in enumerate(batch_rows):
+                if rows.size:
+                    yield j, rows, cols
+    else:
+        for j, rows in enumerate(batch_rows):
+            for blk in _row_blocks(rows, G):
+                yield j, blk, slice(None)
+
+
+def _contiguous(rows: np.ndarray) -> bool:
+    return bool(rows.shape[0]) and rows[-1] - rows[0] + 1 == rows.shape[0]
+
+
+def _take(X: np.ndarray, rows: np.ndarray, cols: slice) -> np.ndarray:
+    """A panel of X: a view when its rows are contiguous, else a small copy."""
+    if _contiguous(rows):
+        return X[rows[0] : rows[-1] + 1, cols]
+    return X[rows, cols]
 
 
 def _design_gram(codes: np.ndarray, n_batches: int, C: np.ndarray) -> np.ndarray:
@@ -181,43 +206,41 @@ class _RankDeficient(DesignError):
 
 def _moments_complete(
     X: np.ndarray,
-    cols: np.ndarray | slice,
-    codes: np.ndarray,
-    n_batches: int,
+    batch_rows: list[np.ndarray],
     C: np.ndarray,
     gram_chol: tuple[np.ndarray, bool],
 ) -> dict[str, np.ndarray]:
-    """Design fit and per-batch residual moments for columns without missing values."""
-    G = X[:, cols].shape[1] if isinstance(cols, np.ndarray) else X.shape[1]
+    """Design fit and per-batch residual moments, in two passes over cache-sized panels.
+
+    Columns holding missing values come out as NaN here; the caller recomputes them.
+    """
+    G = X.shape[1]
+    J = len(batch_rows)
     q = C.shape[1]
-    sums = np.zeros((n_batches, G))
+    sums = np.zeros((J, G))
     ctx = np.zeros((q, G))
-    vmin = np.full((n_batches, G), np.inf)
-    vmax = np.full((n_batches, G), -np.inf)
-    batch_rows = [np.flatnonzero(codes == j) for j in range(n_batches)]
-    # pass 1: D^T X and per-batch extremes (zero-variance check), block by block
-    for j, rows in enumerate(batch_rows):
-        for blk in _row_blocks(rows, G):
-            xb = _take_rows(X, blk)[:, cols] if isinstance(cols, np.ndarray) else _take_rows(X, blk)
-            sums[j] += xb.sum(axis=0)
-            np.minimum(vmin[j], xb.min(axis=0), out=vmin[j])
-            np.maximum(vmax[j], xb.max(axis=0), out=vmax[j])
-            if q:
-                ctx += C[blk].T @ xb
+    vmin = np.full((J, G), np.inf)
+    vmax = np.full((J, G), -np.inf)
+    # pass 1: D^T X and per-batch extremes (exact zero-variance check)
+    for j, rows, cols in _panels(X, batch_rows):
+        xb = _take(X, rows, cols)
+        sums[j, cols] += xb.sum(axis=0)
+        np.minimum(vmin[j, cols], xb.min(axis=0), out=vmin[j, cols])
+        np.maximum(vmax[j, cols], xb.max(axis=0), out=vmax[j, cols])
+        if q:
+            ctx[:, cols] += C[rows].T @ xb
     rhs = np.vstack([sums, ctx]) if q else sums
-    B = linalg.cho_solve(gram_chol, rhs)
-    Bb, beta = B[:n_batches], B[n_batches:]
+    B = linalg.cho_solve(gram_chol, rhs, check_finite=False)
+    Bb, beta = B[:J], B[J:]
     # pass 2: residual moments per batch
-    rsum = np.zeros((n_batches, G))
-    rss = np.zeros((n_batches, G))
-    for j, rows in enumerate(batch_rows):
-        for blk in _row_blocks(rows, G):
-            xb = _take_rows(X, blk)[:, cols] if isinstance(cols, np.ndarray) else _take_rows(X, blk)
-            r = xb - Bb[j]
-            if q:
-                r -= C[blk] @ beta
-            rsum[j] += r.sum(axis=0)
-            rss[j] += np.einsum("ij,ij->j", r, r)
+    rsum = np.zeros((J, G))
+    rss = np.zeros((J, G))
+    for j, rows, cols in _panels(X, batch_rows):
+        r = _take(X, rows, cols) - Bb[j, cols]
+        if q:
+            r -= C[rows] @ beta[:, cols]
+        rsum[j, cols] += r.sum(axis=0)
+        rss[j, cols] += np.einsum("ij,ij->j", r, r)
     counts = np.array([rows.shape[0] for rows in batch_rows], dtype=float)
     return {
         "Bb": Bb,
@@ -354,7 +377,6 @@ def _nonparametric_eb(
     delta_hat: np.ndarray,
     ss_centered: np.ndarray,
     n: np.ndarray,
-    block_rows: int = 1024,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Non-parametric EB for one batch: likelihood-weighted averages over the other features.
 
@@ -373,6 +395,8 @@ def _nonparametric_eb(
     d_star = np.empty(G)
     inv2d = 0.5 / delta_hat
     V = np.stack([np.log(delta_hat), inv2d, gamma_hat / delta_hat, gamma_hat**2 * inv2d])  # (4, G)
+    W = np.column_stack([gamma_hat, delta_hat, np.ones(G)])  # weighted sums in one product
+    block_rows = max(1, _BLOCK_BYTES // (8 * G))
     for start in range(0, G, block_rows):
         stop = min(G, start + block_rows)
         nn = n[start:stop]
@@ -382,9 +406,9 @@ def _nonparametric_eb(
         logl[np.arange(stop - start), np.arange(start, stop)] = -np.inf
         logl -= logl.max(axis=1, keepdims=True)
         np.exp(logl, out=logl)
-        wsum = logl.sum(axis=1)
-        g_star[start:stop] = (logl @ gamma_hat) / wsum
-        d_star[start:stop] = (logl @ delta_hat) / wsum
+        sums = logl @ W
+        g_star[start:stop] = sums[:, 0] / sums[:, 2]
+        d_star[start:stop] = sums[:, 1] / sums[:, 2]
     return g_star, d_star
 
 
@@ -443,40 +467,22 @@ def fit_combat(
     X = np.asarray(X, dtype=np.float64)
     n, G = X.shape
     C = np.zeros((n, 0)) if C is None else np.asarray(C, dtype=np.float64)
-    q = C.shape[1]
     counts = np.bincount(codes, minlength=n_batches)
     nan_cols = np.flatnonzero(np.isnan(X.sum(axis=0)))
     if nan_cols.size:
         nan_cols = nan_cols[np.isnan(X[:, nan_cols]).any(axis=0)]
 
-    Bb = np.empty((n_batches, G))
-    beta = np.empty((q, G))
-    rsum = np.empty((n_batches, G))
-    rss = np.empty((n_batches, G))
-    nobs = np.empty((n_batches, G))
-    vmin = np.empty((n_batches, G))
-    vmax = np.empty((n_batches, G))
+    batch_rows = [np.flatnonzero(codes == j) for j in range(n_batches)]
+    chol = linalg.cho_factor(_design_gram(codes, n_batches, C))
+    mom = _moments_complete(X, batch_rows, C, chol)
     unusable = np.zeros(G, dtype=bool)
-
-    full_cols = np.setdiff1d(np.arange(G), nan_cols, assume_unique=True)
-    parts: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
-    if full_cols.size:
-        gram = _design_gram(codes, n_batches, C)
-        chol = linalg.cho_factor(gram)
-        cols_arg: np.ndarray | slice = full_cols if nan_cols.size else slice(None)
-        parts.append((full_cols, _moments_complete(X, cols_arg, codes, n_batches, C, chol)))
     if nan_cols.size:
         mm = _moments_missing(X[:, nan_cols], codes, n_batches, C)
         unusable[nan_cols[mm.pop("singular")]] = True
-        parts.append((nan_cols, mm))
-    for cols, mom in parts:
-        Bb[:, cols] = mom["Bb"]
-        beta[:, cols] = mom["beta"]
-        rsum[:, cols] = mom["rsum"]
-        rss[:, cols] = mom["rss"]
-        nobs[:, cols] = mom["n"]
-        vmin[:, cols] = mom["vmin"]
-        vmax[:, cols] = mom["vmax"]
+        for key, value in mm.items():
+            mom[key][:, nan_cols] = value
+    Bb, beta, rsum, rss = mom["Bb"], mom["beta"], mom["rsum"], mom["rss"]
+    nobs, vmin, vmax = mom["n"], mom["vmin"], mom["vmax"]
 
     reasons: dict[int, str] = {}
     # R: features constant inside any batch (with more than one sample) are not adjusted.
@@ -638,8 +644,15 @@ def apply_combat(
     Returns
     -------
     ndarray of float64, shape (n_samples, n_features)
-        x* = (x - m) / sqrt(delta*_j) - sigma gamma*_j / sqrt(delta*_j) + m, with
-        m = alpha + C beta; missing values stay missing; features not adjusted at fit pass through.
+        x* = a_j (x - m) + m - k_j with m = alpha + C beta, a_j = 1 / sqrt(delta*_j) and
+        k_j = sigma gamma*_j / sqrt(delta*_j): the same value as standardizing, removing
+        gamma*, dividing by sqrt(delta*) and restoring scale and mean. Missing values stay
+        missing; features not adjusted at fit pass through unchanged.
+
+    Notes
+    -----
+    Rows are processed batch by batch in cache-sized blocks, so the per-batch coefficients
+    broadcast as row vectors: with no covariates each element costs one multiply and one add.
     """
     X = np.asarray(X, dtype=np.float64)
     n, G = X.shape
@@ -648,28 +661,29 @@ def apply_combat(
     q = fit.beta.shape[0]
     C = np.zeros((n, 0)) if C is None else np.asarray(C, dtype=np.float64)
     if out is None:
-        out = np.empty((n, G))
+        column_major = X.flags.f_contiguous and not X.flags.c_contiguous
+        out = np.empty((n, G), order="F" if column_major else "C")
     sd = np.sqrt(np.where(fit.adjusted, fit.var_pooled, 1.0))
-    scale = 1.0 / np.sqrt(fit.delta_star)  # (J, G)
-    shift = sd * fit.gamma_star * scale  # (J, G)
+    scale = 1.0 / np.sqrt(fit.delta_star)  # a_j, (J, G)
     scale[:, ~fit.adjusted] = 1.0
-    shift[:, ~fit.adjusted] = 0.0
-    for blk in _row_blocks(np.arange(n), G):
-        sl = slice(blk[0], blk[-1] + 1)
-        cb = codes[sl]
-        m = np.broadcast_to(fit.grand_mean, (cb.shape[0], G))
+    # constant part: alpha (1 - a_j) - sigma gamma*_j a_j
+    const = fit.grand_mean * (1.0 - scale) - sd * fit.gamma_star * scale
+    const[:, ~fit.adjusted] = 0.0
+    batch_rows = [np.flatnonzero(codes == j) for j in range(fit.n_batches)]
+    if ref is not None and batch_rows[ref].size:
+        out[batch_rows[ref]] = X[batch_rows[ref]]
+        batch_rows[ref] = batch_rows[ref][:0]
+    for j, rows, cols in _panels(X, batch_rows):
+        xb = _take(X, rows, cols)
+        direct = _contiguous(rows)
+        ob = out[rows[0] : rows[-1] + 1, cols] if direct else np.empty(xb.shape)
+        a = scale[j, cols]
+        np.multiply(xb, a, out=ob)
+        ob += const[j, cols]
         if q:
-            m = C[sl] @ fit.beta
-            m += fit.grand_mean
-        o = out[sl]
-        np.subtract(X[sl], m, out=o)
-        o *= scale[cb]
-        o -= shift[cb]
-        o += m
-    if not fit.adjusted.all():
-        cols = np.flatnonzero(~fit.adjusted)
-        out[:, cols] = X[:, cols]
-    if ref is not None:
-        rows = np.flatnonzero(codes == ref)
-        out[rows] = X[rows]
+            t = C[rows] @ fit.beta[:, cols]
+            t *= 1.0 - a
+            ob += t
+        if not direct:
+            out[rows, cols] = ob
     return out

@@ -133,6 +133,25 @@ def _label_key(value: Any) -> Any:
     return value
 
 
+def _factorize(values: Any) -> tuple[np.ndarray, list[Any]]:
+    """Hash-based factorization: (codes into uniques, uniques as JSON-friendly keys)."""
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=False)
+    return codes.astype(np.intp), [_label_key(u) for u in uniques]
+
+
+def _sorted_levels(keys: list[Any]) -> list[Any]:
+    return sorted(set(keys), key=lambda v: (str(type(v)), v))
+
+
+def _encode(values: Any, levels: list[Any]) -> tuple[np.ndarray, list[Any]]:
+    """Codes of ``values`` in ``levels`` (-1 where absent) and the absent keys."""
+    codes, uniques = _factorize(values)
+    lookup = {lvl: i for i, lvl in enumerate(levels)}
+    mapped = np.array([lookup.get(u, -1) for u in uniques], dtype=np.intp)
+    unseen = [u for u, m in zip(uniques, mapped, strict=True) if m < 0]
+    return (mapped[codes] if codes.size else codes), unseen
+
+
 class _CovariateEncoder:
     """Turns a covariate table into the design columns: continuous as is, categorical one-hot
     with the first level dropped (R's treatment contrasts; levels sorted, or the categorical
@@ -160,7 +179,7 @@ class _CovariateEncoder:
                 if isinstance(col.dtype, pd.CategoricalDtype):
                     levels = [_label_key(v) for v in col.cat.categories if (col == v).any()]
                 else:
-                    levels = sorted({_label_key(v) for v in col}, key=lambda v: (str(type(v)), v))
+                    levels = _sorted_levels(_factorize(col.to_numpy())[1])
                 if len(levels) < 2:
                     raise DesignError(
                         f"covariate column {name!r} has a single level ({levels[0]!r}); it carries "
@@ -208,11 +227,9 @@ class _CovariateEncoder:
                 blocks.append(col.to_numpy(dtype=np.float64)[:, None])
             else:
                 levels = s["levels"]
-                keys = np.array([_label_key(v) for v in col], dtype=object)
-                lookup = {lvl: i for i, lvl in enumerate(levels)}
-                idx = np.array([lookup.get(k, -1) for k in keys])
-                if (idx < 0).any():
-                    unseen = sorted({str(k) for k in keys[idx < 0]})
+                idx, unseen_keys = _encode(col.to_numpy(), levels)
+                if unseen_keys:
+                    unseen = sorted(str(k) for k in unseen_keys)
                     raise DataError(
                         f"covariate column {name!r} has level(s) {_fmt(unseen)} not seen at fit "
                         f"(known: {_fmt(levels)})."
@@ -381,14 +398,13 @@ class ComBat(TransformerMixin, BaseEstimator):
         data, names = _as_feature_matrix(X)
         n = data.shape[0]
         labels = _as_labels(batch, n)
-        keys = np.array([_label_key(v) for v in labels], dtype=object)
-        levels = sorted(set(keys.tolist()), key=lambda v: (str(type(v)), v))
+        levels = _sorted_levels(_factorize(labels)[1])
         if len(levels) < 2:
             raise DesignError(
                 f"batch has a single site ({levels[0]!r}); ComBat needs at least two sites."
             )
         lookup = {lvl: i for i, lvl in enumerate(levels)}
-        codes = np.array([lookup[k] for k in keys], dtype=np.intp)
+        codes = _encode(labels, levels)[0]
         counts = np.bincount(codes, minlength=len(levels))
         singles = [levels[i] for i in np.flatnonzero(counts < 2)]
         if singles and not self.mean_only:
@@ -476,11 +492,9 @@ class ComBat(TransformerMixin, BaseEstimator):
 
     def _codes(self, batch: Any, n: int) -> np.ndarray:
         labels = _as_labels(batch, n)
-        lookup = {lvl: i for i, lvl in enumerate(self.batches_.tolist())}
-        keys = [_label_key(v) for v in labels]
-        codes = np.fromiter((lookup.get(k, -1) for k in keys), dtype=np.intp, count=n)
-        if (codes < 0).any():
-            unseen = sorted({str(k) for k, c in zip(keys, codes, strict=True) if c < 0})
+        codes, unseen_keys = _encode(labels, self.batches_.tolist())
+        if unseen_keys:
+            unseen = sorted(str(k) for k in unseen_keys)
             raise UnseenBatchError(
                 f"site(s) {_fmt(unseen)} were not seen when the model was fitted (known: "
                 f"{_fmt(self.batches_.tolist())}); ComBat can only correct the sites it learned. "
