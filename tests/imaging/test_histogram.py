@@ -81,6 +81,24 @@ def test_every_code_path_agrees_with_rank_reference(dtype: type) -> None:
     np.testing.assert_allclose(out, expected_match(src, ref), rtol=1e-12, atol=1e-12)
 
 
+def test_integer_values_stored_as_floats() -> None:
+    rng = np.random.default_rng(12)
+    ints = rng.integers(-1000, 3000, size=20_000)
+    ref = rng.normal(size=5000)
+    expected = expected_match(ints, ref)
+    for dtype in (np.float32, np.float64):
+        src = ints.astype(dtype)
+        src[:3] = -0.0  # ties with +0.0
+        exp = expected_match(src, ref)
+        np.testing.assert_allclose(match_histogram(Image(src), Image(ref)).array, exp, rtol=1e-6)
+    out = match_histogram(Image(ints.astype(np.float32)), Image(ref)).array
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    halves = ints / 2.0  # not integral: the sorting path, same answer as the rank reference
+    np.testing.assert_allclose(
+        match_histogram(Image(halves), Image(ref)).array, expected_match(halves, ref), rtol=1e-12
+    )
+
+
 def test_wide_integers_and_float64_values_not_representable_in_float32() -> None:
     rng = np.random.default_rng(2)
     wide = rng.integers(-(2**40), 2**40, size=2000)  # range too wide to count, too wide for f32

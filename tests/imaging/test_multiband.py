@@ -12,13 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from scipy import ndimage
+from scipy import ndimage, stats
 
 from imharmony import Image
 from imharmony.errors import ConvergenceWarning, DataError
 from imharmony.imaging.histogram import ReferenceDistribution, match_histogram
 from imharmony.imaging.multiband import (
     OptionalDependencyError,
+    _no_change_probability,
     band_distortion,
     irmad,
     irmad_normalize,
@@ -146,6 +147,14 @@ def test_irmad_errors_and_convergence_warning(scene: Scene) -> None:
         irmad_normalize(scene.later, scene.reference, threshold=1.5)
     with pytest.warns(ConvergenceWarning, match="max_iter=2"):
         irmad(scene.later, scene.reference, max_iter=2)
+
+
+def test_no_change_probability_is_the_chi_square_tail() -> None:
+    chi2 = np.linspace(0.0, 80.0, 2001)
+    for dof in (1, 2, 3, 4, 5, 6, 8):
+        np.testing.assert_allclose(
+            _no_change_probability(chi2, dof), stats.chi2.sf(chi2, dof), rtol=1e-12, atol=1e-300
+        )
 
 
 # ---------------------------------------------------------------- NDVI and band ratios

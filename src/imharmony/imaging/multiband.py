@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import linalg, stats
+from scipy import linalg, special
+from threadpoolctl import threadpool_limits
 
 from ..errors import ConvergenceWarning, DataError, HarmonizationError
 from ..image import Image
@@ -545,21 +546,16 @@ class IRMADResult:
     converged: bool
 
 
-def _cca(
-    x: np.ndarray, y: np.ndarray, w: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Weighted canonical correlation analysis: (rho, A, B, mean_x, mean_y).
+def _cca(z: np.ndarray, w: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted canonical correlation analysis of ``z = [x y]`` (n × 2p): (rho, T, mean).
 
-    Columns of ``A`` and ``B`` give canonical variates ``U = (x − mean_x) A`` and
-    ``V = (y − mean_y) B`` of unit weighted variance with ``corr(U_i, V_i) = ρ_i ≥ 0``, ordered
-    by increasing ρ.
+    ``T`` (2p × p) stacks ``A`` over ``−B`` so that ``(z − mean) @ T`` are the MAD variates
+    ``U_i − V_i``; the canonical variates ``U = (x − mean_x) A`` and ``V = (y − mean_y) B`` have
+    unit weighted variance and ``corr(U_i, V_i) = ρ_i ≥ 0``, ordered by increasing ρ.
     """
-    p = x.shape[1]
     sw = w.sum()
-    mx = w @ x / sw
-    my = w @ y / sw
-    z = np.hstack([x - mx, y - my])
-    cov = np.einsum("ni,nj->ij", z * w[:, None], z) / sw
+    mean = w @ z / sw
+    cov = (z * w[:, None]).T @ z / sw - np.outer(mean, mean)
     sxx, syy, sxy = cov[:p, :p], cov[p:, p:], cov[:p, p:]
     try:
         syy_inv_syx = linalg.solve(syy, sxy.T, assume_a="pos")
@@ -572,7 +568,30 @@ def _cca(
     rho = np.sqrt(np.clip(lam, 0.0, 1.0))
     b = syy_inv_syx @ a
     b /= np.sqrt(np.einsum("ij,ij->j", b, syy @ b))
-    return rho, a, b, mx, my
+    return rho, np.vstack([a, -b]), mean
+
+
+def _chi2(z: np.ndarray, rho: np.ndarray, t: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """``Σ_i M_i² / (2(1 − ρ_i))`` for every row of ``z``."""
+    mad = z @ t
+    mad -= mean @ t
+    mad *= mad
+    return mad @ (1.0 / np.maximum(2.0 * (1.0 - rho), 1e-12))
+
+
+def _no_change_probability(chi2: np.ndarray, dof: int) -> np.ndarray:
+    """``P(χ²_dof > chi2)``; for even ``dof`` the closed form ``e^{−h} Σ_{k<dof/2} h^k / k!``."""
+    if dof % 2:
+        return special.gammaincc(dof / 2.0, chi2 / 2.0)
+    h = chi2 / 2.0
+    term = np.ones_like(h)
+    total = np.ones_like(h)
+    for k in range(1, dof // 2):
+        term *= h
+        term /= k
+        total += term
+    total *= np.exp(-h)
+    return total
 
 
 def irmad(
@@ -634,27 +653,41 @@ def irmad(
     valid = _valid(image, mask, "img") & _valid(ref_img, None, "reference")
     if not valid.any():
         raise DataError("IR-MAD: no pixel is valid in both images.")
-    x_all = image.array[valid].astype(np.float64)
-    y_all = ref_img.array[valid].astype(np.float64)
-    n_bands = x_all.shape[1]
-    if x_all.shape[0] <= 2 * n_bands + 1:
+    # the products here are skinny (n × 2B by 2B × B): threaded BLAS only adds contention
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _irmad(image, ref_img, valid, int(max_iter), tol, sample_size, random_state)
+
+
+def _irmad(
+    image: Image,
+    ref_img: Image,
+    valid: np.ndarray,
+    max_iter: int,
+    tol: float,
+    sample_size: int | None,
+    random_state: int | np.random.Generator | None,
+) -> IRMADResult:
+    n_bands = image.array.shape[-1]
+    z_all = np.empty((int(np.count_nonzero(valid)), 2 * n_bands))
+    z_all[:, :n_bands] = image.array[valid]
+    z_all[:, n_bands:] = ref_img.array[valid]
+    if z_all.shape[0] <= 2 * n_bands + 1:
         raise DataError(
-            f"IR-MAD: only {x_all.shape[0]} valid pixels for {n_bands} bands; need many more."
+            f"IR-MAD: only {z_all.shape[0]} valid pixels for {n_bands} bands; need many more."
         )
-    if sample_size is not None and int(sample_size) < x_all.shape[0]:
+    z_all -= z_all.mean(axis=0)  # centred once: the weighted moments then lose no precision
+    if sample_size is not None and int(sample_size) < z_all.shape[0]:
         rng = np.random.default_rng(random_state)
-        pick = rng.choice(x_all.shape[0], size=int(sample_size), replace=False)
-        x, y = x_all[pick], y_all[pick]
+        z = z_all[rng.choice(z_all.shape[0], size=int(sample_size), replace=False)]
     else:
-        x, y = x_all, y_all
-    w = np.ones(x.shape[0])
+        z = z_all
+    w = np.ones(z.shape[0])
     rho_old = np.full(n_bands, -1.0)
     converged = False
     n_iter = 0
-    for n_iter in range(1, int(max_iter) + 1):
-        rho, a, b, mx, my = _cca(x, y, w)
-        z = _chi2(x, y, rho, a, b, mx, my)
-        w = stats.chi2.sf(z, n_bands)
+    for n_iter in range(1, max_iter + 1):
+        rho, t, mean = _cca(z, w, n_bands)
+        w = _no_change_probability(_chi2(z, rho, t, mean), n_bands)
         delta = np.max(np.abs(rho - rho_old))
         rho_old = rho
         logger.debug("IR-MAD iteration %d: rho=%s (change %.2e)", n_iter, rho, delta)
@@ -668,28 +701,12 @@ def irmad(
             ConvergenceWarning,
             stacklevel=2,
         )
-    z_all = _chi2(x_all, y_all, rho, a, b, mx, my)
+    chi2_all = _chi2(z_all, rho, t, mean)
     chi2 = np.full(valid.shape, np.nan)
     prob = np.full(valid.shape, np.nan)
-    chi2[valid] = z_all
-    prob[valid] = stats.chi2.sf(z_all, n_bands)
+    chi2[valid] = chi2_all
+    prob[valid] = _no_change_probability(chi2_all, n_bands)
     return IRMADResult(prob, chi2, rho, n_iter, converged)
-
-
-def _chi2(
-    x: np.ndarray,
-    y: np.ndarray,
-    rho: np.ndarray,
-    a: np.ndarray,
-    b: np.ndarray,
-    mx: np.ndarray,
-    my: np.ndarray,
-) -> np.ndarray:
-    # einsum rather than @: these are skinny products, where threaded BLAS only adds overhead
-    mad = np.einsum("ij,jk->ik", x, a) - np.einsum("ij,jk->ik", y, b)
-    mad -= mx @ a - my @ b
-    var = np.maximum(2.0 * (1.0 - rho), 1e-12)
-    return np.einsum("ij,ij->i", mad, mad / var)
 
 
 def _orthogonal_regression(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
