@@ -11,6 +11,7 @@ import importlib.util
 import logging
 import math
 import os
+import struct
 import sys
 import time
 import tracemalloc
@@ -327,6 +328,24 @@ def test_a_huge_announced_size_in_a_compressed_file_fails_before_decoding(tmp_pa
     monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(no_decoding))
     with pytest.raises(DicomSizeError, match=r"IM_0000.dcm"):
         read_dicom_series(tmp_path)
+
+
+def test_a_hostile_element_length_in_the_header_allocates_nothing(tmp_path):
+    paths = fac.write_series(
+        tmp_path, _stored(n=2, rows=2, cols=2), tags={(0x0009, 0x1010): ("OB", b"\0" * 16)}
+    )
+    data = bytearray(paths[1].read_bytes())
+    at = data.find(struct.pack("<HH", 0x0009, 0x1010) + b"OB")
+    data[at + 8 : at + 12] = struct.pack("<L", 0xFFFFFFF0)  # announces a 4 GiB value
+    paths[1].write_bytes(bytes(data))
+    tracemalloc.start()
+    try:
+        with pytest.raises(DicomError, match=r"IM_0001.dcm: an image header without Pixel Data"):
+            read_dicom_series(tmp_path)
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert peak < 20 * 2**20
 
 
 def test_the_series_total_is_checked_against_max_pixels(tmp_path):

@@ -76,6 +76,10 @@ _DEFLATED_TS = {"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"}
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
              b"UV"}
 
+# Header values longer than this are not read while parsing (pydicom's ``defer_size``): a
+# hostile element length cannot make the parser allocate gigabytes.
+_DEFER_BYTES = 1 << 20
+
 # Position tolerances (mm): duplicates closer than this are the same slice position.
 _DUPLICATE_MM = 1e-3
 # Largest distance of a slice from the regular grid (fraction of the spacing, and mm).
@@ -260,7 +264,7 @@ def _read_header(path: Path, name: str, max_pixels: int) -> _Header | _Skipped:
                 return _Skipped(name, "not a DICOM file (no 'DICM' prefix at byte 128)")
             f.seek(0)
             try:
-                ds = pydicom.dcmread(f, stop_before_pixels=True)
+                ds = pydicom.dcmread(f, stop_before_pixels=True, defer_size=_DEFER_BYTES)
             except InvalidDicomError as exc:
                 return _Skipped(name, f"not a readable DICOM file ({exc})")
             except Exception as exc:
@@ -708,7 +712,7 @@ def _decode_with_pydicom(h: _Header) -> np.ndarray:
     import pydicom
 
     try:
-        ds = pydicom.dcmread(h.path)
+        ds = pydicom.dcmread(h.path, defer_size=_DEFER_BYTES)
         arr = ds.pixel_array
     except Exception as exc:
         raise DicomError(
