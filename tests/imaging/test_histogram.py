@@ -281,6 +281,9 @@ def test_reference_distribution_quantiles_by_hand() -> None:
     # Hazen positions 4p - 1/2: p = 0.25 -> 0.5, 0.5 -> 1.5, 0.75 -> 2.5; ends = min and max
     np.testing.assert_allclose(dist.values, [0.0, 0.5, 1.5, 2.5, 3.0])
     np.testing.assert_allclose(dist.quantile([0.125, 0.6]), [0.25, 1.9])
+    assert dist.quantile(0.5) == pytest.approx(1.5)
+    uneven = ReferenceDistribution([0.0, 0.3, 1.0], [0.0, 1.0, 2.0])  # a non-uniform grid
+    np.testing.assert_allclose(uneven.quantile([0.15, 0.65, 1.0]), [0.5, 1.5, 2.0])
 
 
 def test_reference_distribution_with_mask_and_json_round_trip(tmp_path) -> None:

@@ -20,6 +20,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,8 @@ class ReferenceDistribution:
         self.probabilities = p
         self.values = v
         self.meta = dict(meta or {})
+        grid = np.linspace(0.0, 1.0, p.size)
+        self._uniform_grid = bool(np.allclose(p, grid, rtol=0.0, atol=1e-12))
 
     @classmethod
     def from_image(
@@ -209,7 +212,11 @@ class ReferenceDistribution:
 
     def quantile(self, q: Any) -> np.ndarray:
         """The quantile function ``F⁻¹(q)`` (linear between grid points)."""
-        return np.interp(np.asarray(q, dtype=np.float64), self.probabilities, self.values)
+        q = np.asarray(q, dtype=np.float64)
+        k = self.probabilities.size
+        if self._uniform_grid:  # grid i / (k − 1): the position is arithmetic, no search
+            return _sorted_quantile(self.values, np.atleast_1d(q * (k - 1))).reshape(q.shape)
+        return np.interp(q, self.probabilities, self.values)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary (format, version, probabilities, values, meta)."""
@@ -278,6 +285,8 @@ def _read_json(path: str | os.PathLike[str], fmt: str, version: int) -> dict[str
 
 
 _CHUNK = 1 << 16
+# References with at least this many voxels are sorted in a background thread.
+_THREAD_MIN = 1 << 20
 
 
 class _SampleReference:
@@ -289,8 +298,15 @@ class _SampleReference:
     ``(r + 1/2) · m / n − 1/2`` in ``ys`` (exactly ``r`` when ``n == m``).
     """
 
-    def __init__(self, ys: np.ndarray) -> None:
-        self.ys = ys
+    def __init__(self, ys: np.ndarray | Future[np.ndarray]) -> None:
+        self._ys = ys
+
+    @property
+    def ys(self) -> np.ndarray:
+        """The sorted sample (waits for the background sort, re-raising its error)."""
+        if isinstance(self._ys, Future):
+            self._ys = self._ys.result()
+        return self._ys
 
     def at_ranks(self, ranks: np.ndarray, n: int) -> np.ndarray:
         scale = self.ys.size / n
@@ -500,14 +516,25 @@ def _reference(
         vals = arr.ravel()
     if vals.size == 0:
         raise DataError("reference_mask selects no voxels; give a mask with foreground.")
+    info = {"reference": "image", "reference_voxels": int(vals.size)}
+    if vals.size >= _THREAD_MIN and (os.cpu_count() or 1) > 1:
+        # sort the reference on another core while the source is being ranked (np.sort
+        # releases the GIL); the quantile function waits for it when first used
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imharmony-ref")
+        future = pool.submit(_sorted_reference, vals)
+        pool.shutdown(wait=False)  # the worker thread ends when the sort is done
+        return _SampleReference(future), vals.dtype, info
+    return _SampleReference(_sorted_reference(vals)), vals.dtype, info
+
+
+def _sorted_reference(vals: np.ndarray) -> np.ndarray:
     ys = np.sort(vals)
     if ys.dtype.kind == "f" and not (np.isfinite(ys[0]) and np.isfinite(ys[-1])):
         raise DataError(
             "the reference has NaN or infinite values inside its mask; exclude them with "
             "reference_mask (e.g. np.isfinite(reference.array))."
         )
-    info = {"reference": "image", "reference_voxels": int(ys.size)}
-    return _SampleReference(ys), ys.dtype, info
+    return ys
 
 
 def _match_array(
