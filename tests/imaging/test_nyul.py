@@ -15,7 +15,7 @@ from sklearn.base import clone
 
 from imharmony import Image
 from imharmony.errors import DataError, HarmonizationWarning, ModelFileError, NotFittedError
-from imharmony.imaging.histogram import HistogramStandardizer
+from imharmony.imaging.histogram import HistogramStandardizer, _percentiles
 
 A = np.arange(101, dtype=np.float64)  # percentiles p of A are exactly p
 B = A**2 / 100.0  # percentiles 1, 50, 99 of B: B[1] = 0.01, B[50] = 25, B[99] = 98.01
@@ -199,6 +199,20 @@ def test_property_transform_is_monotone_and_hits_the_landmarks(arr: np.ndarray) 
     # voxel holding it must land exactly on the standard landmark
     at = np.rint(model.landmarks_ * (arr.size - 1) / 100).astype(int)
     np.testing.assert_allclose(out[order[at]], model.standard_landmarks_, rtol=1e-7, atol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    arr=hnp.arrays(
+        st.sampled_from([np.float32, np.float64, np.int16]),
+        st.integers(1, 300),
+        elements=st.integers(-30000, 30000),
+    ),
+    pct=st.lists(st.floats(0, 100), min_size=1, max_size=12),
+)
+def test_percentiles_by_sorting_equal_numpy(arr: np.ndarray, pct: list[float]) -> None:
+    expected = np.percentile(arr.astype(np.float64), pct)
+    np.testing.assert_allclose(_percentiles(arr.copy(), np.array(pct)), expected, atol=1e-9)
 
 
 # ---------------------------------------------------------------- estimator contract

@@ -678,14 +678,40 @@ def _piecewise_into(
         return
     inner, slope, x0, y0 = params
     flat, flat_out = x.reshape(-1), out.reshape(-1)
+    seg_type = np.uint8 if inner.size < 255 else np.uint16
+    seg_buf = np.empty(min(chunk, flat.size), dtype=seg_type)
+    hit_buf = np.empty(seg_buf.size, dtype=np.bool_)
     for start in range(0, flat.size, chunk):
-        xs = flat[start : start + chunk]
-        res = xs.astype(slope.dtype, copy=True)
-        seg = np.searchsorted(inner, res, side="right")
-        res -= x0[seg]
-        res *= slope[seg]
-        res += y0[seg]
+        res = flat[start : start + chunk].astype(slope.dtype, copy=True)
+        # segment = number of inner landmarks ≤ x: a few vectorized comparisons, branch-free
+        # and several times faster than a binary search per voxel
+        seg, hit = seg_buf[: res.size], hit_buf[: res.size]
+        seg[:] = 0
+        for t in inner:
+            np.greater_equal(res, t, out=hit)
+            seg += hit
+        idx = seg.astype(np.intp)  # once, rather than inside each take
+        res -= np.take(x0, idx)
+        res *= np.take(slope, idx)
+        res += np.take(y0, idx)
         flat_out[start : start + chunk] = res
+
+
+def _percentiles(values: np.ndarray, pct: np.ndarray) -> np.ndarray:
+    """``np.percentile(values, pct)`` (linear method) by sorting ``values`` in place.
+
+    A vectorized sort is several times faster than the multi-``kth`` selection that
+    ``np.percentile`` uses for eleven landmarks. ``values`` must be a scratch copy.
+    """
+    if values.dtype.kind not in "fiu":
+        values = values.astype(np.float64)
+    values.sort()
+    h = (values.size - 1) * (np.asarray(pct, dtype=np.float64) / 100.0)
+    lo = np.floor(h).astype(np.intp)
+    hi = np.minimum(lo + 1, values.size - 1)
+    a = values[lo].astype(np.float64)
+    b = values[hi].astype(np.float64)
+    return a + (h - lo) * (b - a)
 
 
 class HistogramStandardizer(BaseEstimator):
@@ -814,9 +840,7 @@ class HistogramStandardizer(BaseEstimator):
             vals = arr.reshape(-1).copy()
         if vals.size == 0:
             raise DataError(f"{what}: the mask (foreground) selects no voxels.")
-        if vals.dtype.kind != "f":
-            vals = vals.astype(np.float64)
-        marks = np.percentile(vals, pct, overwrite_input=True)
+        marks = _percentiles(vals, pct)
         del vals
         if not np.all(np.isfinite(marks)):
             raise DataError(
