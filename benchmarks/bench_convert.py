@@ -110,6 +110,7 @@ def run_dcm2niix(dcm: Path, out_dir: Path, gzip: bool) -> tuple[float, float | N
 
 
 def run_cli(dcm: Path, out: Path) -> tuple[float, float | None]:
+    out.unlink(missing_ok=True)  # as for dcm2niix: removing the old output is not timed
     return _timed([sys.executable, "-c", CLI_SNIPPET, "-q", "convert", str(dcm), "--output",
                    str(out)])
 
@@ -117,6 +118,7 @@ def run_cli(dcm: Path, out: Path) -> tuple[float, float | None]:
 def run_api(dcm: Path, out: Path, workers: int | None) -> float:
     from imharmony.io import read_dicom_series, write_image
 
+    out.unlink(missing_ok=True)
     t0 = time.perf_counter()
     img = read_dicom_series(dcm, dtype="auto", workers=workers)
     write_image(img, out)
