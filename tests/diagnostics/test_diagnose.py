@@ -49,13 +49,15 @@ def data():
 @pytest.fixture(scope="module")
 def oracle_diagnosis(data) -> Diagnosis:
     return diagnose(data["raw"], data["oracle"], batch=data["site"], biology=data["dx"],
-                    covariates=data["covariates"], random_state=0, n_permutations=99)
+                    covariates=data["covariates"], random_state=0, n_permutations=99,
+                    max_features=12)
 
 
 @pytest.fixture(scope="module")
 def centred_diagnosis(data) -> Diagnosis:
     return diagnose(data["raw"], data["centred"], batch=data["site"], biology=data["dx"],
-                    covariates=data["covariates"], random_state=0, n_permutations=99)
+                    covariates=data["covariates"], random_state=0, n_permutations=99,
+                    max_features=12)
 
 
 def test_oracle_removes_site_and_keeps_biology(oracle_diagnosis):
@@ -97,7 +99,8 @@ def test_per_site_centring_erases_biology(centred_diagnosis, data):
 def test_inflated_biology_is_flagged(data):
     exaggerated = data["oracle"] + 0.6 * np.outer(data["dx"], data["effect"])
     d = diagnose(data["raw"], exaggerated, batch=data["site"], biology=data["dx"],
-                 covariates=data["covariates"], random_state=0, n_permutations=0)
+                 covariates=data["covariates"], random_state=0, n_permutations=0,
+                 max_features=12)
     assert d.verdicts["biology"] == "inflated"
     assert np.isnan(d.multivariate.loc["gpca_p", "after"])
 
@@ -198,3 +201,18 @@ def test_with_combat_fitted_inside_the_folds():
                      max_features=0, random_state=0)
     assert d.multivariate.loc["site_prediction_in_folds", "after"] > 1 / 3 + 0.1
     assert d.verdicts["site effect"] == "reduced"
+
+
+def test_continuous_biology_kept_by_an_oracle():
+    rng = np.random.default_rng(0)
+    codes = np.repeat(np.arange(3), 60)
+    site = np.array(["a", "b", "c"])[codes]
+    age = rng.normal(60, 8, codes.size) + 3 * codes  # older sites: a real population difference
+    clean = 0.05 * age[:, None] * np.ones(6) + rng.normal(size=(codes.size, 6))
+    raw = clean + rng.normal(0, 1, (3, 6))[codes]
+    d = diagnose(raw, clean, batch=site, biology=age, n_permutations=0, random_state=0)
+    assert d.verdicts == {"site effect": "removed", "biology": "kept"}
+    assert d.mixed["term"].eq("biology").all()
+    assert d.confounding.variables.loc["biology", "kind"] == "continuous"
+    with pytest.raises(DataError, match="covariates: 2 row"):
+        diagnose(raw, clean, batch=site, covariates=pd.DataFrame({"x": [1, 2]}))

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import DesignError
+from ..errors import DataError, DesignError
 from ._data import as_covariate_design, as_labels, as_pair, biology_kind, encode_labels
 from .biology import fisher_preservation, mixed_effects
 from .confounding import ConfoundingReport, check_confounding
@@ -331,6 +331,11 @@ def diagnose(
         cov_df = covariates if isinstance(covariates, pd.DataFrame) else \
             as_covariate_design(covariates, n)
         cov_df = cov_df.reset_index(drop=True)
+        if len(cov_df) != n:
+            raise DataError(
+                f"covariates: {len(cov_df)} row(s) for {n} sample(s); pass one row per sample, "
+                "in the order of the feature rows."
+            )
     bio = as_labels(biology, n, name="biology") if biology is not None else None
     kind = biology_kind(bio, biology_type) if bio is not None else None
 
