@@ -108,7 +108,7 @@ def test_a_sheared_nifti_falls_back_to_nibabel(tmp_path):
 
 
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".nrrd", ".mha", ".mhd"])
-@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int16, np.uint8])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int16, np.uint8, np.int64])
 def test_round_trip_every_format(tmp_path, suffix, dtype):
     img = _oblique_image(dtype)
     path = write_image(img, tmp_path / f"img{suffix}")

@@ -278,7 +278,7 @@ def _write_nifti_nibabel(img: Image, path: Path, dtype: Any) -> Path:
     affine[:3, :3] = _LPS_RAS @ np.asarray(img.direction, dtype=float) @ np.diag(img.spacing)
     affine[:3, 3] = _LPS_RAS @ np.asarray(img.origin, dtype=float)
     try:
-        nii = nib.Nifti1Image(arr, affine)
+        nii = nib.Nifti1Image(arr, affine, dtype=arr.dtype)
         nii.set_qform(affine, code=1)
         nii.set_sform(affine, code=1)
         nii.header.set_xyzt_units("mm")
