@@ -218,11 +218,13 @@ def test_bad_paths_and_suffixes_are_clear_errors(tmp_path):
     with pytest.raises(ImageFormatError, match="cannot choose a format"):
         write_image(_oblique_image(), tmp_path / "out.png")
     (tmp_path / "broken.nii.gz").write_bytes(b"not gzip at all")
-    with pytest.raises(ImageFormatError, match=r"broken.nii.gz: cannot be read as NIfTI"):
+    with pytest.raises(ImageFormatError, match=r"broken.nii.gz: cannot be read as NIfTI") as exc:
         read_image(tmp_path / "broken.nii.gz")
+    assert "\n" not in str(exc.value)  # the CLI prints errors as one line
     (tmp_path / "broken.mha").write_bytes(b"garbage")
-    with pytest.raises(ImageFormatError, match=r"broken.mha: cannot be read as metaimage"):
+    with pytest.raises(ImageFormatError, match=r"broken.mha: cannot be read as metaimage") as exc:
         read_image(tmp_path / "broken.mha")
+    assert "\n" not in str(exc.value)
     with pytest.raises(DataError, match="apply to DICOM input only"):
         read_image(tmp_path / "notes.txt", units="hu")
     with pytest.raises(DataError, match="at most one trailing"):

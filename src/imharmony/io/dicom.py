@@ -205,6 +205,15 @@ class _Skipped:
     warn: bool = True
 
 
+def _brief(exc: BaseException | str, limit: int = 300) -> str:
+    """An exception's message on one line (the CLI prints errors as one line)."""
+    text = str(exc)
+    if "ERROR:" in text:  # ITK: "Exception thrown in ...cxx:123:\nITK ERROR: what happened"
+        text = text.rsplit("ERROR:", 1)[1]
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _fmt_list(names: Sequence[str], limit: int = 5) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
@@ -266,11 +275,11 @@ def _read_header(path: Path, name: str, max_pixels: int) -> _Header | _Skipped:
             try:
                 ds = pydicom.dcmread(f, stop_before_pixels=True, defer_size=_DEFER_BYTES)
             except InvalidDicomError as exc:
-                return _Skipped(name, f"not a readable DICOM file ({exc})")
+                return _Skipped(name, f"not a readable DICOM file ({_brief(exc)})")
             except Exception as exc:
                 raise DicomError(
                     f"{name}: damaged DICOM file, the header cannot be parsed "
-                    f"({type(exc).__name__}: {exc}); replace or remove the file."
+                    f"({type(exc).__name__}: {_brief(exc)}); replace or remove the file."
                 ) from exc
             head = _Header(path=path, name=name, ds=ds, file_size=size)
             ts = ds.file_meta.get("TransferSyntaxUID")
@@ -716,8 +725,9 @@ def _decode_with_pydicom(h: _Header) -> np.ndarray:
         arr = ds.pixel_array
     except Exception as exc:
         raise DicomError(
-            f"{h.name}: the pixel data cannot be decoded ({type(exc).__name__}: {exc}). For "
-            "compressed transfer syntaxes install a pydicom decoder plugin (e.g. pylibjpeg)."
+            f"{h.name}: the pixel data cannot be decoded ({type(exc).__name__}: "
+            f"{_brief(exc)}). For compressed transfer syntaxes install a pydicom decoder plugin "
+            "(e.g. pylibjpeg)."
         ) from exc
     return np.asarray(arr).reshape(h.n_frames, h.rows, h.columns)
 

@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import DataError
 from ..image import Image
 from ._atomic import atomic_path
-from .dicom import read_dicom_series
+from .dicom import _brief, read_dicom_series
 
 __all__ = ["IMAGE_SUFFIXES", "ImageFormatError", "read_image", "write_image"]
 
@@ -126,7 +126,7 @@ def read_image(path: str | os.PathLike[str], **dicom_options: Any) -> Image:
         if IMAGE_SUFFIXES[suffix] == "nifti":
             return _read_nifti_nibabel(path, exc)
         raise ImageFormatError(
-            f"{path}: cannot be read as {IMAGE_SUFFIXES[suffix]} ({exc})."
+            f"{path}: cannot be read as {IMAGE_SUFFIXES[suffix]} ({_brief(exc)})."
         ) from exc
     return _from_sitk(itk, meta={"source": str(path), "format": IMAGE_SUFFIXES[suffix]})
 
@@ -160,7 +160,8 @@ def _read_nifti_nibabel(path: Path, itk_error: Exception) -> Image:
         affine = np.asarray(nii.affine, dtype=float)
     except Exception as exc:
         raise ImageFormatError(
-            f"{path}: cannot be read as NIfTI (SimpleITK: {itk_error}; nibabel: {exc})."
+            f"{path}: cannot be read as NIfTI (SimpleITK: {_brief(itk_error)}; "
+            f"nibabel: {_brief(exc)})."
         ) from exc
     if arr.ndim < 3:
         raise ImageFormatError(f"{path}: NIfTI with {arr.ndim} axes read by nibabel; expected 3+.")
@@ -168,7 +169,7 @@ def _read_nifti_nibabel(path: Path, itk_error: Exception) -> Image:
     spacing = np.linalg.norm(linear, axis=0)
     if np.any(spacing <= 0):
         raise ImageFormatError(f"{path}: the NIfTI affine is singular; the header is damaged.")
-    logger.info("%s: read with nibabel (SimpleITK refused it: %s)", path, itk_error)
+    logger.info("%s: read with nibabel (SimpleITK refused it: %s)", path, _brief(itk_error))
     return Image(
         arr,
         spacing=spacing,
@@ -199,7 +200,7 @@ def _to_sitk(img: Image, dtype: Any) -> Any:
         itk.SetOrigin([float(o) for o in img.origin])
         itk.SetDirection([float(v) for v in np.asarray(img.direction, dtype=float).ravel()])
     except (RuntimeError, TypeError) as exc:
-        raise DataError(f"the image cannot be converted for writing ({exc}).") from exc
+        raise DataError(f"the image cannot be converted for writing ({_brief(exc)}).") from exc
     return itk
 
 
@@ -249,7 +250,7 @@ def write_image(
         try:
             sitk.WriteImage(itk, str(tmp), use_compression)
         except RuntimeError as exc:
-            raise ImageFormatError(f"{path}: cannot be written ({exc}).") from exc
+            raise ImageFormatError(f"{path}: cannot be written ({_brief(exc)}).") from exc
     logger.debug("wrote %s", path)
     return path
 
@@ -283,12 +284,12 @@ def _write_nifti_nibabel(img: Image, path: Path, dtype: Any) -> Path:
         nii.set_sform(affine, code=1)
         nii.header.set_xyzt_units("mm")
     except Exception as exc:  # nibabel raises several types for unsupported data
-        raise DataError(f"{path}: the image cannot be stored as NIfTI ({exc}).") from exc
+        raise DataError(f"{path}: the image cannot be stored as NIfTI ({_brief(exc)}).") from exc
     with atomic_path(path) as tmp:
         try:
             nib.save(nii, str(tmp))
         except OSError as exc:
-            raise ImageFormatError(f"{path}: cannot be written ({exc}).") from exc
+            raise ImageFormatError(f"{path}: cannot be written ({_brief(exc)}).") from exc
     logger.debug("wrote %s", path)
     return path
 
@@ -303,7 +304,7 @@ def _write_mhd(itk: Any, path: Path, compress: bool) -> Path:
         try:
             sitk.WriteImage(itk, str(tmpdir / path.name), compress)
         except RuntimeError as exc:
-            raise ImageFormatError(f"{path}: cannot be written ({exc}).") from exc
+            raise ImageFormatError(f"{path}: cannot be written ({_brief(exc)}).") from exc
         header = tmpdir / path.name
         for data in sorted(tmpdir.iterdir()):
             if data != header:
