@@ -200,6 +200,23 @@ def test_unmasked_matching_is_distorted_by_background() -> None:
     assert err > 0.3 and good < 0.01
 
 
+@pytest.mark.parametrize("kind", ["int16", "wide-int", "float32", "float64-fine", "float-ints"])
+def test_masked_matching_on_every_code_path(kind: str) -> None:
+    rng = np.random.default_rng(13)
+    values = {
+        "int16": rng.integers(-500, 500, size=(30, 40)).astype(np.int16),
+        "wide-int": rng.integers(-(2**40), 2**40, size=(30, 40)),
+        "float32": rng.normal(size=(30, 40)).astype(np.float32),
+        "float64-fine": 1.0 + rng.integers(0, 900, size=(30, 40)) * 1e-12,
+        "float-ints": rng.integers(0, 50, size=(30, 40)).astype(np.float32),
+    }[kind]
+    mask = rng.random(values.shape) < 0.6
+    ref = rng.gamma(3.0, size=700)
+    out = match_histogram(Image(values), Image(ref), mask=mask).array
+    np.testing.assert_allclose(out[mask], expected_match(values[mask], ref), rtol=1e-6)
+    np.testing.assert_array_equal(out[~mask], values[~mask].astype(out.dtype))
+
+
 def test_mask_as_image_and_as_numbers() -> None:
     src, mask = _phantom(7, 2)
     ref, ref_mask = _phantom(8, 2)
