@@ -606,9 +606,11 @@ def match_histogram(
     exactly a permutation of the reference sample.
 
     The ranks come from one sort of packed 64-bit keys (order-preserving float32 bits and the voxel
-    index), O(n log n) with a small constant; integer images of small range use a counting pass
-    instead, O(n). Masks matter: matching an image to a reference that merely has more background
-    distorts every tissue value, so give foreground masks for both.
+    index), O(n log n) with a small constant; integer images of small range, and integer values
+    stored as floats, use a counting pass instead, O(n). Values that float32 cannot hold exactly
+    (float64 detail, integers beyond 2²⁴) fall back to ``argsort``. A reference of a million voxels
+    or more is sorted on a second thread meanwhile. Masks matter: matching an image to a reference
+    that merely has more background distorts every tissue value, so give foreground masks for both.
 
     References
     ----------
