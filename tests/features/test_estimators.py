@@ -12,7 +12,13 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score, cross_vali
 from sklearn.pipeline import make_pipeline
 
 import imharmony as ih
-from imharmony.errors import DataError, DesignError, HarmonizationError
+from imharmony.errors import (
+    ConfoundingError,
+    DataError,
+    DesignError,
+    HarmonizationError,
+    HarmonizationWarning,
+)
 
 
 def cohort(seed: int = 0, n_sites: int = 4, per_site: int = 30, n_features: int = 20):
@@ -161,3 +167,32 @@ def test_integer_site_labels_and_cli_style_reference() -> None:
     assert model.reference_index_ == 2
     out = model.transform(X, batch=codes)
     np.testing.assert_array_equal(out[codes == 2], X[codes == 2])
+
+
+def test_confounding_is_checked_before_fitting() -> None:
+    X, y, site, cov = cohort(seed=8)
+    disease = pd.Series(y.astype(str), name="disease")
+    # a site holding a single class: complete confounding, refused with the site named
+    only_cases = np.where(site == "site3", "1", disease)
+    with pytest.raises(ConfoundingError, match="site3"):
+        ih.ComBat().fit(
+            X, batch=site, covariates=pd.DataFrame({"disease": only_cases}), biology="disease"
+        )
+    # the biology named but not given as a covariate: ComBat would remove it
+    with pytest.warns(HarmonizationWarning, match="not among the covariates"):
+        ih.ComBat().fit(X, batch=site, covariates=cov[["age"]], biology=disease)
+    # given as a covariate: strong (not complete) confounding is reported and the fit proceeds
+    rng = np.random.default_rng(0)
+    skewed = (
+        np.where(
+            np.isin(site, ["site0", "site1"]),
+            rng.random(site.size) < 0.1,
+            rng.random(site.size) < 0.9,
+        )
+        .astype(int)
+        .astype(str)
+    )
+    cov = cov.assign(disease=skewed)
+    with pytest.warns(HarmonizationWarning, match="strong confounding of site with the biology"):
+        model = ih.ComBat().fit(X, batch=site, covariates=cov, biology="disease")
+    assert model.covariate_columns_ == ["age", "disease[1]"]

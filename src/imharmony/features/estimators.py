@@ -376,7 +376,9 @@ class ComBat(TransformerMixin, BaseEstimator):
         return "nonparametric" if self.nonparametric else "parametric"
 
     # -- fit / transform -----------------------------------------------------------------------
-    def fit(self, X: Any, y: Any = None, *, batch: Any, covariates: Any = None) -> ComBat:
+    def fit(
+        self, X: Any, y: Any = None, *, batch: Any, covariates: Any = None, biology: Any = None
+    ) -> ComBat:
         """Learn site effects from training samples.
 
         Parameters
@@ -389,10 +391,24 @@ class ComBat(TransformerMixin, BaseEstimator):
         covariates : DataFrame or array-like, shape (n_samples, n_covariates), optional
             Biological covariates whose effects are preserved. Numeric columns are continuous;
             other columns (strings, categories, booleans) are categorical.
+        biology : str or array-like, shape (n_samples,), optional
+            The biology that must survive (e.g. the diagnosis): a column name of ``covariates``
+            or one value per sample. It is only checked, never used in the estimation: site x
+            biology confounding is measured before fitting
+            (:func:`imharmony.diagnostics.check_confounding`); complete confounding is refused
+            (:class:`~imharmony.errors.ConfoundingError`), strong confounding of the biology
+            warns, and so does a biology that is not among the covariates (ComBat would remove
+            it with the site). Covariates are checked too (complete confounding refused, the rest
+            logged).
 
         Returns
         -------
         self
+
+        Raises
+        ------
+        ConfoundingError
+            When site and the biology (or a covariate) are completely confounded.
         """
         self._validate_params()
         data, names = _as_feature_matrix(X)
@@ -439,6 +455,8 @@ class ComBat(TransformerMixin, BaseEstimator):
                 "from the site effect. Drop or merge those covariates, or collect data where they "
                 "vary within sites."
             ) from None
+        if biology is not None or C.shape[1]:
+            self._check_confounding(labels, covariates, biology)
 
         fit = fit_combat(
             data,
@@ -482,6 +500,21 @@ class ComBat(TransformerMixin, BaseEstimator):
             C.shape[1],
         )
         return self
+
+    @staticmethod
+    def _check_confounding(labels: np.ndarray, covariates: Any, biology: Any) -> None:
+        from ..diagnostics.confounding import check_confounding
+
+        frame = _as_covariate_frame(covariates, labels.shape[0])
+        report = check_confounding(labels, frame, biology=biology)
+        report.raise_if_complete()
+        for message in report.messages:
+            # the biology is what must survive: its strong confounding with site, or its absence
+            # from the covariates, is worth a warning; covariates are preserved by design.
+            if message.startswith(("strong confounding of site with the biology", "the biology")):
+                warnings.warn(message, HarmonizationWarning, stacklevel=3)
+            else:
+                logger.info("%s", message)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "fit_"):
@@ -544,10 +577,10 @@ class ComBat(TransformerMixin, BaseEstimator):
         return out
 
     def fit_transform(  # type: ignore[override]
-        self, X: Any, y: Any = None, *, batch: Any, covariates: Any = None
+        self, X: Any, y: Any = None, *, batch: Any, covariates: Any = None, biology: Any = None
     ) -> Any:
         """Fit, then correct the same samples (identical to ``fit(...).transform(...)``)."""
-        return self.fit(X, y, batch=batch, covariates=covariates).transform(
+        return self.fit(X, y, batch=batch, covariates=covariates, biology=biology).transform(
             X, batch=batch, covariates=covariates
         )
 
