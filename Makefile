@@ -26,8 +26,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet torch==2.13.0  # CPU build, for torchio (see benchmarks/README.md)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python benchmarks/bench_combat.py
+	$(BIN)/python benchmarks/bench_imaging.py
+	$(BIN)/python benchmarks/bench_histogram.py
+	$(BIN)/python benchmarks/bench_scan.py
+	$(BIN)/python benchmarks/bench_convert.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache build src/*.egg-info

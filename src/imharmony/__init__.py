@@ -1,19 +1,48 @@
 """imharmony: harmonize quantitative images and features across sites without erasing biology.
 
-The public API is listed in ``__all__``; everything else is internal.
+The public API is listed in ``__all__``; each name is imported on first use, so ``import
+imharmony`` is cheap. Everything else lives in the subpackages (``imharmony.physics``,
+``imharmony.imaging``, ``imharmony.features``, ``imharmony.diagnostics``, ``imharmony.io``).
 """
 
-from ._version import __version__
-from .errors import HarmonizationError
-from .features import ComBat
-from .image import Image
-from .io import read_table, write_table
+from ._lazy import attach
+from ._version import __version__ as __version__
+from .errors import HarmonizationError as HarmonizationError
+from .image import Image as Image
 
-__all__ = [
-    "ComBat",
-    "HarmonizationError",
-    "Image",
-    "__version__",
-    "read_table",
-    "write_table",
-]
+__getattr__, __dir__, _lazy_all = attach(
+    __name__,
+    {
+        # images and files
+        "read_image": ".io.images",
+        "write_image": ".io.images",
+        "read_dicom_series": ".io.dicom",
+        "read_table": ".io.tables",
+        "write_table": ".io.tables",
+        # physics and prospective alignment
+        "scan_protocols": ".physics.protocol",
+        "audit_protocols": ".physics.protocol",
+        "mr_weighting": ".physics.mr",
+        "harmonizable": ".physics.mr",
+        "suv_factors": ".physics.pet",
+        # image level
+        "resample": ".imaging.resample",
+        "match_resolution": ".imaging.resolution",
+        "zscore": ".imaging.intensity",
+        "robust_zscore": ".imaging.intensity",
+        "whitestripe": ".imaging.intensity",
+        "match_histogram": ".imaging.histogram",
+        "HistogramStandardizer": ".imaging.histogram",
+        "band_distortion": ".imaging.multiband",
+        "irmad_normalize": ".imaging.multiband",
+        "harmonize_images": ".imaging.batch",
+        # feature level
+        "ComBat": ".features.estimators",
+        # diagnostics
+        "diagnose": ".diagnostics.verdict",
+        "Diagnosis": ".diagnostics.verdict",
+        "check_confounding": ".diagnostics.confounding",
+    },
+)
+
+__all__ = sorted(["HarmonizationError", "Image", "__version__", *_lazy_all])

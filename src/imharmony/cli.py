@@ -20,7 +20,14 @@ from .errors import HarmonizationError
 __all__ = ["build_parser", "main"]
 
 # Command modules, in the order ``imharmony --help`` lists them.
-_COMMAND_MODULES: tuple[str, ...] = ("demo", "combat")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "demo",
+    "convert",
+    "scan",
+    "audit",
+    "images",
+    "combat",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

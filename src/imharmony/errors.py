@@ -6,8 +6,6 @@ command line prints the message without a traceback and exits with status 2.
 
 from __future__ import annotations
 
-from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
-
 __all__ = [
     "ConfoundingError",
     "ConvergenceWarning",
@@ -45,8 +43,8 @@ class ModelFileError(HarmonizationError):
     """A saved model file is missing, corrupted, of an unknown version, or inconsistent."""
 
 
-class NotFittedError(HarmonizationError, _SklearnNotFittedError):
-    """A harmonizer was used before ``fit`` (also a scikit-learn ``NotFittedError``)."""
+class NotFittedError(HarmonizationError, AttributeError):
+    """A harmonizer was used before ``fit``."""
 
 
 class HarmonizationWarning(UserWarning):

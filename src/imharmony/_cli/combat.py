@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError
-from ..features.estimators import ComBat, _is_numeric_dtype
-from ..io.tables import read_table, write_table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger("imharmony.cli")
 
@@ -99,12 +97,19 @@ def _covariates(df: pd.DataFrame, cols: list[str], categorical: list[str]) -> pd
 
 
 def _write(df: pd.DataFrame, harmonized: Any, features: list[str], out: str) -> None:
+    import numpy as np
+
+    from ..io.tables import write_table
+
     result = df.copy()
     result[features] = np.asarray(harmonized)
     write_table(result, out)
 
 
 def run_fit(args: argparse.Namespace) -> int:
+    from ..features.estimators import ComBat, _is_numeric_dtype
+    from ..io.tables import read_table
+
     df = read_table(args.features)
     roles = [args.batch, *args.covariate, *args.id]
     _require_columns(df, roles, args.features, "named")
@@ -154,6 +159,9 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def run_apply(args: argparse.Namespace) -> int:
+    from ..features.estimators import ComBat
+    from ..io.tables import read_table
+
     model = ComBat.load(args.model)
     meta = model.metadata_
     if "batch_column" not in meta:

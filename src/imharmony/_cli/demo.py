@@ -11,16 +11,12 @@ import argparse
 import logging
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-from rich.console import Console
-from rich.table import Table
-from scipy import stats
-
-from ..datasets import make_multisite_features
 from ..errors import HarmonizationWarning
-from ..features.estimators import ComBat
-from ..io.tables import write_table
+
+if TYPE_CHECKING:
+    import numpy as np
 
 logger = logging.getLogger("imharmony.cli")
 
@@ -37,12 +33,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _residualize(Y: np.ndarray, design: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     coef, *_ = np.linalg.lstsq(design, Y, rcond=None)
     return Y - design @ coef
 
 
 def _site_effect_fraction(Y: np.ndarray, site: np.ndarray, design: np.ndarray) -> float:
     """Fraction of features with a site effect (ANOVA on residuals after the biology, BH 5%)."""
+    import numpy as np
+    from scipy import stats
+
     R = _residualize(Y, design)
     groups = [R[site == s] for s in np.unique(site)]
     p = stats.f_oneway(*groups, axis=0).pvalue
@@ -52,6 +53,8 @@ def _site_effect_fraction(Y: np.ndarray, site: np.ndarray, design: np.ndarray) -
 
 def _disease_d(Y: np.ndarray, design: np.ndarray, col: int) -> np.ndarray:
     """Standardized disease effect per feature: OLS coefficient / residual SD."""
+    import numpy as np
+
     coef, *_ = np.linalg.lstsq(design, Y, rcond=None)
     resid = Y - design @ coef
     dof = Y.shape[0] - design.shape[1]
@@ -59,6 +62,14 @@ def _disease_d(Y: np.ndarray, design: np.ndarray, col: int) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..datasets import make_multisite_features
+    from ..features.estimators import ComBat
+    from ..io.tables import write_table
+
     console = Console(width=None if Console().is_terminal else 110)
     out = Path(args.output)
     data = make_multisite_features(random_state=args.seed)

@@ -10,61 +10,42 @@ the site, and optionally the biology and covariates. :func:`diagnose` runs them 
 - :mod:`~imharmony.diagnostics.biology`: Fisher ratios and mixed-model coefficients before/after;
 - :mod:`~imharmony.diagnostics.confounding`: site x biology confounding, before any fit;
 - :mod:`~imharmony.diagnostics.agreement`: CCC, ICC(2,1), Bland-Altman, Koo & Li bands.
+
+Names are imported lazily, on first use.
 """
 
-from .agreement import (
-    BlandAltman,
-    agreement,
-    bland_altman,
-    concordance_correlation,
-    icc_2_1,
-    koo_li_band,
-)
-from .biology import fisher_preservation, fisher_ratio, mixed_effects
-from .confounding import ConfoundingReport, ConfoundingThresholds, check_confounding, cramers_v
-from .diagnose import Diagnosis, Thresholds, diagnose
-from .multivariate import (
-    GuidedPCA,
-    SitePrediction,
-    guided_pca,
-    pca_silhouette,
-    site_prediction,
-)
-from .site import (
-    SiteTests,
-    anova_oneway,
-    benjamini_hochberg,
-    brown_forsythe,
-    kruskal_wallis,
-    site_tests,
-)
+from .._lazy import attach
 
-__all__ = [
-    "BlandAltman",
-    "ConfoundingReport",
-    "ConfoundingThresholds",
-    "Diagnosis",
-    "GuidedPCA",
-    "SitePrediction",
-    "SiteTests",
-    "Thresholds",
-    "agreement",
-    "anova_oneway",
-    "benjamini_hochberg",
-    "bland_altman",
-    "brown_forsythe",
-    "check_confounding",
-    "concordance_correlation",
-    "cramers_v",
-    "diagnose",
-    "fisher_preservation",
-    "fisher_ratio",
-    "guided_pca",
-    "icc_2_1",
-    "koo_li_band",
-    "kruskal_wallis",
-    "mixed_effects",
-    "pca_silhouette",
-    "site_prediction",
-    "site_tests",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "BlandAltman": ".agreement",
+        "ConfoundingReport": ".confounding",
+        "ConfoundingThresholds": ".confounding",
+        "Diagnosis": ".verdict",
+        "GuidedPCA": ".multivariate",
+        "SitePrediction": ".multivariate",
+        "SiteTests": ".site",
+        "Thresholds": ".verdict",
+        "agreement": ".agreement",
+        "anova_oneway": ".site",
+        "benjamini_hochberg": ".site",
+        "bland_altman": ".agreement",
+        "brown_forsythe": ".site",
+        "check_confounding": ".confounding",
+        "concordance_correlation": ".agreement",
+        "cramers_v": ".confounding",
+        "diagnose": ".verdict",
+        "fisher_preservation": ".biology",
+        "fisher_ratio": ".biology",
+        "guided_pca": ".multivariate",
+        "icc_2_1": ".agreement",
+        "koo_li_band": ".agreement",
+        "kruskal_wallis": ".site",
+        "mixed_effects": ".biology",
+        "pca_silhouette": ".multivariate",
+        "residualize": ".site",
+        "site_prediction": ".multivariate",
+        "site_tests": ".site",
+    },
+)

@@ -1,6 +1,13 @@
 """Feature-level harmonization: ComBat (numerical core and scikit-learn estimator)."""
 
-from .combat import CombatFit, apply_combat, fit_combat
-from .estimators import ComBat
+from .._lazy import attach
 
-__all__ = ["ComBat", "CombatFit", "apply_combat", "fit_combat"]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "ComBat": ".estimators",
+        "CombatFit": ".combat",
+        "apply_combat": ".combat",
+        "fit_combat": ".combat",
+    },
+)

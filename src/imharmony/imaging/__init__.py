@@ -1,1 +1,44 @@
-"""imharmony.imaging"""
+"""Image-level harmonization: grid, resolution, intensity, histograms, multi-band rasters.
+
+Names are imported lazily, on first use.
+"""
+
+from .._lazy import attach
+
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "FWHM_PER_SIGMA": ".resolution",
+        "HistogramStandardizer": ".histogram",
+        "IQR_TO_SD": ".intensity",
+        "IRMADResult": ".multiband",
+        "MR_METADATA_COLUMNS": ".batch",
+        "ManifestError": ".batch",
+        "NORMALIZERS": ".batch",
+        "OptionalDependencyError": ".multiband",
+        "ReferenceDistribution": ".histogram",
+        "ResolutionError": ".resolution",
+        "antialias_sigma": ".resample",
+        "band_distortion": ".multiband",
+        "discrete_gaussian_kernel": ".resolution",
+        "fwhm_to_sigma": ".resolution",
+        "gaussian_blur": ".resolution",
+        "harmonize_images": ".batch",
+        "irmad": ".multiband",
+        "irmad_normalize": ".multiband",
+        "linear_bands": ".multiband",
+        "match_bands": ".multiband",
+        "match_histogram": ".histogram",
+        "match_resolution": ".resolution",
+        "parse_fwhm": ".batch",
+        "read_manifest": ".batch",
+        "read_raster": ".multiband",
+        "resample": ".resample",
+        "resample_mask": ".resample",
+        "resampled_grid": ".resample",
+        "robust_zscore": ".intensity",
+        "whitestripe": ".intensity",
+        "write_raster": ".multiband",
+        "zscore": ".intensity",
+    },
+)

@@ -1,26 +1,20 @@
-"""Reading and writing images and feature tables."""
+"""Reading and writing images and feature tables (imported lazily, on first use)."""
 
-from ._atomic import atomic_path
-from .dicom import (
-    DicomError,
-    DicomSeriesError,
-    DicomSizeError,
-    list_dicom_series,
-    read_dicom_series,
+from .._lazy import attach
+
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "DicomError": ".dicom",
+        "DicomSeriesError": ".dicom",
+        "DicomSizeError": ".dicom",
+        "ImageFormatError": ".images",
+        "atomic_path": "._atomic",
+        "list_dicom_series": ".dicom",
+        "read_dicom_series": ".dicom",
+        "read_image": ".images",
+        "read_table": ".tables",
+        "write_image": ".images",
+        "write_table": ".tables",
+    },
 )
-from .images import ImageFormatError, read_image, write_image
-from .tables import read_table, write_table
-
-__all__ = [
-    "DicomError",
-    "DicomSeriesError",
-    "DicomSizeError",
-    "ImageFormatError",
-    "atomic_path",
-    "list_dicom_series",
-    "read_dicom_series",
-    "read_image",
-    "read_table",
-    "write_image",
-    "write_table",
-]
