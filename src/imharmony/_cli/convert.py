@@ -8,20 +8,11 @@ import logging
 from ..errors import HarmonizationError
 from ..io.dicom import DEFAULT_MAX_PIXELS, UNITS, read_dicom_series
 from ..io.images import write_image
+from . import positive_int
 
 __all__ = ["register", "run"]
 
 logger = logging.getLogger(__name__)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -60,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument(
         "--max-pixels",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_PIXELS,
         metavar="N",
         help=f"refuse series announcing more voxels than N (default {DEFAULT_MAX_PIXELS})",

@@ -10,20 +10,11 @@ from pathlib import Path
 from ..errors import DataError
 from ..io import write_table
 from ..physics.protocol import DEFAULT_MAX_PIXELS, scan_errors, scan_protocols
+from . import positive_int
 
 __all__ = ["default_errors_path", "register", "run"]
 
 logger = logging.getLogger(__name__)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def default_errors_path(output: Path) -> Path:
@@ -57,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="where to list rejected files (default: beside the output, NAME.errors.SUFFIX)",
     )
     p.add_argument(
-        "--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
+        "--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
         help=f"reject files announcing more than N pixels (default {DEFAULT_MAX_PIXELS})",
     )
     p.set_defaults(func=run)
