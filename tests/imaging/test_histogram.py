@@ -260,14 +260,14 @@ def test_non_finite_values_inside_the_mask_are_refused() -> None:
 def test_inputs_untouched_history_appended_geometry_kept() -> None:
     src = np.arange(12, dtype=np.int16).reshape(3, 4)
     ref = np.linspace(0.0, 1.0, 7, dtype=np.float32)
-    history = [{"operation": "earlier"}]
+    history = [{"step": "earlier"}]
     img = Image(src, spacing=(0.5, 2.0), origin=(1.0, 2.0), meta={"history": history, "a": 1})
     src_copy = src.copy()
     out = match_histogram(img, Image(ref))
     np.testing.assert_array_equal(src, src_copy)
-    assert img.meta["history"] == [{"operation": "earlier"}]  # not mutated
-    assert out.meta["history"][0] == {"operation": "earlier"}
-    assert out.meta["history"][-1]["operation"] == "match_histogram"
+    assert img.meta["history"] == [{"step": "earlier"}]  # not mutated
+    assert out.meta["history"][0] == {"step": "earlier"}
+    assert out.meta["history"][-1]["step"] == "match_histogram"
     assert out.meta["a"] == 1
     assert out.spacing == (0.5, 2.0) and out.origin == (1.0, 2.0)
     assert out.array.dtype == np.float32 and out.shape == (3, 4)

@@ -100,7 +100,7 @@ def normalized(scene: Scene) -> Image:
 
 def test_irmad_recovers_gains_to_three_decimals(scene: Scene, normalized: Image) -> None:
     step = normalized.meta["history"][-1]
-    assert step["operation"] == "irmad_normalize"
+    assert step["step"] == "irmad_normalize"
     # later = g·t + o  ->  reference ≈ (later − o) / g: gain 1/g, offset −o/g
     np.testing.assert_allclose(step["gains"], 1 / GAINS, atol=1e-3)
     np.testing.assert_allclose(step["offsets"], -OFFSETS / GAINS, atol=2e-4)
@@ -238,7 +238,7 @@ def test_match_bands_is_match_histogram_per_band(scene: Scene) -> None:
         ).array
         np.testing.assert_array_equal(out.array[..., b], expected)
     np.testing.assert_array_equal(out.array[scene.cloud], scene.later.array[scene.cloud])
-    assert out.meta["history"][-1]["operation"] == "match_bands"
+    assert out.meta["history"][-1]["step"] == "match_bands"
     assert out.spacing == (30.0, 30.0)
 
 

@@ -254,13 +254,13 @@ def test_sklearn_params_and_clone() -> None:
 def test_output_dtype_input_untouched_history() -> None:
     model = fitted_by_hand()
     src = (A * 3).astype(np.int16)
-    img = Image(src, meta={"history": [{"operation": "earlier"}]})
+    img = Image(src, meta={"history": [{"step": "earlier"}]})
     out = model.transform(img)
     assert out.array.dtype == np.float32
     np.testing.assert_array_equal(src, (A * 3).astype(np.int16))
-    assert img.meta["history"] == [{"operation": "earlier"}]
+    assert img.meta["history"] == [{"step": "earlier"}]
     step = out.meta["history"][-1]
-    assert step["operation"] == "nyul_standardize"
+    assert step["step"] == "nyul_standardize"
     np.testing.assert_allclose(step["standard_landmarks"], [0.0, 37.75, 100.0])
     assert model.transform(Image(A.astype(np.float32))).array.dtype == np.float32
     assert model.transform(Image(A)).array.dtype == np.float64

@@ -587,7 +587,7 @@ def match_histogram(
     Image
         New image on the grid of ``img``, floating point (float32 unless the source or the
         reference image is float64 or an integer type wider than 16 bits), with
-        ``{"operation": "match_histogram", ...}`` appended to ``meta["history"]``.
+        ``{"step": "match_histogram", ...}`` appended to ``meta["history"]``.
 
     Raises
     ------
@@ -624,7 +624,7 @@ def match_histogram(
     out = _match_array(arr, ref, m, out_dtype, "match_histogram")
     n_matched = arr.size if m is None else int(np.count_nonzero(m))
     logger.debug("match_histogram: %d voxels matched (%s)", n_matched, ref_info["reference"])
-    entry = {"operation": "match_histogram", "masked": mask is not None, **ref_info}
+    entry = {"step": "match_histogram", "masked": mask is not None, **ref_info}
     return image.with_array(out, history=_history(image, entry))
 
 
@@ -936,7 +936,7 @@ class HistogramStandardizer(BaseEstimator):
         -------
         Image
             Floating point (float32 unless the input is float64 or a wide integer), with
-            ``{"operation": "nyul_standardize", ...}`` appended to ``meta["history"]``.
+            ``{"step": "nyul_standardize", ...}`` appended to ``meta["history"]``.
         """
         self._check_fitted()
         image = _load_image(img, "image")
@@ -961,7 +961,7 @@ class HistogramStandardizer(BaseEstimator):
         out_dtype = _float_dtype(image.array.dtype)
         out = _piecewise_linear(image.array, xp, fp, out_dtype)
         entry = {
-            "operation": "nyul_standardize",
+            "step": "nyul_standardize",
             "landmarks": [float(v) for v in pct],
             "image_landmarks": [float(v) for v in xp],
             "standard_landmarks": [float(v) for v in fp],

@@ -422,7 +422,7 @@ def match_bands(
     Returns
     -------
     Image
-        Floating point, with ``{"operation": "match_bands", ...}`` appended to the history.
+        Floating point, with ``{"step": "match_bands", ...}`` appended to the history.
 
     Notes
     -----
@@ -461,7 +461,7 @@ def match_bands(
         bands.append(_match_array(src, ref, valid, dtype, f"match_bands (band {b})"))
     out = np.stack([band.astype(out_dtype, copy=False) for band in bands], axis=-1)
     entry = {
-        "operation": "match_bands",
+        "step": "match_bands",
         "bands": n_bands,
         "matched_pixels": int(np.count_nonzero(valid)),
     }
@@ -507,7 +507,7 @@ def linear_bands(
     offsets = mu_r - gains * mu
     out = _apply_affine(image, gains, offsets, _spatial_nodata(image))
     entry = {
-        "operation": "linear_bands",
+        "step": "linear_bands",
         "bands": n_bands,
         "gains": gains.tolist(),
         "offsets": offsets.tolist(),
@@ -818,7 +818,7 @@ def irmad_normalize(
         np.array2string(offsets, precision=4),
     )
     entry = {
-        "operation": "irmad_normalize",
+        "step": "irmad_normalize",
         "gains": gains.tolist(),
         "offsets": offsets.tolist(),
         "n_no_change": n_nc,
