@@ -329,3 +329,27 @@ def test_memory_layout_does_not_change_results(order: str) -> None:
         core._BLOCK_BYTES = old
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
     assert np.isnan(got[2, 4]) and np.isnan(got).sum() == 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 400), outlier=st.floats(0.0, 1e4))
+def test_nonparametric_prior_equals_a_log_sum_exp_reference(
+    seed: int, n: int, outlier: float
+) -> None:
+    """The shifted, folded product agrees with a plain row-max log-sum-exp, including rows whose
+    weights all underflow under the analytic shift (an outlying feature)."""
+    rng = np.random.default_rng(seed)
+    G = 40
+    gamma = rng.normal(0, 0.5, G)
+    delta = rng.gamma(5, 0.2, G)
+    gamma[0] += outlier  # feature 0 far from every other feature
+    ss = delta * (n - 1) * rng.uniform(0.5, 1.5, G)
+    nn = np.full(G, float(n))
+    g_star, d_star = core._nonparametric_eb(gamma, delta, ss, nn)
+    logl = -(nn[:, None] / 2) * np.log(delta)[None, :] - (
+        ss[:, None] + nn[:, None] * (gamma[:, None] - gamma[None, :]) ** 2
+    ) / (2 * delta[None, :])
+    np.fill_diagonal(logl, -np.inf)
+    w = np.exp(logl - logl.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(g_star, (w @ gamma) / w.sum(axis=1), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(d_star, (w @ delta) / w.sum(axis=1), rtol=1e-9)

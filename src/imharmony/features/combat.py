@@ -131,11 +131,30 @@ def _contiguous(rows: np.ndarray) -> bool:
     return bool(rows.shape[0]) and rows[-1] - rows[0] + 1 == rows.shape[0]
 
 
-def _take(X: np.ndarray, rows: np.ndarray, cols: slice) -> np.ndarray:
-    """A panel of X: a view when its rows are contiguous, else a small copy."""
+def _take(X: np.ndarray, rows: np.ndarray, cols: slice, buf: np.ndarray) -> np.ndarray:
+    """A panel of X: a view when its rows are contiguous, else gathered into ``buf``.
+
+    ``buf`` is one flat scratch array reused for every panel, so the loop does not allocate (and
+    page-fault) a new block each time.
+    """
     if _contiguous(rows):
         return X[rows[0] : rows[-1] + 1, cols]
-    return X[rows, cols]
+    src = X if cols == slice(None) else X[:, cols]
+    out = _view(buf, (rows.shape[0], src.shape[1]))
+    return np.take(src, rows, axis=0, out=out)
+
+
+def _view(buf: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A C-ordered array of ``shape`` on the front of the flat scratch ``buf``."""
+    return buf[: shape[0] * shape[1]].reshape(shape)
+
+
+def _scratch(X: np.ndarray) -> np.ndarray:
+    """A flat scratch array large enough for any panel of X."""
+    n, G = X.shape
+    per_row = G if not (X.flags.f_contiguous and not X.flags.c_contiguous) else 1
+    block = max(_BLOCK_BYTES // 8, per_row)
+    return np.empty(min(block + max(n, G), n * G))
 
 
 def _design_gram(codes: np.ndarray, n_batches: int, C: np.ndarray) -> np.ndarray:
@@ -152,6 +171,16 @@ def _design_gram(codes: np.ndarray, n_batches: int, C: np.ndarray) -> np.ndarray
         gram[n_batches:, :n_batches] = csum.T
         gram[n_batches:, n_batches:] = C.T @ C
     return gram
+
+
+def missing_columns(X: np.ndarray, colsum: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the columns of X holding NaN (one pass, or none when column sums are given)."""
+    if colsum is None:
+        colsum = X.sum(axis=0)
+    suspect = np.flatnonzero(np.isnan(colsum))
+    if suspect.size:
+        suspect = suspect[np.isnan(X[:, suspect]).any(axis=0)]
+    return suspect
 
 
 def check_design(codes: np.ndarray, n_batches: int, C: np.ndarray) -> None:
@@ -212,44 +241,56 @@ def _moments_complete(
 ) -> dict[str, np.ndarray]:
     """Design fit and per-batch residual moments, in two passes over cache-sized panels.
 
-    Columns holding missing values come out as NaN here; the caller recomputes them.
+    Pass 1 accumulates the design's cross-products with X (per-batch sums, C^T X) and per-batch
+    sums of squares; pass 2 the residual sums of squares. Columns holding missing values come out
+    as NaN here; the caller recomputes them.
     """
     G = X.shape[1]
     J = len(batch_rows)
     q = C.shape[1]
     sums = np.zeros((J, G))
+    sumsq = np.zeros((J, G))
     ctx = np.zeros((q, G))
-    vmin = np.full((J, G), np.inf)
-    vmax = np.full((J, G), -np.inf)
-    # pass 1: D^T X and per-batch extremes (exact zero-variance check)
+    buf, buf2 = _scratch(X), _scratch(X)
     for j, rows, cols in _panels(X, batch_rows):
-        xb = _take(X, rows, cols)
+        xb = _take(X, rows, cols, buf)
         sums[j, cols] += xb.sum(axis=0)
-        np.minimum(vmin[j, cols], xb.min(axis=0), out=vmin[j, cols])
-        np.maximum(vmax[j, cols], xb.max(axis=0), out=vmax[j, cols])
+        sumsq[j, cols] += np.einsum("ij,ij->j", xb, xb)
         if q:
             ctx[:, cols] += C[rows].T @ xb
     rhs = np.vstack([sums, ctx]) if q else sums
     B = linalg.cho_solve(gram_chol, rhs, check_finite=False)
     Bb, beta = B[:J], B[J:]
-    # pass 2: residual moments per batch
-    rsum = np.zeros((J, G))
     rss = np.zeros((J, G))
     for j, rows, cols in _panels(X, batch_rows):
-        r = _take(X, rows, cols) - Bb[j, cols]
+        xb = _take(X, rows, cols, buf)
+        r = _view(buf2, xb.shape)
+        np.subtract(xb, Bb[j, cols], out=r)
         if q:
             r -= C[rows] @ beta[:, cols]
-        rsum[j, cols] += r.sum(axis=0)
         rss[j, cols] += np.einsum("ij,ij->j", r, r)
     counts = np.array([rows.shape[0] for rows in batch_rows], dtype=float)
+    # Residual sums per batch follow from pass 1: sum_i r_i = S_j - n_j B_j - (sum_i C_i) beta.
+    csum = np.stack([C[rows].sum(axis=0) for rows in batch_rows]) if q else None
+    rsum = sums - counts[:, None] * Bb
+    if q:
+        rsum -= csum @ beta
+    # A feature constant inside a batch has a raw within-batch sum of squares of zero up to
+    # rounding; the few candidates are then checked exactly (max == min), as R does.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ss_raw = sumsq - sums**2 / counts[:, None]
+    candidates = (ss_raw <= 64 * np.finfo(float).eps * sumsq) & (counts[:, None] > 1)
+    constant = np.zeros((J, G), dtype=bool)
+    for j, g in zip(*np.nonzero(candidates), strict=True):
+        col = X[batch_rows[j], g]
+        constant[j, g] = bool(col.max() == col.min())
     return {
         "Bb": Bb,
         "beta": beta,
         "rsum": rsum,
         "rss": rss,
         "n": np.repeat(counts[:, None], G, axis=1),
-        "vmin": vmin,
-        "vmax": vmax,
+        "constant": constant,
     }
 
 
@@ -289,14 +330,14 @@ def _moments_missing(
     with np.errstate(invalid="ignore"):
         vmin = np.stack([np.fmin.reduce(Xm[codes == j], axis=0) for j in range(n_batches)])
         vmax = np.stack([np.fmax.reduce(Xm[codes == j], axis=0) for j in range(n_batches)])
+    counts = np.bincount(codes, minlength=n_batches)
     return {
         "Bb": Bb,
         "beta": beta,
         "rsum": onehot @ r0,
         "rss": onehot @ (r0 * r0),
         "n": cnt,
-        "vmin": vmin,
-        "vmax": vmax,
+        "constant": (vmin == vmax) & (counts > 1)[:, None],
         "singular": ~np.isfinite(B).all(axis=0),
     }
 
@@ -386,27 +427,40 @@ def _nonparametric_eb(
 
         log L_gk = -(n_g / 2) log delta_k - (SS_g + n_g (mean_g - gamma_k)^2) / (2 delta_k) + c_g
 
-    which is a (features x 4) @ (4 x features) product; weights are normalized in log space, so
-    the computation cannot underflow. R's direct product underflows for large batches (NaN) and,
-    before that, enters the subnormal range where it loses digits.
+    which is a (features x 5) @ (5 x features) product. Each row is shifted by the analytic
+    maximum of a Gaussian likelihood over (gamma, delta), -(n_g / 2)(log(SS_g / n_g) + 1), folded
+    into the product, so the weights never overflow and need no pass for a row maximum; the rare
+    rows whose weights all fall below the normal range are recomputed shifted by their own
+    maximum. The computation therefore cannot underflow. R's direct product underflows for large
+    batches (NaN) and, before that, enters the subnormal range where it loses digits.
     """
     G = gamma_hat.shape[0]
     g_star = np.empty(G)
     d_star = np.empty(G)
     inv2d = 0.5 / delta_hat
-    V = np.stack([np.log(delta_hat), inv2d, gamma_hat / delta_hat, gamma_hat**2 * inv2d])  # (4, G)
-    W = np.column_stack([gamma_hat, delta_hat, np.ones(G)])  # weighted sums in one product
-    block_rows = max(1, _BLOCK_BYTES // (8 * G))
-    for start in range(0, G, block_rows):
-        stop = min(G, start + block_rows)
-        nn = n[start:stop]
-        xbar = gamma_hat[start:stop]
-        U = np.stack([0.5 * nn, ss_centered[start:stop] + nn * xbar**2, -nn * xbar, nn], axis=1)
-        logl = -(U @ V)  # (rows, G)
-        logl[np.arange(stop - start), np.arange(start, stop)] = -np.inf
-        logl -= logl.max(axis=1, keepdims=True)
-        np.exp(logl, out=logl)
-        sums = logl @ W
+    V = np.stack(
+        [np.log(delta_hat), inv2d, gamma_hat / delta_hat, gamma_hat**2 * inv2d, np.ones(G)]
+    )  # (5, G)
+    W = np.column_stack([gamma_hat, delta_hat, np.ones(G)])  # three weighted sums in one product
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bound = -0.5 * n * (np.log(ss_centered / n) + 1.0)
+    bound = np.where(np.isfinite(bound), bound, 0.0)
+    U = np.column_stack([-0.5 * n, -(ss_centered + n * gamma_hat**2), n * gamma_hat, -n, -bound])
+    rows_per_block = max(1, _BLOCK_BYTES // (8 * G))
+    buf = np.empty(min(rows_per_block, G) * G)
+    for start in range(0, G, rows_per_block):
+        stop = min(G, start + rows_per_block)
+        w = _view(buf, (stop - start, G))
+        np.matmul(U[start:stop], V, out=w)
+        np.exp(w, out=w)
+        w[np.arange(stop - start), np.arange(start, stop)] = 0.0  # k != g
+        sums = w @ W
+        weak = np.flatnonzero(~(sums[:, 2] > 1e-250))
+        for r in weak:  # all weights tiny (or the bound was not finite): shift by the row max
+            row = U[start + r] @ V
+            row[start + r] = -np.inf
+            row = np.exp(row - row.max())
+            sums[r] = row @ W
         g_star[start:stop] = sums[:, 0] / sums[:, 2]
         d_star[start:stop] = sums[:, 1] / sums[:, 2]
     return g_star, d_star
@@ -423,6 +477,7 @@ def fit_combat(
     ref: int | None = None,
     tol: float = 1e-4,
     max_iter: int = 1000,
+    nan_columns: np.ndarray | None = None,
 ) -> CombatFit:
     """Estimate ComBat's site effects and their empirical Bayes adjustments.
 
@@ -444,6 +499,8 @@ def fit_combat(
     tol, max_iter : float, int
         Stopping rule of the parametric fixed point; hitting ``max_iter`` emits a
         :class:`~imharmony.errors.ConvergenceWarning`.
+    nan_columns : ndarray of int, optional
+        Columns known to hold missing values (saves a pass over X when the caller has checked).
 
     Returns
     -------
@@ -468,9 +525,9 @@ def fit_combat(
     n, G = X.shape
     C = np.zeros((n, 0)) if C is None else np.asarray(C, dtype=np.float64)
     counts = np.bincount(codes, minlength=n_batches)
-    nan_cols = np.flatnonzero(np.isnan(X.sum(axis=0)))
-    if nan_cols.size:
-        nan_cols = nan_cols[np.isnan(X[:, nan_cols]).any(axis=0)]
+    if nan_columns is None:
+        nan_columns = missing_columns(X)
+    nan_cols = np.asarray(nan_columns, dtype=np.intp)
 
     batch_rows = [np.flatnonzero(codes == j) for j in range(n_batches)]
     chol = linalg.cho_factor(_design_gram(codes, n_batches, C))
@@ -482,12 +539,11 @@ def fit_combat(
         for key, value in mm.items():
             mom[key][:, nan_cols] = value
     Bb, beta, rsum, rss = mom["Bb"], mom["beta"], mom["rsum"], mom["rss"]
-    nobs, vmin, vmax = mom["n"], mom["vmin"], mom["vmax"]
+    nobs = mom["n"]
 
     reasons: dict[int, str] = {}
     # R: features constant inside any batch (with more than one sample) are not adjusted.
-    multi = counts > 1
-    constant = ((vmin == vmax) & multi[:, None]).any(axis=0)
+    constant = mom["constant"].any(axis=0)
     few = (nobs < 2).any(axis=0) if not mean_only else (nobs < 1).any(axis=0)
     for g in np.flatnonzero(unusable):
         reasons[int(g)] = "the design is singular on its observed values"
@@ -669,20 +725,22 @@ def apply_combat(
     # constant part: alpha (1 - a_j) - sigma gamma*_j a_j
     const = fit.grand_mean * (1.0 - scale) - sd * fit.gamma_star * scale
     const[:, ~fit.adjusted] = 0.0
+    # the covariate term a_j (C beta) + (1 - a_j) C beta reduces to C (beta (1 - a_j))
+    beta_j = [fit.beta * (1.0 - scale[j]) for j in range(fit.n_batches)] if q else []
     batch_rows = [np.flatnonzero(codes == j) for j in range(fit.n_batches)]
     if ref is not None and batch_rows[ref].size:
         out[batch_rows[ref]] = X[batch_rows[ref]]
         batch_rows[ref] = batch_rows[ref][:0]
+    buf, buf2, buf3 = _scratch(X), _scratch(X), _scratch(X)
     for j, rows, cols in _panels(X, batch_rows):
-        xb = _take(X, rows, cols)
+        xb = _take(X, rows, cols, buf)
         direct = _contiguous(rows)
-        ob = out[rows[0] : rows[-1] + 1, cols] if direct else np.empty(xb.shape)
-        a = scale[j, cols]
-        np.multiply(xb, a, out=ob)
+        ob = out[rows[0] : rows[-1] + 1, cols] if direct else _view(buf2, xb.shape)
+        np.multiply(xb, scale[j, cols], out=ob)
         ob += const[j, cols]
         if q:
-            t = C[rows] @ fit.beta[:, cols]
-            t *= 1.0 - a
+            t = _view(buf3, xb.shape)
+            np.matmul(C[rows], beta_j[j][:, cols], out=t)
             ob += t
         if not direct:
             out[rows, cols] = ob

@@ -31,7 +31,14 @@ from ..errors import (
     UnseenBatchError,
 )
 from ..io._atomic import atomic_path
-from .combat import CombatFit, _RankDeficient, apply_combat, check_design, fit_combat
+from .combat import (
+    CombatFit,
+    _RankDeficient,
+    apply_combat,
+    check_design,
+    fit_combat,
+    missing_columns,
+)
 
 __all__ = ["ComBat"]
 
@@ -63,8 +70,14 @@ _ARRAYS = (
 # input handling
 
 
-def _as_feature_matrix(X: Any, what: str = "X") -> tuple[np.ndarray, list[str] | None]:
-    """Validate a samples x features input; return float64 data and the column names if any."""
+def _as_feature_matrix(
+    X: Any, what: str = "X"
+) -> tuple[np.ndarray, list[str] | None, np.ndarray]:
+    """Validate a samples x features input in one pass.
+
+    Returns float64 data (no copy when X already is), the column names if any, and the indices of
+    the columns holding missing values.
+    """
     if isinstance(X, pd.DataFrame):
         names = [str(c) for c in X.columns]
         bad = [str(c) for c, dt in X.dtypes.items() if not _is_numeric_dtype(dt)]
@@ -94,7 +107,7 @@ def _as_feature_matrix(X: Any, what: str = "X") -> tuple[np.ndarray, list[str] |
                 f"{what}: feature column(s) {_fmt(labels)} contain infinite values; replace them "
                 "(NaN is accepted as missing and is ignored in estimation)."
             )
-    return arr, names
+    return arr, names, missing_columns(arr, colsum)
 
 
 def _is_numeric_dtype(dt: Any) -> bool:
@@ -411,7 +424,20 @@ class ComBat(TransformerMixin, BaseEstimator):
             When site and the biology (or a covariate) are completely confounded.
         """
         self._validate_params()
-        data, names = _as_feature_matrix(X)
+        data, names, nan_cols = _as_feature_matrix(X)
+        self._fit(data, names, nan_cols, batch, covariates, biology)
+        return self
+
+    def _fit(
+        self,
+        data: np.ndarray,
+        names: list[str] | None,
+        nan_cols: np.ndarray,
+        batch: Any,
+        covariates: Any,
+        biology: Any,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Fit on validated data; returns the batch codes and encoded covariates used."""
         n = data.shape[0]
         labels = _as_labels(batch, n)
         levels = _sorted_levels(_factorize(labels)[1])
@@ -468,6 +494,7 @@ class ComBat(TransformerMixin, BaseEstimator):
             ref=ref,
             tol=float(self.tol),
             max_iter=int(self.max_iter),
+            nan_columns=nan_cols,
         )
         self.batches_ = np.array(levels, dtype=object)
         self.n_features_in_ = data.shape[1]
@@ -499,7 +526,7 @@ class ComBat(TransformerMixin, BaseEstimator):
             len(levels),
             C.shape[1],
         )
-        return self
+        return codes, C
 
     @staticmethod
     def _check_confounding(labels: np.ndarray, covariates: Any, biology: Any) -> None:
@@ -552,8 +579,21 @@ class ComBat(TransformerMixin, BaseEstimator):
             A DataFrame (same index and columns) when X is one, else an array.
         """
         self._check_fitted()
-        data, names = _as_feature_matrix(X)
-        n, G = data.shape
+        data, names, _ = _as_feature_matrix(X)
+        self._check_columns(data, names)
+        n = data.shape[0]
+        codes = self._codes(batch, n)
+        C = _CovariateEncoder(self.covariate_spec_).encode(covariates, n)
+        return self._apply(X, data, codes, C)
+
+    def _apply(self, X: Any, data: np.ndarray, codes: np.ndarray, C: np.ndarray) -> Any:
+        out = apply_combat(data, codes, self.fit_, C, ref=self.reference_index_)
+        if isinstance(X, pd.DataFrame):
+            return pd.DataFrame(out, index=X.index, columns=X.columns, copy=False)
+        return out
+
+    def _check_columns(self, data: np.ndarray, names: list[str] | None) -> None:
+        G = data.shape[1]
         if G != self.n_features_in_:
             raise DataError(
                 f"X has {G} features but the model was fitted on {self.n_features_in_}."
@@ -569,20 +609,18 @@ class ComBat(TransformerMixin, BaseEstimator):
                     else "same names in a different order"
                 )
                 raise DataError(f"feature columns differ from those at fit: {detail}.")
-        codes = self._codes(batch, n)
-        C = _CovariateEncoder(self.covariate_spec_).encode(covariates, n)
-        out = apply_combat(data, codes, self.fit_, C, ref=self.reference_index_)
-        if isinstance(X, pd.DataFrame):
-            return pd.DataFrame(out, index=X.index, columns=X.columns, copy=False)
-        return out
 
     def fit_transform(  # type: ignore[override]
         self, X: Any, y: Any = None, *, batch: Any, covariates: Any = None, biology: Any = None
     ) -> Any:
-        """Fit, then correct the same samples (identical to ``fit(...).transform(...)``)."""
-        return self.fit(X, y, batch=batch, covariates=covariates, biology=biology).transform(
-            X, batch=batch, covariates=covariates
-        )
+        """Fit, then correct the same samples (identical to ``fit(...).transform(...)``).
+
+        The input is validated and its labels encoded once for both steps.
+        """
+        self._validate_params()
+        data, names, nan_cols = _as_feature_matrix(X)
+        codes, C = self._fit(data, names, nan_cols, batch, covariates, biology)
+        return self._apply(X, data, codes, C)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Output feature names (the input names: ComBat keeps every feature)."""
