@@ -41,8 +41,10 @@ from ._data import (
 
 __all__ = [
     "GuidedPCA",
+    "PCAProjection",
     "SitePrediction",
     "guided_pca",
+    "pca_projection",
     "pca_silhouette",
     "site_prediction",
 ]
@@ -95,17 +97,88 @@ def pca_silhouette(
     _, codes = encode_labels(labels)
     if np.unique(codes).size < 2:
         raise DesignError("batch: only one site; the silhouette needs at least two.")
-    mean, sd = _standardizer(Xb)
-    Sb = (Xb - mean) / sd
-    q = max(1, min(n_components, Xb.shape[0] - 1, Xb.shape[1]))
-    _, _, vt = np.linalg.svd(Sb - Sb.mean(axis=0), full_matrices=False)
-    axes = vt[:q].T
-    centre = Sb.mean(axis=0)
-    sil_b = float(silhouette_score((Sb - centre) @ axes, codes))
+    fit = _PCAFit.on(Xb, n_components)
+    sil_b = float(silhouette_score(fit.project(Xb), codes))
     if after is None:
         return sil_b, None
-    sil_a = float(silhouette_score(((Xa - mean) / sd - centre) @ axes, codes))
+    sil_a = float(silhouette_score(fit.project(Xa), codes))
     return sil_b, sil_a
+
+
+@dataclass(frozen=True)
+class _PCAFit:
+    """Standardization and principal axes fitted on one matrix, applicable to another."""
+
+    mean: np.ndarray
+    sd: np.ndarray
+    axes: np.ndarray  # (n_features, q)
+    explained_variance_ratio: np.ndarray  # (q,)
+
+    @classmethod
+    def on(cls, X: np.ndarray, n_components: int) -> _PCAFit:
+        mean, sd = _standardizer(X)
+        S = (X - mean) / sd  # column means are 0 by construction
+        q = max(1, min(n_components, X.shape[0] - 1, X.shape[1]))
+        _, s, vt = np.linalg.svd(S - S.mean(axis=0), full_matrices=False)
+        total = float(np.sum(s**2))
+        evr = s[:q] ** 2 / total if total > 0 else np.zeros(q)
+        return cls(mean=mean, sd=sd, axes=vt[:q].T, explained_variance_ratio=evr)
+
+    def project(self, X: np.ndarray) -> np.ndarray:
+        S = (X - self.mean) / self.sd
+        return S @ self.axes
+
+
+@dataclass(frozen=True)
+class PCAProjection:
+    """Result of :func:`pca_projection`: scores before and after on the axes of the data before.
+
+    Attributes
+    ----------
+    before, after : numpy.ndarray, shape (n_samples, n_components)
+        Principal-component scores (``after`` is None when no data after were given).
+    explained_variance_ratio : numpy.ndarray, shape (n_components,)
+        Fraction of the total variance of the standardized data before held by each component.
+    """
+
+    before: np.ndarray
+    after: np.ndarray | None
+    explained_variance_ratio: np.ndarray
+
+
+def pca_projection(before: Any, after: Any = None, *, n_components: int = 2) -> PCAProjection:
+    """Principal-component scores of the data before and after, in one coordinate system.
+
+    Parameters
+    ----------
+    before : array-like or pandas.DataFrame, shape (n_samples, n_features)
+    after : array-like or pandas.DataFrame, shape (n_samples, n_features), optional
+    n_components : int
+        Components kept (capped at min(n_samples - 1, n_features), at least 1).
+
+    Returns
+    -------
+    PCAProjection
+
+    Notes
+    -----
+    Each feature is standardized with the mean and standard deviation of ``before`` (a constant
+    feature is only centred) and projected on the principal axes of ``before``; ``after`` goes
+    through the same transform (the coordinate system of :func:`pca_silhouette`), so a site
+    cluster that disappears after harmonization has moved, not been re-projected. The sign of
+    each axis is that of the singular value decomposition (arbitrary).
+    """
+    if after is not None:
+        Xb, Xa, _ = as_pair(before, after)
+    else:
+        Xb, _ = as_matrix(before, name="before")
+        Xa = None
+    fit = _PCAFit.on(Xb, n_components)
+    return PCAProjection(
+        before=fit.project(Xb),
+        after=None if Xa is None else fit.project(Xa),
+        explained_variance_ratio=fit.explained_variance_ratio,
+    )
 
 
 @dataclass(frozen=True)

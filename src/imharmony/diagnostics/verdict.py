@@ -21,10 +21,10 @@ from ..errors import DataError, DesignError
 from ._data import as_covariate_design, as_labels, as_pair, biology_kind, encode_labels
 from .biology import fisher_preservation, mixed_effects
 from .confounding import ConfoundingReport, check_confounding
-from .multivariate import guided_pca, pca_silhouette, site_prediction
+from .multivariate import PCAProjection, guided_pca, pca_projection, pca_silhouette, site_prediction
 from .site import SiteTests, residualize, site_tests
 
-__all__ = ["Diagnosis", "Thresholds", "diagnose"]
+__all__ = ["Diagnosis", "DiagnosisData", "Thresholds", "diagnose"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,38 @@ class Thresholds:
     se_inflated_below: float = 0.5
 
 
+@dataclass(frozen=True)
+class DiagnosisData:
+    """The inputs of :func:`diagnose` that the report draws (distributions, PCA scatter).
+
+    Attributes
+    ----------
+    before, after : pandas.DataFrame, shape (n_samples, n_features)
+        The features before and after harmonization (columns: feature names).
+    batch : numpy.ndarray, shape (n_samples,)
+        Site label of each sample.
+    biology : numpy.ndarray, shape (n_samples,), or None
+    biology_kind : {"categorical", "continuous"} or None
+    covariates : pandas.DataFrame or None
+    batch_name, biology_name : str
+        Names of the site and biology variables (a Series' name, else "site" / "biology").
+    pca : PCAProjection
+        Scores on the first two principal axes of the standardized data before, the data after
+        projected on the same axes (:func:`~imharmony.diagnostics.pca_projection`; the features
+        as given, not the residuals after the biology, so that the biology shows).
+    """
+
+    before: pd.DataFrame
+    after: pd.DataFrame
+    batch: np.ndarray
+    biology: np.ndarray | None
+    biology_kind: str | None
+    covariates: pd.DataFrame | None
+    pca: PCAProjection
+    batch_name: str = "site"
+    biology_name: str = "biology"
+
+
 @dataclass
 class Diagnosis:
     """Everything :func:`diagnose` measured, and the two verdicts.
@@ -96,6 +128,10 @@ class Diagnosis:
     confounding : ConfoundingReport
     thresholds : Thresholds
     n_samples, n_features, n_sites : int
+    data : DiagnosisData or None
+        The inputs, kept for the report's figures (None when built by hand).
+    parameters : dict
+        The arguments of :func:`diagnose` other than the data (for the report's provenance).
     """
 
     verdicts: dict[str, str]
@@ -110,6 +146,8 @@ class Diagnosis:
     n_samples: int = 0
     n_features: int = 0
     n_sites: int = 0
+    data: DiagnosisData | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
 
     @property
     def site_table(self) -> pd.DataFrame:
@@ -139,14 +177,36 @@ class Diagnosis:
             f"{k}={v}" for k, v in asdict(self.thresholds).items()))
         return "\n".join(lines)
 
-    def to_html(self, path: str | os.PathLike[str]) -> Path:
+    def to_html(self, path: str | os.PathLike[str], *, title: str | None = None,
+                provenance: dict[str, Any] | None = None) -> Path:
         """Write the HTML report and return its path.
 
-        Delegates to :func:`imharmony.report.html.render_report` (imported on first use).
+        Delegates to :func:`imharmony.report.html.render_report` (imported on first use);
+        ``title`` and ``provenance`` are passed on when given.
         """
         from ..report.html import render_report
 
-        return render_report(self, path)
+        kwargs: dict[str, Any] = {}
+        if title is not None:
+            kwargs["title"] = title
+        if provenance is not None:
+            kwargs["provenance"] = provenance
+        return render_report(self, path, **kwargs)
+
+
+def _name_of(values: Any, default: str) -> str:
+    """The name of a labelled input (a Series' name, a one-column frame's column)."""
+    if isinstance(values, pd.DataFrame) and values.shape[1] == 1:
+        return str(values.columns[0])
+    name = getattr(values, "name", None) if isinstance(values, pd.Series) else None
+    return default if name is None else str(name)
+
+
+def _describe(obj: Any) -> str:
+    """Short description of a harmonizer for provenance: its repr, or its qualified name."""
+    if isinstance(obj, type) or (callable(obj) and not hasattr(obj, "get_params")):
+        return getattr(obj, "__qualname__", type(obj).__name__)
+    return repr(obj)
 
 
 def _fmt(v: Any) -> str:
@@ -416,6 +476,24 @@ def diagnose(
             except DesignError as exc:
                 logger.info("mixed models skipped: %s", exc)
 
+    frame = lambda a: pd.DataFrame(a, columns=names)  # noqa: E731
+    data = DiagnosisData(
+        before=frame(Xb), after=frame(Xa), batch=site, biology=bio, biology_kind=kind,
+        covariates=cov_df, pca=pca_projection(Xb, Xa, n_components=2),
+        batch_name=_name_of(batch, "site"), biology_name=_name_of(biology, "biology"))
+    parameters = {
+        "covariates": [] if cov_df is None else [str(c) for c in cov_df.columns],
+        "random_state": random_state,
+        "biology_type": biology_type,
+        "max_features": max_features,
+        "n_permutations": n_permutations,
+        "harmonizer": None if harmonizer is None else _describe(harmonizer),
+        "harmonizer_covariates": None if harmonizer_covariates is None else
+        [str(c) for c in getattr(harmonizer_covariates, "columns", [])],
+        "n_splits": n_splits,
+        "anderson": anderson,
+    }
+
     site_verdict, reasons_s = _site_verdict(st_b, st_a, mv, th)
     bio_verdict, reasons_b = _biology_verdict(fisher, mixed, confounding, th)
     diagnosis = Diagnosis(
@@ -431,6 +509,8 @@ def diagnose(
         n_samples=n,
         n_features=len(names),
         n_sites=int(levels.size),
+        data=data,
+        parameters=parameters,
     )
     logger.info("diagnosis: site effect %s, biology %s", site_verdict, bio_verdict)
     return diagnosis
