@@ -1,0 +1,253 @@
+"""``imharmony diagnose``: was the site effect removed, and was the biology kept? As an HTML report.
+
+BEFORE and AFTER are the same feature table before and after harmonization (CSV, TSV or
+Parquet, one row per sample, in the same order). Column roles follow ``imharmony combat``: the
+batch, biology, covariate and id columns are named on the command line; every other numeric
+column is a feature; non-numeric columns are carried along (and must agree between the files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+from typing import TYPE_CHECKING, Any
+
+from ..errors import DataError
+from . import positive_int
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+logger = logging.getLogger("imharmony.cli")
+
+_STYLE = {
+    "removed": "bold green", "kept": "bold green",
+    "reduced": "bold yellow", "inflated": "bold yellow",
+    "not removed": "bold red", "erased": "bold red",
+    "not assessed": "bold",
+}
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "diagnose",
+        help="check a harmonization (site effect removed? biology kept?) and write an HTML report",
+        description=(
+            "Compare a feature table before and after harmonization: per-feature site tests, "
+            "multivariate site measures, Fisher ratios and mixed models of the biology, and "
+            "confounding. Prints the two verdicts and writes a self-contained HTML report. "
+            "Numeric columns are features unless named as batch, biology, covariate or id."
+        ),
+    )
+    p.add_argument("before", metavar="BEFORE", help="feature table before harmonization")
+    p.add_argument("after", metavar="AFTER",
+                   help="the same table after harmonization (same rows in the same order)")
+    p.add_argument("--batch", required=True, metavar="COL", help="column with the site/batch")
+    p.add_argument("--biology", required=True, metavar="COL",
+                   help="column with the biology to preserve (a class label or a number)")
+    p.add_argument("--covariate", action="append", default=[], metavar="COL",
+                   help="further biological covariate (repeatable); non-numeric = categorical")
+    p.add_argument("--id", action="append", default=[], metavar="COL",
+                   help="numeric column that is an identifier, not a feature (repeatable)")
+    p.add_argument("--output", required=True, metavar="report.html", help="HTML report to write")
+    p.add_argument("--title", metavar="TEXT", help="heading of the report")
+    p.add_argument("--random-state", type=int, default=0, metavar="N",
+                   help="seed of the permutations and cross-validation folds (default 0)")
+    p.add_argument("--max-features", type=_non_negative_int, default=100, metavar="N",
+                   help="mixed models on the N most site-affected features (default 100; 0 skips)")
+    p.add_argument("--permutations", type=_non_negative_int, default=1000, metavar="N",
+                   help="site shuffles of the guided-PCA p-value (default 1000; 0 skips)")
+    p.add_argument("--folds", type=positive_int, default=5, metavar="N",
+                   help="cross-validation folds of the site prediction (default 5)")
+    p.set_defaults(func=run)
+
+
+def _require_columns(df: pd.DataFrame, cols: list[str], path: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        shown = [str(c) for c in list(df.columns)[:12]]
+        raise DataError(
+            f"{path}: column(s) {missing} named on the command line not found; the columns are "
+            f"{shown}{' ...' if df.shape[1] > 12 else ''}. Check --batch/--biology/--covariate/"
+            "--id."
+        )
+
+
+def _split_columns(df: pd.DataFrame, roles: list[str]) -> tuple[list[str], list[str]]:
+    """(feature columns, other non-role columns) of a table."""
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    features, other = [], []
+    for c in df.columns:
+        if c in roles:
+            continue
+        numeric = is_numeric_dtype(df[c].dtype) and not is_bool_dtype(df[c].dtype)
+        (features if numeric else other).append(c)
+    return features, other
+
+
+def _check_same_samples(before: pd.DataFrame, after: pd.DataFrame, cols: list[str],
+                        args: argparse.Namespace) -> None:
+    """Non-feature columns present in both files must hold the same values, row by row."""
+    import numpy as np
+
+    if len(before) != len(after):
+        raise DataError(
+            f"{args.after}: {len(after)} row(s) but {args.before} has {len(before)}; BEFORE and "
+            "AFTER must hold the same samples in the same order."
+        )
+    for c in cols:
+        a = before[c].reset_index(drop=True)
+        b = after[c].reset_index(drop=True)
+        same = (a == b) | (a.isna() & b.isna())
+        if not bool(same.all()):
+            row = int(np.flatnonzero(~same.to_numpy())[0])
+            raise DataError(
+                f"{args.after}: column {c!r} differs from {args.before} at row {row + 1} "
+                f"({b.iloc[row]!r} vs {a.iloc[row]!r}); BEFORE and AFTER must hold the same "
+                "samples in the same order."
+            )
+
+
+def _check_features(before: pd.DataFrame, after: pd.DataFrame, features: list[str],
+                    args: argparse.Namespace, roles: list[str]) -> None:
+    feats_after, _ = _split_columns(after, roles)
+    if feats_after != features:
+        missing = [c for c in features if c not in feats_after]
+        extra = [c for c in feats_after if c not in features]
+        if missing or extra:
+            detail = []
+            if missing:
+                detail.append(f"missing or not numeric in AFTER: {missing[:5]}"
+                              + (" ..." if len(missing) > 5 else ""))
+            if extra:
+                detail.append(f"only in AFTER: {extra[:5]}" + (" ..." if len(extra) > 5 else ""))
+            raise DataError(
+                f"{args.after}: not the same feature columns as {args.before} ("
+                + "; ".join(detail) + "). Pass the same features, or name extra numeric "
+                "columns with --id."
+            )
+        # same set, other order: follow BEFORE's order
+        logger.info("AFTER lists the features in another order; they are matched by name")
+    for path, df in ((args.before, before), (args.after, after)):
+        bad = df[features].isna().any()
+        if bad.any():
+            cols = [str(c) for c in bad[bad].index[:5]]
+            raise DataError(
+                f"{path}: missing values in feature column(s) {cols}"
+                f"{' ...' if int(bad.sum()) > 5 else ''}; impute or drop them before diagnosing."
+            )
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    parts = ["imharmony", "diagnose", args.before, args.after, "--batch", args.batch,
+             "--biology", args.biology]
+    for c in args.covariate:
+        parts += ["--covariate", c]
+    for c in args.id:
+        parts += ["--id", c]
+    parts += ["--output", args.output, "--random-state", str(args.random_state),
+              "--max-features", str(args.max_features), "--permutations",
+              str(args.permutations), "--folds", str(args.folds)]
+    if args.title:
+        parts += ["--title", args.title]
+    return " ".join(shlex.quote(str(x)) for x in parts)
+
+
+def _print_verdicts(diagnosis: Any, output: str) -> None:
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=sys.stdout, width=None if Console().is_terminal else 110)
+    table = Table(title=f"imharmony diagnose: {diagnosis.n_samples} samples, "
+                        f"{diagnosis.n_features} features, {diagnosis.n_sites} sites",
+                  show_lines=True)
+    table.add_column("question")
+    table.add_column("verdict")
+    table.add_column("why")
+    for question in ("site effect", "biology"):
+        verdict = diagnosis.verdicts[question]
+        table.add_row(question, f"[{_STYLE.get(verdict, 'bold')}]{verdict.upper()}[/]",
+                      "\n".join(diagnosis.reasons[question]))
+    console.print(table)
+    console.print(f"confounding of site and biology: {diagnosis.confounding.level}",
+                  highlight=False)
+    console.print(f"report: {output}", highlight=False, soft_wrap=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    import warnings
+
+    from ..diagnostics.verdict import diagnose
+    from ..errors import HarmonizationWarning
+    from ..io.tables import read_table
+    from ..report.html import file_record
+
+    before = read_table(args.before)
+    after = read_table(args.after)
+    roles = [args.batch, args.biology, *args.covariate, *args.id]
+    dup = sorted({c for c in roles if roles.count(c) > 1})
+    if dup:
+        raise DataError(f"column(s) {dup} named for more than one role (batch, biology, "
+                        "covariate, id); give each column one role.")
+    _require_columns(before, roles, args.before)
+    _require_columns(after, roles, args.after)
+    features, other = _split_columns(before, roles)
+    if not features:
+        raise DataError(
+            f"{args.before}: no numeric feature columns besides the batch/biology/covariate/id "
+            "columns."
+        )
+    _check_features(before, after, features, args, roles)
+    shared = roles + [c for c in other if c in after.columns]
+    _check_same_samples(before, after, shared, args)
+    for c in (args.batch, args.biology, *args.covariate):
+        if before[c].isna().any():
+            raise DataError(
+                f"{args.before}: column {c!r} has {int(before[c].isna().sum())} missing "
+                "value(s); fill or drop those samples."
+            )
+    if other:
+        logger.info("not features (non-numeric): %s", ", ".join(map(str, other)))
+    logger.info("diagnosing %d samples x %d features (batch %r, biology %r)", len(before),
+                len(features), args.batch, args.biology)
+
+    covariates = before[args.covariate].reset_index(drop=True) if args.covariate else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", HarmonizationWarning)
+        diagnosis = diagnose(
+            before[features].reset_index(drop=True),
+            after[features].reset_index(drop=True),
+            batch=before[args.batch].reset_index(drop=True),
+            biology=before[args.biology].reset_index(drop=True),
+            covariates=covariates,
+            random_state=args.random_state,
+            max_features=args.max_features,
+            n_permutations=args.permutations,
+            n_splits=args.folds,
+        )
+    for w in caught:
+        logger.warning("%s", w.message)
+    provenance = {
+        "inputs": {"before": file_record(args.before, "before"),
+                   "after": file_record(args.after, "after")},
+        "command": _command_line(args),
+        "columns": (f"batch {args.batch!r}, biology {args.biology!r}, covariates "
+                    f"{list(args.covariate)}, ids {list(args.id)}, {len(features)} features"),
+    }
+    path = diagnosis.to_html(args.output, title=args.title, provenance=provenance)
+    _print_verdicts(diagnosis, str(path))
+    return 0
