@@ -251,3 +251,35 @@ def test_file_record_and_inputs_given_in_several_forms(rendered, tmp_path: Path,
         file_record(tmp_path / "absent.csv")
     with pytest.raises(DataError, match="inputs"):
         render_report(rendered.diagnosis, tmp_path / "x.html", provenance={"inputs": 3})
+
+
+def test_one_feature_two_sites_and_text_labels(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    site = np.repeat(["north", "south"], 20)
+    dx = np.tile(["control", "patient"], 20)
+    x = rng.normal(size=40) + (dx == "patient") + 2.0 * (site == "south")
+    before = pd.DataFrame({"volume": x})
+    after = before - pd.DataFrame({"volume": 2.0 * (site == "south")})
+    d = diagnose(before, after, batch=site, biology=dx, n_permutations=0, random_state=0)
+    page = Page(render_report(d, tmp_path / "one.html").read_text(encoding="utf-8"))
+    assert page.section_order == SECTIONS
+    assert len(page.images()) == 4
+    text = page.text("confounding")
+    assert "north 10 10 20" in text and "south 10 10 20" in text  # balanced by construction
+
+
+def test_mixed_model_rows_with_a_signal_come_first_and_alone_are_drawn() -> None:
+    from imharmony.diagnostics import Thresholds
+    from imharmony.report import figures
+    from imharmony.report.html import _mixed_in_order
+
+    mixed = pd.DataFrame({
+        "beta_raw": [0.01, 1.0, 0.02, 2.0], "se_raw": [0.5, 0.1, 0.5, 0.2],
+        "beta_after": [0.0, 1.0, 0.0, 1.0], "se_after": [0.5, 0.1, 0.5, 0.2],
+        "shrinkage": [0.0, 1.0, 0.0, 0.5], "se_ratio": [1.0, 1.0, 1.0, 1.0],
+        "verdict": ["no signal", "kept", "no signal", "erased"],
+    }, index=pd.Index(["a", "b", "c", "d"], name="feature"))
+    assert list(_mixed_in_order(mixed).index) == ["b", "d", "a", "c"]
+    fig = figures.mixed_figure(mixed, Thresholds())
+    assert fig is not None and "2 of the 4 modelled" in fig.alt
+    assert figures.mixed_figure(mixed.iloc[[0, 2]], Thresholds()) is None

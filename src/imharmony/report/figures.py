@@ -98,12 +98,14 @@ def text(value: Any) -> str:
 
 
 def _palette(n: int) -> list[Any]:
+    """Okabe-Ito up to 8 colours, tab10 up to 10, then tab20 (markers tell the rest apart)."""
     if n <= len(_OKABE_ITO):
         return list(_OKABE_ITO[:n])
     from matplotlib import colormaps
 
-    cmap = colormaps["tab20"]
-    return [cmap(i % 20) for i in range(n)]
+    name, size = ("tab10", 10) if n <= 10 else ("tab20", 20)
+    cmap = colormaps[name]
+    return [cmap(i % size) for i in range(n)]
 
 
 def _levels(labels: np.ndarray) -> tuple[list[str], np.ndarray]:
@@ -131,7 +133,7 @@ def site_distributions_figure(data: DiagnosisData, features: Sequence[str],
     ncols = 2 if len(features) > 1 else 1
     nrows = int(np.ceil(len(features) / ncols))
     panel_w = _WIDTH / ncols
-    fig = _new_figure(_WIDTH, max(2.6, 0.45 * k + 1.4) * nrows)
+    fig = _new_figure(_WIDTH, min(3.6, max(2.6, 0.45 * k + 1.4)) * nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     rng = np.random.default_rng(0)  # jitter only: the same picture on every run
     for ax in axes.ravel()[len(features):]:
@@ -260,7 +262,7 @@ def fisher_figure(fisher: pd.DataFrame, thresholds: Thresholds) -> InlineFigure:
     top = max(top, floor * 10)
     x = np.clip(np.nan_to_num(fb, nan=floor), floor, None)
     y = np.clip(np.nan_to_num(fa, nan=floor), floor, None)
-    fig = _new_figure(_WIDTH * 0.75, 4.9)
+    fig = _new_figure(_WIDTH * 0.62, 7.0)
     ax = fig.subplots()
     grid = np.geomspace(floor, top, 50)
     lo, hi = thresholds.fisher_erased_below, thresholds.fisher_inflated_above
@@ -289,8 +291,8 @@ def fisher_figure(fisher: pd.DataFrame, thresholds: Thresholds) -> InlineFigure:
     ax.set_xlabel("Fisher ratio of the biology, before", fontsize=9)
     ax.set_ylabel("Fisher ratio of the biology, after", fontsize=9)
     ax.tick_params(labelsize=8)
-    fig.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="outside right center",
-               frameon=False)
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="outside lower center",
+               ncols=2, frameon=False)
     alt = (f"Scatter plot of the per-feature Fisher ratio of the biology after against before "
            f"harmonization with the identity line and the {lo:g} and {hi:g} bands; "
            + ", ".join(f"{v}: {int((verdicts == v).sum())}" for v in VERDICT_STYLE
@@ -299,15 +301,19 @@ def fisher_figure(fisher: pd.DataFrame, thresholds: Thresholds) -> InlineFigure:
 
 
 def mixed_figure(mixed: pd.DataFrame, thresholds: Thresholds, *,
-                 max_rows: int = 30) -> InlineFigure:
+                 max_rows: int = 30) -> InlineFigure | None:
     """Biology coefficient after relative to raw (shrinkage), with 95 % intervals, and SE ratios.
 
     Each feature's coefficients are divided by its raw (mixed-model) coefficient, so every
     feature shares one axis: raw = 1 with interval ± 1.96 SE_raw / |β_raw|; after = the
-    shrinkage ratio r with interval ± 1.96 SE_after / |β_raw|.
+    shrinkage ratio r with interval ± 1.96 SE_after / |β_raw|. Only features with a biology
+    signal are drawn (the first ``max_rows``, in the table's order): for the others the raw
+    coefficient is indistinguishable from 0 and the ratio says nothing. None when there is none.
     """
-    table = mixed.iloc[:max_rows]
+    table = mixed[mixed["verdict"] != "no signal"].iloc[:max_rows]
     m = len(table)
+    if m == 0:
+        return None
     beta_raw = table["beta_raw"].to_numpy(dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.abs(beta_raw)
@@ -336,7 +342,7 @@ def mixed_figure(mixed: pd.DataFrame, thresholds: Thresholds, *,
                     label=f"after: OLS, {verdict} ({int(sel.sum())})")
     # x range from the features with a biology signal: the interval of a coefficient that is
     # not distinguishable from 0 is huge once divided by it, and would squash the others.
-    signal = np.isin(verdicts, ["kept", "erased", "inflated"])
+    signal = np.isin(verdicts, ["kept", "erased", "inflated"])  # not "not converged"
     sel = signal if signal.any() else np.ones(m, dtype=bool)
     ends = np.concatenate([r[sel] - ci_after[sel], r[sel] + ci_after[sel], 1 - ci_raw[sel],
                            1 + ci_raw[sel], [0.0, 1.2, lo, hi]])
@@ -366,8 +372,8 @@ def mixed_figure(mixed: pd.DataFrame, thresholds: Thresholds, *,
     for a in (ax, ax2):
         a.grid(axis="x", color="#e5e5e5", linewidth=0.6)
         a.set_axisbelow(True)
-    shown = f"the first {m} of {len(mixed)}" if len(mixed) > m else f"{m}"
     alt = (f"Forest plot of the biology coefficient after harmonization relative to the raw "
-           f"mixed-model coefficient for {shown} modelled feature(s), with the kept band "
-           f"{lo:g} to {hi:g}, and the ratio of standard errors.")
+           f"mixed-model coefficient for {m} of the {len(mixed)} modelled feature(s) (those "
+           f"with a biology signal), with the kept band {lo:g} to {hi:g}, and the ratio of "
+           "standard errors.")
     return _embed(fig, alt)

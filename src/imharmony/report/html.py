@@ -256,10 +256,13 @@ def _biology_numbers(d: Diagnosis) -> list[tuple[str, str, str]]:
     if d.fisher is not None:
         fis = d.fisher[d.fisher["verdict"] != "no signal"]
         if len(fis):
+            follows_mixed = any(name.startswith("median shrinkage") for name, _, _ in rows)
             rows.append(("median Fisher ratio after / before",
                          _num(float(fis["fisher_ratio"].median()), 2),
                          f"erased < {th.fisher_erased_below:g}, inflated > "
-                         f"{th.fisher_inflated_above:g} ({len(fis)} feature(s))"))
+                         f"{th.fisher_inflated_above:g} ({len(fis)} feature(s))"
+                         + ("; context only: the verdict follows the mixed model, which "
+                            "separates site from biology" if follows_mixed else "")))
     rows.append(("confounding of site and biology", d.confounding.level,
                  "none / moderate / strong / complete (see Confounding)"))
     return rows
@@ -357,10 +360,16 @@ def _fisher_counts(d: Diagnosis) -> dict[str, Any] | None:
     return table
 
 
+def _mixed_in_order(mixed: pd.DataFrame) -> pd.DataFrame:
+    """Features with a biology signal first, then unconverged fits, then no signal; stable."""
+    rank = mixed["verdict"].map({"not converged": 1, "no signal": 2}).fillna(0)
+    return mixed.iloc[np.argsort(rank.to_numpy(), kind="stable")]
+
+
 def _mixed_table(d: Diagnosis) -> dict[str, Any] | None:
     if d.mixed is None:
         return None
-    mx = d.mixed.iloc[:N_MIXED_ROWS]
+    mx = _mixed_in_order(d.mixed).iloc[:N_MIXED_ROWS]
     frame = pd.DataFrame({
         "term": mx["term"],
         "β raw": mx["beta_raw"], "SE raw": mx["se_raw"],
@@ -499,7 +508,9 @@ def render_report(
     if d.fisher is not None and len(d.fisher):
         figs["fisher"] = figures.fisher_figure(d.fisher, th)
     if d.mixed is not None and len(d.mixed):
-        figs["mixed"] = figures.mixed_figure(d.mixed, th, max_rows=N_MIXED_ROWS)
+        fig = figures.mixed_figure(_mixed_in_order(d.mixed), th, max_rows=N_MIXED_ROWS)
+        if fig is not None:
+            figs["mixed"] = fig
 
     biology_desc = "none"
     if d.data is not None and d.data.biology is not None:
@@ -520,6 +531,7 @@ def render_report(
         "fisher_counts": _fisher_counts(d),
         "mixed_table": _mixed_table(d),
         "mixed_total": 0 if d.mixed is None else len(d.mixed),
+        "mixed_signal": 0 if d.mixed is None else int((d.mixed["verdict"] != "no signal").sum()),
         "mixed_terms": [] if d.mixed is None else sorted({str(t) for t in d.mixed["term"]}),
         "n_mixed_rows": N_MIXED_ROWS,
         "has_biology": d.fisher is not None,
