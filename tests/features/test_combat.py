@@ -353,3 +353,40 @@ def test_nonparametric_prior_equals_a_log_sum_exp_reference(
     w = np.exp(logl - logl.max(axis=1, keepdims=True))
     np.testing.assert_allclose(g_star, (w @ gamma) / w.sum(axis=1), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(d_star, (w @ delta) / w.sum(axis=1), rtol=1e-9)
+
+
+def _literal_no_eb(X: np.ndarray, batch: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """ComBat without EB written literally: explicit design, residuals and standardized data."""
+    sites = np.unique(batch)
+    D = np.column_stack([(batch == s).astype(float) for s in sites] + [C])
+    B = np.linalg.lstsq(D, X, rcond=None)[0]
+    resid = X - D @ B
+    sd = np.sqrt((resid**2).mean(axis=0))
+    n_j = np.array([(batch == s).sum() for s in sites])
+    grand = (n_j / batch.size) @ B[: sites.size]
+    m = grand + C @ B[sites.size :]
+    S = (X - m) / sd
+    out = np.empty_like(X)
+    for s in sites:
+        r = batch == s
+        out[r] = (S[r] - S[r].mean(axis=0)) / S[r].std(axis=0, ddof=1) * sd + m[r]
+    return out
+
+
+def test_covariates_explaining_almost_all_variance_stay_exact() -> None:
+    """The residual sum of squares comes from moments; where the covariates explain all but a
+    1e-12 fraction of a feature's variance, it is recomputed from explicit residuals."""
+    rng = np.random.default_rng(3)
+    batch = np.repeat(["a", "b", "c"], [20, 25, 30])
+    age = rng.uniform(20, 80, batch.size)
+    X = rng.normal(10, 2, (batch.size, 6))
+    X[:, 0] = 1e3 * age + rng.normal(0, 1e-3, batch.size)  # R^2 = 1 - 1e-12
+    X[:, 1] = 1e6 + rng.normal(0, 1e-2, batch.size)  # large mean, tiny spread
+    X += np.where(batch == "b", 0.5, 0.0)[:, None]
+    model = ih.ComBat(eb=False).fit(X, batch=batch, covariates=age[:, None])
+    out = model.transform(X, batch=batch, covariates=age[:, None])
+    np.testing.assert_allclose(out, _literal_no_eb(X, batch, age[:, None]), rtol=1e-10)
+    # the pooled variance itself (what cancellation would spoil) to 1e-9
+    D = np.column_stack([(batch == s).astype(float) for s in "abc"] + [age])
+    resid = X - D @ np.linalg.lstsq(D, X, rcond=None)[0]
+    np.testing.assert_allclose(model.fit_.var_pooled, (resid**2).mean(axis=0), rtol=1e-9)

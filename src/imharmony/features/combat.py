@@ -144,17 +144,34 @@ def _take(X: np.ndarray, rows: np.ndarray, cols: slice, buf: np.ndarray) -> np.n
     return np.take(src, rows, axis=0, out=out)
 
 
+def _covariate_term(c: np.ndarray, beta: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``c @ beta`` into ``out`` for a few covariates: broadcast multiply-adds, which are several
+    times faster than a BLAS product whose inner dimension is 1 or 2."""
+    q = c.shape[1]
+    if q > 4:
+        return np.matmul(c, beta, out=out)
+    np.multiply(c[:, :1], beta[0], out=out)
+    for k in range(1, q):
+        out += c[:, k : k + 1] * beta[k]
+    return out
+
+
 def _view(buf: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """A C-ordered array of ``shape`` on the front of the flat scratch ``buf``."""
     return buf[: shape[0] * shape[1]].reshape(shape)
 
 
-def _scratch(X: np.ndarray) -> np.ndarray:
-    """A flat scratch array large enough for any panel of X."""
+def _scratch(X: np.ndarray, batch_rows: list[np.ndarray]) -> np.ndarray:
+    """A flat scratch array as large as the largest panel of X (see :func:`_panels`)."""
     n, G = X.shape
-    per_row = G if not (X.flags.f_contiguous and not X.flags.c_contiguous) else 1
-    block = max(_BLOCK_BYTES // 8, per_row)
-    return np.empty(min(block + max(n, G), n * G))
+    largest_batch = max((rows.shape[0] for rows in batch_rows), default=0)
+    if X.flags.f_contiguous and not X.flags.c_contiguous:
+        width = max(1, _BLOCK_BYTES // (8 * max(n, 1)))
+        size = largest_batch * min(width, G)
+    else:
+        step = max(1, _BLOCK_BYTES // (8 * max(G, 1)))
+        size = min(step, largest_batch) * G
+    return np.empty(size)
 
 
 def _design_gram(codes: np.ndarray, n_batches: int, C: np.ndarray) -> np.ndarray:
@@ -239,53 +256,63 @@ def _moments_complete(
     C: np.ndarray,
     gram_chol: tuple[np.ndarray, bool],
 ) -> dict[str, np.ndarray]:
-    """Design fit and per-batch residual moments, in two passes over cache-sized panels.
+    """Design fit and per-batch residual moments from one pass over cache-sized panels.
 
-    Pass 1 accumulates the design's cross-products with X (per-batch sums, C^T X) and per-batch
-    sums of squares; pass 2 the residual sums of squares. Columns holding missing values come out
-    as NaN here; the caller recomputes them.
+    The pass accumulates, per batch, the sums, sums of squares and covariate cross-products of
+    the data shifted by one sample (``y = x - K``; the shifted-data algorithm keeps the sums of
+    squares free of cancellation). The residual sum of squares of the least-squares fit then
+    follows algebraically; the few features where that subtraction loses more than about eight
+    digits (covariates explaining nearly all of the variance) are recomputed from explicit
+    residuals. Columns holding missing values come out as NaN here; the caller recomputes them.
     """
     G = X.shape[1]
     J = len(batch_rows)
     q = C.shape[1]
-    sums = np.zeros((J, G))
-    sumsq = np.zeros((J, G))
-    ctx = np.zeros((q, G))
-    buf, buf2 = _scratch(X), _scratch(X)
+    K = np.array(X[batch_rows[0][0]] if batch_rows[0].size else X[0], dtype=np.float64)
+    sy = np.zeros((J, G))
+    syy = np.zeros((J, G))
+    scy = np.zeros((J, q, G))
+    buf, buf2 = _scratch(X, batch_rows), _scratch(X, batch_rows)
     for j, rows, cols in _panels(X, batch_rows):
         xb = _take(X, rows, cols, buf)
-        sums[j, cols] += xb.sum(axis=0)
-        sumsq[j, cols] += np.einsum("ij,ij->j", xb, xb)
+        y = np.subtract(xb, K[cols], out=_view(buf2, xb.shape))
+        sy[j, cols] += y.sum(axis=0)
+        syy[j, cols] += np.einsum("ij,ij->j", y, y)
         if q:
-            ctx[:, cols] += C[rows].T @ xb
-    rhs = np.vstack([sums, ctx]) if q else sums
-    B = linalg.cho_solve(gram_chol, rhs, check_finite=False)
-    Bb, beta = B[:J], B[J:]
-    rss = np.zeros((J, G))
-    for j, rows, cols in _panels(X, batch_rows):
-        xb = _take(X, rows, cols, buf)
-        r = _view(buf2, xb.shape)
-        np.subtract(xb, Bb[j, cols], out=r)
-        if q:
-            r -= C[rows] @ beta[:, cols]
-        rss[j, cols] += np.einsum("ij,ij->j", r, r)
+            scy[j, :, cols] += C[rows].T @ y
     counts = np.array([rows.shape[0] for rows in batch_rows], dtype=float)
-    # Residual sums per batch follow from pass 1: sum_i r_i = S_j - n_j B_j - (sum_i C_i) beta.
-    csum = np.stack([C[rows].sum(axis=0) for rows in batch_rows]) if q else None
-    rsum = sums - counts[:, None] * Bb
+    rhs = np.vstack([sy, scy.sum(axis=0)]) if q else sy
+    B = linalg.cho_solve(gram_chol, rhs, check_finite=False)
+    Bs, beta = B[:J], B[J:]  # batch coefficients of the shifted data, covariate effects
+    # residual sums and sums of squares per batch, from the moments
+    rsum = sy - counts[:, None] * Bs
+    rss = syy - 2.0 * Bs * sy + counts[:, None] * Bs**2
     if q:
-        rsum -= csum @ beta
+        sc = np.stack([C[rows].sum(axis=0) for rows in batch_rows])  # (J, q)
+        scc = np.stack([C[rows].T @ C[rows] for rows in batch_rows])  # (J, q, q)
+        cb = sc @ beta  # (J, G): sum_i C_i beta per batch
+        rsum -= cb
+        rss += 2.0 * Bs * cb - 2.0 * np.einsum("jqg,qg->jg", scy, beta)
+        rss += np.einsum("jqr,qg,rg->jg", scc, beta, beta)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ss_raw = syy - sy**2 / counts[:, None]
+        lossy = ~(rss.sum(axis=0) > 1e-8 * syy.sum(axis=0))
+    lossy &= np.isfinite(syy).all(axis=0)
+    for g in np.flatnonzero(lossy):  # exact residuals for the ill-conditioned few
+        for j, rows in enumerate(batch_rows):
+            r = X[rows, g] - (Bs[j, g] + K[g])
+            if q:
+                r -= C[rows] @ beta[:, g]
+            rss[j, g] = r @ r
     # A feature constant inside a batch has a raw within-batch sum of squares of zero up to
     # rounding; the few candidates are then checked exactly (max == min), as R does.
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ss_raw = sumsq - sums**2 / counts[:, None]
-    candidates = (ss_raw <= 64 * np.finfo(float).eps * sumsq) & (counts[:, None] > 1)
+    candidates = (ss_raw <= 64 * np.finfo(float).eps * syy) & (counts[:, None] > 1)
     constant = np.zeros((J, G), dtype=bool)
     for j, g in zip(*np.nonzero(candidates), strict=True):
         col = X[batch_rows[j], g]
         constant[j, g] = bool(col.max() == col.min())
     return {
-        "Bb": Bb,
+        "Bb": Bs + K,
         "beta": beta,
         "rsum": rsum,
         "rss": rss,
@@ -418,6 +445,7 @@ def _nonparametric_eb(
     delta_hat: np.ndarray,
     ss_centered: np.ndarray,
     n: np.ndarray,
+    max_bytes: int = _BLOCK_BYTES,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Non-parametric EB for one batch: likelihood-weighted averages over the other features.
 
@@ -446,7 +474,7 @@ def _nonparametric_eb(
         bound = -0.5 * n * (np.log(ss_centered / n) + 1.0)
     bound = np.where(np.isfinite(bound), bound, 0.0)
     U = np.column_stack([-0.5 * n, -(ss_centered + n * gamma_hat**2), n * gamma_hat, -n, -bound])
-    rows_per_block = max(1, _BLOCK_BYTES // (8 * G))
+    rows_per_block = max(1, min(_BLOCK_BYTES, max_bytes) // (8 * G))
     buf = np.empty(min(rows_per_block, G) * G)
     for start in range(0, G, rows_per_block):
         stop = min(G, start + rows_per_block)
@@ -638,7 +666,10 @@ def fit_combat(
             gs = np.zeros_like(gh)
             ds = np.ones_like(gh)
             for j in np.flatnonzero(active):
-                gs[j], ds[j] = _nonparametric_eb(gh[j], dh[j], ss[j], nk[j])
+                # working memory of at most half the data's size (and a cache-sized block)
+                gs[j], ds[j] = _nonparametric_eb(
+                    gh[j], dh[j], ss[j], nk[j], max_bytes=max(X.nbytes // 2, 8 * gh.shape[1])
+                )
             if mean_only:
                 ds = np.ones_like(gh)
         else:  # pragma: no cover - validated by the estimator
@@ -731,7 +762,10 @@ def apply_combat(
     if ref is not None and batch_rows[ref].size:
         out[batch_rows[ref]] = X[batch_rows[ref]]
         batch_rows[ref] = batch_rows[ref][:0]
-    buf, buf2, buf3 = _scratch(X), _scratch(X), _scratch(X)
+    gathered = any(not _contiguous(rows) for rows in batch_rows if rows.size)
+    buf = _scratch(X, batch_rows) if gathered else np.empty(0)
+    buf2 = _scratch(X, batch_rows) if gathered else np.empty(0)
+    buf3 = _scratch(X, batch_rows) if q else np.empty(0)
     for j, rows, cols in _panels(X, batch_rows):
         xb = _take(X, rows, cols, buf)
         direct = _contiguous(rows)
@@ -739,9 +773,7 @@ def apply_combat(
         np.multiply(xb, scale[j, cols], out=ob)
         ob += const[j, cols]
         if q:
-            t = _view(buf3, xb.shape)
-            np.matmul(C[rows], beta_j[j][:, cols], out=t)
-            ob += t
+            ob += _covariate_term(C[rows], beta_j[j][:, cols], out=_view(buf3, xb.shape))
         if not direct:
             out[rows, cols] = ob
     return out
