@@ -297,8 +297,8 @@ def _site_summary_table(d: Diagnosis) -> dict[str, Any]:
     for key, label in (("median_epsilon2", "median ε² (Kruskal-Wallis)"),
                        ("median_eta2", "median η² (ANOVA)")):
         if key in sb or key in sa:
-            rows.append({"measure": label, "before": _fmt(sb.get(key, np.nan)),
-                         "after": _fmt(sa.get(key, np.nan))})
+            rows.append({"measure": label, "before": _num(sb.get(key, np.nan), 3),
+                         "after": _num(sa.get(key, np.nan), 3)})
     frame = pd.DataFrame(rows).set_index("measure") if rows else pd.DataFrame()
     return _table(frame, {"before": str, "after": str}, index_name="measure")
 
