@@ -390,3 +390,15 @@ def test_covariates_explaining_almost_all_variance_stay_exact() -> None:
     D = np.column_stack([(batch == s).astype(float) for s in "abc"] + [age])
     resid = X - D @ np.linalg.lstsq(D, X, rcond=None)[0]
     np.testing.assert_allclose(model.fit_.var_pooled, (resid**2).mean(axis=0), rtol=1e-9)
+
+
+def test_nonparametric_prior_is_the_same_on_several_threads() -> None:
+    rng = np.random.default_rng(5)
+    G = 1500
+    gamma, delta = rng.normal(0, 0.5, G), rng.gamma(5, 0.2, G)
+    ss, n = delta * 14 * rng.uniform(0.5, 1.5, G), np.full(G, 15.0)
+    one = core._nonparametric_eb(gamma, delta, ss, n, threads=1)
+    four = core._nonparametric_eb(gamma, delta, ss, n, threads=4, max_bytes=1 << 16)
+    # the same numbers up to the summation order of the products (block shapes differ)
+    np.testing.assert_allclose(four[0], one[0], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(four[1], one[1], rtol=1e-12)

@@ -21,8 +21,10 @@ once and writes once. Nothing of the size of the data is allocated except the ou
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -446,6 +448,7 @@ def _nonparametric_eb(
     ss_centered: np.ndarray,
     n: np.ndarray,
     max_bytes: int = _BLOCK_BYTES,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Non-parametric EB for one batch: likelihood-weighted averages over the other features.
 
@@ -474,24 +477,49 @@ def _nonparametric_eb(
         bound = -0.5 * n * (np.log(ss_centered / n) + 1.0)
     bound = np.where(np.isfinite(bound), bound, 0.0)
     U = np.column_stack([-0.5 * n, -(ss_centered + n * gamma_hat**2), n * gamma_hat, -n, -bound])
-    rows_per_block = max(1, min(_BLOCK_BYTES, max_bytes) // (8 * G))
-    buf = np.empty(min(rows_per_block, G) * G)
-    for start in range(0, G, rows_per_block):
-        stop = min(G, start + rows_per_block)
-        w = _view(buf, (stop - start, G))
-        np.matmul(U[start:stop], V, out=w)
-        np.exp(w, out=w)
-        w[np.arange(stop - start), np.arange(start, stop)] = 0.0  # k != g
-        sums = w @ W
-        weak = np.flatnonzero(~(sums[:, 2] > 1e-250))
-        for r in weak:  # all weights tiny (or the bound was not finite): shift by the row max
-            row = U[start + r] @ V
-            row[start + r] = -np.inf
-            row = np.exp(row - row.max())
-            sums[r] = row @ W
-        g_star[start:stop] = sums[:, 0] / sums[:, 2]
-        d_star[start:stop] = sums[:, 1] / sums[:, 2]
+    rows_per_block = max(1, min(_BLOCK_BYTES, max_bytes // max(threads, 1)) // (8 * G))
+
+    def rows(first: int, last: int) -> None:
+        buf = np.empty(min(rows_per_block, last - first) * G)
+        for start in range(first, last, rows_per_block):
+            stop = min(last, start + rows_per_block)
+            w = _view(buf, (stop - start, G))
+            np.matmul(U[start:stop], V, out=w)
+            np.exp(w, out=w)
+            w[np.arange(stop - start), np.arange(start, stop)] = 0.0  # k != g
+            sums = w @ W
+            weak = np.flatnonzero(~(sums[:, 2] > 1e-250))
+            for r in weak:  # all weights tiny (or the bound was not finite): shift by the row max
+                row = U[start + r] @ V
+                row[start + r] = -np.inf
+                row = np.exp(row - row.max())
+                sums[r] = row @ W
+            g_star[start:stop] = sums[:, 0] / sums[:, 2]
+            d_star[start:stop] = sums[:, 1] / sums[:, 2]
+
+    chunks = max(1, min(threads, G // 256))
+    if chunks == 1:
+        rows(0, G)
+    else:  # numpy releases the GIL in exp and matmul: rows of the prior split across threads
+        edges = np.linspace(0, G, chunks + 1).astype(int)
+        with ThreadPoolExecutor(max_workers=chunks) as pool:
+            list(pool.map(rows, edges[:-1], edges[1:]))
     return g_star, d_star
+
+
+def _numeric_threads() -> int:
+    """Threads for imharmony's own parallel loops: as many as the BLAS thread pool may use.
+
+    Limits set through ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` or threadpoolctl apply, so
+    a process (or benchmark) restricted to one BLAS thread also runs these loops on one thread.
+    """
+    try:
+        from threadpoolctl import threadpool_info
+
+        counts = [int(info["num_threads"]) for info in threadpool_info() if info.get("num_threads")]
+    except Exception:  # pragma: no cover - threadpoolctl missing or unreadable
+        counts = []
+    return max(1, min(counts) if counts else (os.cpu_count() or 1))
 
 
 def fit_combat(
@@ -665,10 +693,16 @@ def fit_combat(
                 )
             gs = np.zeros_like(gh)
             ds = np.ones_like(gh)
+            threads = _numeric_threads()
             for j in np.flatnonzero(active):
                 # working memory of at most half the data's size (and a cache-sized block)
                 gs[j], ds[j] = _nonparametric_eb(
-                    gh[j], dh[j], ss[j], nk[j], max_bytes=max(X.nbytes // 2, 8 * gh.shape[1])
+                    gh[j],
+                    dh[j],
+                    ss[j],
+                    nk[j],
+                    max_bytes=max(X.nbytes // 2, 8 * gh.shape[1]),
+                    threads=threads,
                 )
             if mean_only:
                 ds = np.ones_like(gh)
