@@ -542,9 +542,7 @@ def render_report(
     }
     html = _environment().get_template("report.html.j2").render(**context)
     target = Path(path)
-    mode = target.stat().st_mode & 0o777 if target.is_file() else 0o644
     with atomic_path(target) as tmp:
         tmp.write_text(html, encoding="utf-8")
-        tmp.chmod(mode)  # a report is for others to read (the temporary file is private)
     logger.info("report written to %s (%.0f kB)", target, target.stat().st_size / 1024)
     return target
