@@ -5,15 +5,24 @@ Everything is generated (nothing is downloaded) from a ``random_state``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .errors import HarmonizationError
+from .image import Image
 
-__all__ = ["MultisiteFeatures", "make_multisite_features"]
+__all__ = [
+    "IMAGE_LABELS",
+    "TISSUE_INTENSITY",
+    "MultisiteFeatures",
+    "MultisiteImages",
+    "make_multisite_features",
+    "make_multisite_images",
+]
 
 
 @dataclass
@@ -139,3 +148,409 @@ def make_multisite_features(
         disease_effect=pd.Series(effect * unit, index=cols),
         feature_columns=cols,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# A multi-site cohort of 3-D images
+# ---------------------------------------------------------------------------------------------
+
+#: Label values of :func:`make_multisite_images`' label maps (0 is the background).
+IMAGE_LABELS: dict[int, str] = {1: "csf", 2: "gm", 3: "wm", 4: "gm_roi"}
+
+#: Site-free tissue intensities (arbitrary T1-weighted-like units: white matter brightest).
+TISSUE_INTENSITY: dict[str, float] = {"csf": 25.0, "gm": 65.0, "wm": 100.0}
+
+# Default acquisition of the four built-in sites: gain, offset, point-spread function (FWHM per
+# array axis, mm), voxel grid (mm; axis 2 is the slice axis) and noise standard deviation (in the
+# site's own units). Site D has thick slices.
+_DEFAULT_SITES: dict[str, tuple[Any, ...]] = {
+    "gain": (1.0, 1.3, 0.8, 1.15),
+    "offset": (0.0, 20.0, -10.0, 35.0),
+    "fwhm": ((2.0, 2.0, 2.0), (2.5, 2.5, 3.0), (3.0, 3.0, 3.5), (2.2, 2.2, 5.0)),
+    "spacing": ((1.0, 1.0, 1.0), (1.2, 1.2, 1.2), (1.5, 1.5, 1.5), (1.0, 1.0, 3.0)),
+    "noise": (2.0, 3.0, 2.5, 4.0),
+}
+
+
+@dataclass
+class MultisiteImages:
+    """A multi-site cohort of 3-D brain-like images and the truth it was generated from.
+
+    Attributes
+    ----------
+    images : list of Image
+        One image per subject (row of ``table``), on its site's voxel grid (``spacing`` of the
+        site) and in the site's intensity units, float32.
+    labels : list of Image
+        Tissue label map of each subject on the same grid (uint8): 0 background, 1 CSF, 2 grey
+        matter, 3 white matter, 4 grey matter inside the region of interest (see
+        :data:`IMAGE_LABELS`).
+    regions : list of Image
+        The region of interest of each subject on the same grid (bool): the anatomical region
+        (an ellipsoid placed relative to each subject's brain) in which the disease changes the
+        grey matter's intensity.
+    table : pandas.DataFrame, shape (n_subjects, 5)
+        Columns ``subject``, ``site``, ``age``, ``sex`` ("F"/"M") and ``disease`` (0/1).
+    truth : pandas.DataFrame, shape (n_sites, 13)
+        Index: site. Columns ``gain`` (γ), ``offset`` (δ), ``fwhm_0``, ``fwhm_1``, ``fwhm_2``
+        (Gaussian PSF, mm per array axis), ``spacing_0``, ``spacing_1``, ``spacing_2`` (voxel
+        grid, mm), ``noise_sd`` (Gaussian noise in the site's units), ``n_subjects``,
+        ``n_diseased``, ``prevalence`` and ``source_fwhm`` (the FWHM as ``"x;y;z"`` text, the
+        form an image manifest takes).
+    disease_effect : float
+        Change of the grey matter's site-free intensity inside the region in diseased subjects
+        (the white matter is at 100).
+    scan_gain : pandas.Series
+        Index: subject. Each scan's relative gain ``g_i`` around its site's gain (see
+        ``scan_gain_sd``); the scan's gain is ``γ_j · g_i``.
+    label_names : dict
+        Label value -> name (:data:`IMAGE_LABELS`).
+    fine_spacing : float
+        Spacing (mm) of the isotropic grid the anatomy was drawn on.
+    clean : list of Image or None
+        With ``return_clean=True``: each subject's site-free image B on the fine grid, before the
+        site's PSF, grid, gain, offset and noise.
+    """
+
+    images: list[Image]
+    labels: list[Image]
+    regions: list[Image]
+    table: pd.DataFrame
+    truth: pd.DataFrame
+    disease_effect: float
+    scan_gain: pd.Series
+    label_names: dict[int, str] = field(default_factory=lambda: dict(IMAGE_LABELS))
+    fine_spacing: float = 1.0
+    clean: list[Image] | None = None
+
+    @property
+    def sites(self) -> list[str]:
+        """Site labels, in the order of ``truth``."""
+        return [str(s) for s in self.truth.index]
+
+
+def _site_parameter(value: Any, name: str, n_sites: int, per_axis: bool) -> np.ndarray:
+    """One value (or one 3-vector) per site; the defaults describe the four built-in sites."""
+    if value is None:
+        if n_sites > len(_DEFAULT_SITES[name]):
+            raise HarmonizationError(
+                f"site_{name}: the built-in defaults describe {len(_DEFAULT_SITES[name])} sites "
+                f"but n_per_site has {n_sites}; pass site_{name} with one value per site."
+            )
+        value = _DEFAULT_SITES[name][:n_sites]
+    arr = np.asarray(value, dtype=float)
+    if per_axis:
+        if arr.ndim == 1 and arr.size == n_sites:
+            arr = np.repeat(arr[:, None], 3, axis=1)
+        if arr.shape != (n_sites, 3):
+            raise HarmonizationError(
+                f"site_{name}: expected one value or one (x, y, z) triple per site ({n_sites} "
+                f"sites); got shape {arr.shape}."
+            )
+    elif arr.shape != (n_sites,):
+        raise HarmonizationError(
+            f"site_{name}: expected one value per site ({n_sites} sites); got shape {arr.shape}."
+        )
+    if not np.all(np.isfinite(arr)):
+        raise HarmonizationError(f"site_{name}: values must be finite; got {value!r}.")
+    return arr
+
+
+def _smooth_field(
+    rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: float
+) -> np.ndarray:
+    """Gaussian random field: white noise blurred with ``sigma_vox``, scaled to unit SD."""
+    from .imaging.resolution import gaussian_blur
+
+    field_ = gaussian_blur(rng.standard_normal(shape, dtype=np.float32), sigma_vox)
+    sd = float(field_.std())
+    return field_ / sd if sd > 0 else field_
+
+
+def _draw_subject(
+    rng: np.random.Generator,
+    n: int,
+    h: float,
+    age: float,
+    male: bool,
+    diseased: bool,
+    disease_effect: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Site-free anatomy on the fine grid: image B (float32), labels (uint8), region (bool)."""
+    fov = n * h
+    ax = (np.arange(n, dtype=np.float32) - (n - 1) / 2.0) * np.float32(h)
+    x, y, z = np.meshgrid(ax, ax, ax, indexing="ij", sparse=True)
+    # brain: an ellipsoid with a subject's size (men ~4% larger), position and shape
+    size = (1.0 + 0.04 * rng.standard_normal() + (0.04 if male else 0.0)) * fov
+    semi = size * np.array([0.37, 0.31, 0.28]) * rng.uniform(0.96, 1.04, 3)
+    centre = rng.normal(0.0, 0.8, 3)
+    r = np.sqrt(((x - centre[0]) / semi[0]) ** 2 + ((y - centre[1]) / semi[1]) ** 2
+                + ((z - centre[2]) / semi[2]) ** 2)
+    shape3 = (n, n, n)
+    # random deformation of the outer surface and folding of the grey/white boundary
+    outer = r + 0.035 * _smooth_field(rng, shape3, 6.0 / h)
+    inner = outer + 0.06 * _smooth_field(rng, shape3, 2.5 / h)
+    brain = outer <= 1.0
+    # cortical CSF thickens and the ventricles widen with age (atrophy)
+    atrophy = 0.0012 * (age - 50.0)
+    csf = brain & (outer > 0.93 - atrophy)
+    wm = brain & ~csf & (inner < 0.70 - 0.5 * atrophy)
+    vent_scale = 1.0 + 0.012 * (age - 50.0)
+    vent = np.zeros(shape3, dtype=bool)
+    for side in (-1.0, 1.0):
+        vc = centre + np.array([0.0, side * 0.22 * semi[1], 0.05 * semi[2]])
+        va = semi * np.array([0.35, 0.09, 0.16]) * vent_scale
+        vent |= (((x - vc[0]) / va[0]) ** 2 + ((y - vc[1]) / va[1]) ** 2
+                 + ((z - vc[2]) / va[2]) ** 2) <= 1.0
+    csf |= vent & brain
+    wm &= ~vent
+    gm = brain & ~csf & ~wm
+    # region of interest: an ellipsoid in the anterior left part of each subject's brain
+    rc = centre + semi * np.array([0.45, 0.40, 0.15])
+    ra = semi * np.array([0.42, 0.40, 0.45])
+    region = (((x - rc[0]) / ra[0]) ** 2 + ((y - rc[1]) / ra[1]) ** 2
+              + ((z - rc[2]) / ra[2]) ** 2) <= 1.0
+    labels = np.zeros(shape3, dtype=np.uint8)
+    labels[csf] = 1
+    labels[gm] = 2
+    labels[wm] = 3
+    labels[gm & region] = 4
+    # intensities: subject-level tissue levels (grey matter darkens slightly with age), a smooth
+    # multiplicative texture, and the disease in the region's grey matter
+    levels = np.array([
+        0.0,
+        TISSUE_INTENSITY["csf"] + 2.0 * rng.standard_normal(),
+        TISSUE_INTENSITY["gm"] + 1.5 * rng.standard_normal() - 0.05 * (age - 50.0),
+        TISSUE_INTENSITY["wm"] + 1.5 * rng.standard_normal(),
+        0.0,
+    ], dtype=np.float32)
+    levels[4] = levels[2] + (disease_effect if diseased else 0.0)
+    texture = 1.0 + 0.03 * _smooth_field(rng, shape3, 1.5 / h)
+    image = levels[labels] * texture
+    image[~brain] = 0.0
+    return image.astype(np.float32, copy=False), labels, region & brain
+
+
+def make_multisite_images(
+    *,
+    n_per_site: Sequence[int] = (24, 24, 24, 24),
+    prevalence: Sequence[float] = (0.1, 0.3, 0.7, 0.9),
+    disease_effect: float = -5.0,
+    site_gain: Sequence[float] | None = None,
+    site_offset: Sequence[float] | None = None,
+    site_fwhm: Sequence[float] | Sequence[Sequence[float]] | None = None,
+    site_spacing: Sequence[float] | Sequence[Sequence[float]] | None = None,
+    site_noise: Sequence[float] | None = None,
+    scan_gain_sd: float = 0.04,
+    fine_shape: int = 64,
+    fine_spacing: float = 1.0,
+    age_range: tuple[float, float] = (30.0, 80.0),
+    return_clean: bool = False,
+    random_state: int | np.random.Generator | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> MultisiteImages:
+    """Generate a multi-site cohort of 3-D brain-like images with known site effects and disease.
+
+    Each subject's anatomy is drawn on a fine isotropic grid: an ellipsoidal "brain" whose size,
+    position and shape vary per subject, with three tissue classes (cerebrospinal fluid in a
+    cortical rim and two ventricles, grey matter, white matter) separated by randomly deformed
+    surfaces, a smooth texture, and age-related atrophy. A disease changes the grey matter's
+    intensity inside a region of interest. Each site then images its subjects with its own gain,
+    offset, Gaussian point-spread function, voxel grid and noise. Disease prevalence differs by
+    site, so site and disease are partly confounded.
+
+    Parameters
+    ----------
+    n_per_site : sequence of int
+        Subjects per site (the number of sites is its length).
+    prevalence : sequence of float
+        Fraction of diseased subjects per site (``round(p·n)`` subjects exactly).
+    disease_effect : float
+        Change of the site-free grey-matter intensity inside the region (white matter = 100,
+        grey matter = 65 on average).
+    site_gain, site_offset, site_noise : sequence of float, optional
+        Per site: gain γ, offset δ, and standard deviation of the Gaussian noise (in the site's
+        units). Defaults describe four sites (``_DEFAULT_SITES``).
+    site_fwhm, site_spacing : sequence, optional
+        Per site: FWHM (mm) of the Gaussian PSF and voxel spacing (mm), one number (isotropic)
+        or an ``(x, y, z)`` triple per site. A FWHM of 0 means no blur.
+    scan_gain_sd : float
+        Relative standard deviation of the gain between scans of one site (receiver gain, coil
+        loading): scan i of site j has gain ``γ_j · g_i`` with ``g_i ~ N(1, scan_gain_sd²)``.
+        A per-image intensity normalization removes it; raw features carry it.
+    fine_shape : int
+        Voxels per axis of the isotropic grid the anatomy is drawn on (at least 16).
+    fine_spacing : float
+        Spacing (mm) of that grid; site spacings below it are refused.
+    age_range : (float, float)
+        Ages are uniform in this range.
+    return_clean : bool
+        Also return each subject's site-free fine-grid image (``clean``).
+    random_state : int, Generator or None
+    progress : callable, optional
+        Called as ``progress(done, total)`` after each subject.
+
+    Returns
+    -------
+    MultisiteImages
+
+    Raises
+    ------
+    HarmonizationError
+        For inconsistent sizes, prevalences or site parameters.
+
+    Notes
+    -----
+    Subject i at site j (Gaussian PSF, linear interpolation onto the site's grid, IBSI-aligned
+    grid centres, see :func:`imharmony.imaging.resample`)::
+
+        I_i = γ_j g_i · sample_j(PSF_j ∗ B_i) + δ_j + ε,   ε ~ N(0, noise_j²) per voxel
+
+    where B_i is the subject's site-free image. The label maps and regions are the truth,
+    brought to the site's grid by majority (each voxel takes the tissue that fills most of it)
+    and by linear interpolation thresholded at 0.5. Each subject's anatomy comes from its own
+    random stream (spawned from ``random_state``), so the same ``random_state``, sizes and
+    prevalences give the same subjects whatever the site parameters: the cohort can be
+    "re-scanned" with other sites.
+    """
+    from .imaging.resample import resample, resample_mask
+    from .imaging.resolution import fwhm_to_sigma, gaussian_blur
+
+    sizes = np.asarray(n_per_site, dtype=int)
+    prev = np.asarray(prevalence, dtype=float)
+    if sizes.ndim != 1 or sizes.size < 2 or (sizes < 2).any():
+        raise HarmonizationError("n_per_site needs at least two sites of at least 2 subjects.")
+    if prev.shape != sizes.shape or ((prev < 0) | (prev > 1)).any():
+        raise HarmonizationError("prevalence needs one value in [0, 1] per site.")
+    if fine_shape < 16 or not (np.isfinite(fine_spacing) and fine_spacing > 0):
+        raise HarmonizationError(
+            "fine_shape must be at least 16 voxels and fine_spacing a positive number of mm."
+        )
+    k = sizes.size
+    gain = _site_parameter(site_gain, "gain", k, per_axis=False)
+    offset = _site_parameter(site_offset, "offset", k, per_axis=False)
+    noise = _site_parameter(site_noise, "noise", k, per_axis=False)
+    fwhm = _site_parameter(site_fwhm, "fwhm", k, per_axis=True)
+    spacing = _site_parameter(site_spacing, "spacing", k, per_axis=True)
+    if not (np.isfinite(scan_gain_sd) and 0 <= scan_gain_sd < 0.25):
+        raise HarmonizationError(f"scan_gain_sd must be in [0, 0.25); got {scan_gain_sd!r}.")
+    if (gain <= 0).any() or (noise < 0).any() or (fwhm < 0).any():
+        raise HarmonizationError(
+            "site_gain must be > 0, site_noise and site_fwhm >= 0 for every site."
+        )
+    if (spacing < fine_spacing * (1 - 1e-9)).any():
+        raise HarmonizationError(
+            f"site_spacing must be at least fine_spacing ({fine_spacing} mm) on every axis; "
+            "lower fine_spacing to simulate finer sites."
+        )
+    rng = np.random.default_rng(random_state)
+    sites = [f"site{chr(ord('A') + j)}" for j in range(k)]
+    site_of = np.repeat(np.arange(k), sizes)
+    n_sub = int(sizes.sum())
+    disease = np.concatenate(
+        [(rng.permutation(s) < round(p * s)).astype(int) for s, p in zip(sizes, prev, strict=True)]
+    )
+    age = np.round(rng.uniform(*age_range, n_sub), 1)
+    sex = rng.choice(["F", "M"], n_sub)
+    # one independent stream per subject for its anatomy and one for its noise: a subject's
+    # anatomy then depends only on random_state and its place in the cohort, not on the sites'
+    # acquisition, so the same cohort can be "re-scanned" with other site parameters
+    anatomy_rngs = rng.spawn(n_sub)
+    noise_rngs = rng.spawn(n_sub)
+    h = float(fine_spacing)
+    images: list[Image] = []
+    labels: list[Image] = []
+    regions: list[Image] = []
+    clean: list[Image] = []
+    scan_gain = np.ones(n_sub)
+    for i in range(n_sub):
+        j = int(site_of[i])
+        b, lab, reg = _draw_subject(
+            anatomy_rngs[i], int(fine_shape), h, float(age[i]), sex[i] == "M", bool(disease[i]),
+            float(disease_effect),
+        )
+        if return_clean:
+            clean.append(Image(b, (h, h, h)))
+        blurred = gaussian_blur(b, fwhm_to_sigma(fwhm[j]) / h)
+        fine = Image(blurred, (h, h, h))
+        on_grid = resample(fine, tuple(spacing[j]), anti_alias=False).array
+        scan_gain[i] = 1.0 + scan_gain_sd * noise_rngs[i].standard_normal()
+        eps = noise_rngs[i].standard_normal(on_grid.shape, dtype=np.float32)
+        eps *= np.float32(noise[j])
+        acquired = np.float32(gain[j] * scan_gain[i]) * on_grid + np.float32(offset[j]) + eps
+        lab_img = _resample_labels(Image(lab, (h, h, h)), tuple(spacing[j]))
+        reg_img = resample_mask(Image(reg, (h, h, h)), tuple(spacing[j]))
+        geometry = (lab_img.spacing, lab_img.origin)
+        meta = {"site": sites[j], "subject": f"sub-{i:04d}"}
+        images.append(Image(acquired.astype(np.float32, copy=False), *geometry, meta=meta))
+        labels.append(Image(lab_img.array, *geometry, meta=meta))
+        regions.append(Image(reg_img.array, *geometry, meta=meta))
+        if progress is not None:
+            progress(i + 1, n_sub)
+    table = pd.DataFrame(
+        {
+            "subject": [f"sub-{i:04d}" for i in range(n_sub)],
+            "site": [sites[j] for j in site_of],
+            "age": age,
+            "sex": sex,
+            "disease": disease,
+        }
+    )
+    n_dis = np.bincount(site_of, weights=disease, minlength=k).astype(int)
+    truth = pd.DataFrame(
+        {
+            "gain": gain,
+            "offset": offset,
+            **{f"fwhm_{a}": fwhm[:, a] for a in range(3)},
+            **{f"spacing_{a}": spacing[:, a] for a in range(3)},
+            "noise_sd": noise,
+            "n_subjects": sizes,
+            "n_diseased": n_dis,
+            "prevalence": n_dis / sizes,
+            "source_fwhm": [";".join(f"{v:g}" for v in row) for row in fwhm],
+        },
+        index=pd.Index(sites, name="site"),
+    )
+    return MultisiteImages(
+        images=images,
+        labels=labels,
+        regions=regions,
+        table=table,
+        truth=truth,
+        disease_effect=float(disease_effect),
+        scan_gain=pd.Series(scan_gain, index=table["subject"], name="scan_gain"),
+        fine_spacing=h,
+        clean=clean if return_clean else None,
+    )
+
+
+def _resample_labels(labels: Image, spacing: Sequence[float] | float) -> Image:
+    """Resample a label map by majority: the new voxel takes the label that fills most of it.
+
+    Each non-zero label's indicator is resampled linearly (without anti-aliasing, as
+    :func:`~imharmony.imaging.resample_mask` does); a new voxel is background when the labels'
+    weights sum to less than 0.5 (so the union of the labels is exactly what ``resample_mask``
+    makes of it), and otherwise takes the label of largest weight. Nearest-neighbour resampling
+    instead picks one old voxel per new voxel, which jitters thin structures by up to a voxel of
+    each grid and so makes region statistics depend on the grid.
+    """
+    from .imaging.resample import resample
+
+    arr = labels.array
+    values = [v for v in np.unique(arr) if v != 0]
+    template = resample(labels.with_array(np.zeros(arr.shape, np.float32)), spacing,
+                        anti_alias=False)
+    out = np.zeros(template.array.shape, dtype=arr.dtype)
+    best = np.zeros(template.array.shape, dtype=np.float32)
+    total = np.zeros(template.array.shape, dtype=np.float32)
+    for v in values:
+        w = resample(labels.with_array((arr == v).astype(np.float32)), spacing,
+                     anti_alias=False).array
+        total += w
+        take = w > best
+        best[take] = w[take]
+        out[take] = v
+    # background where the labels cover less than half of the new voxel: the 0.5 rule of
+    # resample_mask, so labels > 0 is the resampled mask of the union
+    out[total < 0.5] = 0
+    return Image(out, template.spacing, template.origin, template.direction, dict(labels.meta))
