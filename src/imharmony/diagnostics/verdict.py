@@ -401,7 +401,8 @@ def diagnose(
 
     # Confounding: the biology is given to the harmonizer's design check as a covariate.
     conf_cov = cov_df.copy() if cov_df is not None else pd.DataFrame(index=range(n))
-    bio_col = "biology"
+    named = getattr(biology, "name", None)  # a Series keeps its own name in the messages
+    bio_col = str(named) if isinstance(named, str) and named else "biology"
     while bio_col in conf_cov.columns:
         bio_col = f"_{bio_col}"
     if bio is not None:
