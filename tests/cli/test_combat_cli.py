@@ -196,16 +196,23 @@ def test_help_and_version_from_the_installed_script() -> None:
 def test_demo_writes_outputs_and_reports(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run("demo", "--output", str(tmp_path / "demo")) == 0
+    # --quick: the whole path on a tiny cohort (the verdicts are tested in tests/test_demo.py)
+    assert run("demo", "--output", str(tmp_path / "demo"), "--quick", "--seed", "3") == 0
     text = capsys.readouterr().out
     assert "disease NOT given" in text
+    assert "Reports:" in text and "report_combat_without_disease.html" in text
     for name in (
         "features_raw.csv",
+        "features_images_harmonized.csv",
         "features_harmonized.csv",
         "features_harmonized_no_disease.csv",
         "combat_model.json",
         "combat_model.npz",
+        "report_combat_with_disease.html",
+        "report_combat_without_disease.html",
+        "images/manifest.csv",
     ):
-        assert (tmp_path / "demo" / name).is_file()
+        assert (tmp_path / "demo" / name).is_file(), name
+    assert len(list((tmp_path / "demo" / "images" / "raw").glob("sub-*_brainmask.nii.gz"))) == 24
     model = ih.ComBat.load(tmp_path / "demo" / "combat_model.json")
     assert model.metadata_["batch_column"] == "site"
