@@ -96,6 +96,23 @@ def test_gain_and_offset_exactly_without_blur_or_noise_on_the_fine_grid() -> Non
         np.testing.assert_allclose(img.array, g * clean.array + o, rtol=1e-6, atol=1e-4)
 
 
+def test_each_scan_has_its_own_gain_around_the_site_gain() -> None:
+    d = make_multisite_images(
+        n_per_site=(40, 40), prevalence=(0.5, 0.5), return_clean=True, random_state=9,
+        fine_shape=16,
+        **_quiet_sites(2, site_gain=[1.0, 2.0], site_offset=[5.0, 0.0], scan_gain_sd=0.1),
+    )
+    assert d.clean is not None
+    g = d.scan_gain
+    assert list(g.index) == d.table["subject"].tolist()
+    # 80 draws of N(1, 0.1^2): the sample SD is within 0.1 +- 4 standard errors (0.008)
+    assert 0.068 < g.std() < 0.132 and abs(g.mean() - 1.0) < 0.045
+    for img, clean, site, gi in zip(d.images, d.clean, d.table["site"], g, strict=True):
+        gain, offset = d.truth.loc[site, ["gain", "offset"]]
+        np.testing.assert_allclose(img.array, gain * gi * clean.array + offset, rtol=1e-5,
+                                   atol=1e-3)
+
+
 def test_coarser_grid_samples_the_fine_image_at_the_ibsi_aligned_centres() -> None:
     # 32 voxels of 1 mm -> 16 of 2 mm: new centre k sits at old position 2k + 0.5 on every axis,
     # so (no blur) trilinear interpolation is the mean of the 2 x 2 x 2 old voxels around it

@@ -11,6 +11,16 @@ the central danger of harmonization: leaving the disease out of ComBat erases pa
 with the site effect, while keeping it as a covariate preserves it.
 
 ``imharmony demo`` (``make demo``) runs it and prints the summary.
+
+Measured when the generator was tuned (four sites, prevalences 10/30/70/90%): at 24 subjects per
+site the four verdicts were the same for seeds 1-6 — raw: site effect present; image level: site
+effect not removed (70-90% of the features keep one: noise, partial volume and each grid's label
+map remain) but the disease kept within sites (d ratio 1.1-2.1, the per-image normalization
+removes each scan's gain); ComBat keeping the disease: site effect removed, disease kept
+(r = 0.97-1.02); ComBat without the disease: site effect reduced, disease erased (r = 0.55-0.58).
+At 16 per site the same held for seeds 1-6 (r = 0.97-1.03 and 0.60-0.65); at 12 per site on a
+48³ anatomy it did not always. The full run takes about 30 s on two shared cores, most of it in
+the per-feature mixed models of the diagnostics.
 """
 
 from __future__ import annotations
@@ -286,7 +296,7 @@ def run_demo(
         Seed of the cohort and of the diagnostics' permutations and folds.
     n_per_site : sequence of int
         Subjects per site (four sites, the built-in acquisitions). Smaller cohorts run faster;
-        below about 10 per site the verdicts become a matter of chance.
+        below about 16 per site the verdicts start to depend on the seed.
     prevalence : sequence of float
         Disease prevalence per site. The more it differs between sites, the more of the disease
         ComBat removes when it is not told about it.

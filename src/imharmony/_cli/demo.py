@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--subjects-per-site", type=positive_int, default=24, metavar="N",
         help="subjects at each of the four sites (default 24; fewer run faster, but below about "
-             "10 the verdicts become a matter of chance)",
+             "16 the verdicts start to depend on the seed)",
     )
     p.add_argument(
         "--quick", action="store_true",
