@@ -156,3 +156,10 @@ def test_progress_reports_every_step_in_order(
 def test_bad_cohort_is_refused_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(HarmonizationError, match="site_gain"):
         run_demo(tmp_path / "x", n_per_site=(5,) * 5, prevalence=(0.5,) * 5)
+
+
+def test_completely_confounded_cohort_is_refused_with_the_reason(tmp_path: Path) -> None:
+    # every site all healthy or all diseased: no data can separate the disease from the sites
+    with pytest.raises(HarmonizationError, match="confound"):
+        run_demo(tmp_path / "x", n_per_site=(4,) * 4, prevalence=(0.0, 1.0, 0.0, 1.0),
+                 fine_shape=32, n_permutations=10, write_reports=False)

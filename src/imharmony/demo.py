@@ -223,6 +223,12 @@ def _within_site_effects(
             f"{n} subjects for {k} fixed effects: the cohort is too small for the demo's "
             "biology check; use more subjects per site."
         )
+    if np.linalg.matrix_rank(D) < k:
+        raise HarmonizationError(
+            "the disease cannot be compared within sites: no site has both diseased and healthy "
+            "subjects (or age or sex is collinear with the sites); give every site a prevalence "
+            "strictly between 0 and 1."
+        )
     XtX_inv = np.linalg.inv(D.T @ D)
     coef = XtX_inv @ D.T @ Y
     resid = Y - D @ coef
