@@ -38,6 +38,7 @@ __getattr__, __dir__, _lazy_all = attach(
         "harmonize_images": ".imaging.batch",
         # feature level
         "ComBat": ".features.estimators",
+        "region_features": ".features.extract",
         # diagnostics
         "diagnose": ".diagnostics.verdict",
         "Diagnosis": ".diagnostics.verdict",

@@ -272,13 +272,6 @@ def _combat_biology_number(dg: Diagnosis) -> tuple[float, str, str]:
         "mixed models)")
 
 
-def _diagnose(before: pd.DataFrame, after: pd.DataFrame, **kw: Any) -> Diagnosis:
-    # statsmodels' optimizer can leave a non-positive variance on a failed raw fit; the
-    # diagnostics mark such fits "not converged", so numpy's warning about it is not news here
-    with np.errstate(invalid="ignore"):
-        return diagnose(before, after, **kw)
-
-
 def run_demo(
     output_dir: str | os.PathLike[str],
     *,
@@ -461,7 +454,7 @@ def run_demo(
     # (b) the site question for the image-level step: raw -> harmonized. The units differ
     # (raw intensities vs z-scores), so the biology is judged separately, within sites.
     cov_bio = ids[["age", "sex", "disease"]].astype({"disease": str})
-    dg_images = _diagnose(X_raw, X_img, batch=batch, covariates=cov_bio,
+    dg_images = diagnose(X_raw, X_img, batch=batch, covariates=cov_bio,
                           random_state=random_state, n_permutations=n_permutations,
                           max_features=0)
     step(DEMO_STEPS[5], 1, 4)
@@ -469,9 +462,9 @@ def run_demo(
     kw = {"batch": batch, "biology": ids["disease"], "covariates": cov_drop,
           "random_state": random_state, "n_permutations": n_permutations,
           "max_features": max_features}
-    dg_keep = _diagnose(X_img, X_keep, **kw)
+    dg_keep = diagnose(X_img, X_keep, **kw)
     step(DEMO_STEPS[5], 2, 4)
-    dg_drop = _diagnose(X_img, X_drop, **kw)
+    dg_drop = diagnose(X_img, X_drop, **kw)
     step(DEMO_STEPS[5], 3, 4)
     # biology through the image-level step: standardized disease effect within sites, on the
     # features the disease changes by construction

@@ -357,8 +357,9 @@ def mixed_effects(
         raw = _fit_mixed(Yb[:, i], D, site_codes, m)
         aft = _fit_mixed(Ya[:, i], D, site_codes, m)
         cov_a = sigma2[i] * ols_cov
-        se_r = np.sqrt(np.diag(raw["cov"])) if np.all(np.isfinite(raw["cov"])) \
-            else np.full(m, np.nan)
+        # a failed mixed fit can leave a non-finite or indefinite covariance: no SE then
+        var_r = np.diag(raw["cov"]) if np.all(np.isfinite(raw["cov"])) else np.full(m, np.nan)
+        se_r = np.sqrt(np.where(var_r >= 0, var_r, np.nan))
         se_a = np.sqrt(np.diag(cov_a))
         br, ba = raw["beta"], ols_beta[i]
         with np.errstate(divide="ignore", invalid="ignore"):

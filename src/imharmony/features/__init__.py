@@ -7,6 +7,10 @@ __getattr__, __dir__, __all__ = attach(
     {
         "ComBat": ".estimators",
         "CombatFit": ".combat",
+        "FIRST_ORDER_FEATURES": ".extract",
+        "features_wide": ".extract",
+        "radiomics_features": ".extract",
+        "region_features": ".extract",
         "apply_combat": ".combat",
         "fit_combat": ".combat",
     },
