@@ -694,16 +694,24 @@ def fit_combat(
             gs = np.zeros_like(gh)
             ds = np.ones_like(gh)
             threads = _numeric_threads()
-            for j in np.flatnonzero(active):
-                # working memory of at most half the data's size (and a cache-sized block)
-                gs[j], ds[j] = _nonparametric_eb(
-                    gh[j],
-                    dh[j],
-                    ss[j],
-                    nk[j],
-                    max_bytes=max(X.nbytes // 2, 8 * gh.shape[1]),
-                    threads=threads,
+            batches = np.flatnonzero(active)
+            # working memory of at most half the data's size (and a cache-sized block)
+            budget = max(X.nbytes // 2, 8 * gh.shape[1])
+            # enough batches: one batch per thread; otherwise the rows of each batch are split
+            per_batch = 1 if threads > 1 and batches.size >= threads else threads
+
+            def prior(j: int) -> tuple[np.ndarray, np.ndarray]:
+                return _nonparametric_eb(
+                    gh[j], dh[j], ss[j], nk[j], max_bytes=budget // threads, threads=per_batch
                 )
+
+            if per_batch == 1 and threads > 1:
+                with ThreadPoolExecutor(max_workers=threads) as pool:
+                    results = list(pool.map(prior, batches))
+            else:
+                results = [prior(j) for j in batches]
+            for j, (g_j, d_j) in zip(batches, results, strict=True):
+                gs[j], ds[j] = g_j, d_j
             if mean_only:
                 ds = np.ones_like(gh)
         else:  # pragma: no cover - validated by the estimator
