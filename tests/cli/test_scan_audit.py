@@ -118,14 +118,16 @@ def test_scan_errors_path_equal_to_output_is_refused(collection, tmp_path) -> No
 def test_scan_uses_a_rich_progress_bar(collection, tmp_path, monkeypatch) -> None:
     from rich.progress import Progress
 
+    import imharmony.physics.protocol as protocol
+
     seen = {}
-    real = scan_cli.scan_protocols
+    real = protocol.scan_protocols
 
     def spy(paths, *, progress=None, max_pixels):
         seen["progress"] = progress
         return real(paths, progress=progress, max_pixels=max_pixels)
 
-    monkeypatch.setattr(scan_cli, "scan_protocols", spy)
+    monkeypatch.setattr(protocol, "scan_protocols", spy)  # the command imports it when run
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command")
     scan_cli.register(sub)

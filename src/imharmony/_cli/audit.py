@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from ..io import read_table, write_table
-from ..physics.protocol import audit_protocols, summarize_audit
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["EXIT_DEVIATIONS", "default_summary_path", "register", "run"]
 
@@ -41,14 +40,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("table", metavar="PROTOCOLS", help="protocol table (.csv, .tsv or .parquet)")
     p.add_argument("--reference", "-r", required=True, metavar="YAML", help="reference protocol")
     p.add_argument(
-        "--output", "-o", default=None, metavar="TABLE",
+        "--output",
+        "-o",
+        default=None,
+        metavar="TABLE",
         help="deviations table to write (the summary goes beside it as NAME.summary.SUFFIX)",
     )
     p.add_argument(
         "--summary", default=None, metavar="TABLE", help="where to write the per-site summary"
     )
     p.add_argument(
-        "--strict", action="store_true",
+        "--strict",
+        action="store_true",
         help=f"exit with status {EXIT_DEVIATIONS} when any deviation has severity 'error'",
     )
     p.set_defaults(func=run)
@@ -74,6 +77,9 @@ def _show(summary: pd.DataFrame, deviations: pd.DataFrame, quiet: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Audit ``args.table`` against ``args.reference``; returns 0 (or 3 with --strict)."""
+    from ..io.tables import read_table, write_table
+    from ..physics.protocol import audit_protocols, summarize_audit
+
     table = read_table(args.table)
     deviations = audit_protocols(table, args.reference)
     summary = summarize_audit(deviations, table)
@@ -90,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     if n_errors:
         logger.warning(
             "%d deviations (%d errors) in %d series",
-            len(deviations), n_errors, deviations["series_uid"].nunique(),
+            len(deviations),
+            n_errors,
+            deviations["series_uid"].nunique(),
         )
     return EXIT_DEVIATIONS if args.strict and n_errors else 0

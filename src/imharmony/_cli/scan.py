@@ -8,8 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import DataError
-from ..io import write_table
-from ..physics.protocol import DEFAULT_MAX_PIXELS, scan_errors, scan_protocols
+from ..io.dicom import DEFAULT_MAX_PIXELS  # the same header-size limit as reading series
 from . import positive_int
 
 __all__ = ["default_errors_path", "register", "run"]
@@ -40,15 +39,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files or folders (recursive)")
     p.add_argument(
-        "--output", "-o", required=True, metavar="TABLE",
+        "--output",
+        "-o",
+        required=True,
+        metavar="TABLE",
         help="protocol table to write (.csv, .tsv or .parquet)",
     )
     p.add_argument(
-        "--errors", default=None, metavar="TABLE",
+        "--errors",
+        default=None,
+        metavar="TABLE",
         help="where to list rejected files (default: beside the output, NAME.errors.SUFFIX)",
     )
     p.add_argument(
-        "--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
+        "--max-pixels",
+        type=positive_int,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
         help=f"reject files announcing more than N pixels (default {DEFAULT_MAX_PIXELS})",
     )
     p.set_defaults(func=run)
@@ -64,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
         TextColumn,
         TimeRemainingColumn,
     )
+
+    from ..io.tables import write_table
+    from ..physics.protocol import scan_errors, scan_protocols
 
     output = Path(args.output)
     errors_path = Path(args.errors) if args.errors else default_errors_path(output)
