@@ -14,7 +14,7 @@ import shlex
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError
-from . import positive_int
+from . import non_negative_int, positive_int
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,16 +27,6 @@ _STYLE = {
     "not removed": "bold red", "erased": "bold red",
     "not assessed": "bold",
 }
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -64,9 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--title", metavar="TEXT", help="heading of the report")
     p.add_argument("--random-state", type=int, default=0, metavar="N",
                    help="seed of the permutations and cross-validation folds (default 0)")
-    p.add_argument("--max-features", type=_non_negative_int, default=100, metavar="N",
+    p.add_argument("--max-features", type=non_negative_int, default=100, metavar="N",
                    help="mixed models on the N most site-affected features (default 100; 0 skips)")
-    p.add_argument("--permutations", type=_non_negative_int, default=1000, metavar="N",
+    p.add_argument("--permutations", type=non_negative_int, default=1000, metavar="N",
                    help="site shuffles of the guided-PCA p-value (default 1000; 0 skips)")
     p.add_argument("--folds", type=positive_int, default=5, metavar="N",
                    help="cross-validation folds of the site prediction (default 5)")
