@@ -196,3 +196,20 @@ def test_confounding_is_checked_before_fitting() -> None:
     with pytest.warns(HarmonizationWarning, match="strong confounding of site with the biology"):
         model = ih.ComBat().fit(X, batch=site, covariates=cov, biology="disease")
     assert model.covariate_columns_ == ["age", "disease[1]"]
+
+
+def test_acquisitions_that_measure_different_things_are_refused() -> None:
+    from imharmony.physics.mr import NotHarmonizableError
+
+    X, _, site, _ = cohort(seed=9)
+    t1 = {"RepetitionTime": 500.0, "EchoTime": 12.0, "ScanningSequence": "SE"}
+    t2 = {"RepetitionTime": 4000.0, "EchoTime": 100.0, "ScanningSequence": "SE"}
+    mixed = pd.DataFrame([t1 if s in ("site0", "site1") else t2 for s in site])
+    with pytest.raises(NotHarmonizableError, match="T1w"):
+        ih.ComBat().fit(X, batch=site, acquisitions=mixed)
+    # the same weighting everywhere (TR varying by 10%) is harmonizable
+    same = pd.DataFrame([{**t1, "RepetitionTime": 500.0 + 50 * (s == "site2")} for s in site])
+    ih.ComBat().fit(X, batch=site, acquisitions=same)
+    # a mapping learned from travelling subjects lets the user go ahead
+    out = ih.ComBat().fit_transform(X, batch=site, acquisitions=mixed, mapping=object())
+    assert np.isfinite(out).all()

@@ -165,6 +165,22 @@ def _encode(values: Any, levels: list[Any]) -> tuple[np.ndarray, list[Any]]:
     return (mapped[codes] if codes.size else codes), unseen
 
 
+def _check_acquisitions(acquisitions: Any, n: int, mapping: Any) -> None:
+    """Refuse to harmonize acquisitions that measure different things (unless mapped)."""
+    if acquisitions is None:
+        return
+    if not isinstance(acquisitions, pd.DataFrame) or len(acquisitions) != n:
+        raise DataError(
+            "acquisitions must be a DataFrame with one row per sample (DICOM keywords such as "
+            f"RepetitionTime, EchoTime); got {type(acquisitions).__name__} of length "
+            f"{len(acquisitions) if hasattr(acquisitions, '__len__') else '?'} for {n} samples."
+        )
+    from ..physics.mr import require_harmonizable
+
+    distinct = acquisitions.astype(str).drop_duplicates().index
+    require_harmonizable(acquisitions.loc[distinct].reset_index(drop=True), mapping=mapping)
+
+
 class _CovariateEncoder:
     """Turns a covariate table into the design columns: continuous as is, categorical one-hot
     with the first level dropped (R's treatment contrasts; levels sorted, or the categorical
@@ -390,7 +406,15 @@ class ComBat(TransformerMixin, BaseEstimator):
 
     # -- fit / transform -----------------------------------------------------------------------
     def fit(
-        self, X: Any, y: Any = None, *, batch: Any, covariates: Any = None, biology: Any = None
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        batch: Any,
+        covariates: Any = None,
+        biology: Any = None,
+        acquisitions: Any = None,
+        mapping: Any = None,
     ) -> ComBat:
         """Learn site effects from training samples.
 
@@ -413,6 +437,17 @@ class ComBat(TransformerMixin, BaseEstimator):
             warns, and so does a biology that is not among the covariates (ComBat would remove
             it with the site). Covariates are checked too (complete confounding refused, the rest
             logged).
+        acquisitions : DataFrame, optional
+            One row per sample describing its MR acquisition (DICOM keywords such as
+            ``RepetitionTime``, ``EchoTime``, ``ScanningSequence``, or protocol-table columns).
+            The distinct acquisitions are checked with
+            :func:`imharmony.physics.mr.require_harmonizable` before fitting: different
+            weightings, pre vs post contrast, magnitude vs phase or quantitative maps are refused
+            (:class:`~imharmony.physics.mr.NotHarmonizableError`) — ComBat cannot turn a T1w
+            feature into a T2w one.
+        mapping : object, optional
+            A mapping between those acquisitions learned from travelling subjects; with it the
+            hard stops are reported but not refused.
 
         Returns
         -------
@@ -425,6 +460,7 @@ class ComBat(TransformerMixin, BaseEstimator):
         """
         self._validate_params()
         data, names, nan_cols = _as_feature_matrix(X)
+        _check_acquisitions(acquisitions, data.shape[0], mapping)
         self._fit(data, names, nan_cols, batch, covariates, biology)
         return self
 
@@ -611,7 +647,15 @@ class ComBat(TransformerMixin, BaseEstimator):
                 raise DataError(f"feature columns differ from those at fit: {detail}.")
 
     def fit_transform(  # type: ignore[override]
-        self, X: Any, y: Any = None, *, batch: Any, covariates: Any = None, biology: Any = None
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        batch: Any,
+        covariates: Any = None,
+        biology: Any = None,
+        acquisitions: Any = None,
+        mapping: Any = None,
     ) -> Any:
         """Fit, then correct the same samples (identical to ``fit(...).transform(...)``).
 
@@ -619,6 +663,7 @@ class ComBat(TransformerMixin, BaseEstimator):
         """
         self._validate_params()
         data, names, nan_cols = _as_feature_matrix(X)
+        _check_acquisitions(acquisitions, data.shape[0], mapping)
         codes, C = self._fit(data, names, nan_cols, batch, covariates, biology)
         return self._apply(X, data, codes, C)
 
