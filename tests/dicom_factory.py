@@ -13,13 +13,8 @@ as a mapping whose keys are
   ``(VR, value)``: the Private Creator element is created too (pass ``creator=None`` to write the
   private element at block 0x10 *without* its creator, as some real files do).
 
-``tests`` is not a package: load this module by path, e.g.::
-
-    spec = importlib.util.spec_from_file_location(
-        "_imharmony_tests_dicom_factory", Path(__file__).resolve().parents[1] / "dicom_factory.py"
-    )
-
-(see ``tests/io/test_dicom.py``), reusing ``sys.modules`` under that name if already loaded.
+``tests/conftest.py`` puts this folder on ``sys.path``: test modules ``import dicom_factory``
+(``importlib.import_module`` where an import at the top would not fit).
 
 Examples
 --------

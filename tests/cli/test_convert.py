@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import math
 import os
-import sys
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -15,20 +13,7 @@ import pytest
 
 from imharmony import cli
 
-
-def _load_factory():
-    name = "_imharmony_tests_dicom_factory"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = Path(__file__).resolve().parents[1] / "dicom_factory.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fac = _load_factory()
+fac = importlib.import_module("dicom_factory")
 RNG = np.random.default_rng(11)
 LPS_RAS = np.diag([-1.0, -1.0, 1.0])
 

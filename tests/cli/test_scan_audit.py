@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -15,20 +14,9 @@ import imharmony.cli as cli
 from imharmony._cli import audit as audit_cli
 from imharmony._cli import scan as scan_cli
 
-
-def _load(name: str, path: Path):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 TESTS = Path(__file__).parents[1]
-dicom_factory = _load("_imharmony_tests_dicom_factory", TESTS / "dicom_factory.py")
-mr_factory = _load("_imharmony_tests_mr_factory", TESTS / "physics" / "mr_factory.py")
+dicom_factory = importlib.import_module("dicom_factory")
+mr_factory = importlib.import_module("mr_factory")
 EXAMPLE_REFERENCE = TESTS.parent / "examples" / "reference_protocol.yaml"
 
 

@@ -7,15 +7,13 @@ pixel (column c, row r) of a slice is ``IPP + c * Δc * X + r * Δr * Y`` with `
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import logging
 import math
 import os
 import struct
-import sys
 import time
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -42,20 +40,7 @@ from imharmony.io.dicom import (
 )
 from imharmony.physics.ct import HounsfieldError
 
-
-def _load_factory():
-    name = "_imharmony_tests_dicom_factory"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = Path(__file__).resolve().parents[1] / "dicom_factory.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fac = _load_factory()
+fac = importlib.import_module("dicom_factory")
 
 RNG = np.random.default_rng(20240101)
 

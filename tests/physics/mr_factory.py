@@ -2,8 +2,7 @@
 
 Well-formed series come from the shared ``tests/dicom_factory.py``; this module adds what it does
 not make: files cut short, random bytes, missing or absurdly large pixel data, deeply nested
-sequences. Loaded by path from the test modules, so it works under ``--import-mode=importlib``
-without a conftest.
+sequences. Imported by name by the test modules (tests/conftest.py puts its folder on ``sys.path``).
 """
 
 from __future__ import annotations

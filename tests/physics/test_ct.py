@@ -6,9 +6,7 @@ Reference values are computed in the tests from the raw tags with the standard f
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+import importlib
 
 import numpy as np
 import pydicom
@@ -30,20 +28,7 @@ from imharmony.physics.ct import (
     tag_label,
 )
 
-
-def _load_factory():
-    name = "_imharmony_tests_dicom_factory"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = Path(__file__).resolve().parents[1] / "dicom_factory.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fac = _load_factory()
+fac = importlib.import_module("dicom_factory")
 RNG = np.random.default_rng(7)
 
 

@@ -8,9 +8,8 @@ defined terms of Acquisition Contrast (0008,9209).
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,21 +34,8 @@ from imharmony.physics.mr import (
 )
 from imharmony.physics.protocol import scan_protocols
 
-
-def _load(name: str, path: Path):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-dicom_factory = _load(
-    "_imharmony_tests_dicom_factory", Path(__file__).parents[1] / "dicom_factory.py"
-)
-mr_factory = _load("_imharmony_tests_mr_factory", Path(__file__).with_name("mr_factory.py"))
+dicom_factory = importlib.import_module("dicom_factory")
+mr_factory = importlib.import_module("mr_factory")
 
 MR_SMALL = pydicom.data.get_testdata_file("MR_small.dcm")
 

@@ -6,9 +6,8 @@ check values of the physics notes, or hand arithmetic), never taken from imharmo
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import math
-import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -32,19 +31,7 @@ from imharmony.physics.pet import (
     suv_factors,
 )
 
-
-def _load_factory():
-    name = "_imharmony_tests_pet_factory"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("pet_factory.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-factory = _load_factory()
+factory = importlib.import_module("pet_factory")
 pet_series = factory.pet_series
 add_philips = factory.add_philips
 add_ge_scan_datetime = factory.add_ge_scan_datetime

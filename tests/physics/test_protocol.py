@@ -7,9 +7,8 @@ tests/physics/mr_factory.py for hostile files); expected values are the ones wri
 from __future__ import annotations
 
 import builtins
-import importlib.util
+import importlib
 import math
-import sys
 import warnings
 from pathlib import Path
 
@@ -37,21 +36,8 @@ from imharmony.physics.protocol import (
     summarize_audit,
 )
 
-
-def _load(name: str, path: Path):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-dicom_factory = _load(
-    "_imharmony_tests_dicom_factory", Path(__file__).parents[1] / "dicom_factory.py"
-)
-mr_factory = _load("_imharmony_tests_mr_factory", Path(__file__).with_name("mr_factory.py"))
+dicom_factory = importlib.import_module("dicom_factory")
+mr_factory = importlib.import_module("mr_factory")
 EXAMPLE_REFERENCE = Path(__file__).parents[2] / "examples" / "reference_protocol.yaml"
 
 
