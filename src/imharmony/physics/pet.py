@@ -1273,23 +1273,34 @@ def _sex(
     return value
 
 
-def _weight(
+def _body_measure(
     datasets: Sequence[Dataset],
     labels: Sequence[str],
     override: float | None,
     needed: bool,
     adjustments: list[str],
+    *,
+    keyword: str,
+    name: str,
+    unit: str,
+    fix: str,
+    small_unit: str,
+    above: float,
+    factor: float,
+    unit_words: str | None = None,
 ) -> float | None:
+    """Weight or height of the series: override, else the tag; a value above ``above`` is taken
+    in the smaller unit (grams, centimetres) and divided by ``factor``. With ``unit_words``, a
+    value still above ``above`` after that is refused as neither unit."""
     if override is not None:
-        value = _check_positive(override, "weight (kg)")
-        adjustments.append(f"weight {value} kg given instead of {_tag('PatientWeight')}")
+        value = _check_positive(override, f"{name} ({unit})")
+        adjustments.append(f"{name} {value} {unit} given instead of {_tag(keyword)}")
         return value
-    fix = "SUV needs the patient's weight in kg — fill it in or pass weight=<kg>."
     value = _series_value(
         datasets,
         labels,
-        _number_reader("PatientWeight"),
-        _tag("PatientWeight"),
+        _number_reader(keyword),
+        _tag(keyword),
         required=fix if needed else None,
         same=_close,
     )
@@ -1297,16 +1308,36 @@ def _weight(
         return None
     if value <= 0:
         if needed:
-            raise SUVError(f"{_tag('PatientWeight')} is {value:g} in {labels[0]}; {fix}")
+            raise SUVError(f"{_tag(keyword)} is {value:g} in {labels[0]}; {fix}")
         return None
-    if value > _WEIGHT_GRAMS_ABOVE:
+    if value > above:
         _warn(
-            f"{_tag('PatientWeight')} is {value:g} in {labels[0]}: more than "
-            f"{_WEIGHT_GRAMS_ABOVE:g} kg, taken as grams ({value / 1000:g} kg).",
+            f"{_tag(keyword)} is {value:g} in {labels[0]}: more than {above:g} {unit}, "
+            f"taken as {small_unit} ({value / factor:g} {unit}).",
             adjustments,
         )
-        value /= 1000.0
+        value /= factor
+        if unit_words and value > above and needed:
+            raise SUVError(
+                f"{_tag(keyword)} is {value * factor:g} in {labels[0]}, neither {unit_words} "
+                f"nor {small_unit}; correct it or pass {name}=<{unit}>."
+            )
     return value
+
+
+def _weight(
+    datasets: Sequence[Dataset],
+    labels: Sequence[str],
+    override: float | None,
+    needed: bool,
+    adjustments: list[str],
+) -> float | None:
+    return _body_measure(
+        datasets, labels, override, needed, adjustments,
+        keyword="PatientWeight", name="weight", unit="kg", small_unit="grams",
+        above=_WEIGHT_GRAMS_ABOVE, factor=1000.0,
+        fix="SUV needs the patient's weight in kg — fill it in or pass weight=<kg>.",
+    )
 
 
 def _height(
@@ -1316,38 +1347,13 @@ def _height(
     needed: bool,
     adjustments: list[str],
 ) -> float | None:
-    if override is not None:
-        value = _check_positive(override, "height (m)")
-        adjustments.append(f"height {value} m given instead of {_tag('PatientSize')}")
-        return value
-    fix = "this SUV normalization needs the patient's height in m — fill it in or pass height=<m>."
-    value = _series_value(
-        datasets,
-        labels,
-        _number_reader("PatientSize"),
-        _tag("PatientSize"),
-        required=fix if needed else None,
-        same=_close,
+    return _body_measure(
+        datasets, labels, override, needed, adjustments,
+        keyword="PatientSize", name="height", unit="m", small_unit="centimetres",
+        above=_HEIGHT_CM_ABOVE, factor=100.0, unit_words="metres",
+        fix="this SUV normalization needs the patient's height in m — fill it in or pass "
+        "height=<m>.",
     )
-    if value is None:
-        return None
-    if value <= 0:
-        if needed:
-            raise SUVError(f"{_tag('PatientSize')} is {value:g} in {labels[0]}; {fix}")
-        return None
-    if value > _HEIGHT_CM_ABOVE:
-        _warn(
-            f"{_tag('PatientSize')} is {value:g} in {labels[0]}: more than {_HEIGHT_CM_ABOVE:g} m, "
-            f"taken as centimetres ({value / 100:g} m).",
-            adjustments,
-        )
-        value /= 100.0
-        if value > _HEIGHT_CM_ABOVE and needed:
-            raise SUVError(
-                f"{_tag('PatientSize')} is {value * 100:g} in {labels[0]}, neither metres nor "
-                "centimetres; correct it or pass height=<m>."
-            )
-    return value
 
 
 def _dose(
