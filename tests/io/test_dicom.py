@@ -518,6 +518,23 @@ def test_enhanced_per_frame_rescale_overrides_shared(tmp_path):
     )
 
 
+def test_enhanced_dtype_auto_uses_each_frames_own_range(tmp_path):
+    # The range that picks the integer type is taken per frame while reading. Shuffled frames,
+    # per-frame intercepts: the result needs int32 exactly when frame 1 (+10000) exceeds 32767.
+    rescale = [(1.0, 0.0), (1.0, 10000.0), (1.0, -5.0), (1.0, 0.0)]
+    stored = _stored(n=4, rows=3, cols=2, low=0, high=20000, dtype=np.uint16)
+    stored[2, 0, 1] = 0  # -5 after rescale: a signed type
+    for folder, peak, want in (("fits", 22767, np.int16), ("wide", 22768, np.int32)):
+        stored[1, 0, 0] = peak
+        fac.write_enhanced(tmp_path / folder / "e.dcm", stored, frame_rescale=rescale,
+                           frame_order=[1, 3, 0, 2])
+        img = read_dicom_series(tmp_path / folder, dtype="auto")
+        expected = np.stack([stored[k].astype(np.int64) + int(b) for k, (_, b) in
+                             enumerate(rescale)])
+        assert img.array.dtype == want, folder
+        np.testing.assert_array_equal(img.array, expected.transpose(2, 1, 0))
+
+
 def test_multiframe_without_functional_groups_is_refused(tmp_path):
     fac.write_series(
         tmp_path, _stored(n=1, rows=4, cols=2), tags={"Rows": 2, "NumberOfFrames": 2},

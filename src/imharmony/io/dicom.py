@@ -393,24 +393,17 @@ def _check_pixel_header(head: _Header, max_pixels: int) -> None:
             )
 
 
-def _read_headers(
-    files: Sequence[tuple[Path, str]], max_pixels: int, workers: int
-) -> list[_Header | _Skipped]:
-    def one(item: tuple[Path, str]) -> _Header | _Skipped | BaseException:
-        try:
-            return _read_header(item[0], item[1], max_pixels)
-        except HarmonizationError as exc:
-            return exc
+def _read_headers(files: Sequence[tuple[Path, str]], max_pixels: int) -> list[_Header | _Skipped]:
+    """Parse every file's header, in file order, in the calling thread.
 
-    if workers > 1 and len(files) > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(one, files))
-    else:
-        results = [one(item) for item in files]
-    for r in results:  # first failure in file order: deterministic message
-        if isinstance(r, BaseException):
-            raise r
-    return results  # type: ignore[return-value]
+    Header parsing is pure Python and holds the GIL: a thread pool made it slower (300 CT headers:
+    0.071 s in one thread, 0.112 s in two, with the files cached; no gain after dropping the page
+    cache either), so only the pixel reads are spread over threads.
+    """
+    results: list[_Header | _Skipped] = []
+    for path, name in files:
+        results.append(_read_header(path, name, max_pixels))
+    return results
 
 
 # ---------------------------------------------------------------------------------------------
@@ -734,13 +727,19 @@ def _decode_with_pydicom(h: _Header) -> np.ndarray:
 
 def _read_pixels(
     headers: Sequence[_Header], fr: _Frames, rank: np.ndarray, workers: int
-) -> np.ndarray:
-    """Stored values, shape (n_frames, rows, columns), frames in slice order."""
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Stored values, shape (n_frames, rows, columns), frames in slice order, and their range.
+
+    The range is the per-frame (min, max), taken by the thread that read the frame while it is
+    still in the CPU cache.
+    """
     dtypes = {h.name: _file_dtype(h) for h in headers}
     vol_dtype = np.result_type(*[dt.newbyteorder("=") for dt in dtypes.values()])
     rows, cols = headers[0].rows, headers[0].columns
     n = len(fr.inst)
     stored = np.empty((n, rows, cols), dtype=vol_dtype)
+    low = np.empty(n, dtype=np.float64)
+    high = np.empty(n, dtype=np.float64)
     ranks_of: list[list[int]] = [[] for _ in headers]
     for k, i in enumerate(fr.inst):
         ranks_of[i].append(int(rank[k]))
@@ -763,12 +762,15 @@ def _read_pixels(
                 )
             if direct:
                 stored_values(buf, bits_stored, pixrep, out=buf)
+                low[ranks[0]], high[ranks[0]] = buf.min(), buf.max()
                 return
             raw = buf
         else:
             raw = _decode_with_pydicom(h)
         values = stored_values(raw, bits_stored, pixrep)
         stored[ranks] = values
+        flat = values.reshape(len(ranks), -1)
+        low[ranks], high[ranks] = flat.min(axis=1), flat.max(axis=1)
 
     if workers > 1 and len(headers) > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -776,7 +778,7 @@ def _read_pixels(
     else:
         for i in range(len(headers)):
             one(i)
-    return stored
+    return stored, (low, high)
 
 
 def _smallest_int_dtype(low: float, high: float) -> np.dtype[Any]:
@@ -949,17 +951,13 @@ def _group_series(
     return series
 
 
-def list_dicom_series(
-    folder: str | os.PathLike[str], *, workers: int | None = None
-) -> list[dict[str, Any]]:
+def list_dicom_series(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """List the image series found in a folder (headers only, no pixels decoded).
 
     Parameters
     ----------
     folder : path-like
         A folder (searched recursively, hidden entries ignored) or one DICOM file.
-    workers : int, optional
-        Threads used to read headers; default ``min(8, 2 × CPUs)``.
 
     Returns
     -------
@@ -970,7 +968,7 @@ def list_dicom_series(
     source = Path(folder)
     files = _list_files(source)
     with _quiet_pydicom():
-        results = _read_headers(files, DEFAULT_MAX_PIXELS * 64, _workers(workers))
+        results = _read_headers(files, DEFAULT_MAX_PIXELS * 64)
         groups = _group_series(results, source)
         return [
             {
@@ -1042,7 +1040,8 @@ def read_dicom_series(
         when every frame's scale and offset are integers and nothing is padding (typical CT: HU in
         int16), float64 otherwise.
     workers : int, optional
-        Threads for reading files; default ``min(8, 2 × CPUs)``.
+        Threads for reading and converting the pixel data; default ``min(8, 2 × CPUs)``
+        (headers are parsed in the calling thread).
     **pet_options
         Passed to :func:`imharmony.physics.pet.suv_factors` for SUV units (e.g. body size
         overrides).
@@ -1090,7 +1089,7 @@ def read_dicom_series(
     source = Path(folder)
     files = _list_files(source)
     with _quiet_pydicom():
-        results = _read_headers(files, int(max_pixels), n_workers)
+        results = _read_headers(files, int(max_pixels))
         groups = _group_series(results, source)
         if series_uid is not None:
             if series_uid not in groups:
@@ -1130,7 +1129,7 @@ def read_dicom_series(
         rank = np.empty(len(geom.order), dtype=np.intp)
         rank[geom.order] = np.arange(len(geom.order))
         logger.debug("reading pixels of %d files", len(members))
-        stored = _read_pixels(members, fr, rank, n_workers)
+        stored, value_range = _read_pixels(members, fr, rank, n_workers)
         scale_sorted, offset_sorted = scale[geom.order], offset[geom.order]
         mask = None
         if padding is not None:
@@ -1143,7 +1142,6 @@ def read_dicom_series(
                     mask[k] = m
             if not mask.any():
                 mask = None
-        value_range = (stored.min(axis=(1, 2)), stored.max(axis=(1, 2)))
         values = _to_values(
             stored, scale_sorted, offset_sorted, mask, dtype, value_range, n_workers
         )
