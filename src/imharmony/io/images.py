@@ -231,8 +231,6 @@ def write_image(
     ImageFormatError
         If the suffix is not one of the supported ones.
     """
-    import SimpleITK as sitk
-
     path = Path(path)
     suffix = _suffix(path)
     if suffix is None or suffix == ".nhdr":
@@ -242,6 +240,8 @@ def write_image(
         )
     if IMAGE_SUFFIXES[suffix] == "nifti" and img.ndim == 3 and img.array.ndim == 3:
         return _write_nifti_nibabel(img, path, dtype)
+    import SimpleITK as sitk
+
     itk = _to_sitk(img, dtype)
     use_compression = compress or suffix == ".nii.gz"
     if suffix == ".mhd":
@@ -287,11 +287,31 @@ def _write_nifti_nibabel(img: Image, path: Path, dtype: Any) -> Path:
         raise DataError(f"{path}: the image cannot be stored as NIfTI ({_brief(exc)}).") from exc
     with atomic_path(path) as tmp:
         try:
-            nib.save(nii, str(tmp))
+            if _suffix(path) == ".nii" and arr.dtype.isnative and arr.T.flags.c_contiguous:
+                _write_nii_raw(nii, arr, tmp)
+            else:
+                nib.save(nii, str(tmp))
         except OSError as exc:
             raise ImageFormatError(f"{path}: cannot be written ({_brief(exc)}).") from exc
     logger.debug("wrote %s", path)
     return path
+
+
+def _write_nii_raw(nii: Any, arr: np.ndarray, tmp: Path) -> None:
+    """Uncompressed single-file NIfTI: nibabel's header, then the voxel buffer in one write.
+
+    ``arr`` is Fortran-ordered (NIfTI's order: the first index varies fastest), so its memory is
+    the data block as it stands; nibabel would write it in many small chunks.
+    """
+    header = nii.header
+    header.set_data_dtype(arr.dtype)
+    header["scl_slope"], header["scl_inter"] = 1.0, 0.0  # as nibabel writes unscaled data
+    with open(tmp, "wb") as f:
+        header.write_to(f)
+        offset = int(header["vox_offset"])
+        if f.tell() < offset:
+            f.write(b"\0" * (offset - f.tell()))
+        f.write(memoryview(arr.T).cast("B"))
 
 
 def _write_mhd(itk: Any, path: Path, compress: bool) -> Path:
