@@ -45,6 +45,7 @@ from ..errors import DataError, HarmonizationError
 from ..image import Image
 from ..physics import ct
 from ..physics.ct import tag_label
+from ._dicom_header import frame_header
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -79,6 +80,8 @@ _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN
 # Header values longer than this are not read while parsing (pydicom's ``defer_size``): a
 # hostile element length cannot make the parser allocate gigabytes.
 _DEFER_BYTES = 1 << 20
+# Bytes read at once from the start of each file; a header that does not fit is read by pydicom.
+_HEADER_BYTES = 1 << 14
 
 # Position tolerances (mm): duplicates closer than this are the same slice position.
 _DUPLICATE_MM = 1e-3
@@ -268,19 +271,24 @@ def _read_header(path: Path, name: str, max_pixels: int) -> _Header | _Skipped:
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            f.seek(128)
-            if f.read(4) != b"DICM":
+            start = f.read(_HEADER_BYTES)
+            if start[128:132] != b"DICM":
                 return _Skipped(name, "not a DICOM file (no 'DICM' prefix at byte 128)")
-            f.seek(0)
-            try:
-                ds = pydicom.dcmread(f, stop_before_pixels=True, defer_size=_DEFER_BYTES)
-            except InvalidDicomError as exc:
-                return _Skipped(name, f"not a readable DICOM file ({_brief(exc)})")
-            except Exception as exc:
-                raise DicomError(
-                    f"{name}: damaged DICOM file, the header cannot be parsed "
-                    f"({type(exc).__name__}: {_brief(exc)}); replace or remove the file."
-                ) from exc
+            quick = frame_header(f, start, size, _DEFER_BYTES)
+            if quick is not None:
+                ds, pixel_element = quick
+                f.seek(size if pixel_element is None else pixel_element)
+            else:
+                f.seek(0)
+                try:
+                    ds = pydicom.dcmread(f, stop_before_pixels=True, defer_size=_DEFER_BYTES)
+                except InvalidDicomError as exc:
+                    return _Skipped(name, f"not a readable DICOM file ({_brief(exc)})")
+                except Exception as exc:
+                    raise DicomError(
+                        f"{name}: damaged DICOM file, the header cannot be parsed "
+                        f"({type(exc).__name__}: {_brief(exc)}); replace or remove the file."
+                    ) from exc
             head = _Header(path=path, name=name, ds=ds, file_size=size)
             ts = ds.file_meta.get("TransferSyntaxUID")
             sop = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
