@@ -115,6 +115,20 @@ def run_cli(dcm: Path, out: Path) -> tuple[float, float | None]:
                    str(out)])
 
 
+# What the CLI loads before it converts anything: interpreter, numpy, pydicom, nibabel, imharmony.
+FLOOR_SNIPPET = (
+    "import numpy, pydicom, nibabel\n"
+    "from imharmony import cli\n"
+    "from imharmony.io import dicom, images\n"
+)
+
+
+def run_floor() -> float:
+    """Wall time of a process that only starts Python, imports what convert uses, and exits."""
+    elapsed, _ = _timed([sys.executable, "-c", FLOOR_SNIPPET])
+    return elapsed
+
+
 def run_api(dcm: Path, out: Path, workers: int | None) -> float:
     from imharmony.io import read_dicom_series, write_image
 
@@ -166,8 +180,10 @@ def main() -> int:
             _, _, theirs = run_dcm2niix(dcm, work, args.gzip)
         run_cli(dcm, ours_cli)
         run_api(dcm, ours_api, args.workers)
-        t_d2n, t_cli, t_api, rss_d2n, rss_cli = [], [], [], [], []
+        run_floor()
+        t_d2n, t_cli, t_api, t_floor, rss_d2n, rss_cli = [], [], [], [], [], []
         for _ in range(args.repeats):
+            t_floor.append(run_floor())
             if have_d2n:
                 t, rss, theirs = run_dcm2niix(dcm, work, args.gzip)
                 t_d2n.append(t)
@@ -196,8 +212,11 @@ def main() -> int:
                   f"(best {min(t_api) / min(t_d2n):.2f})")
             print("ours (CLI) vs dcm2niix:", compare(ours_cli, theirs))
             print("ours (API) vs dcm2niix:", compare(ours_api, theirs))
-        startup, _ = _timed([sys.executable, "-c", "import imharmony._cli.convert"])
-        print(f"(interpreter start + imports of the CLI alone: {startup:.3f} s)")
+        floor = statistics.median(t_floor)
+        print(f"start-up floor      {fmt(t_floor)}: Python start, imports of numpy, pydicom, "
+              "nibabel and imharmony, exit; no conversion")
+        if have_d2n:
+            print(f"CLI minus floor / dcm2niix: {(statistics.median(t_cli) - floor) / m:.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -34,6 +34,7 @@ from imharmony.io.dicom import (
     DicomError,
     DicomSeriesError,
     DicomSizeError,
+    _holds_stored_values,
     list_dicom_series,
     read_dicom_series,
     stored_values,
@@ -474,6 +475,23 @@ def test_stored_values_recovers_any_value_whatever_the_high_bits(bits_stored, si
     got = stored_values(cells, bits_stored, int(signed))
     np.testing.assert_array_equal(got, values)
     assert got.dtype == (np.int16 if signed else np.uint16)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    bits_stored=st.integers(1, 16),
+    signed=st.booleans(),
+    cells=st.lists(st.integers(0, 2**16 - 1), min_size=1, max_size=30),
+)
+def test_the_range_check_skips_stored_values_only_when_it_changes_nothing(bits_stored, signed,
+                                                                         cells):
+    # The reader skips the bit masking when a slice's range shows the high bits are clean; for
+    # any 16-bit cells, the check must say "clean" exactly when stored_values is the identity.
+    raw = np.array(cells, dtype=np.uint16).view(np.int16 if signed else np.uint16)
+    clean = _holds_stored_values(int(raw.min()), int(raw.max()), bits_stored, int(signed),
+                                 raw.itemsize)
+    unchanged = bool(np.array_equal(stored_values(raw, bits_stored, int(signed)), raw))
+    assert clean == unchanged
 
 
 def test_32_bit_and_8_bit_pixels(tmp_path):

@@ -718,6 +718,20 @@ def _file_dtype(h: _Header) -> np.dtype[Any]:
     return np.dtype(f"{'<' if little else '>'}{kind}{h.bits_allocated // 8}")
 
 
+def _holds_stored_values(lo: int, hi: int, bits_stored: int, pixrep: int, itemsize: int) -> bool:
+    """Whether cells whose range is [lo, hi] already are their stored values.
+
+    True when every cell lies in the range of a ``bits_stored``-bit value (read with the sign of
+    ``pixrep``): the unused high bits are then all zero, or all copies of the sign bit, so
+    :func:`stored_values` would change nothing and the pass over the pixels can be skipped.
+    """
+    if bits_stored >= itemsize * 8:
+        return True
+    if pixrep:
+        return -(1 << (bits_stored - 1)) <= lo and hi < (1 << (bits_stored - 1))
+    return 0 <= lo and hi < (1 << bits_stored)
+
+
 def _decode_with_pydicom(h: _Header) -> np.ndarray:
     import pydicom
 
@@ -769,8 +783,11 @@ def _read_pixels(
                     f"({got} of {buf.nbytes} bytes); the file changed while being read?"
                 )
             if direct:
-                stored_values(buf, bits_stored, pixrep, out=buf)
-                low[ranks[0]], high[ranks[0]] = buf.min(), buf.max()
+                lo, hi = buf.min(), buf.max()
+                if not _holds_stored_values(int(lo), int(hi), bits_stored, pixrep, buf.itemsize):
+                    stored_values(buf, bits_stored, pixrep, out=buf)
+                    lo, hi = buf.min(), buf.max()
+                low[ranks[0]], high[ranks[0]] = lo, hi
                 return
             raw = buf
         else:
