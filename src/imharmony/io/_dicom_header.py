@@ -13,7 +13,6 @@ a value longer than the deferral size) returns ``None`` and the caller uses ``dc
 
 from __future__ import annotations
 
-import functools
 import struct
 from typing import Any, BinaryIO
 
@@ -24,19 +23,6 @@ _IMPLICIT = struct.Struct("<HHL")
 _LONG = struct.Struct("<L")
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _UNDEFINED = 0xFFFFFFFF
-_IMPLICIT_LE = "1.2.840.10008.1.2"
-# Transfer syntaxes whose data set is not explicit VR little endian as it stands.
-_OTHER_ENCODINGS = frozenset({
-    "1.2.840.10008.1.2.2",  # explicit VR big endian
-    "1.2.840.10008.1.2.1.99",  # deflated
-    "1.2.840.10008.1.2.8.1",  # deflated image frame compression
-})
-
-
-@functools.cache
-def _encoded_vrs(vr_enum: Any) -> frozenset[bytes]:
-    """The two-letter VRs pydicom knows, as they appear in a file."""
-    return frozenset(v.value.encode("ascii") for v in vr_enum if len(v.value) == 2)
 
 
 def _elements(
@@ -107,34 +93,35 @@ def frame_header(
     """
     from pydicom.dataelem import RawDataElement, empty_value_for_VR
     from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.filereader import ENCODED_VR
     from pydicom.tag import BaseTag
-    from pydicom.uid import PrivateTransferSyntaxes
-    from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
-
-    encoded_vrs = _encoded_vrs(VR)
+    from pydicom.uid import UID, PrivateTransferSyntaxes
+    from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
     if len(buf) < 132 or buf[128:132] != b"DICM":
         return None
-    framed = _elements(buf, 132, False, True, defer, encoded_vrs, EXPLICIT_VR_LENGTH_32)
+    framed = _elements(buf, 132, False, True, defer, ENCODED_VR, EXPLICIT_VR_LENGTH_32)
     if framed is None or not framed[0]:
         return None
     meta_elements, start, _ = framed
     syntax = None
     for tag, _vr, length, value in meta_elements:
         if tag == 0x00020010:
-            syntax = buf[value:value + length].rstrip(b"\0 ").decode("ascii", "replace")
+            syntax = UID(buf[value:value + length].rstrip(b"\0 ").decode("ascii", "replace"))
     if (
         syntax is None
-        or syntax in _OTHER_ENCODINGS
+        or not syntax.is_transfer_syntax
+        or syntax.is_deflated
+        or not syntax.is_little_endian
         or syntax in PrivateTransferSyntaxes
         or start >= file_size
     ):
         return None
-    implicit = syntax == _IMPLICIT_LE
+    implicit = syntax.is_implicit_VR
     vr_bytes = buf[start + 4:start + 6]
     if implicit and len(vr_bytes) == 2 and all(0x40 < b < 0x5B for b in vr_bytes):
         return None  # looks like explicit VR under an implicit transfer syntax: pydicom guesses
-    framed = _elements(buf, start, implicit, False, defer, encoded_vrs, EXPLICIT_VR_LENGTH_32)
+    framed = _elements(buf, start, implicit, False, defer, ENCODED_VR, EXPLICIT_VR_LENGTH_32)
     if framed is None:
         return None
     elements, end, stop = framed
@@ -142,14 +129,12 @@ def frame_header(
         return None  # the buffer ended inside the header
 
     def raw(items: list[tuple[int, str | None, int, int]], implicit_vr: bool) -> dict[Any, Any]:
-        return {
-            BaseTag(tag): RawDataElement(
-                BaseTag(tag), vr, length,
-                buf[value:value + length] if length else empty_value_for_VR(vr, raw=True),
-                value, implicit_vr, True,
-            )
-            for tag, vr, length, value in items
-        }
+        elements = {}
+        for tag, vr, length, value in items:
+            key = BaseTag(tag)
+            data = buf[value:value + length] if length else empty_value_for_VR(vr, raw=True)
+            elements[key] = RawDataElement(key, vr, length, data, value, implicit_vr, True)
+        return elements
 
     file_meta = FileMetaDataset(raw(meta_elements, False))
     file_meta.set_original_encoding(False, True, "iso8859")

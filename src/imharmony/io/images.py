@@ -304,7 +304,6 @@ def _write_nii_raw(nii: Any, arr: np.ndarray, tmp: Path) -> None:
     the data block as it stands; nibabel would write it in many small chunks.
     """
     header = nii.header
-    header.set_data_dtype(arr.dtype)
     header["scl_slope"], header["scl_inter"] = 1.0, 0.0  # as nibabel writes unscaled data
     with open(tmp, "wb") as f:
         header.write_to(f)
