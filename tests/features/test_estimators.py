@@ -45,6 +45,12 @@ def test_get_params_and_clone() -> None:
         "eb": True,
         "tol": 1e-4,
         "max_iter": 50,
+        "smooth": None,
+        "smooth_penalty": "cv",
+        "smooth_df": 10,
+        "smooth_degree": 3,
+        "smooth_bounds": None,
+        "random_state": None,
     }
     assert clone(model).get_params() == model.get_params()
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
@@ -256,7 +256,7 @@ def _moments_complete(
     X: np.ndarray,
     batch_rows: list[np.ndarray],
     C: np.ndarray,
-    gram_chol: tuple[np.ndarray, bool],
+    solve: Callable[[np.ndarray], np.ndarray],
 ) -> dict[str, np.ndarray]:
     """Design fit and per-batch residual moments from one pass over cache-sized panels.
 
@@ -284,7 +284,7 @@ def _moments_complete(
             scy[j, :, cols] += C[rows].T @ y
     counts = np.array([rows.shape[0] for rows in batch_rows], dtype=float)
     rhs = np.vstack([sy, scy.sum(axis=0)]) if q else sy
-    B = linalg.cho_solve(gram_chol, rhs, check_finite=False)
+    B = solve(rhs)
     Bs, beta = B[:J], B[J:]  # batch coefficients of the shifted data, covariate effects
     # residual sums and sums of squares per batch, from the moments
     rsum = sy - counts[:, None] * Bs
@@ -324,9 +324,17 @@ def _moments_complete(
 
 
 def _moments_missing(
-    Xm: np.ndarray, codes: np.ndarray, n_batches: int, C: np.ndarray
+    Xm: np.ndarray,
+    codes: np.ndarray,
+    n_batches: int,
+    C: np.ndarray,
+    penalty: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Per-feature least squares on the observed values, for columns with missing values."""
+    """Per-feature least squares on the observed values, for columns with missing values.
+
+    ``penalty`` (one ``q x q`` matrix per column, over the covariate columns) is added to each
+    column's normal equations (penalized spline terms).
+    """
     n, G = Xm.shape
     q = C.shape[1]
     p = n_batches + q
@@ -338,6 +346,8 @@ def _moments_missing(
     # (D^T W_g D) for every feature g at once: (p*p, n) @ (n, G)
     outer = (D[:, :, None] * D[:, None, :]).reshape(n, p * p)
     grams = (outer.T @ obs).T.reshape(G, p, p)
+    if penalty is not None:
+        grams[:, n_batches:, n_batches:] += penalty
     rhs = (D.T @ X0).T[:, :, None]
     try:
         B = np.linalg.solve(grams, rhs)[:, :, 0].T  # (p, G)
@@ -534,6 +544,7 @@ def fit_combat(
     tol: float = 1e-4,
     max_iter: int = 1000,
     nan_columns: np.ndarray | None = None,
+    penalty: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> CombatFit:
     """Estimate ComBat's site effects and their empirical Bayes adjustments.
 
@@ -557,6 +568,11 @@ def fit_combat(
         :class:`~imharmony.errors.ConvergenceWarning`.
     nan_columns : ndarray of int, optional
         Columns known to hold missing values (saves a pass over X when the caller has checked).
+    penalty : (ndarray of shape (m, q, q), ndarray of int of shape (n_features,)), optional
+        Quadratic penalties on the covariate effects (smooth spline terms, see
+        :mod:`imharmony.features.gam`): the distinct matrices and the one of every feature.
+        Feature g's coefficients then minimize ||x_g - D b||^2 + beta^T P_g beta; the site
+        coefficients are never penalized, so everything after the fit is unchanged ComBat.
 
     Returns
     -------
@@ -586,11 +602,22 @@ def fit_combat(
     nan_cols = np.asarray(nan_columns, dtype=np.intp)
 
     batch_rows = [np.flatnonzero(codes == j) for j in range(n_batches)]
-    chol = linalg.cho_factor(_design_gram(codes, n_batches, C))
-    mom = _moments_complete(X, batch_rows, C, chol)
+    gram = _design_gram(codes, n_batches, C)
+    if penalty is None:
+        chol = linalg.cho_factor(gram)
+
+        def solve(rhs: np.ndarray) -> np.ndarray:
+            return linalg.cho_solve(chol, rhs, check_finite=False)
+
+    else:
+        from .gam import penalized_solver
+
+        solve = penalized_solver(gram, n_batches, penalty)
+    mom = _moments_complete(X, batch_rows, C, solve)
     unusable = np.zeros(G, dtype=bool)
     if nan_cols.size:
-        mm = _moments_missing(X[:, nan_cols], codes, n_batches, C)
+        pen_cols = None if penalty is None else penalty[0][penalty[1][nan_cols]]
+        mm = _moments_missing(X[:, nan_cols], codes, n_batches, C, pen_cols)
         unusable[nan_cols[mm.pop("singular")]] = True
         for key, value in mm.items():
             mom[key][:, nan_cols] = value

@@ -184,16 +184,35 @@ def _check_acquisitions(acquisitions: Any, n: int, mapping: Any) -> None:
 class _CovariateEncoder:
     """Turns a covariate table into the design columns: continuous as is, categorical one-hot
     with the first level dropped (R's treatment contrasts; levels sorted, or the categorical
-    dtype's own order)."""
+    dtype's own order), smooth terms as their penalized B-spline basis (knots learned at fit)."""
 
     def __init__(self, spec: list[dict[str, Any]]) -> None:
         self.spec = spec
 
     @classmethod
-    def learn(cls, covariates: Any, n: int) -> tuple[_CovariateEncoder, pd.DataFrame | None]:
+    def learn(
+        cls,
+        covariates: Any,
+        n: int,
+        smooth: Sequence[str] = (),
+        df: int = 10,
+        degree: int = 3,
+        bounds: Any = None,
+    ) -> tuple[_CovariateEncoder, pd.DataFrame | None]:
         frame = _as_covariate_frame(covariates, n)
         if frame is None:
+            if smooth:
+                raise DataError(
+                    f"smooth={list(smooth)!r} names covariate columns, but no covariates were "
+                    "given; pass them with covariates=DataFrame."
+                )
             return cls([]), None
+        missing = [c for c in smooth if c not in frame.columns]
+        if missing:
+            raise DataError(
+                f"smooth covariate(s) {_fmt(missing)} are not covariate columns (columns: "
+                f"{_fmt(list(frame.columns))}); add them to the covariates."
+            )
         spec: list[dict[str, Any]] = []
         for name in frame.columns:
             col = frame[name]
@@ -202,7 +221,9 @@ class _CovariateEncoder:
                     f"covariate column {name!r} has {int(col.isna().sum())} missing value(s); "
                     "impute them or drop those samples."
                 )
-            if _is_numeric_dtype(col.dtype):
+            if name in smooth:
+                spec.append(_learn_smooth(name, col, df, degree, bounds, len(smooth)))
+            elif _is_numeric_dtype(col.dtype):
                 spec.append({"name": str(name), "kind": "continuous"})
             else:
                 if isinstance(col.dtype, pd.CategoricalDtype):
@@ -223,11 +244,31 @@ class _CovariateEncoder:
         for s in self.spec:
             if s["kind"] == "continuous":
                 names.append(s["name"])
+            elif s["kind"] == "smooth":
+                names.extend(f"{s['name']}[s{k}]" for k in range(1, _term(s).n_basis + 1))
             else:
                 names.extend(f"{s['name']}[{lvl}]" for lvl in s["levels"][1:])
         return names
 
-    def encode(self, covariates: Any, n: int) -> np.ndarray:
+    def smooth_terms(self) -> list[tuple[str, Any, np.ndarray]]:
+        """(name, SmoothTerm, positions of its basis among the encoded columns) per smooth term."""
+        out, pos = [], 0
+        for s in self.spec:
+            width = (
+                1
+                if s["kind"] == "continuous"
+                else _term(s).n_basis
+                if s["kind"] == "smooth"
+                else len(s["levels"]) - 1
+            )
+            if s["kind"] == "smooth":
+                out.append((s["name"], _term(s), np.arange(pos, pos + width)))
+            pos += width
+        return out
+
+    def encode(self, covariates: Any, n: int, *, raw_smooth: bool = False) -> np.ndarray:
+        """The design's covariate columns (``raw_smooth``: smooth terms as one linear column,
+        for the rank checks)."""
         if not self.spec:
             if covariates is not None and _as_covariate_frame(covariates, n) is not None:
                 raise DataError(
@@ -248,12 +289,28 @@ class _CovariateEncoder:
             col = frame[name]
             if col.isna().any():
                 raise DataError(f"covariate column {name!r} has missing values.")
-            if s["kind"] == "continuous":
+            if s["kind"] in ("continuous", "smooth"):
                 if not _is_numeric_dtype(col.dtype):
                     raise DataError(
                         f"covariate column {name!r} was continuous at fit but is not numeric now."
                     )
-                blocks.append(col.to_numpy(dtype=np.float64)[:, None])
+                x = col.to_numpy(dtype=np.float64)
+                if s["kind"] == "continuous" or raw_smooth:
+                    blocks.append(x[:, None])
+                    continue
+                term = _term(s)
+                lo, hi = term.bounds
+                outside = (x < lo) | (x > hi)
+                if outside.any():
+                    warnings.warn(
+                        f"smooth covariate {name!r}: {int(outside.sum())} value(s) outside the "
+                        f"fitted range [{lo:g}, {hi:g}] (from {x.min():g} to {x.max():g}); its "
+                        "effect is extrapolated linearly there. Fit with smooth_bounds covering "
+                        "them to model them.",
+                        HarmonizationWarning,
+                        stacklevel=4,
+                    )
+                blocks.append(term.basis(x))
             else:
                 levels = s["levels"]
                 idx, unseen_keys = _encode(col.to_numpy(), levels)
@@ -268,6 +325,49 @@ class _CovariateEncoder:
                 block[rows, idx[rows] - 1] = 1.0
                 blocks.append(block)
         return np.hstack(blocks)
+
+
+def _term(spec: dict[str, Any]) -> Any:
+    from .gam import SmoothTerm
+
+    return SmoothTerm(np.asarray(spec["knots"], dtype=np.float64), int(spec["degree"]))
+
+
+def _learn_smooth(
+    name: str, col: pd.Series, df: int, degree: int, bounds: Any, n_smooth: int
+) -> dict[str, Any]:
+    """The spec of a smooth term: its knots (quantiles of the training values, or the bounds)."""
+    from .gam import bspline_knots
+
+    if not _is_numeric_dtype(col.dtype):
+        raise DataError(f"smooth covariate {name!r} must be numeric; got dtype {col.dtype}.")
+    x = col.to_numpy(dtype=np.float64)
+    distinct = np.unique(x).shape[0]
+    if distinct < degree + 1:
+        raise DesignError(
+            f"smooth covariate {name!r} has {distinct} distinct value(s); a spline of degree "
+            f"{degree} needs at least {degree + 1}: give it as a linear covariate instead."
+        )
+    if isinstance(bounds, dict):
+        b = bounds.get(name)
+    elif bounds is not None:
+        if n_smooth > 1:
+            raise DesignError(
+                "smooth_bounds as one (low, high) pair is ambiguous with several smooth "
+                "covariates; give a dict {column: (low, high)}."
+            )
+        b = bounds
+    else:
+        b = None
+    if b is not None:
+        b = (float(b[0]), float(b[1]))
+        if b[0] > x.min() or b[1] < x.max():
+            raise DesignError(
+                f"smooth_bounds {b} for {name!r} must contain its training values "
+                f"({x.min():g} to {x.max():g})."
+            )
+    knots = bspline_knots(x, df=int(df), degree=int(degree), bounds=b)
+    return {"name": name, "kind": "smooth", "degree": int(degree), "knots": knots.tolist()}
 
 
 def _as_covariate_frame(covariates: Any, n: int) -> pd.DataFrame | None:
@@ -318,6 +418,29 @@ class ComBat(TransformerMixin, BaseEstimator):
         Relative change at which the parametric EB iteration stops (R's criterion).
     max_iter : int, default=1000
         Iteration cap of the parametric EB (R has none); reaching it warns.
+    smooth : list of str, optional
+        Covariate columns whose effect is a penalized cubic B-spline instead of a straight line
+        (ComBat-GAM, Pomponio et al. 2020; neuroHarmonize's basis: ``smooth_df`` B-splines of
+        ``smooth_degree``, first one dropped, inner knots at quantiles, curvature penalty). The
+        other covariates stay linear (categorical ones allowed). Several terms allowed.
+    smooth_penalty : {"cv", "gcv"}, float or array-like, default="cv"
+        The alpha of each smooth term in ``||x_g - D b||^2 + sum_t 2 alpha_t b_t' S_t b_t``
+        (statsmodels' GLMGam scaling, so neuroHarmonize's choices can be given as they are).
+        ``"cv"``: chosen per feature by 5-fold cross-validation, folds stratified by site and
+        drawn from ``random_state`` (the same folds for every candidate and feature); ``"gcv"``:
+        per feature by generalized cross-validation (no randomness); a number: the same for
+        every feature and term; an array of shape (n_features,) or (n_features, n_terms): given.
+        See :func:`imharmony.features.gam.select_penalties` for the candidates.
+    smooth_df : int, default=10
+        B-splines per smooth term before the first is dropped.
+    smooth_degree : int, default=3
+    smooth_bounds : (float, float) or dict, optional
+        Boundary knots of the smooth term (a dict ``{column: (low, high)}`` with several terms);
+        the training range when not given. New samples beyond them are extrapolated linearly,
+        with a warning.
+    random_state : int or numpy Generator, optional
+        Seed of the cross-validation folds of ``smooth_penalty="cv"``; None means seed 0, so
+        fits are reproducible by default.
 
     Attributes
     ----------
@@ -332,6 +455,8 @@ class ComBat(TransformerMixin, BaseEstimator):
         The learned estimates (grand mean, pooled variance, covariate effects, gamma*, delta*...).
     unadjusted_features_ : dict
         Feature name (or index) -> why it was left unchanged.
+    smooth_penalty_ : ndarray, shape (n_features_in_, n_smooth_terms)
+        The alpha used for every feature and smooth term (only with ``smooth``).
 
     See Also
     --------
@@ -364,6 +489,12 @@ class ComBat(TransformerMixin, BaseEstimator):
         eb: bool = True,
         tol: float = 1e-4,
         max_iter: int = 1000,
+        smooth: Sequence[str] | None = None,
+        smooth_penalty: Any = "cv",
+        smooth_df: int = 10,
+        smooth_degree: int = 3,
+        smooth_bounds: Any = None,
+        random_state: Any = None,
     ) -> None:
         self.nonparametric = nonparametric
         self.mean_only = mean_only
@@ -371,6 +502,12 @@ class ComBat(TransformerMixin, BaseEstimator):
         self.eb = eb
         self.tol = tol
         self.max_iter = max_iter
+        self.smooth = smooth
+        self.smooth_penalty = smooth_penalty
+        self.smooth_df = smooth_df
+        self.smooth_degree = smooth_degree
+        self.smooth_bounds = smooth_bounds
+        self.random_state = random_state
 
     # -- parameters --------------------------------------------------------------------------
     _parameter_constraints: ClassVar[dict[str, tuple[type, ...]]] = {
@@ -379,6 +516,8 @@ class ComBat(TransformerMixin, BaseEstimator):
         "eb": (bool, np.bool_),
         "tol": (float, int),
         "max_iter": (int, np.integer),
+        "smooth_df": (int, np.integer),
+        "smooth_degree": (int, np.integer),
     }
 
     def _validate_params(self) -> None:
@@ -396,6 +535,32 @@ class ComBat(TransformerMixin, BaseEstimator):
         if self.max_iter < 1:
             raise HarmonizationError(
                 f"The 'max_iter' parameter of ComBat must be >= 1; got {self.max_iter}."
+            )
+        if self.smooth is not None and (
+            isinstance(self.smooth, str) or not all(isinstance(c, str) for c in self.smooth)
+        ):
+            raise HarmonizationError(
+                f"The 'smooth' parameter of ComBat must be a list of covariate column names; "
+                f"got {self.smooth!r} (write smooth=['age'] for one column)."
+            )
+        pen = self.smooth_penalty
+        if isinstance(pen, str):
+            if pen not in ("cv", "gcv"):
+                raise HarmonizationError(
+                    f"The 'smooth_penalty' parameter of ComBat must be 'cv', 'gcv', a number or "
+                    f"an array of one value per feature; got {pen!r}."
+                )
+        elif not np.all(np.isfinite(np.asarray(pen, dtype=float))) or np.any(
+            np.asarray(pen, dtype=float) < 0
+        ):
+            raise HarmonizationError(
+                "The 'smooth_penalty' parameter of ComBat must be >= 0 and finite everywhere."
+            )
+        if self.smooth_degree < 2 or self.smooth_df < self.smooth_degree + 1:
+            raise HarmonizationError(
+                f"smooth_degree must be >= 2 (the penalty is the curvature) and smooth_df >= "
+                f"smooth_degree + 1; got "
+                f"smooth_df={self.smooth_df}, smooth_degree={self.smooth_degree}."
             )
 
     @property
@@ -505,12 +670,17 @@ class ComBat(TransformerMixin, BaseEstimator):
                         f"{_fmt(levels)}."
                     )
             ref = lookup[rkey]
-        encoder, _ = _CovariateEncoder.learn(covariates, n)
+        smooth = list(self.smooth or [])
+        encoder, _ = _CovariateEncoder.learn(
+            covariates, n, smooth, self.smooth_df, self.smooth_degree, self.smooth_bounds
+        )
         C = encoder.encode(covariates, n)
         try:
-            check_design(codes, len(levels), C)
+            check_design(codes, len(levels), encoder.encode(covariates, n, raw_smooth=True))
         except _RankDeficient as exc:
-            cols = [encoder.columns[k] for k in exc.columns]
+            raw = _CovariateEncoder([{**s, "kind": "continuous"} if s["kind"] == "smooth" else s
+                                     for s in encoder.spec])
+            cols = [raw.columns[k] for k in exc.columns]
             raise DesignError(
                 f"covariate column(s) {_fmt(cols)} are confounded with site: the design (site "
                 "indicators + covariates) is rank deficient, so their effect cannot be told apart "
@@ -520,6 +690,14 @@ class ComBat(TransformerMixin, BaseEstimator):
         if biology is not None or C.shape[1]:
             self._check_confounding(labels, covariates, biology)
 
+        terms = encoder.smooth_terms()
+        penalty = None
+        if terms:
+            alphas = self._smooth_alphas(data, codes, len(levels), C, terms, nan_cols)
+            from .gam import penalty_matrices, place_penalties
+
+            placed = place_penalties([(t, cols) for _, t, cols in terms], C.shape[1])
+            penalty = penalty_matrices(alphas, placed)
         fit = fit_combat(
             data,
             codes,
@@ -531,7 +709,12 @@ class ComBat(TransformerMixin, BaseEstimator):
             tol=float(self.tol),
             max_iter=int(self.max_iter),
             nan_columns=nan_cols,
+            penalty=penalty,
         )
+        if terms:
+            self.smooth_penalty_ = alphas
+        elif hasattr(self, "smooth_penalty_"):
+            del self.smooth_penalty_
         self.batches_ = np.array(levels, dtype=object)
         self.n_features_in_ = data.shape[1]
         if names is not None:
@@ -563,6 +746,52 @@ class ComBat(TransformerMixin, BaseEstimator):
             C.shape[1],
         )
         return codes, C
+
+    def _smooth_alphas(
+        self,
+        data: np.ndarray,
+        codes: np.ndarray,
+        n_batches: int,
+        C: np.ndarray,
+        terms: list[tuple[str, Any, np.ndarray]],
+        nan_cols: np.ndarray,
+    ) -> np.ndarray:
+        """The alpha of every feature and smooth term: given, or selected (cv / gcv)."""
+        G, k = data.shape[1], len(terms)
+        pen = self.smooth_penalty
+        if isinstance(pen, str):
+            if nan_cols.size:
+                raise DataError(
+                    f"smooth_penalty={pen!r} selects penalties on complete features, but "
+                    f"{nan_cols.size} feature(s) have missing values; give smooth_penalty as a "
+                    "number (or one per feature), or impute them."
+                )
+            from .gam import place_penalties, select_penalties
+
+            placed = place_penalties([(t, cols) for _, t, cols in terms], C.shape[1])
+            return select_penalties(
+                data,
+                codes,
+                n_batches,
+                C,
+                placed,
+                [cols for _, _, cols in terms],
+                criterion=pen,
+                random_state=self.random_state,
+            )
+        arr = np.asarray(pen, dtype=np.float64)
+        if arr.ndim == 0:
+            return np.full((G, k), float(arr))
+        if arr.ndim == 1 and arr.shape[0] == G:
+            arr = arr[:, None]
+        if arr.shape == (G, 1) and k > 1:
+            arr = np.repeat(arr, k, axis=1)
+        if arr.shape != (G, k):
+            raise DataError(
+                f"smooth_penalty has shape {np.shape(pen)}; give one value per feature ({G},) "
+                f"or one per feature and smooth term ({G}, {k})."
+            )
+        return arr.copy()
 
     @staticmethod
     def _check_confounding(labels: np.ndarray, covariates: Any, biology: Any) -> None:
@@ -697,6 +926,8 @@ class ComBat(TransformerMixin, BaseEstimator):
             raise HarmonizationError(f"{path}: a ComBat model is saved as .json (plus .npz).")
         npz_path = path.with_suffix(".npz")
         arrays = {k: np.asarray(getattr(self.fit_, k)) for k in _ARRAYS}
+        if hasattr(self, "smooth_penalty_"):
+            arrays["smooth_penalty"] = np.asarray(self.smooth_penalty_)
         with atomic_path(npz_path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
@@ -721,6 +952,13 @@ class ComBat(TransformerMixin, BaseEstimator):
             "metadata": dict(metadata or getattr(self, "metadata_", {}) or {}),
         }
         doc["params"]["reference_batch"] = _label_key(doc["params"]["reference_batch"])
+        params = doc["params"]
+        if not isinstance(params["smooth_penalty"], str | int | float):
+            params["smooth_penalty"] = np.asarray(params["smooth_penalty"], float).tolist()
+        if params["smooth"] is not None:
+            params["smooth"] = list(params["smooth"])
+        if not isinstance(params["random_state"], int | None):
+            params["random_state"] = None  # a Generator: the penalties are saved anyway
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(doc, indent=2, allow_nan=False))
         return path
@@ -761,6 +999,7 @@ class ComBat(TransformerMixin, BaseEstimator):
                 )
             with np.load(npz_path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in _ARRAYS}
+                smooth_penalty = z["smooth_penalty"] if "smooth_penalty" in z else None
             params = doc["params"]
             model = cls(**params)
             model._validate_params()
@@ -806,6 +1045,8 @@ class ComBat(TransformerMixin, BaseEstimator):
             model.feature_names_in_ = np.array(names, dtype=object)
         model.covariate_spec_ = doc["covariates"]
         model.covariate_columns_ = _CovariateEncoder(doc["covariates"]).columns
+        if smooth_penalty is not None:
+            model.smooth_penalty_ = smooth_penalty
         model.reference_index_ = doc["reference_index"]
         model.fit_ = fit
         model.unadjusted_features_ = dict(doc["unadjusted"])
