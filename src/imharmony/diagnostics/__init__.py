@@ -36,6 +36,7 @@ __getattr__, __dir__, __all__ = attach(
         "concordance_correlation": ".agreement",
         "cramers_v": ".confounding",
         "diagnose": ".verdict",
+        "diagnose_batches": ".batches",
         "fisher_preservation": ".biology",
         "fisher_ratio": ".biology",
         "guided_pca": ".multivariate",

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 
 from .._version import __version__
 from ..errors import (
@@ -327,6 +327,36 @@ class _CovariateEncoder:
         return np.hstack(blocks)
 
 
+#: Fitted attributes of a one-batch-variable model (a sequential model keeps them per stage).
+_SINGLE_STATE = (
+    "batches_",
+    "covariate_spec_",
+    "covariate_columns_",
+    "reference_index_",
+    "fit_",
+    "unadjusted_features_",
+    "smooth_penalty_",
+)
+
+
+def _one_batch_column(batch: Any) -> Any:
+    """A one-column batch DataFrame as its Series; several columns stay a DataFrame."""
+    if isinstance(batch, pd.DataFrame):
+        if batch.shape[1] == 0:
+            raise DataError("batch is a DataFrame without columns; give one label per sample.")
+        if batch.shape[1] == 1:
+            return batch.iloc[:, 0]
+        return batch.reset_index(drop=True)
+    return batch
+
+
+def _like(X: Any, out: np.ndarray) -> Any:
+    """``out`` as a DataFrame with X's index and columns when X is one."""
+    if isinstance(X, pd.DataFrame):
+        return pd.DataFrame(out, index=X.index, columns=X.columns, copy=False)
+    return out
+
+
 def _term(spec: dict[str, Any]) -> Any:
     from .gam import SmoothTerm
 
@@ -457,6 +487,11 @@ class ComBat(TransformerMixin, BaseEstimator):
         Feature name (or index) -> why it was left unchanged.
     smooth_penalty_ : ndarray, shape (n_features_in_, n_smooth_terms)
         The alpha used for every feature and smooth term (only with ``smooth``).
+    stages_ : list of ComBat
+        Only when fitted on several batch variables: one fitted model per variable, applied in
+        the order of ``batch_columns_`` (the single-variable attributes above are theirs).
+    batch_columns_ : list of str
+        The batch variables, in the order they are corrected.
 
     See Also
     --------
@@ -588,8 +623,11 @@ class ComBat(TransformerMixin, BaseEstimator):
         X : array-like or DataFrame, shape (n_samples, n_features)
             Numeric features; NaN marks missing values (ignored, and kept NaN on output).
         y : ignored
-        batch : array-like, shape (n_samples,)
-            Site/batch label of every sample.
+        batch : array-like, shape (n_samples,), or DataFrame
+            Site/batch label of every sample. A DataFrame of several batch variables (scanner,
+            kernel, contrast...) is corrected sequentially, one ComBat per column in the order
+            of the columns, each fitted on the output of the previous one (as nested ComBat,
+            Horng et al. 2022, does for a given order); the fitted stages are ``stages_``.
         covariates : DataFrame or array-like, shape (n_samples, n_covariates), optional
             Biological covariates whose effects are preserved. Numeric columns are continuous;
             other columns (strings, categories, booleans) are categorical.
@@ -626,8 +664,57 @@ class ComBat(TransformerMixin, BaseEstimator):
         self._validate_params()
         data, names, nan_cols = _as_feature_matrix(X)
         _check_acquisitions(acquisitions, data.shape[0], mapping)
-        self._fit(data, names, nan_cols, batch, covariates, biology)
+        batch = _one_batch_column(batch)
+        if isinstance(batch, pd.DataFrame):
+            self._fit_sequential(data, names, nan_cols, batch, covariates, biology)
+        else:
+            self._fit(data, names, nan_cols, batch, covariates, biology)
         return self
+
+    def _fit_sequential(
+        self,
+        data: np.ndarray,
+        names: list[str] | None,
+        nan_cols: np.ndarray,
+        batch: pd.DataFrame,
+        covariates: Any,
+        biology: Any,
+    ) -> np.ndarray:
+        """One ComBat per batch variable, in the order of the columns, each on the output of the
+        previous one (nested ComBat, Horng et al. 2022); returns the harmonized training data."""
+        if self.reference_batch is not None:
+            raise DesignError(
+                "reference_batch names a site of one batch variable, but batch has several "
+                f"columns ({_fmt([str(c) for c in batch.columns])}); harmonize with one batch "
+                "variable at a time to use a reference site."
+            )
+        if len(batch) != data.shape[0]:
+            raise DataError(
+                f"batch has {len(batch)} rows but X has {data.shape[0]} samples; give one row "
+                "per sample."
+            )
+        stages, current = [], data
+        for col in batch.columns:
+            stage = clone(self)
+            codes, C = stage._fit(current, names, nan_cols, batch[col], covariates, biology)
+            current = apply_combat(current, codes, stage.fit_, C)
+            stages.append(stage)
+        for attr in _SINGLE_STATE:
+            if hasattr(self, attr):
+                delattr(self, attr)
+        self.stages_ = stages
+        self.batch_columns_ = [str(c) for c in batch.columns]
+        self.n_features_in_ = data.shape[1]
+        if names is not None:
+            self.feature_names_in_ = np.array(names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        logger.info(
+            "ComBat fitted sequentially over %d batch variables: %s",
+            len(stages),
+            ", ".join(self.batch_columns_),
+        )
+        return current
 
     def _fit(
         self,
@@ -639,6 +726,9 @@ class ComBat(TransformerMixin, BaseEstimator):
         biology: Any,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Fit on validated data; returns the batch codes and encoded covariates used."""
+        for attr in ("stages_", "batch_columns_"):
+            if hasattr(self, attr):
+                delattr(self, attr)
         n = data.shape[0]
         labels = _as_labels(batch, n)
         levels = _sorted_levels(_factorize(labels)[1])
@@ -809,7 +899,7 @@ class ComBat(TransformerMixin, BaseEstimator):
                 logger.info("%s", message)
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "fit_"):
+        if not hasattr(self, "fit_") and not hasattr(self, "stages_"):
             raise NotFittedError(
                 "This ComBat instance is not fitted yet; call fit(X, batch=...) first or load a "
                 "saved model with ComBat.load(path)."
@@ -833,8 +923,9 @@ class ComBat(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like or DataFrame, shape (n_samples, n_features)
-        batch : array-like, shape (n_samples,)
-            Site of every sample; each must be one of ``batches_``.
+        batch : array-like, shape (n_samples,), or DataFrame
+            Site of every sample; each must be one of ``batches_``. For a model fitted on
+            several batch variables, a DataFrame with those columns.
         covariates : DataFrame or array-like, optional
             Required when the model was fitted with covariates (same columns).
 
@@ -847,15 +938,26 @@ class ComBat(TransformerMixin, BaseEstimator):
         data, names, _ = _as_feature_matrix(X)
         self._check_columns(data, names)
         n = data.shape[0]
-        codes = self._codes(batch, n)
+        if hasattr(self, "stages_"):
+            frame = batch if isinstance(batch, pd.DataFrame) else None
+            missing = [c for c in self.batch_columns_ if frame is None or c not in frame.columns]
+            if missing:
+                raise DataError(
+                    f"the model corrects the batch variables {_fmt(self.batch_columns_)} in turn; "
+                    f"give batch as a DataFrame with those columns (missing: {_fmt(missing)})."
+                )
+            current = data
+            for col, stage in zip(self.batch_columns_, self.stages_, strict=True):
+                codes = stage._codes(frame[col], n)
+                C = _CovariateEncoder(stage.covariate_spec_).encode(covariates, n)
+                current = apply_combat(current, codes, stage.fit_, C)
+            return _like(X, current)
+        codes = self._codes(_one_batch_column(batch), n)
         C = _CovariateEncoder(self.covariate_spec_).encode(covariates, n)
         return self._apply(X, data, codes, C)
 
     def _apply(self, X: Any, data: np.ndarray, codes: np.ndarray, C: np.ndarray) -> Any:
-        out = apply_combat(data, codes, self.fit_, C, ref=self.reference_index_)
-        if isinstance(X, pd.DataFrame):
-            return pd.DataFrame(out, index=X.index, columns=X.columns, copy=False)
-        return out
+        return _like(X, apply_combat(data, codes, self.fit_, C, ref=self.reference_index_))
 
     def _check_columns(self, data: np.ndarray, names: list[str] | None) -> None:
         G = data.shape[1]
@@ -893,6 +995,11 @@ class ComBat(TransformerMixin, BaseEstimator):
         self._validate_params()
         data, names, nan_cols = _as_feature_matrix(X)
         _check_acquisitions(acquisitions, data.shape[0], mapping)
+        batch = _one_batch_column(batch)
+        if isinstance(batch, pd.DataFrame):
+            return _like(
+                X, self._fit_sequential(data, names, nan_cols, batch, covariates, biology)
+            )
         codes, C = self._fit(data, names, nan_cols, batch, covariates, biology)
         return self._apply(X, data, codes, C)
 
@@ -925,9 +1032,22 @@ class ComBat(TransformerMixin, BaseEstimator):
         if path.suffix.lower() != ".json":
             raise HarmonizationError(f"{path}: a ComBat model is saved as .json (plus .npz).")
         npz_path = path.with_suffix(".npz")
-        arrays = {k: np.asarray(getattr(self.fit_, k)) for k in _ARRAYS}
-        if hasattr(self, "smooth_penalty_"):
-            arrays["smooth_penalty"] = np.asarray(self.smooth_penalty_)
+        if hasattr(self, "stages_"):
+            arrays: dict[str, np.ndarray] = {}
+            stage_docs = []
+            for i, stage in enumerate(self.stages_):
+                stage_doc, stage_arrays = stage._state()
+                stage_docs.append(stage_doc)
+                arrays.update({f"stage{i}__{k}": v for k, v in stage_arrays.items()})
+            body = {
+                "params": self._json_params(),
+                "n_features": int(self.n_features_in_),
+                "feature_names": self._feature_names_or_none(),
+                "batch_columns": list(self.batch_columns_),
+                "stages": stage_docs,
+            }
+        else:
+            body, arrays = self._state()
         with atomic_path(npz_path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
@@ -936,32 +1056,46 @@ class ComBat(TransformerMixin, BaseEstimator):
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "imharmony_version": __version__,
-            "params": self.get_params(),
-            "batches": [_label_key(b) for b in self.batches_.tolist()],
-            "reference_index": self.reference_index_,
-            "n_features": int(self.n_features_in_),
-            "feature_names": (
-                [str(x) for x in self.feature_names_in_]
-                if hasattr(self, "feature_names_in_")
-                else None
-            ),
-            "covariates": self.covariate_spec_,
-            "unadjusted": {str(k): v for k, v in self.unadjusted_features_.items()},
-            "reasons": {str(k): v for k, v in self.fit_.reasons.items()},
+            **body,
             "arrays": {"file": npz_path.name, "sha256": digest},
             "metadata": dict(metadata or getattr(self, "metadata_", {}) or {}),
         }
-        doc["params"]["reference_batch"] = _label_key(doc["params"]["reference_batch"])
-        params = doc["params"]
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(doc, indent=2, allow_nan=False))
+        return path
+
+    def _feature_names_or_none(self) -> list[str] | None:
+        if hasattr(self, "feature_names_in_"):
+            return [str(x) for x in self.feature_names_in_]
+        return None
+
+    def _json_params(self) -> dict[str, Any]:
+        params = self.get_params()
+        params["reference_batch"] = _label_key(params["reference_batch"])
         if not isinstance(params["smooth_penalty"], str | int | float):
             params["smooth_penalty"] = np.asarray(params["smooth_penalty"], float).tolist()
         if params["smooth"] is not None:
             params["smooth"] = list(params["smooth"])
         if not isinstance(params["random_state"], int | None):
             params["random_state"] = None  # a Generator: the penalties are saved anyway
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(doc, indent=2, allow_nan=False))
-        return path
+        return params
+
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The JSON part and the arrays of a one-batch-variable model."""
+        arrays = {k: np.asarray(getattr(self.fit_, k)) for k in _ARRAYS}
+        if hasattr(self, "smooth_penalty_"):
+            arrays["smooth_penalty"] = np.asarray(self.smooth_penalty_)
+        doc = {
+            "params": self._json_params(),
+            "batches": [_label_key(b) for b in self.batches_.tolist()],
+            "reference_index": self.reference_index_,
+            "n_features": int(self.n_features_in_),
+            "feature_names": self._feature_names_or_none(),
+            "covariates": self.covariate_spec_,
+            "unadjusted": {str(k): v for k, v in self.unadjusted_features_.items()},
+            "reasons": {str(k): v for k, v in self.fit_.reasons.items()},
+        }
+        return doc, arrays
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ComBat:
@@ -998,47 +1132,70 @@ class ComBat(TransformerMixin, BaseEstimator):
                     "from different models."
                 )
             with np.load(npz_path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in _ARRAYS}
-                smooth_penalty = z["smooth_penalty"] if "smooth_penalty" in z else None
-            params = doc["params"]
-            model = cls(**params)
-            model._validate_params()
-            batches = doc["batches"]
-            J, G = len(batches), int(doc["n_features"])
-            fit = CombatFit(**arrays, reasons={int(k): v for k, v in doc["reasons"].items()})
-            q = len(_CovariateEncoder(doc["covariates"]).columns)
-            expected = {
-                "batch_sizes": (J,),
-                "grand_mean": (G,),
-                "var_pooled": (G,),
-                "beta": (q, G),
-                "gamma_hat": (J, G),
-                "delta_hat": (J, G),
-                "gamma_star": (J, G),
-                "delta_star": (J, G),
-                "gamma_bar": (J,),
-                "tau2": (J,),
-                "a_prior": (J,),
-                "b_prior": (J,),
-                "adjusted": (G,),
-                "n_iter": (J,),
-                "converged": (J,),
-            }
-            for k, shape in expected.items():
-                if arrays[k].shape != shape:
-                    raise ModelFileError(
-                        f"{path}: array {k!r} has shape {arrays[k].shape}, expected {shape}; the "
-                        "model file is inconsistent."
-                    )
-            names = doc["feature_names"]
-            if names is not None and len(names) != G:
-                raise ModelFileError(f"{path}: {len(names)} feature names for {G} features.")
+                stored = {k: z[k] for k in z.files}
+            if "stages" in doc:
+                model = cls(**doc["params"])
+                model._validate_params()
+                stages = []
+                for i, stage_doc in enumerate(doc["stages"]):
+                    prefix = f"stage{i}__"
+                    own = {k[len(prefix) :]: v for k, v in stored.items() if k.startswith(prefix)}
+                    stages.append(cls._from_state(stage_doc, own, path))
+                model.stages_ = stages
+                model.batch_columns_ = [str(c) for c in doc["batch_columns"]]
+                if len(stages) != len(model.batch_columns_) or len(stages) < 2:
+                    raise ModelFileError(f"{path}: inconsistent batch variables and stages.")
+                model.n_features_in_ = int(doc["n_features"])
+                if doc["feature_names"] is not None:
+                    model.feature_names_in_ = np.array(doc["feature_names"], dtype=object)
+            else:
+                model = cls._from_state(doc, stored, path)
         except ModelFileError:
             raise
         except (KeyError, TypeError, ValueError, OSError) as exc:
             raise ModelFileError(
                 f"{path}: corrupted ComBat model ({type(exc).__name__}: {exc})."
             ) from exc
+        model.metadata_ = dict(doc.get("metadata") or {})
+        return model
+
+    @classmethod
+    def _from_state(cls, doc: dict[str, Any], stored: dict[str, np.ndarray], path: Path) -> ComBat:
+        """A one-batch-variable model from its JSON part and arrays (checked for consistency)."""
+        arrays = {k: stored[k] for k in _ARRAYS}
+        smooth_penalty = stored.get("smooth_penalty")
+        model = cls(**doc["params"])
+        model._validate_params()
+        batches = doc["batches"]
+        J, G = len(batches), int(doc["n_features"])
+        fit = CombatFit(**arrays, reasons={int(k): v for k, v in doc["reasons"].items()})
+        q = len(_CovariateEncoder(doc["covariates"]).columns)
+        expected = {
+            "batch_sizes": (J,),
+            "grand_mean": (G,),
+            "var_pooled": (G,),
+            "beta": (q, G),
+            "gamma_hat": (J, G),
+            "delta_hat": (J, G),
+            "gamma_star": (J, G),
+            "delta_star": (J, G),
+            "gamma_bar": (J,),
+            "tau2": (J,),
+            "a_prior": (J,),
+            "b_prior": (J,),
+            "adjusted": (G,),
+            "n_iter": (J,),
+            "converged": (J,),
+        }
+        for k, shape in expected.items():
+            if arrays[k].shape != shape:
+                raise ModelFileError(
+                    f"{path}: array {k!r} has shape {arrays[k].shape}, expected {shape}; the "
+                    "model file is inconsistent."
+                )
+        names = doc["feature_names"]
+        if names is not None and len(names) != G:
+            raise ModelFileError(f"{path}: {len(names)} feature names for {G} features.")
         model.batches_ = np.array(batches, dtype=object)
         model.n_features_in_ = G
         if names is not None:
@@ -1050,5 +1207,4 @@ class ComBat(TransformerMixin, BaseEstimator):
         model.reference_index_ = doc["reference_index"]
         model.fit_ = fit
         model.unadjusted_features_ = dict(doc["unadjusted"])
-        model.metadata_ = dict(doc.get("metadata") or {})
         return model
