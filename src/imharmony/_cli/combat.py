@@ -1,14 +1,23 @@
 """``imharmony combat fit`` and ``imharmony combat apply`` on CSV / Parquet feature tables.
 
-Column roles: the batch column and the covariate columns are named on the command line; every
+Column roles: the batch column(s) and the covariate columns are named on the command line; every
 other numeric column is a feature unless listed with ``--id``; non-numeric columns pass through
 unchanged. The output keeps every column, in order, with the features harmonized.
+
+Methods (``--method``) come from :data:`METHODS`: each entry names its estimator class (imported
+on use), and the command-line options it takes beyond the common ones (from :data:`_OPTIONS`).
+An estimator follows ComBat's contract: keyword parameters, ``fit(X, batch=..., covariates=...,
+**fit_kwargs)``, ``transform`` with the same keywords, ``save(path, metadata=...)`` and
+``load(path)``. Adding a method is one line in ``METHODS``; the model file records the method, so
+``imharmony combat apply`` needs only ``--model``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError
@@ -17,6 +26,78 @@ if TYPE_CHECKING:
     import pandas as pd
 
 logger = logging.getLogger("imharmony.cli")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One ``--method``: its estimator class and the method-specific options it takes.
+
+    Attributes
+    ----------
+    target : str
+        ``"module:Class"`` of the estimator, imported only when the method is used.
+    help : str
+    options : tuple of str
+        Keys of :data:`_OPTIONS` this method accepts (constructor parameters, or ``subject``,
+        a per-sample column given to ``fit`` / ``transform``).
+    """
+
+    target: str
+    help: str
+    options: tuple[str, ...] = ()
+
+    def load_class(self) -> Any:
+        module, name = self.target.split(":")
+        return getattr(importlib.import_module(module, __package__), name)
+
+
+#: Method-specific options: argparse settings, and whether the value is a column given per
+#: sample to fit/transform ("column") or a constructor parameter ("param").
+_OPTIONS: dict[str, dict[str, Any]] = {
+    "smooth": {
+        "kind": "param",
+        "flags": ("--smooth",),
+        "kwargs": {
+            "action": "append",
+            "metavar": "COL",
+            "help": "covariate whose effect is a penalized cubic spline (ComBat-GAM; "
+            "repeatable); it is preserved like --covariate",
+        },
+    },
+    "smooth_penalty": {
+        "kind": "param",
+        "flags": ("--smooth-penalty",),
+        "kwargs": {
+            "metavar": "cv|gcv|ALPHA",
+            "help": "spline penalty: chosen per feature by seeded 5-fold cross-validation "
+            "(cv, default), generalized cross-validation (gcv), or one number",
+        },
+    },
+    "random_state": {
+        "kind": "param",
+        "flags": ("--random-state",),
+        "kwargs": {"type": int, "metavar": "N", "help": "seed of the penalty's folds"},
+    },
+    "subject": {
+        "kind": "column",
+        "flags": ("--subject",),
+        "kwargs": {"metavar": "COL", "help": "column with the subject of every visit"},
+    },
+    "formula": {
+        "kind": "param",
+        "flags": ("--formula",),
+        "kwargs": {"metavar": "FORMULA", "help": "fixed effects, e.g. 'age + diagnosis*time'"},
+    },
+}
+
+#: The estimators behind ``--method`` (the first is the default).
+METHODS: dict[str, Method] = {
+    "combat": Method(
+        "..features.estimators:ComBat",
+        "ComBat (empirical Bayes); with --smooth, ComBat-GAM",
+        ("smooth", "smooth_penalty", "random_state"),
+    ),
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -36,7 +117,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         ),
     )
     f.add_argument("features", metavar="FEATURES", help="feature table (.csv, .tsv, .parquet)")
-    f.add_argument("--batch", required=True, metavar="COL", help="column with the site/batch")
+    f.add_argument(
+        "--batch",
+        required=True,
+        action="append",
+        metavar="COL",
+        help="column with the site/batch; repeat for several batch variables (scanner, kernel, "
+        "...), corrected one after the other in the order given",
+    )
+    f.add_argument(
+        "--method",
+        choices=list(METHODS),
+        default=next(iter(METHODS)),
+        help="; ".join(f"{k}: {m.help}" for k, m in METHODS.items()),
+    )
+    used = {o for m in METHODS.values() for o in m.options}
+    for key, opt in _OPTIONS.items():
+        if key in used:
+            f.add_argument(*opt["flags"], dest=key, **opt["kwargs"])
     f.add_argument(
         "--covariate",
         action="append",
@@ -106,12 +204,42 @@ def _write(df: pd.DataFrame, harmonized: Any, features: list[str], out: str) -> 
     write_table(result, out)
 
 
+def _method_options(args: argparse.Namespace, method: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """Constructor parameters and per-sample columns of the method-specific options given."""
+    params: dict[str, Any] = {}
+    columns: dict[str, str] = {}
+    for key, opt in _OPTIONS.items():
+        value = getattr(args, key, None)
+        if value is None:
+            continue
+        if key not in METHODS[method].options:
+            raise DataError(f"{opt['flags'][0]} is not an option of --method {method}.")
+        if key == "smooth_penalty":
+            try:
+                value = float(value)
+            except ValueError:
+                if value not in ("cv", "gcv"):
+                    raise DataError(
+                        f"--smooth-penalty {value!r}: give cv, gcv or a number."
+                    ) from None
+        (columns if opt["kind"] == "column" else params)[key] = value
+    return params, columns
+
+
+def _batch(df: pd.DataFrame, cols: list[str]) -> Any:
+    return df[cols[0]] if len(cols) == 1 else df[cols]
+
+
 def run_fit(args: argparse.Namespace) -> int:
-    from ..features.estimators import ComBat, _is_numeric_dtype
+    from ..features.estimators import _is_numeric_dtype
     from ..io.tables import read_table
 
     df = read_table(args.features)
-    roles = [args.batch, *args.covariate, *args.id]
+    extra, columns = _method_options(args, args.method)
+    for col in extra.get("smooth", []):
+        if col not in args.covariate:
+            args.covariate.append(col)  # a smooth covariate is a covariate
+    roles = [*args.batch, *args.covariate, *args.id, *columns.values()]
     _require_columns(df, roles, args.features, "named")
     unknown_cat = [c for c in args.categorical if c not in args.covariate]
     if unknown_cat:
@@ -124,21 +252,26 @@ def run_fit(args: argparse.Namespace) -> int:
     passthrough = [c for c in df.columns if c not in roles and c not in features]
     if passthrough:
         logger.info("passing through non-numeric columns: %s", ", ".join(map(str, passthrough)))
-    model = ComBat(
+    model = METHODS[args.method].load_class()(
         nonparametric=args.nonparametric,
         mean_only=args.mean_only,
         reference_batch=args.reference_batch,
         eb=not args.no_eb,
         max_iter=args.max_iter,
+        **extra,
     )
     X = df[features]
-    batch = df[args.batch]
+    batch = _batch(df, args.batch)
     cov = _covariates(df, args.covariate, args.categorical)
-    model.fit(X, batch=batch, covariates=cov)
+    per_sample = {k: df[c] for k, c in columns.items()}
+    model.fit(X, batch=batch, covariates=cov, **per_sample)
     model.save(
         args.model,
         metadata={
-            "batch_column": str(args.batch),
+            "method": args.method,
+            "batch_column": str(args.batch[0]),
+            "batch_columns": [str(c) for c in args.batch],
+            "sample_columns": {k: str(c) for k, c in columns.items()},
             "covariate_columns": [str(c) for c in args.covariate],
             "categorical_columns": [str(c) for c in args.categorical],
             "id_columns": [str(c) for c in args.id],
@@ -146,23 +279,44 @@ def run_fit(args: argparse.Namespace) -> int:
         },
     )
     logger.info(
-        "fitted ComBat on %d samples x %d features from %d sites; model saved to %s",
+        "fitted %s on %d samples x %d features (batch %s); model saved to %s",
+        args.method,
         X.shape[0],
         X.shape[1],
-        len(model.batches_),
+        ", ".join(map(str, args.batch)),
         args.model,
     )
     if args.output:
-        _write(df, model.transform(X, batch=batch, covariates=cov), features, args.output)
+        harmonized = model.transform(X, batch=batch, covariates=cov, **per_sample)
+        _write(df, harmonized, features, args.output)
         logger.info("harmonized table written to %s", args.output)
     return 0
 
 
+def _load_model(path: str) -> Any:
+    """The model of any registered method, from the method its file records."""
+    import json
+    from pathlib import Path
+
+    from ..errors import ModelFileError
+
+    try:
+        meta = json.loads(Path(path).read_text()).get("metadata") or {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        meta = {}  # the estimator's loader reports what is wrong with the file
+    method = meta.get("method", "combat")
+    if method not in METHODS:
+        raise ModelFileError(
+            f"{path}: fitted with --method {method}, which this imharmony does not have "
+            f"(methods: {', '.join(METHODS)}); apply it with the imharmony that wrote it."
+        )
+    return METHODS[method].load_class().load(path)
+
+
 def run_apply(args: argparse.Namespace) -> int:
-    from ..features.estimators import ComBat
     from ..io.tables import read_table
 
-    model = ComBat.load(args.model)
+    model = _load_model(args.model)
     meta = model.metadata_
     if "batch_column" not in meta:
         raise DataError(
@@ -171,11 +325,17 @@ def run_apply(args: argparse.Namespace) -> int:
         )
     df = read_table(args.features)
     features = [str(x) for x in model.feature_names_in_]
-    _require_columns(df, [meta["batch_column"]], args.features, "batch")
+    batch_cols = meta.get("batch_columns", [meta["batch_column"]])
+    sample_cols = meta.get("sample_columns", {})
+    _require_columns(df, batch_cols, args.features, "batch")
+    _require_columns(df, list(sample_cols.values()), args.features, "per-sample")
     _require_columns(df, meta.get("covariate_columns", []), args.features, "covariate")
     _require_columns(df, features, args.features, "feature")
     cov = _covariates(df, meta.get("covariate_columns", []), meta.get("categorical_columns", []))
-    harmonized = model.transform(df[features], batch=df[meta["batch_column"]], covariates=cov)
+    per_sample = {k: df[c] for k, c in sample_cols.items()}
+    harmonized = model.transform(
+        df[features], batch=_batch(df, batch_cols), covariates=cov, **per_sample
+    )
     _write(df, harmonized, features, args.output)
     logger.info(
         "harmonized %d samples x %d features -> %s", df.shape[0], len(features), args.output
