@@ -252,14 +252,21 @@ def run_fit(args: argparse.Namespace) -> int:
     passthrough = [c for c in df.columns if c not in roles and c not in features]
     if passthrough:
         logger.info("passing through non-numeric columns: %s", ", ".join(map(str, passthrough)))
-    model = METHODS[args.method].load_class()(
-        nonparametric=args.nonparametric,
-        mean_only=args.mean_only,
-        reference_batch=args.reference_batch,
-        eb=not args.no_eb,
-        max_iter=args.max_iter,
-        **extra,
-    )
+    estimator = METHODS[args.method].load_class()
+    accepted = set(estimator().get_params())
+    common = {}
+    for key, flag, value, default in (
+        ("nonparametric", "--nonparametric", args.nonparametric, False),
+        ("mean_only", "--mean-only", args.mean_only, False),
+        ("reference_batch", "--reference-batch", args.reference_batch, None),
+        ("eb", "--no-eb", not args.no_eb, True),
+        ("max_iter", "--max-iter", args.max_iter, 1000),
+    ):
+        if key in accepted:
+            common[key] = value
+        elif value != default:
+            raise DataError(f"{flag} is not an option of --method {args.method}.")
+    model = estimator(**common, **extra)
     X = df[features]
     batch = _batch(df, args.batch)
     cov = _covariates(df, args.covariate, args.categorical)
