@@ -51,8 +51,10 @@ def test_mad_chi2_and_probability_are_consistent() -> None:
     np.testing.assert_allclose(r.no_change_probability, stats.chi2.sf(r.chi2, 3), rtol=1e-10)
     assert r.no_change(0.95).sum() == np.count_nonzero(r.no_change_probability > 0.95)
     # the changed block is found
-    assert np.median(r.no_change_probability[:12, :12]) < 1e-3 < np.median(
-        r.no_change_probability[20:, 20:]
+    assert (
+        np.median(r.no_change_probability[:12, :12])
+        < 1e-3
+        < np.median(r.no_change_probability[20:, 20:])
     )
 
 
@@ -110,7 +112,13 @@ def test_to_image_writes_the_authors_layout(tmp_path) -> None:
     r = irmad(tgt, ref)
     img = r.to_image(tgt, probability=True)
     assert img.array.shape == (60, 60, 5) and img.array.dtype == np.float32
-    assert img.meta["band_descriptions"] == ["MAD1", "MAD2", "MAD3", "chi2", "no_change_probability"]
+    assert img.meta["band_descriptions"] == [
+        "MAD1",
+        "MAD2",
+        "MAD3",
+        "chi2",
+        "no_change_probability",
+    ]
     path = write_raster(img, tmp_path / "mad.tif")
     back = read_raster(path)
     np.testing.assert_array_equal(back.array, img.array)

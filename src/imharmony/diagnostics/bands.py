@@ -24,6 +24,7 @@ _INDICES: dict[str, tuple[str, str]] = {
     "ndwi": ("green", "nir"),
     "nbr": ("nir", "swir2"),
     "ndbi": ("swir1", "nir"),
+    "grvi": ("green", "red"),  # green-red vegetation index, for RGB-only sensors
 }
 
 
@@ -51,7 +52,8 @@ def band_distortion(
     bands : mapping of str to int, default ``{"red": 2, "nir": 3}``
         Band names to band positions (0-based, along the last axis). The names used by the
         requested indices must be present (``ndvi``: nir, red; ``ndwi``: green, nir; ``nbr``:
-        nir, swir2; ``ndbi``: swir1, nir).
+        nir, swir2; ``ndbi``: swir1, nir; ``grvi``: green, red — the green-red vegetation index
+        of RGB cameras, Tucker 1979).
     unchanged_mask : array_like of bool, spatial shape, optional
         Pixels known not to have changed (default: every valid pixel outside ``changed_mask``).
     changed_mask : array_like of bool, spatial shape, optional
@@ -140,7 +142,7 @@ def band_distortion(
         ):
             vb, va = quantities[(qname, "before")], quantities[(qname, "after")]
             ok = np.isfinite(vb) & np.isfinite(va)
-            diff = va - vb
+            diff = np.where(ok, va, 0.0) - np.where(ok, vb, 0.0)  # inf − inf never computed
             u = unchanged & ok
             with np.errstate(divide="ignore", invalid="ignore"):
                 rel = np.abs(va[u] / vb[u] - 1.0)

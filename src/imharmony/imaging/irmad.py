@@ -17,6 +17,7 @@ his output (decreasing canonical correlation), with his sign conventions.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -192,10 +193,26 @@ def _chi2(z: np.ndarray, t: np.ndarray, shift: np.ndarray, sd: np.ndarray) -> np
 
 
 def _no_change_probability(chi2: np.ndarray, dof: int) -> np.ndarray:
-    """``P(χ²_dof > chi2)``; for even ``dof`` the closed form ``e^{−h} Σ_{k<dof/2} h^k / k!``."""
-    if dof % 2:
-        return special.gammaincc(dof / 2.0, chi2 / 2.0)
+    """``P(χ²_dof > chi2)`` by its closed forms, with ``h = chi2 / 2``.
+
+    Even ``dof``: ``e^{−h} Σ_{k<dof/2} h^k / k!``; odd ``dof``: ``erfc(√h) + e^{−h}
+    Σ_{j=1}^{(dof−1)/2} h^{j−1/2} / Γ(j + 1/2)``. A few vectorized passes, several times faster
+    than the general incomplete gamma function on millions of pixels.
+    """
     h = chi2 / 2.0
+    if dof % 2:
+        total = special.erfc(np.sqrt(h))
+        if dof == 1:
+            return total
+        term = np.sqrt(h) * (2.0 / math.sqrt(math.pi))  # h^{1/2} / Γ(3/2)
+        series = term.copy()
+        for j in range(1, (dof - 1) // 2):
+            term *= h
+            term /= j + 0.5
+            series += term
+        series *= np.exp(-h)
+        total += series
+        return total
     term = np.ones_like(h)
     total = np.ones_like(h)
     for k in range(1, dof // 2):

@@ -56,9 +56,17 @@ def main() -> None:
         ref = to_geotiff(reference, os.path.join(tmp, "reference.tif"))
         tgt = to_geotiff(target, os.path.join(tmp, "target.tif"))
         imad = subprocess.run(
-            [sys.executable, os.path.join(author, "iMad.py"), "-n",
-             os.path.join(tmp, "reference.tif"), os.path.join(tmp, "target.tif")],
-            env=env, capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                os.path.join(author, "iMad.py"),
+                "-n",
+                os.path.join(tmp, "reference.tif"),
+                os.path.join(tmp, "target.tif"),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         rho_text = re.search(r"rho: \[+([^\]]*)\]", imad, flags=re.S).group(1)
         rho = np.array([float(v) for v in rho_text.split()])
@@ -68,12 +76,15 @@ def main() -> None:
             [ds.GetRasterBand(k + 1).ReadAsArray() for k in range(ds.RasterCount)], -1
         )
         radcal_code = (
-            "import sys, runpy, numpy; numpy.random.seed(%d); sys.argv = sys.argv[1:]; "
-            "runpy.run_path(sys.argv[0], run_name='__main__')" % seed
+            f"import sys, runpy, numpy; numpy.random.seed({seed}); sys.argv = sys.argv[1:]; "
+            "runpy.run_path(sys.argv[0], run_name='__main__')"
         )
         radcal = subprocess.run(
             [sys.executable, "-c", radcal_code, os.path.join(author, "radcal.py"), "-n", madfn],
-            env=env, capture_output=True, text=True, check=True,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         rows = re.findall(r"^\s*(\d+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s*$", radcal, re.M)
         gains = np.array([float(r[1]) for r in rows])
@@ -82,19 +93,33 @@ def main() -> None:
         bands = mad_all.shape[-1] - 1
         ncp = 1 - stats.chi2.cdf(mad_all[..., -1].ravel(), [bands])
         idx = np.where(ncp > 0.95)[0]
-        np.random.seed(seed)
-        perm = idx[np.random.permutation(len(idx))]
+        np.random.seed(seed)  # noqa: NPY002 - radcal's own legacy global generator
+        perm = idx[np.random.permutation(len(idx))]  # noqa: NPY002
         train = perm[: 2 * len(idx) // 3]
-        source = subprocess.run(
-            ["git", "-C", author, "log", "-1", "--format=%H"], capture_output=True, text=True
-        ).stdout.strip() or "see README"
-        np.savez_compressed(
-            out, reference=ref, target=tgt, mad=mad_all[..., :bands], chi2=mad_all[..., bands],
-            rho=rho, gains=gains, offsets=offsets, train=np.sort(train), no_change=idx,
-            source=np.array(source), imad_stdout=np.array(imad), radcal_stdout=np.array(radcal),
+        source = (
+            subprocess.run(
+                ["git", "-C", author, "log", "-1", "--format=%H"], capture_output=True, text=True
+            ).stdout.strip()
+            or "see README"
         )
-        shutil.copy(madfn, out + ".MAD.tif") if "--keep" in sys.argv else None
-    print(f"rho {rho}; gains {gains}; offsets {offsets}; {len(idx)} no-change pixels")
+        np.savez_compressed(
+            out,
+            reference=ref,
+            target=tgt,
+            mad=mad_all[..., :bands],
+            chi2=mad_all[..., bands],
+            rho=rho,
+            gains=gains,
+            offsets=offsets,
+            train=np.sort(train),
+            no_change=idx,
+            source=np.array(source),
+            imad_stdout=np.array(imad),
+            radcal_stdout=np.array(radcal),
+        )
+        if "--keep" in sys.argv:
+            shutil.copy(madfn, out + ".MAD.tif")
+    print(f"rho {rho}; gains {gains}; offsets {offsets}; {len(idx)} no-change pixels")  # noqa: T201
 
 
 if __name__ == "__main__":
