@@ -27,20 +27,20 @@ __all__ = [
 
 
 def as_mask(mask: Any, shape: tuple[int, ...], what: str, image: Image | None = None) -> np.ndarray:
-    """Return ``mask`` as a boolean array of ``shape``; ``what`` names it in error messages."""
+    """Return ``mask`` as a boolean array of ``shape``; ``what`` names it in error messages.
+
+    THE mask check: a mask given as an :class:`~imharmony.image.Image` must be on ``image``'s grid
+    (:meth:`Image.same_grid <imharmony.image.Image.same_grid>`: shape, spacing, origin and
+    direction); an array must have the image's shape.
+    """
     if isinstance(mask, Image):
-        if image is not None and (
-            len(mask.spacing) == len(image.spacing)
-            and not (
-                np.allclose(mask.spacing, image.spacing, rtol=1e-5, atol=1e-6)
-                and np.allclose(mask.origin, image.origin, rtol=1e-5, atol=1e-4)
-            )
-        ):
-            raise DataError(
-                f"{what} is not on the image's grid (mask spacing {mask.spacing}, origin "
-                f"{mask.origin}; image spacing {image.spacing}, origin {image.origin}); resample "
-                "the mask onto the image grid first (nearest neighbour)."
-            )
+        if image is not None and len(mask.spacing) == len(image.spacing):
+            difference = image.grid_difference(mask)
+            if difference:
+                raise DataError(
+                    f"{what} is not on the image's grid ({difference}); resample the mask onto "
+                    "the image grid first (imharmony.imaging.resample_mask)."
+                )
         mask = mask.array
     arr = np.asarray(mask)
     if arr.shape != tuple(shape):

@@ -29,6 +29,7 @@ from sklearn.base import BaseEstimator
 
 from .._raster import as_mask as _as_mask
 from .._raster import float_dtype as _float_dtype
+from .._threads import cpu_threads
 from ..errors import DataError, HarmonizationWarning, ModelFileError, NotFittedError
 from ..image import Image
 from ..io._atomic import atomic_path
@@ -483,7 +484,7 @@ def _reference(
     if vals.size == 0:
         raise DataError("reference_mask selects no voxels; give a mask with foreground.")
     info = {"reference": "image", "reference_voxels": int(vals.size)}
-    if vals.size >= _THREAD_MIN and (os.cpu_count() or 1) > 1:
+    if vals.size >= _THREAD_MIN and cpu_threads() > 1:
         # sort the reference on another core while the source is being ranked (np.sort
         # releases the GIL); the quantile function waits for it when first used
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imharmony-ref")
