@@ -20,13 +20,9 @@ import platform
 import sys
 from pathlib import Path
 
-import neuroHarmonize
 import numpy as np
 import pandas as pd
 import scipy
-import statsmodels
-from neuroHarmonize import harmonizationLearn
-from statsmodels.gam.generalized_additive_model import GLMGam
 
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE / "fixtures"
@@ -63,17 +59,25 @@ CASES = [
 ]
 
 chosen: list[np.ndarray] = []
-_select = GLMGam.select_penweight_kfold
 
 
-@functools.wraps(_select)
-def _recording_select(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-    result = _select(self, *args, **kwargs)
-    chosen.append(np.atleast_1d(np.asarray(result[0], dtype=float)).copy())
-    return result
+def _record_penalties() -> None:
+    """Wrap statsmodels' GLMGam.select_penweight_kfold to record (not change) what it selects.
 
+    Imported here, not at the top, so that the test suite (which imports every module for its
+    doctests) does not need neuroHarmonize's environment.
+    """
+    from statsmodels.gam.generalized_additive_model import GLMGam
 
-GLMGam.select_penweight_kfold = _recording_select  # record, do not change, what it selects
+    select = GLMGam.select_penweight_kfold
+
+    @functools.wraps(select)
+    def recording(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        result = select(self, *args, **kwargs)
+        chosen.append(np.atleast_1d(np.asarray(result[0], dtype=float)).copy())
+        return result
+
+    GLMGam.select_penweight_kfold = recording
 
 
 def simulate(spec: dict, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -114,6 +118,11 @@ def write(frame: pd.DataFrame, path: Path) -> None:
 
 
 def main() -> None:
+    import neuroHarmonize
+    import statsmodels
+    from neuroHarmonize import harmonizationLearn
+
+    _record_penalties()
     FIXTURES.mkdir(exist_ok=True)
     rng = np.random.default_rng(20261207)
     cases = []
