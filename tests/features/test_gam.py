@@ -195,3 +195,12 @@ def test_two_smooth_terms_and_bad_input() -> None:
         ih.ComBat(smooth=["age"], smooth_penalty="reml").fit(X, batch=site, covariates=cov)
     with pytest.raises(DataError, match="one value per feature"):
         ih.ComBat(smooth=["age"], smooth_penalty=[1.0, 2.0]).fit(X, batch=site, covariates=cov)
+
+
+def test_selection_survives_a_level_missing_from_a_training_fold() -> None:
+    X, site, cov = _simulate()
+    # one sample of "old": its fold's training set has none
+    cov["scanner_rev"] = ["old"] + ["new"] * (len(cov) - 1)
+    model = ih.ComBat(smooth=["age"]).fit(X, batch=site, covariates=cov)
+    assert np.isfinite(model.smooth_penalty_).all()
+    assert np.isfinite(model.transform(X, batch=site, covariates=cov).to_numpy()).all()
