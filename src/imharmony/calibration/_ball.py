@@ -1,0 +1,149 @@
+"""The exact partial-volume model of a hot sphere: a uniform ball blurred by a Gaussian PSF.
+
+Shared by the NEMA analysis (:mod:`.nema`), the digital phantom
+(:func:`imharmony.datasets.make_nema_phantom`) and :func:`.resolution.measure_fwhm`, so the
+phantom generator and the fits use one formula.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import erf
+
+__all__ = ["blurred_ball", "subvoxel_rule", "voxel_ball"]
+
+_SQRT2 = math.sqrt(2.0)
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
+
+
+def blurred_ball(r: np.ndarray, radius: float, sigma: float) -> np.ndarray:
+    """Uniform ball of unit value convolved with an isotropic Gaussian, at distance ``r``.
+
+    Parameters
+    ----------
+    r : ndarray
+        Distance (mm) of each point from the ball's centre (``>= 0``).
+    radius : float
+        Ball radius ``R`` (mm, ``> 0``).
+    sigma : float
+        Gaussian standard deviation ``σ`` (mm, ``> 0``).
+
+    Returns
+    -------
+    ndarray
+        ``f(r)``, between 0 and 1 (the fraction of the PSF centred at ``r`` inside the ball).
+
+    Notes
+    -----
+    With ``a = (R − r)/(σ√2)`` and ``b = (R + r)/(σ√2)``::
+
+        f(r) = ½[erf a + erf b] − σ/(r√(2π)) · [exp(−a²) − exp(−b²)]
+
+    The bracket is evaluated as ``2·exp(−(R² + r²)/(2σ²))·sinh(Rr/σ²)`` when ``Rr/σ² < 1``,
+    which keeps full precision as ``r → 0`` where ``f(0) = erf(R/(σ√2)) −
+    √(2/π)·(R/σ)·exp(−R²/(2σ²))``.
+    """
+    r = np.abs(np.asarray(r, dtype=float))
+    scale = 1.0 / (sigma * _SQRT2)
+    a = (radius - r) * scale
+    b = (radius + r) * scale
+    out = 0.5 * (erf(a) + erf(b))
+    small = radius * r < sigma * sigma  # Rr/σ² < 1: the difference of exponentials cancels
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bracket = (np.exp(-a * a) - np.exp(-b * b)) / r
+    if np.any(small):
+        rs = r[small]
+        x = radius * rs / (sigma * sigma)
+        sinhc = np.ones_like(x)
+        nz = x > 0
+        sinhc[nz] = np.sinh(x[nz]) / x[nz]
+        bracket[small] = (
+            2.0 * np.exp(-(radius * radius + rs * rs) / (2.0 * sigma * sigma)) * sinhc
+            * radius / (sigma * sigma)
+        )
+    out -= sigma / _SQRT_2PI * bracket
+    return out
+
+
+def subvoxel_rule(
+    spacing: float, sigma: float, *, coarse: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre nodes and weights that average a σ-smooth function over one voxel.
+
+    Parameters
+    ----------
+    spacing : float
+        Voxel size along the axis (mm).
+    sigma : float
+        Scale (mm) on which the integrand varies (the PSF's σ).
+    coarse : bool
+        Fewer nodes (about 1e-4 of the contrast instead of 1e-6), for the iterations of a fit.
+
+    Returns
+    -------
+    offsets : ndarray, shape (n,)
+        Offsets (mm) from the voxel centre.
+    weights : ndarray, shape (n,)
+        Weights summing to one.
+
+    Notes
+    -----
+    ``n = ⌈spacing/σ⌉ + 2`` nodes per axis (``⌈0.6·spacing/σ⌉ + 2`` when coarse), 3 to 16.
+    Against a 20-node rule the voxel average of a blurred ball of unit contrast was within
+    1.3e-6 for ``spacing/σ`` from 0.5 to 6 (within 2e-4 with the coarse rule).
+    """
+    ratio = spacing / max(sigma, 1e-12)
+    n = math.ceil((0.6 if coarse else 1.0) * ratio) + 2
+    n = int(np.clip(n, 3, 16))
+    nodes, weights = np.polynomial.legendre.leggauss(n)
+    return 0.5 * spacing * nodes, 0.5 * weights
+
+
+def voxel_ball(
+    offsets: np.ndarray,
+    spacing: tuple[float, ...] | np.ndarray,
+    radius: float,
+    sigma: float,
+    *,
+    coarse: bool = False,
+    chunk: int = 1 << 20,
+) -> np.ndarray:
+    """Voxel averages of :func:`blurred_ball` for voxels centred at ``offsets`` from the centre.
+
+    Parameters
+    ----------
+    offsets : ndarray, shape (n_voxels, 3)
+        Voxel centre minus ball centre, mm, per array axis.
+    spacing : sequence of 3 float
+        Voxel size (mm) per array axis.
+    radius, sigma : float
+        Ball radius and Gaussian σ (mm).
+    coarse : bool
+        Use the coarse sub-voxel rule of :func:`subvoxel_rule`.
+    chunk : int
+        Sub-voxel points evaluated at once (bounds the memory to ``chunk × n_sub³`` floats).
+
+    Returns
+    -------
+    ndarray, shape (n_voxels,)
+        The exact partial-volume value of each voxel: the mean over the voxel of the blurred
+        ball, integrated with the tensor Gauss-Legendre rule of :func:`subvoxel_rule`.
+    """
+    offsets = np.asarray(offsets, dtype=float)
+    rules = [subvoxel_rule(float(s), sigma, coarse=coarse) for s in spacing]
+    (u0, w0), (u1, w1), (u2, w2) = rules
+    w = (w0[:, None, None] * w1[None, :, None] * w2[None, None, :]).ravel()
+    d0 = np.broadcast_to(u0[:, None, None], (u0.size, u1.size, u2.size)).ravel()
+    d1 = np.broadcast_to(u1[None, :, None], (u0.size, u1.size, u2.size)).ravel()
+    d2 = np.broadcast_to(u2[None, None, :], (u0.size, u1.size, u2.size)).ravel()
+    out = np.empty(offsets.shape[0])
+    step = max(1, chunk // max(1, w.size))
+    for start in range(0, offsets.shape[0], step):
+        o = offsets[start : start + step]
+        r = np.sqrt(
+            (o[:, 0:1] + d0) ** 2 + (o[:, 1:2] + d1) ** 2 + (o[:, 2:3] + d2) ** 2
+        )
+        out[start : start + step] = blurred_ball(r, radius, sigma) @ w
+    return out
