@@ -30,7 +30,7 @@ from scipy import ndimage, optimize
 from ..errors import DataError, HarmonizationError
 from ..image import Image
 from ..imaging.resolution import FWHM_PER_SIGMA, fwhm_to_sigma, gaussian_blur
-from ._ball import voxel_ball
+from ._ball import voxel_ball_jacobian
 
 __all__ = [
     "NEMA_DIAMETERS_MM",
@@ -247,45 +247,53 @@ def _fit_spheres(
     if min(sizes) == 0:
         raise NemaError("a sphere lies outside the image; the whole sphere ring must be imaged.")
     bounds_idx = np.cumsum([0, *sizes])
+    n_data = int(bounds_idx[-1])
 
-    def model(p: np.ndarray, coarse: bool = True) -> np.ndarray:
+    def evaluate(p: np.ndarray, coarse: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Model and its Jacobian (dense; the centre blocks are zero off their sphere)."""
         sigma, amp, base = math.exp(p[0]), p[1], p[2]
-        out = np.empty(bounds_idx[-1])
+        out = np.empty(n_data)
+        jac = np.zeros((n_data, 21))
+        jac[:, 2] = 1.0
         for i in range(6):
+            rows = slice(bounds_idx[i], bounds_idx[i + 1])
             c = p[3 + 3 * i : 6 + 3 * i]
-            out[bounds_idx[i] : bounds_idx[i + 1]] = base + amp * voxel_ball(
-                coords[i] - c, spacing, radii[i], sigma, coarse=coarse
-            )
-        return out
+            v, dls, dc = voxel_ball_jacobian(coords[i] - c, spacing, radii[i], sigma,
+                                             coarse=coarse)
+            out[rows] = base + amp * v
+            jac[rows, 0] = amp * dls
+            jac[rows, 1] = v
+            jac[rows, 3 + 3 * i : 6 + 3 * i] = amp * dc
+        return out, jac
 
-    sparsity = np.zeros((bounds_idx[-1], 21), dtype=bool)
-    sparsity[:, :3] = True
-    for i in range(6):
-        sparsity[bounds_idx[i] : bounds_idx[i + 1], 3 + 3 * i : 6 + 3 * i] = True
+    def solve(p0: np.ndarray, coarse: bool) -> optimize.OptimizeResult:
+        cache: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+
+        def get(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            key = p.tobytes()
+            if key not in cache:
+                cache.clear()
+                cache[key] = evaluate(p, coarse)
+            return cache[key]
+
+        return optimize.least_squares(
+            lambda p: get(p)[0] - data,
+            p0,
+            jac=lambda p: get(p)[1],
+            method="lm",  # MINPACK's QR: the trust-region SVD of a tall Jacobian costs more
+            x_scale=scale,
+            xtol=1e-10,
+            ftol=1e-12,
+            max_nfev=100,
+        )
+
     p0 = np.concatenate(
         [[math.log(fwhm_to_sigma(fwhm_guess)), spheres - background, background], centres.ravel()]
     )
     scale = np.concatenate([[0.1, 0.1 * (spheres - background), 0.1 * background],
                             np.full(18, 0.5)])
-    res = optimize.least_squares(
-        lambda p: model(p) - data,
-        p0,
-        jac_sparsity=sparsity,
-        x_scale=scale,
-        xtol=1e-8,
-        ftol=1e-10,
-        max_nfev=200,
-    )
-    # polish with the exact sub-voxel rule, from the coarse optimum
-    res = optimize.least_squares(
-        lambda p: model(p, coarse=False) - data,
-        res.x,
-        jac_sparsity=sparsity,
-        x_scale=scale,
-        xtol=1e-8,
-        ftol=1e-10,
-        max_nfev=50,
-    )
+    # iterate with the coarse sub-voxel rule, polish with the exact one
+    res = solve(solve(p0, coarse=True).x, coarse=False)
     sigma = math.exp(res.x[0])
     fit = {
         "amplitude": float(res.x[1]),
