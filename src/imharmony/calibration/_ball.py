@@ -12,7 +12,7 @@ import math
 import numpy as np
 from scipy.special import erf
 
-__all__ = ["blurred_ball", "subvoxel_rule", "voxel_ball"]
+__all__ = ["blurred_ball", "subvoxel_rule", "voxel_ball", "voxel_ball_jacobian"]
 
 _SQRT2 = math.sqrt(2.0)
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
@@ -101,6 +101,22 @@ def subvoxel_rule(
     return 0.5 * spacing * nodes, 0.5 * weights
 
 
+def _tensor_rule(
+    spacing: tuple[float, ...] | np.ndarray, sigma: float, coarse: bool
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Sub-voxel offsets per axis (each shape (m,)) and weights (m,) of the 3-D tensor rule."""
+    (u0, w0), (u1, w1), (u2, w2) = (
+        subvoxel_rule(float(s), sigma, coarse=coarse) for s in spacing
+    )
+    dims = (u0.size, u1.size, u2.size)
+    offsets = [
+        np.broadcast_to(u0[:, None, None], dims).ravel(),
+        np.broadcast_to(u1[None, :, None], dims).ravel(),
+        np.broadcast_to(u2[None, None, :], dims).ravel(),
+    ]
+    return offsets, (w0[:, None, None] * w1[None, :, None] * w2[None, None, :]).ravel()
+
+
 def voxel_ball(
     offsets: np.ndarray,
     spacing: tuple[float, ...] | np.ndarray,
@@ -132,12 +148,7 @@ def voxel_ball(
         ball, integrated with the tensor Gauss-Legendre rule of :func:`subvoxel_rule`.
     """
     offsets = np.asarray(offsets, dtype=float)
-    rules = [subvoxel_rule(float(s), sigma, coarse=coarse) for s in spacing]
-    (u0, w0), (u1, w1), (u2, w2) = rules
-    w = (w0[:, None, None] * w1[None, :, None] * w2[None, None, :]).ravel()
-    d0 = np.broadcast_to(u0[:, None, None], (u0.size, u1.size, u2.size)).ravel()
-    d1 = np.broadcast_to(u1[None, :, None], (u0.size, u1.size, u2.size)).ravel()
-    d2 = np.broadcast_to(u2[None, None, :], (u0.size, u1.size, u2.size)).ravel()
+    (d0, d1, d2), w = _tensor_rule(spacing, sigma, coarse)
     out = np.empty(offsets.shape[0])
     step = max(1, chunk // max(1, w.size))
     for start in range(0, offsets.shape[0], step):
@@ -206,15 +217,7 @@ def voxel_ball_jacobian(
         ``∂⟨f⟩/∂c`` (moving the centre by ``dc`` changes each offset by ``−dc``).
     """
     offsets = np.asarray(offsets, dtype=float)
-    rules = [subvoxel_rule(float(s), sigma, coarse=coarse) for s in spacing]
-    (u0, w0), (u1, w1), (u2, w2) = rules
-    w = (w0[:, None, None] * w1[None, :, None] * w2[None, None, :]).ravel()
-    dims = (u0.size, u1.size, u2.size)
-    d = [
-        np.broadcast_to(u0[:, None, None], dims).ravel(),
-        np.broadcast_to(u1[None, :, None], dims).ravel(),
-        np.broadcast_to(u2[None, None, :], dims).ravel(),
-    ]
+    d, w = _tensor_rule(spacing, sigma, coarse)
     n = offsets.shape[0]
     values, dls, dc = np.empty(n), np.empty(n), np.empty((n, 3))
     step = max(1, chunk // max(1, w.size))
