@@ -246,7 +246,8 @@ def earl_filter(
 
     Notes
     -----
-    Candidate filters from 0 to 20 mm FWHM are applied to the phantom (the exact-variance
+    Candidate filters from 0 to 20 mm FWHM (until an RC falls below its band, since recovery
+    only falls as the filter widens) are applied to the phantom (the exact-variance
     discrete Gaussian of :func:`imharmony.imaging.gaussian_blur`) and the RCs re-measured at the
     spheres' fitted centres, against the unfiltered background mean. Among the filters that make
     every RCmax and RCmean compliant (coarse grid of 0.5 mm, refined to 0.05 mm), the one
@@ -309,7 +310,16 @@ def _search(measure: Any, bands: pd.DataFrame) -> float | None:
         return ok, _distance(rc, bands)
 
     grid = np.arange(_COARSE_STEP, _MAX_FILTER_MM + 1e-9, _COARSE_STEP)
-    results = [score(float(f)) for f in grid]
+    results: list[tuple[bool, float]] = []
+    for f in grid:
+        rc = measure(float(f))
+        comp = earl_compliance(rc, bands)
+        results.append((bool(comp["compliant"].all()), _distance(rc, bands)))
+        # recovery only falls as the filter widens: once an RC is below its band, stop
+        if bool(((comp["rc_max"] < comp["rc_max_low"]) | (comp["rc_mean"] < comp["rc_mean_low"]))
+                .any()):
+            break
+    grid = grid[: len(results)]
     feasible = [i for i, (ok, _) in enumerate(results) if ok]
     if not feasible:
         # a narrow compliant window may fall between coarse points: look around the best score
