@@ -113,6 +113,7 @@ def run_nema(args: argparse.Namespace) -> int:
             "compliant_after": None,
             "background_cv": rec.background_cv,
         }
+    summary["fwhm_axes_mm"] = list(rec.fwhm_axes_mm)
     summary["background_mean"] = rec.background_mean
     summary["spheres"] = pd.DataFrame(table).to_dict(orient="records")
     if args.filtered:

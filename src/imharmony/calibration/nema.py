@@ -81,6 +81,9 @@ class NemaRecovery:
     fit : dict
         Fit details: ``amplitude`` and ``baseline`` of the model, ``rms_residual`` (image units)
         and ``n_voxels``.
+    fwhm_axes_mm : tuple of 3 float
+        FWHM (mm) per array axis, from the profiles of the three largest spheres (see
+        :func:`nema_recovery`); NaN on an axis where the fit failed.
     """
 
     table: pd.DataFrame
@@ -92,11 +95,13 @@ class NemaRecovery:
     ring_centre_mm: np.ndarray
     ring_normal: np.ndarray
     fit: dict[str, Any] = field(default_factory=dict)
+    fwhm_axes_mm: tuple[float, ...] = (float("nan"),) * 3
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (floats and lists)."""
         return {
             "fwhm_mm": float(self.fwhm_mm),
+            "fwhm_axes_mm": [float(v) for v in self.fwhm_axes_mm],
             "background_mean": float(self.background_mean),
             "background_cv": float(self.background_cv),
             "background": float(self.background),
@@ -305,6 +310,37 @@ def _fit_spheres(
     return sigma * FWHM_PER_SIGMA, res.x[3:].reshape(6, 3), fit
 
 
+def _fwhm_per_axis(
+    arr: np.ndarray, spacing: np.ndarray, centres: np.ndarray, baseline: float
+) -> tuple[float, ...]:
+    """Per-axis FWHM from axis projections of the 37, 28 and 22 mm spheres (mean of the three).
+
+    Within a ball of radius ``R + 14 mm`` around a sphere (clear of its neighbours' blur for a
+    FWHM up to about 8 mm), the background-subtracted image summed over two axes is the chord
+    area ``π(R² − t²)`` blurred by the Gaussian of the third axis alone and averaged over its
+    voxel — the closed form :func:`imharmony.calibration.resolution.measure_fwhm` fits for
+    ``kind="sphere"`` (with the known radius).
+    """
+    from .resolution import _fit_profile
+
+    per_sphere = []
+    for c, d in list(zip(centres, NEMA_DIAMETERS_MM, strict=True))[3:]:
+        r = d / 2.0
+        reach = r + 14.0
+        sl = _patch(arr.shape, spacing, c, reach)
+        pts = _coords(sl, spacing).reshape(*arr[sl].shape, 3)
+        inside = np.sum((pts - c) ** 2, axis=-1) <= reach**2
+        excess = np.where(inside, arr[sl] - baseline, 0.0)
+        row = []
+        for ax in range(3):
+            others = tuple(a for a in range(3) if a != ax)
+            profile = excess.sum(axis=others) * float(np.prod(spacing[list(others)]))
+            x = (np.arange(profile.size) + sl[ax].start) * spacing[ax]
+            row.append(_fit_profile("sphere", x, profile, float(spacing[ax]), r))
+        per_sphere.append(row)
+    return tuple(float(v) for v in np.nanmean(np.asarray(per_sphere), axis=0))
+
+
 def _background_voi(
     shape: tuple[int, ...],
     spacing: np.ndarray,
@@ -431,7 +467,10 @@ def nema_recovery(img: Image, *, background: float, spheres: float) -> NemaRecov
     Resolution: the six sphere neighbourhoods are fitted jointly by least squares with the exact
     partial-volume model ``v = b + a·⟨1_ball(R) ∗ G_σ⟩_voxel`` (closed form of a Gaussian-blurred
     ball averaged over each voxel by Gauss-Legendre quadrature; free σ, amplitude ``a``,
-    baseline ``b`` and the six centres). ``FWHM = 2·sqrt(2·ln 2)·σ``.
+    baseline ``b`` and the six centres). ``FWHM = 2·sqrt(2·ln 2)·σ``. Per axis: the 37, 28 and
+    22 mm spheres' projections on each array axis are fitted with the Gaussian of that axis
+    alone, after subtracting the background VOI's mean (``fwhm_axes_mm``; see
+    :func:`_fwhm_per_axis`).
 
     The background VOI is a ±20 mm slab around the sphere plane, at least 15 mm + FWHM away from
     every sphere and from the 25 mm-radius lung insert, within the ring's outer radius.
@@ -452,6 +491,7 @@ def nema_recovery(img: Image, *, background: float, spheres: float) -> NemaRecov
     values = arr[mask]
     bg_mean = float(values.mean())
     bg_cv = float(values.std(ddof=1) / bg_mean) if bg_mean > 0 else float("nan")
+    fwhm_axes = _fwhm_per_axis(arr, spacing, centres, bg_mean)
     table = recovery_at(arr, spacing, centres, bg_mean, float(spheres))
     for a in range(3):
         table[f"centre_{a}"] = centres[:, a]
@@ -469,4 +509,5 @@ def nema_recovery(img: Image, *, background: float, spheres: float) -> NemaRecov
         ring_centre_mm=ring_centre,
         ring_normal=normal,
         fit=fit,
+        fwhm_axes_mm=fwhm_axes,
     )
