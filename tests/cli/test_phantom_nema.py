@@ -63,3 +63,22 @@ def test_nema_without_standard_and_bad_input(phantom_file: Path, tmp_path: Path,
                  "10", "--standard", "earl2", "--output", str(out)])
     assert code == 2 and not out.exists()
     assert "Kaalep" in capsys.readouterr().err
+
+
+def test_nema_reads_a_dicom_series(tmp_path: Path) -> None:
+    import importlib
+
+    fac = importlib.import_module("dicom_factory")
+    ph = make_nema_phantom(6.0, 4.0)
+    stored = np.round(ph.image.array * 1000).astype(np.int16)  # Bq/mL with slope 1
+    folder = tmp_path / "pet"
+    fac.write_series(folder, np.ascontiguousarray(stored.transpose(2, 1, 0)), modality="PT",
+                     pixel_spacing=(4.0, 4.0), slice_spacing=4.0)
+    js = tmp_path / "s.json"
+    code = main(["-q", "phantom", "nema", str(folder), "--units", "raw", "--background", "1000",
+                 "--spheres", "10000", "--output", str(tmp_path / "rc.csv"), "--json", str(js)])
+    assert code == 0
+    summary = json.loads(js.read_text())
+    assert summary["fwhm_mm"] == pytest.approx(6.0, rel=0.01)
+    table = pd.read_csv(tmp_path / "rc.csv")
+    np.testing.assert_allclose(table["rc_max"], ph.truth["rc_max"], atol=2e-3)
