@@ -8,11 +8,27 @@ phantom generator and the fits use one formula.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 from scipy.special import erf
 
-__all__ = ["blurred_ball", "subvoxel_rule", "voxel_ball", "voxel_ball_jacobian"]
+__all__ = [
+    "blurred_ball",
+    "gauss_legendre",
+    "subvoxel_rule",
+    "voxel_ball",
+    "voxel_ball_jacobian",
+]
+
+
+@lru_cache(maxsize=64)
+def gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre nodes and weights on [-1, 1] (cached; read-only arrays)."""
+    nodes, weights = np.polynomial.legendre.leggauss(n)
+    nodes.flags.writeable = False
+    weights.flags.writeable = False
+    return nodes, weights
 
 _SQRT2 = math.sqrt(2.0)
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
@@ -97,7 +113,7 @@ def subvoxel_rule(
     ratio = spacing / max(sigma, 1e-12)
     n = math.ceil((0.6 if coarse else 1.0) * ratio) + 2
     n = int(np.clip(n, 3, 16))
-    nodes, weights = np.polynomial.legendre.leggauss(n)
+    nodes, weights = gauss_legendre(n)
     return 0.5 * spacing * nodes, 0.5 * weights
 
 

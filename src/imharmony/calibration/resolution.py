@@ -36,6 +36,7 @@ from scipy.special import ndtr
 from ..errors import DataError, HarmonizationError
 from ..image import Image
 from ..imaging.resolution import FWHM_PER_SIGMA, fwhm_to_sigma, gaussian_blur
+from ._ball import gauss_legendre
 
 __all__ = ["KINDS", "measure_fwhm"]
 
@@ -86,7 +87,7 @@ def _voxel_mean(
     r: float,
 ) -> np.ndarray:
     n = int(np.clip(math.ceil(dx / s) + 4, 4, 24))
-    nodes, weights = np.polynomial.legendre.leggauss(n)
+    nodes, weights = gauss_legendre(n)
     pts = x[:, None] + 0.5 * dx * nodes[None, :]
     return shape(pts, c, s, r) @ (0.5 * weights)
 
