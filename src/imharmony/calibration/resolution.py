@@ -139,24 +139,26 @@ def _fit_profile(
     return float(math.exp(res.x[1]) * FWHM_PER_SIGMA)
 
 
-def _window(arr: np.ndarray, spacing: np.ndarray, window_mm: float | None) -> tuple[slice, ...]:
-    """Box around the hottest object: 4× its half-maximum extent plus 3 voxels, per axis."""
+def _window(
+    arr: np.ndarray, spacing: np.ndarray, window_mm: float | None
+) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Box around the hottest object (4× its half-maximum extent plus 3 voxels, per axis) and
+    its core (the half-maximum extent, widened by half of it on each side), both clipped."""
     smooth = gaussian_blur(arr, np.minimum(fwhm_to_sigma(1.0) / spacing, 1.0))
     bg = float(np.median(smooth))
     peak = np.unravel_index(int(np.argmax(smooth)), smooth.shape)
     labels, _ = ndimage.label(smooth >= 0.5 * (smooth[peak] + bg))
     region = ndimage.find_objects((labels == labels[peak]).astype(int))[0]
-    out = []
+    box, core = [], []
     for ax, sl in enumerate(region):
         centre = 0.5 * (sl.start + sl.stop - 1)
-        if window_mm is not None:
-            half = window_mm / spacing[ax]
-        else:
-            half = 2.0 * (sl.stop - sl.start) + 3.0
-        lo = int(max(0, math.floor(centre - half)))
-        hi = int(min(arr.shape[ax], math.ceil(centre + half) + 1))
-        out.append(slice(lo, hi))
-    return tuple(out)
+        extent = sl.stop - sl.start
+        half = window_mm / spacing[ax] if window_mm is not None else 2.0 * extent + 3.0
+        for out, h in ((box, half), (core, extent)):
+            lo = int(max(0, math.floor(centre - h)))
+            hi = int(min(arr.shape[ax], math.ceil(centre + h) + 1))
+            out.append(slice(lo, hi))
+    return tuple(box), tuple(core)
 
 
 def measure_fwhm(
@@ -203,7 +205,9 @@ def measure_fwhm(
     Gaussian (point, line), the Gaussian-blurred chord area of a ball (sphere) or the Gaussian
     CDF (edge), averaged over the voxel; free centre, σ, amplitude, baseline (and radius for a
     sphere of unknown size). FWHM = 2·sqrt(2·ln 2)·σ. Point, line and sphere profiles are sums
-    over the other axes of the analysed box; an edge profile is the mean over them.
+    over the other axes of the analysed box (for point and line, over the core of the hot region
+    only: the profile is separable, so this changes its amplitude, not its shape, and sums less
+    noise); an edge profile is the mean over them.
     """
     if kind not in KINDS:
         raise DataError(f"kind={kind!r}: choose one of {', '.join(KINDS)}.")
@@ -233,9 +237,14 @@ def measure_fwhm(
                 x = np.arange(p.size) * spacing[ax]
                 fwhm[ax] = _fit_profile("edge", x, p, float(spacing[ax]), None)
     else:
-        box = _window(arr, spacing, window_mm)
+        box, core = _window(arr, spacing, window_mm)
         sub = arr[box]
         axes = list(range(nd))
+        # A point's (and a line's) profile is separable: summing the other axes over their core
+        # only rescales it, and keeps out the noise of the box's outer voxels.
+        core_in_box = tuple(
+            slice(c.start - b.start, c.stop - b.start) for c, b in zip(core, box, strict=True)
+        )
         if kind == "line":
             if line_axis is None:
                 extents = [s.stop - s.start for s in box]
@@ -249,7 +258,13 @@ def measure_fwhm(
             axes = [a for a in axes if a != line_axis]
         radius = None if diameter_mm is None else 0.5 * float(diameter_mm)
         for ax in axes:
-            p = sub.sum(axis=tuple(a for a in range(nd) if a != ax))
+            view = sub
+            if kind in ("point", "line"):
+                view = sub[tuple(
+                    slice(None) if a == ax or sub.shape[a] == 1 else core_in_box[a]
+                    for a in range(nd)
+                )]
+            p = view.sum(axis=tuple(a for a in range(nd) if a != ax))
             x = (np.arange(p.size) + box[ax].start) * spacing[ax]
             fwhm[ax] = _fit_profile(kind, x, p, float(spacing[ax]), radius)
     if np.all(np.isnan(fwhm)):
