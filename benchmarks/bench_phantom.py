@@ -94,7 +94,7 @@ def measure_fwhm_table(seeds: int) -> None:
     truth = np.array([5.0, 6.0, 8.0])
     s = fwhm_to_sigma(truth)
     print("| kind | noise (SD / peak contrast) | truth (mm) | mean measured (mm) | "
-          "max |error| over seeds |")
+          "max abs error over seeds |")
     print("|---|---|---|---|---|")
     for kind in ("point", "line", "edge", "sphere"):
         for noise in (0.0, 0.005, 0.02):
