@@ -321,23 +321,12 @@ def _fwhm_per_axis(
     voxel — the closed form :func:`imharmony.calibration.resolution.measure_fwhm` fits for
     ``kind="sphere"`` (with the known radius).
     """
-    from .resolution import _fit_profile
+    from .resolution import sphere_axis_fwhm
 
-    per_sphere = []
-    for c, d in list(zip(centres, NEMA_DIAMETERS_MM, strict=True))[3:]:
-        r = d / 2.0
-        reach = r + 14.0
-        sl = _patch(arr.shape, spacing, c, reach)
-        pts = _coords(sl, spacing).reshape(*arr[sl].shape, 3)
-        inside = np.sum((pts - c) ** 2, axis=-1) <= reach**2
-        excess = np.where(inside, arr[sl] - baseline, 0.0)
-        row = []
-        for ax in range(3):
-            others = tuple(a for a in range(3) if a != ax)
-            profile = excess.sum(axis=others) * float(np.prod(spacing[list(others)]))
-            x = (np.arange(profile.size) + sl[ax].start) * spacing[ax]
-            row.append(_fit_profile("sphere", x, profile, float(spacing[ax]), r))
-        per_sphere.append(row)
+    per_sphere = [
+        sphere_axis_fwhm(arr, spacing, c, d / 2.0, d / 2.0 + 14.0, baseline)
+        for c, d in list(zip(centres, NEMA_DIAMETERS_MM, strict=True))[3:]
+    ]
     return tuple(float(v) for v in np.nanmean(np.asarray(per_sphere), axis=0))
 
 

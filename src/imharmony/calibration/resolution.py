@@ -38,7 +38,7 @@ from ..image import Image
 from ..imaging.resolution import FWHM_PER_SIGMA, fwhm_to_sigma, gaussian_blur
 from ._ball import gauss_legendre
 
-__all__ = ["KINDS", "measure_fwhm"]
+__all__ = ["KINDS", "measure_fwhm", "sphere_axis_fwhm"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +94,9 @@ def _voxel_mean(
 
 def _fit_profile(
     kind: str, x: np.ndarray, p: np.ndarray, dx: float, radius: float | None
-) -> float:
-    """Fit ``b + A·⟨shape⟩`` to one profile; returns the FWHM (mm) or NaN."""
+) -> tuple[float, float, float]:
+    """Fit ``b + A·⟨shape⟩`` to one profile; returns (FWHM, centre, radius) in mm, or NaNs."""
+    nan = (float("nan"),) * 3
     shape = _SHAPES[kind]
     base0 = float(np.median(np.concatenate([p[:2], p[-2:]])))
     if kind == "edge":
@@ -107,7 +108,7 @@ def _fit_profile(
     else:
         w = np.clip(p - base0, 0.0, None)
         if w.sum() <= 0:
-            return float("nan")
+            return nan
         c0 = float(np.sum(w * x) / w.sum())
         above = x[p - base0 >= 0.5 * (p.max() - base0)]
         width = float(above.max() - above.min() + dx) if above.size else dx
@@ -133,10 +134,58 @@ def _fit_profile(
         res = optimize.least_squares(lambda q: model(q) - p, np.asarray(q0), xtol=1e-10,
                                      ftol=1e-12, max_nfev=400)
     except (ValueError, FloatingPointError):  # pragma: no cover - degenerate profile
-        return float("nan")
+        return nan
     if not res.success:
-        return float("nan")
-    return float(math.exp(res.x[1]) * FWHM_PER_SIGMA)
+        return nan
+    r = math.exp(res.x[4]) if r_free else r0
+    return float(math.exp(res.x[1]) * FWHM_PER_SIGMA), float(res.x[0]), float(r)
+
+
+def sphere_axis_fwhm(
+    arr: np.ndarray,
+    spacing: np.ndarray,
+    centre: np.ndarray,
+    radius: float,
+    reach: float,
+    baseline: float,
+) -> np.ndarray:
+    """Per-axis FWHM (mm) of one blurred uniform sphere from its axis projections.
+
+    Parameters
+    ----------
+    arr : ndarray, shape (n0, n1, n2)
+    spacing : ndarray, shape (3,)
+    centre : ndarray, shape (3,)
+        Sphere centre (mm from the centre of voxel (0, 0, 0)).
+    radius : float
+        Sphere radius (mm).
+    reach : float
+        Radius (mm) of the ball around the centre that is summed: beyond it the blurred sphere
+        must be negligible (``R + 4σ``) and no other object may enter it.
+    baseline : float
+        Background value subtracted before summing.
+
+    Notes
+    -----
+    Inside the ball, ``arr − baseline`` summed over two axes (times their voxel area) is the
+    chord area ``π(R² − t²)`` blurred by the third axis' Gaussian alone, averaged over its voxel;
+    each axis is fitted with that closed form and the known radius.
+    """
+    lo = np.clip(np.floor((centre - reach) / spacing).astype(int), 0, arr.shape)
+    hi = np.clip(np.ceil((centre + reach) / spacing).astype(int) + 1, 0, arr.shape)
+    sub = arr[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    axes = [(np.arange(a, b) * d) for a, b, d in zip(lo, hi, spacing, strict=True)]
+    dist2 = sum(
+        ((ax - c) ** 2).reshape([-1 if k == i else 1 for k in range(3)])
+        for i, (ax, c) in enumerate(zip(axes, centre, strict=True))
+    )
+    excess = np.where(dist2 <= reach * reach, sub - baseline, 0.0)
+    out = np.full(3, np.nan)
+    for ax in range(3):
+        others = tuple(a for a in range(3) if a != ax)
+        profile = excess.sum(axis=others) * float(np.prod(spacing[list(others)]))
+        out[ax] = _fit_profile("sphere", axes[ax], profile, float(spacing[ax]), radius)[0]
+    return out
 
 
 def _window(
@@ -204,10 +253,12 @@ def measure_fwhm(
     Per axis, a profile is fitted by least squares with ``b + A·⟨g⟩_voxel``: ``g`` is the
     Gaussian (point, line), the Gaussian-blurred chord area of a ball (sphere) or the Gaussian
     CDF (edge), averaged over the voxel; free centre, σ, amplitude, baseline (and radius for a
-    sphere of unknown size). FWHM = 2·sqrt(2·ln 2)·σ. Point, line and sphere profiles are sums
-    over the other axes of the analysed box (for point and line, over the core of the hot region
-    only: the profile is separable, so this changes its amplitude, not its shape, and sums less
-    noise); an edge profile is the mean over them.
+    sphere of unknown size). FWHM = 2·sqrt(2·ln 2)·σ. A sphere is then fitted a second time
+    on the background-subtracted sums over a ball of radius ``R + 4σ`` only
+    (:func:`sphere_axis_fwhm`), which keeps most of the box's noise out. Point and line
+    profiles are sums over the core of the hot region on the other axes (the profile is
+    separable, so this changes its amplitude, not its shape, and sums less noise); an edge
+    profile is the mean over the other axes.
     """
     if kind not in KINDS:
         raise DataError(f"kind={kind!r}: choose one of {', '.join(KINDS)}.")
@@ -235,7 +286,7 @@ def measure_fwhm(
             contrast = abs(float(p[-k:].mean() - p[:k].mean()))
             if ranges[ax] >= 0.5 * top and contrast >= 0.8 * ranges[ax]:
                 x = np.arange(p.size) * spacing[ax]
-                fwhm[ax] = _fit_profile("edge", x, p, float(spacing[ax]), None)
+                fwhm[ax] = _fit_profile("edge", x, p, float(spacing[ax]), None)[0]
     else:
         box, core = _window(arr, spacing, window_mm)
         sub = arr[box]
@@ -257,6 +308,7 @@ def measure_fwhm(
             sub = arr[tuple(full)].mean(axis=line_axis, keepdims=True)
             axes = [a for a in axes if a != line_axis]
         radius = None if diameter_mm is None else 0.5 * float(diameter_mm)
+        centre, radii = np.full(nd, np.nan), np.full(nd, np.nan)
         for ax in axes:
             view = sub
             if kind in ("point", "line"):
@@ -266,7 +318,16 @@ def measure_fwhm(
                 )]
             p = view.sum(axis=tuple(a for a in range(nd) if a != ax))
             x = (np.arange(p.size) + box[ax].start) * spacing[ax]
-            fwhm[ax] = _fit_profile(kind, x, p, float(spacing[ax]), radius)
+            fwhm[ax], centre[ax], radii[ax] = _fit_profile(kind, x, p, float(spacing[ax]), radius)
+        if kind == "sphere" and nd == 3 and np.all(np.isfinite(fwhm)):
+            # second pass: only the blurred sphere's own neighbourhood, minus the background
+            r = float(np.median(radii)) if radius is None else radius
+            reach = r + 4.0 * fwhm_to_sigma(float(fwhm.max())) + float(spacing.max())
+            grids = np.meshgrid(*[(np.arange(b.start, b.stop) * d) for b, d in
+                                  zip(box, spacing, strict=True)], indexing="ij")
+            far = sum((g - c) ** 2 for g, c in zip(grids, centre, strict=True)) > reach**2
+            if far.sum() >= 10:
+                fwhm = sphere_axis_fwhm(arr, spacing, centre, r, reach, float(np.median(sub[far])))
     if np.all(np.isnan(fwhm)):
         raise HarmonizationError(
             f"measure_fwhm(kind={kind!r}): no axis could be measured; check that the image holds "
