@@ -76,12 +76,18 @@ def test_sharp_scanner_gets_a_filter_that_makes_it_compliant(sharp) -> None:
         assert not ok or d >= chosen - 1e-9
 
 
-def test_compliant_scanner_needs_no_filter() -> None:
+def test_compliant_scanner_needs_no_filter_and_custom_bands_are_used() -> None:
     ph = make_nema_phantom(8.0, 4.0)
     result = earl_filter(ph.image, background=1, spheres=10)
     assert result.compliant_before and result.compliant_after
     assert result.filter_fwhm_mm == 0.0
     np.testing.assert_array_equal(result.filtered.array, ph.image.array)
+    # bands given as a table (e.g. a standard not shipped): here EARL1's, with the 10 mm RCmax
+    # band moved above what this scanner recovers, so it no longer complies
+    custom = pd.DataFrame(earl_bands().to_dict(orient="list"))
+    custom.loc[0, ["rc_max_low", "rc_max_high"]] = [0.60, 0.80]
+    with pytest.raises(EARLError, match=r"custom cannot be reached by smoothing.*10 mm"):
+        earl_filter(ph.image, background=1, spheres=10, bands=custom)
 
 
 def test_blurry_scanner_cannot_be_reached_by_smoothing() -> None:

@@ -89,6 +89,17 @@ def test_anisotropic_sphere_against_a_brute_force_blur() -> None:
     np.testing.assert_allclose(ih.measure_fwhm(img, "sphere", diameter_mm=16.0), truth, rtol=0.03)
 
 
+def test_noisy_sphere_within_three_percent() -> None:
+    from imharmony.calibration._ball import voxel_ball
+
+    grid = np.stack(np.meshgrid(*[np.arange(n) * d for n, d in zip(SHAPE, SPACING, strict=True)],
+                                indexing="ij"), -1).reshape(-1, 3)
+    clean = voxel_ball(grid - np.array(CENTRE), SPACING, 10.0, float(fwhm_to_sigma(6.0)))
+    rng = np.random.default_rng(4)
+    img = ih.Image(1.0 + clean.reshape(SHAPE) + rng.normal(0, 0.005, SHAPE), SPACING)
+    np.testing.assert_allclose(ih.measure_fwhm(img, "sphere", diameter_mm=20.0), 6.0, rtol=0.03)
+
+
 def test_phantom_scan_to_matched_resolution() -> None:
     """A site's point-source scan -> measured FWHM -> match_resolution to a common 10 mm."""
     site_fwhm = np.array([5.0, 6.0, 8.0])
