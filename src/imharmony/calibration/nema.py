@@ -467,6 +467,9 @@ def nema_recovery(img: Image, *, background: float, spheres: float) -> NemaRecov
     arr = _check_inputs(img, float(background), float(spheres))
     spacing = np.asarray(img.spacing[:3], dtype=float)
     source = str(img.meta.get("source", "the phantom image"))
+    units = img.meta.get("units")
+    if units:
+        source = f"{source} (values in {units})"
     centres0, ring_centre, normal = _locate_spheres(arr, spacing, background, spheres, source)
     fwhm, centres, fit = _fit_spheres(arr, spacing, centres0, background, spheres)
     if not (0.2 * spacing.min() < fwhm < 40.0):
