@@ -339,9 +339,8 @@ def _background_voi(
     fwhm: float,
 ) -> np.ndarray:
     """Mask of the background VOI: a slab around the sphere plane, away from spheres and lung."""
-    idx = np.indices(shape, dtype=float)
-    pts = [idx[a] * spacing[a] for a in range(3)]
-    rel = [pts[a] - ring_centre[a] for a in range(3)]
+    pts = [g * spacing[a] for a, g in enumerate(np.ogrid[: shape[0], : shape[1], : shape[2]])]
+    rel = [pts[a] - ring_centre[a] for a in range(3)]  # broadcast views, not full volumes
     height = sum(rel[a] * normal[a] for a in range(3))
     axial = np.sqrt(np.clip(sum(r * r for r in rel) - height * height, 0.0, None))
     margin = 15.0 + fwhm
