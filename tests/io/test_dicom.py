@@ -326,7 +326,8 @@ def test_a_hostile_element_length_in_the_header_allocates_nothing(tmp_path):
     paths[1].write_bytes(bytes(data))
     tracemalloc.start()
     try:
-        with pytest.raises(DicomError, match=r"IM_0001.dcm: an image header without Pixel Data"):
+        with pytest.raises(DicomError, match=r"IM_0001.dcm: the file is truncated \(an element "
+                           r"announces 4294966\d+ bytes more than the file holds\)"):
             read_dicom_series(tmp_path)
     finally:
         _, peak = tracemalloc.get_traced_memory()
@@ -371,7 +372,7 @@ def test_random_bytes_are_not_dicom(tmp_path, caplog):
 def test_random_bytes_behind_a_dicom_prefix_are_a_damaged_file(tmp_path):
     data = b"\0" * 128 + b"DICM" + np.random.default_rng(2).bytes(2048)
     (tmp_path / "junk.dcm").write_bytes(data)
-    with pytest.raises(DicomError, match=r"junk.dcm: SOP Class UID \(0008,0016\) missing"):
+    with pytest.raises(DicomError, match=r"junk.dcm: the file is truncated"):
         read_dicom_series(tmp_path)
 
 

@@ -25,15 +25,12 @@ a logged warning, while a DICOM file that is damaged is an error naming it.
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 import logging
-import math
 import os
-import struct
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,11 +38,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._dicom.header import (
+    DEFAULT_MAX_PIXELS,
+    DEFER_BYTES,
+    OTHER_PIXEL_TAGS,
+    DicomError,
+    DicomSeriesError,
+    DicomSizeError,
+    FileRejected,
+    Header,
+    read_header,
+)
+from .._dicom.tags import brief, float_list, group_item, numbers, plain, tag_label
+from .._dicom.walk import walk_files
 from ..errors import DataError, HarmonizationError
 from ..image import Image
 from ..physics import ct
-from ..physics.ct import tag_label
-from ._dicom_header import frame_header
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -63,25 +71,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Default limit on the number of voxels of a series (about 8.6 GB as float64).
-DEFAULT_MAX_PIXELS: int = 2**30
-
 #: Accepted values of ``units``.
 UNITS: tuple[str, ...] = ("hu", "raw", "suv", "suvbw", "suvlbm", "suvbsa", "suvibw")
 _SUV_UNITS = frozenset(UNITS[2:])
-
-_PIXEL_DATA_TAG = 0x7FE00010
-_OTHER_PIXEL_TAGS = {0x7FE00008: "Float Pixel Data", 0x7FE00009: "Double Float Pixel Data"}
-_DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
-_DEFLATED_TS = {"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"}
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
-             b"UV"}
-
-# Header values longer than this are not read while parsing (pydicom's ``defer_size``): a
-# hostile element length cannot make the parser allocate gigabytes.
-_DEFER_BYTES = 1 << 20
-# Bytes read at once from the start of each file; a header that does not fit is read by pydicom.
-_HEADER_BYTES = 1 << 14
 
 # Position tolerances (mm): duplicates closer than this are the same slice position.
 _DUPLICATE_MM = 1e-3
@@ -108,18 +100,6 @@ META_KEYWORDS: tuple[str, ...] = (
     "AttenuationCorrectionMethod", "ReconstructionMethod", "PatientSex", "PatientAge",
     "PatientWeight", "PatientSize", "BitsAllocated", "BitsStored", "PixelRepresentation",
 )
-
-
-class DicomError(DataError):
-    """A DICOM file or series cannot be read as given."""
-
-
-class DicomSeriesError(DicomError):
-    """The files of a series do not form one regular volume (gaps, duplicates, mixed geometry)."""
-
-
-class DicomSizeError(DicomError):
-    """A header announces more pixels than ``max_pixels`` allows."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,40 +161,7 @@ def stored_values(
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Header:
-    """One DICOM file's header and where its pixel data sit."""
-
-    path: Path
-    name: str
-    ds: Dataset
-    file_size: int
-    pixel_tag: int | None = None  # 0x7FE00010 etc. found after the header, None if no pixels
-    value_offset: int | None = None  # byte offset of the pixel data value (native only)
-    value_length: int | None = None  # declared length; None for undefined (encapsulated)
-    native: bool = False  # uncompressed, readable straight from the file
-    n_frames: int = 1
-    rows: int = 0
-    columns: int = 0
-    bits_allocated: int = 16
-    bits_stored: int = 16
-    pixel_representation: int = 0
-
-
-@dataclass
-class _Skipped:
-    name: str
-    reason: str
-    warn: bool = True
-
-
-def _brief(exc: BaseException | str, limit: int = 300) -> str:
-    """An exception's message on one line (the CLI prints errors as one line)."""
-    text = str(exc)
-    if "ERROR:" in text:  # ITK: "Exception thrown in ...cxx:123:\nITK ERROR: what happened"
-        text = text.rsplit("ERROR:", 1)[1]
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+_brief = brief  # kept for imharmony.io.images
 
 
 def _fmt_list(names: Sequence[str], limit: int = 5) -> str:
@@ -222,110 +169,8 @@ def _fmt_list(names: Sequence[str], limit: int = 5) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def _list_files(source: Path) -> list[tuple[Path, str]]:
-    """Files under ``source`` (recursively, hidden entries ignored) with their display names."""
-    if source.is_file():
-        return [(source, source.name)]
-    if not source.is_dir():
-        raise DicomError(f"{source}: no such file or folder; give a DICOM series folder.")
-    files: list[tuple[Path, str]] = []
-    for root, dirs, names in os.walk(source):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for n in sorted(names):
-            if n.startswith("."):
-                continue
-            p = Path(root) / n
-            if p.is_file():
-                files.append((p, str(p.relative_to(source))))
-    return files
-
-
-def _peek_pixel_element(f: Any, little: bool, implicit: bool) -> tuple[int | None, int, int | None]:
-    """Read the element header at the current position: (tag, value offset, length)."""
-    start = f.tell()
-    head = f.read(8)
-    if len(head) < 8:
-        return None, start, None
-    endian = "<" if little else ">"
-    group, elem = struct.unpack(f"{endian}HH", head[:4])
-    tag = (group << 16) | elem
-    if implicit:
-        (length,) = struct.unpack(f"{endian}L", head[4:8])
-        value_offset = start + 8
-    elif head[4:6] in _LONG_VRS:
-        more = f.read(4)
-        if len(more) < 4:
-            return tag, start, None
-        (length,) = struct.unpack(f"{endian}L", more)
-        value_offset = start + 12
-    else:
-        (length,) = struct.unpack(f"{endian}H", head[6:8])
-        value_offset = start + 8
-    return tag, value_offset, (None if length == 0xFFFFFFFF else length)
-
-
-def _read_header(path: Path, name: str, max_pixels: int) -> _Header | _Skipped:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            start = f.read(_HEADER_BYTES)
-            if start[128:132] != b"DICM":
-                return _Skipped(name, "not a DICOM file (no 'DICM' prefix at byte 128)")
-            quick = frame_header(f, start, size, _DEFER_BYTES)
-            if quick is not None:
-                ds, pixel_element = quick
-                f.seek(size if pixel_element is None else pixel_element)
-            else:
-                f.seek(0)
-                try:
-                    ds = pydicom.dcmread(f, stop_before_pixels=True, defer_size=_DEFER_BYTES)
-                except InvalidDicomError as exc:
-                    return _Skipped(name, f"not a readable DICOM file ({_brief(exc)})")
-                except Exception as exc:
-                    raise DicomError(
-                        f"{name}: damaged DICOM file, the header cannot be parsed "
-                        f"({type(exc).__name__}: {_brief(exc)}); replace or remove the file."
-                    ) from exc
-            head = _Header(path=path, name=name, ds=ds, file_size=size)
-            ts = ds.file_meta.get("TransferSyntaxUID")
-            sop = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
-            if sop is None:
-                raise DicomError(
-                    f"{name}: {tag_label('SOPClassUID')} missing; the file is truncated or "
-                    "damaged. Replace or remove it."
-                )
-            if str(sop) == _DICOMDIR_SOP_CLASS:
-                return _Skipped(name, "a DICOMDIR (media directory), not an image", warn=False)
-            if ts is None or not ts.is_transfer_syntax:
-                raise DicomError(
-                    f"{name}: {tag_label('TransferSyntaxUID')} "
-                    + ("missing from the file meta information; the file is damaged."
-                       if ts is None else f"{ts} is not a known transfer syntax.")
-                )
-            if str(ts) in _DEFLATED_TS:
-                # The dataset was inflated in memory: the file offset says nothing.
-                head.pixel_tag = _PIXEL_DATA_TAG if "Rows" in ds else None
-            else:
-                tag, value_offset, length = _peek_pixel_element(
-                    f, ts.is_little_endian, ts.is_implicit_VR
-                )
-                if tag == _PIXEL_DATA_TAG or tag in _OTHER_PIXEL_TAGS:
-                    head.pixel_tag = tag
-                    head.value_offset = value_offset
-                    head.value_length = length
-                    head.native = not ts.is_compressed and length is not None
-    except OSError as exc:
-        raise DicomError(f"{name}: cannot be read ({exc.strerror or exc}).") from exc
-    if head.pixel_tag is not None:
-        _check_pixel_header(head, max_pixels)
-    return head
-
-
 def _int_tag(ds: Dataset, keyword: str, name: str, default: int | None = None) -> int:
-    value = _numbers(ds, keyword)
+    value = numbers(ds, keyword)
     if isinstance(value, list) and len(value) == 1:
         value = value[0]
     if value is None or value == "":
@@ -338,37 +183,24 @@ def _int_tag(ds: Dataset, keyword: str, name: str, default: int | None = None) -
         raise DicomError(f"{name}: {tag_label(keyword)} is {value!r}, not an integer.") from exc
 
 
-def _check_pixel_header(head: _Header, max_pixels: int) -> None:
-    """Validate the pixel description and announced size before any pixel is touched."""
+def _check_layout(head: Header) -> None:
+    """Refuse a pixel layout that cannot carry quantitative values; set the stored-value layout.
+
+    Checked for the files of the series being read only: an RGB or 1-bit file of another series
+    in the same folder does not stop anything.
+    """
     ds, name = head.ds, head.name
-    if head.pixel_tag in _OTHER_PIXEL_TAGS:
+    if head.pixel_tag in OTHER_PIXEL_TAGS:
         raise DicomError(
-            f"{name}: {_OTHER_PIXEL_TAGS[head.pixel_tag]} is not supported; only integer "
+            f"{name}: {OTHER_PIXEL_TAGS[head.pixel_tag]} is not supported; only integer "
             "Pixel Data (7FE0,0010) can be converted."
         )
-    rows = _int_tag(ds, "Rows", name)
-    cols = _int_tag(ds, "Columns", name)
-    frames = _int_tag(ds, "NumberOfFrames", name, default=1)
-    samples = _int_tag(ds, "SamplesPerPixel", name, default=1)
-    bits = _int_tag(ds, "BitsAllocated", name)
-    if rows < 1 or cols < 1 or frames < 1:
+    if head.samples != 1:
         raise DicomError(
-            f"{name}: {tag_label('Rows')} = {rows}, {tag_label('Columns')} = {cols}, "
-            f"{tag_label('NumberOfFrames')} = {frames}; an image needs at least one pixel."
-        )
-    n_pixels = rows * cols * frames * samples
-    if n_pixels > max_pixels:
-        raise DicomSizeError(
-            f"{name}: the header announces {rows} Rows x {cols} Columns x {frames} frames x "
-            f"{samples} samples = {n_pixels:.4g} pixels ({n_pixels * bits / 8 / 2**30:.3g} GiB "
-            f"stored), above max_pixels={max_pixels}; nothing was decoded. If the header is "
-            "genuine, raise max_pixels."
-        )
-    if samples != 1:
-        raise DicomError(
-            f"{name}: {tag_label('SamplesPerPixel')} is {samples}; only single-sample "
+            f"{name}: {tag_label('SamplesPerPixel')} is {head.samples}; only single-sample "
             "(grey-level) images carry quantitative values."
         )
+    bits = head.bits_allocated
     if bits not in (8, 16, 32):
         raise DicomError(
             f"{name}: {tag_label('BitsAllocated')} is {bits}; only 8, 16 or 32 are supported."
@@ -382,33 +214,25 @@ def _check_pixel_header(head: _Header, max_pixels: int) -> None:
             f"{tag_label('HighBit')} = {high_bit}, {tag_label('PixelRepresentation')} = {pixrep} "
             f"with {tag_label('BitsAllocated')} = {bits}."
         )
-    head.n_frames, head.rows, head.columns = frames, rows, cols
-    head.bits_allocated, head.bits_stored, head.pixel_representation = bits, bits_stored, pixrep
-    if head.native:
-        needed = n_pixels * bits // 8
-        assert head.value_length is not None and head.value_offset is not None
-        if head.value_length < needed:
-            raise DicomError(
-                f"{name}: Pixel Data (7FE0,0010) holds {head.value_length} bytes but Rows x "
-                f"Columns x frames x Bits Allocated need {needed}; the header and the pixels "
-                "disagree."
-            )
-        available = head.file_size - head.value_offset
-        if available < needed:
-            raise DicomError(
-                f"{name}: file truncated: it ends after {max(available, 0)} of the {needed} bytes "
-                "of Pixel Data (7FE0,0010). Copy the file again from its source."
-            )
+    head.bits_stored, head.pixel_representation = bits_stored, pixrep
 
 
-def _read_headers(files: Sequence[tuple[Path, str]], max_pixels: int) -> list[_Header | _Skipped]:
-    """Parse every file's header, in file order, in the calling thread.
+def _read_headers(
+    files: Sequence[tuple[Path, str]], max_pixels: int
+) -> list[Header | FileRejected]:
+    """Every file's header under the one acceptance policy, in file order, in this thread.
 
     Header parsing is pure Python and holds the GIL: a thread pool made it slower (300 CT headers:
     0.071 s in one thread, 0.112 s in two, with the files cached; no gain after dropping the page
     cache either), so only the pixel reads are spread over threads.
     """
-    return [_read_header(path, name, max_pixels) for path, name in files]
+    out: list[Header | FileRejected] = []
+    for path, name in files:
+        try:
+            out.append(read_header(path, name, max_pixels=max_pixels))
+        except FileRejected as rejected:
+            out.append(rejected)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,62 +241,7 @@ def _read_headers(files: Sequence[tuple[Path, str]], max_pixels: int) -> list[_H
 
 
 def _float_list(value: Any, n: int, keyword: str, name: str) -> list[float] | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, str | bytes):
-        text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
-        value = text.split("\\")
-    try:
-        values = [float(v) for v in (value if isinstance(value, Iterable) else [value])]
-    except (TypeError, ValueError) as exc:
-        raise DicomError(f"{name}: {tag_label(keyword)} is {value!r}, not numbers.") from exc
-    if len(values) != n or not all(math.isfinite(v) for v in values):
-        raise DicomError(
-            f"{name}: {tag_label(keyword)} is {values}; expected {n} finite number(s)."
-        )
-    return values
-
-
-@functools.cache
-def _tag_of(keyword: str) -> int:
-    from pydicom.datadict import tag_for_keyword
-
-    tag = tag_for_keyword(keyword)
-    if tag is None:  # pragma: no cover - programming error
-        raise KeyError(keyword)
-    return int(tag)
-
-
-_BINARY_INTS = {"US": "H", "SS": "h", "UL": "L", "SL": "l"}
-
-
-def _numbers(ds: Dataset, keyword: str) -> Any:
-    """The value of a numeric attribute, parsed from its raw bytes when pydicom has not yet.
-
-    pydicom's conversion of values (validated ``DSfloat`` objects, tag look-ups) dominates header
-    reading; splitting decimal strings and unpacking binary integers here is several times faster
-    and just as strict (:func:`_float_list` and :func:`_int_tag` report what does not parse).
-    Anything else (ambiguous VRs such as "US or SS", odd lengths) goes through pydicom.
-    """
-    from pydicom.datadict import dictionary_VR
-    from pydicom.dataelem import RawDataElement
-
-    tag = _tag_of(keyword)
-    elem = ds.get_item(tag)
-    if elem is None:
-        return None
-    raw = elem.value
-    if isinstance(elem, RawDataElement) and isinstance(raw, bytes):
-        vr = elem.VR or dictionary_VR(tag)
-        if vr in ("DS", "IS"):
-            text = raw.decode("ascii", "replace").strip(" \x00")
-            return text.split("\\") if text else None
-        code = _BINARY_INTS.get(vr)
-        if code is not None and raw and len(raw) % struct.calcsize(code) == 0:
-            endian = "<" if elem.is_little_endian else ">"
-            values = struct.unpack(f"{endian}{len(raw) // struct.calcsize(code)}{code}", raw)
-            return values[0] if len(values) == 1 else list(values)
-    return ds[tag].value
+    return float_list(value, n, keyword, name, DicomError)
 
 
 def _opt_float(value: Any, keyword: str, name: str) -> float | None:
@@ -480,16 +249,9 @@ def _opt_float(value: Any, keyword: str, name: str) -> float | None:
     return None if got is None else got[0]
 
 
-def _group_item(
-    per_frame: Dataset | None, shared: Dataset | None, sequence: str
-) -> Dataset | None:
-    """The functional group macro item for a frame: per-frame overrides shared."""
-    for holder in (per_frame, shared):
-        if holder is not None:
-            seq = holder.get(sequence)
-            if seq:
-                return seq[0]
-    return None
+_group_item = group_item
+_numbers = numbers
+_plain = plain
 
 
 @dataclass
@@ -517,7 +279,7 @@ def _vector(ds: Dataset, keyword: str, n: int, label: str) -> list[float]:
     return values
 
 
-def _collect_frames(headers: Sequence[_Header]) -> _Frames:
+def _collect_frames(headers: Sequence[Header]) -> _Frames:
     fr = _Frames()
     for i, h in enumerate(headers):
         ds = h.ds
@@ -588,7 +350,7 @@ def _first_differing(values: np.ndarray, tol: float) -> int | None:
     return int(bad[0]) if bad.size else None
 
 
-def _geometry(fr: _Frames, headers: Sequence[_Header]) -> _Geometry:
+def _geometry(fr: _Frames, headers: Sequence[Header]) -> _Geometry:
     labels = fr.label
     # Same matrix size everywhere.
     sizes = [(headers[i].rows, headers[i].columns) for i in fr.inst]
@@ -709,8 +471,8 @@ def _check_nominal_spacing(fr: _Frames, spacing_z: float) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _file_dtype(h: _Header) -> np.dtype[Any]:
-    little = h.ds.file_meta.TransferSyntaxUID.is_little_endian
+def _file_dtype(h: Header) -> np.dtype[Any]:
+    little = h.little_endian
     kind = "i" if h.pixel_representation == 1 else "u"
     return np.dtype(f"{'<' if little else '>'}{kind}{h.bits_allocated // 8}")
 
@@ -729,11 +491,11 @@ def _holds_stored_values(lo: int, hi: int, bits_stored: int, pixrep: int, itemsi
     return 0 <= lo and hi < (1 << bits_stored)
 
 
-def _decode_with_pydicom(h: _Header) -> np.ndarray:
+def _decode_with_pydicom(h: Header) -> np.ndarray:
     import pydicom
 
     try:
-        ds = pydicom.dcmread(h.path, defer_size=_DEFER_BYTES)
+        ds = pydicom.dcmread(h.path, defer_size=DEFER_BYTES)
         arr = ds.pixel_array
     except Exception as exc:
         raise DicomError(
@@ -745,7 +507,7 @@ def _decode_with_pydicom(h: _Header) -> np.ndarray:
 
 
 def _read_pixels(
-    headers: Sequence[_Header], fr: _Frames, rank: np.ndarray, workers: int
+    headers: Sequence[Header], fr: _Frames, rank: np.ndarray, workers: int
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Stored values, shape (n_frames, rows, columns), frames in slice order, and their range.
 
@@ -901,25 +663,7 @@ def _to_values(
 # ---------------------------------------------------------------------------------------------
 
 
-def _plain(value: Any) -> Any:
-    """A header value as plain Python (str, int, float, list)."""
-    from pydicom.multival import MultiValue
-    from pydicom.valuerep import IS, DSfloat
-
-    if isinstance(value, MultiValue | list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, IS):
-        return int(value)
-    if isinstance(value, DSfloat | float):
-        return float(value)
-    if isinstance(value, int | bool):
-        return value
-    if isinstance(value, bytes):
-        return None
-    return str(value)
-
-
-def _series_summary(uid: str, members: Sequence[_Header]) -> str:
+def _series_summary(uid: str, members: Sequence[Header]) -> str:
     ds = members[0].ds
     desc = str(ds.get("SeriesDescription", "") or "").strip()
     return (
@@ -930,47 +674,80 @@ def _series_summary(uid: str, members: Sequence[_Header]) -> str:
     )
 
 
-def _is_image_class(ds: Dataset) -> bool:
-    """Whether the SOP Class is an image storage class (its instances must carry pixels)."""
-    from pydicom.uid import UID
-
-    sop = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
-    return "Image Storage" in UID(str(sop)).name if sop else False
+_SKIPPED_WITH_WARNING = frozenset({"empty", "not_dicom"})
 
 
 def _group_series(
-    results: Sequence[_Header | _Skipped], source: Path
-) -> dict[str, list[_Header]]:
-    series: dict[str, list[_Header]] = {}
-    skipped = [r for r in results if isinstance(r, _Skipped)]
-    for s in skipped:
-        (logger.warning if s.warn else logger.info)("%s: skipped, %s.", s.name, s.reason)
+    results: Sequence[Header | FileRejected], source: Path
+) -> tuple[dict[str, list[Header]], list[FileRejected]]:
+    """Accepted files grouped by Series Instance UID, and the damaged files.
+
+    Files that are not DICOM are skipped with a warning, DICOM objects that are not images
+    (reports, DICOMDIR) with an info line; every other rejection is a damaged file, returned for
+    :func:`_choose_series` to weigh against the series chosen.
+    """
+    series: dict[str, list[Header]] = {}
+    damaged: list[FileRejected] = []
+    skipped: list[FileRejected] = []
     for r in results:
-        if not isinstance(r, _Header):
+        if isinstance(r, FileRejected):
+            if r.reason in _SKIPPED_WITH_WARNING:
+                logger.warning("%s: skipped, %s.", r.name, r.detail)
+                skipped.append(r)
+            elif r.reason == "not_an_image":
+                logger.info("%s: skipped, %s.", r.name, r.detail)
+                skipped.append(r)
+            else:
+                damaged.append(r)
             continue
-        uid = r.ds.get("SeriesInstanceUID")
-        if r.pixel_tag is None:
-            if "Rows" in r.ds or "ImagePositionPatient" in r.ds or _is_image_class(r.ds):
-                raise DicomError(
-                    f"{r.name}: an image header without Pixel Data (7FE0,0010); the file is "
-                    "truncated. Replace or remove it."
-                )
-            logger.info("%s: skipped, a DICOM object without pixel data.", r.name)
-            continue
-        if uid is None or str(uid) == "":
-            raise DicomError(
-                f"{r.name}: {tag_label('SeriesInstanceUID')} missing; the file is truncated or "
-                "damaged. Replace or remove it."
-            )
-        series.setdefault(str(uid), []).append(r)
+        series.setdefault(r.series_uid, []).append(r)
     if not series:
+        if damaged:
+            raise damaged[0]
         why = (
-            f" (skipped: {_fmt_list([f'{s.name}: {s.reason}' for s in skipped], 3)})"
+            f" (skipped: {_fmt_list([f'{s.name}: {s.detail}' for s in skipped], 3)})"
             if skipped
             else ""
         )
         raise DicomError(f"{source}: no DICOM image files found{why}.")
-    return series
+    return series, damaged
+
+
+def _choose_series(
+    groups: Mapping[str, list[Header]],
+    damaged: Sequence[FileRejected],
+    series_uid: str | None,
+    source: Path,
+) -> tuple[str, list[Header]]:
+    """The series to read, and a refusal when a damaged file may belong to it.
+
+    A damaged file of another series (its Series Instance UID could be read) is skipped with a
+    warning; one whose series is the chosen one, or unknown, stops the reading with its reason.
+    """
+    if series_uid is not None:
+        if series_uid not in groups:
+            own = [d for d in damaged if d.series_uid == series_uid]
+            if own:
+                raise own[0]
+            raise DicomSeriesError(
+                f"{source}: no image series with {tag_label('SeriesInstanceUID')} "
+                f"{series_uid}; found: "
+                + "; ".join(_series_summary(u, m) for u, m in groups.items())
+            )
+        chosen = series_uid
+    elif len(groups) > 1:
+        raise DicomSeriesError(
+            f"{source}: {len(groups)} image series found; choose one with series_uid "
+            "(--series-uid on the command line): "
+            + "; ".join(_series_summary(u, m) for u, m in groups.items())
+        )
+    else:
+        chosen = next(iter(groups))
+    for d in damaged:
+        if d.series_uid is None or d.series_uid == chosen:
+            raise d
+        logger.warning("%s: skipped, a file of another series: %s", d.name, d.detail)
+    return chosen, list(groups[chosen])
 
 
 def list_dicom_series(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -988,10 +765,10 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
         ``SeriesNumber`` and ``n_files``, in order of first appearance.
     """
     source = Path(folder)
-    files = _list_files(source)
+    files = walk_files(source, error=DicomError)
     with _quiet_pydicom():
         results = _read_headers(files, DEFAULT_MAX_PIXELS * 64)
-        groups = _group_series(results, source)
+        groups, _damaged = _group_series(results, source)
         return [
             {
                 "SeriesInstanceUID": uid,
@@ -1109,26 +886,13 @@ def read_dicom_series(
         raise HarmonizationError(f"max_pixels must be positive, got {max_pixels}.")
     n_workers = _workers(workers)
     source = Path(folder)
-    files = _list_files(source)
+    files = walk_files(source, error=DicomError)
     with _quiet_pydicom():
         results = _read_headers(files, int(max_pixels))
-        groups = _group_series(results, source)
-        if series_uid is not None:
-            if series_uid not in groups:
-                raise DicomSeriesError(
-                    f"{source}: no image series with {tag_label('SeriesInstanceUID')} "
-                    f"{series_uid}; found: "
-                    + "; ".join(_series_summary(u, m) for u, m in groups.items())
-                )
-            members = groups[series_uid]
-        elif len(groups) > 1:
-            raise DicomSeriesError(
-                f"{source}: {len(groups)} image series found; choose one with series_uid "
-                "(--series-uid on the command line): "
-                + "; ".join(_series_summary(u, m) for u, m in groups.items())
-            )
-        else:
-            series_uid, members = next(iter(groups.items()))
+        groups, damaged = _group_series(results, source)
+        series_uid, members = _choose_series(groups, damaged, series_uid, source)
+        for h in members:
+            _check_layout(h)
         total = sum(h.rows * h.columns * h.n_frames for h in members)
         if total > max_pixels:
             raise DicomSizeError(
@@ -1215,7 +979,7 @@ def _meta(ds: Dataset) -> dict[str, Any]:
 def _rescale(
     units: str,
     modality: str,
-    members: Sequence[_Header],
+    members: Sequence[Header],
     fr: _Frames,
     geom: _Geometry,
     pet_options: Mapping[str, Any],
