@@ -326,8 +326,8 @@ def test_a_hostile_element_length_in_the_header_allocates_nothing(tmp_path):
     paths[1].write_bytes(bytes(data))
     tracemalloc.start()
     try:
-        with pytest.raises(DicomError, match=r"IM_0001.dcm: the file is truncated \(an element "
-                           r"announces 4294966\d+ bytes more than the file holds\)"):
+        with pytest.raises(DicomError, match=r"IM_0001.dcm: the file is truncated \(element "
+                           r"\(0009,1010\) announces 4294967280 bytes past the end of the file\)"):
             read_dicom_series(tmp_path)
     finally:
         _, peak = tracemalloc.get_traced_memory()

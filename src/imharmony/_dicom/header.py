@@ -37,7 +37,7 @@ from typing import Any
 
 from ..errors import DataError
 from .framing import frame_header
-from .tags import brief, dicom_value, numbers, tag_label
+from .tags import brief, dicom_value, numbers, raw_elements, tag_label
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",
@@ -164,7 +164,7 @@ def _check_depth(ds: Any, max_depth: int) -> str | None:
     stack: list[tuple[Any, int]] = [(ds, 0)]
     while stack:
         dataset, depth = stack.pop()
-        for raw in list(dataset.elements()):
+        for raw in list(raw_elements(dataset)):
             vr = raw.VR
             if vr is None:  # implicit VR: what the dictionary says
                 try:
@@ -200,7 +200,7 @@ def _header_truncated(ds: Any, size: int) -> str | None:
         if 132 + 12 + group_length > size:
             return f"the file meta information announces {group_length} bytes; the file is shorter"
     last_end = None
-    for elem in ds.elements():
+    for elem in raw_elements(ds):
         tell = getattr(elem, "value_tell", None)
         length = getattr(elem, "length", None)
         if tell is None or length is None or length == 0xFFFFFFFF:
@@ -243,10 +243,9 @@ def _first_vr_is_explicit(ds: Any) -> bool | None:
     """Whether the first data set element was parsed with an explicit VR (None: no element)."""
     from pydicom.dataelem import RawDataElement
 
-    for elem in ds.elements():
-        if isinstance(elem, RawDataElement):
+    for elem in raw_elements(ds):
+        if isinstance(elem, RawDataElement):  # pydicom converts a few while reading: skip them
             return elem.VR is not None
-        return None
     return None
 
 
@@ -327,7 +326,9 @@ def _read(
         except EOFError as exc:
             raise reject("truncated", f"the file ends inside its header ({brief(exc)})") from None
         except RecursionError:
-            raise reject("too_deeply_nested", "sequences nested too deeply for the parser") from None
+            raise reject(
+                "too_deeply_nested", "sequences nested too deeply for the parser"
+            ) from None
         except Exception as exc:  # any parser failure is a property of the file
             raise reject(
                 "unreadable",
@@ -458,7 +459,7 @@ def _read(
         from pydicom.uid import UID as _UIDType
 
         image_class = "Image Storage" in _UIDType(sop).name
-        if is_image or "ImagePositionPatient" in ds or image_class:
+        if is_image or image_class:
             if truncated:
                 raise reject("truncated", f"the file is truncated ({truncated})", uid)
             raise reject(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..errors import DataError
@@ -24,6 +24,7 @@ __all__ = [
     "group_item",
     "numbers",
     "plain",
+    "raw_elements",
     "tag_label",
     "tag_of",
 ]
@@ -159,6 +160,15 @@ def functional_item(ds: Any, keyword: str) -> Any:
         if seq:
             return seq[0]
     return None
+
+
+def raw_elements(ds: Any) -> Iterator[Any]:
+    """The top-level elements of a data set in tag order, as read (deferred values not loaded).
+
+    ``Dataset.elements()`` loads deferred values (a hostile length would allocate it in full).
+    """
+    for tag in sorted(ds.keys()):
+        yield ds.get_item(tag, keep_deferred=True)
 
 
 def plain(value: Any) -> Any:

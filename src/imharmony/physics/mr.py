@@ -31,6 +31,7 @@ from typing import Any
 
 import pandas as pd
 
+from .._dicom.tags import dicom_value, functional_item
 from ..errors import HarmonizationError
 
 __all__ = [
@@ -282,39 +283,7 @@ def _field_from_frequency(freq_mhz: float | None, nucleus: str | None) -> float 
     return round(freq_mhz / GAMMA_1H_MHZ_PER_T, 2)
 
 
-_TAG_CACHE: dict[str, Any] = {}
-
-
-def dicom_value(ds: Any, keyword: str) -> Any:
-    """The value of ``keyword`` in a pydicom Dataset, or None; faster than ``ds.get(keyword)``.
-
-    ``Dataset.get`` goes through attribute lookup and an exception for every absent keyword,
-    which dominated the cost of a header scan; this looks the tag up once and tests membership.
-    """
-    tag = _TAG_CACHE.get(keyword)
-    if tag is None:
-        from pydicom.datadict import tag_for_keyword
-        from pydicom.tag import Tag
-
-        number = tag_for_keyword(keyword)
-        if number is None:
-            raise KeyError(f"{keyword!r} is not a DICOM keyword")
-        tag = _TAG_CACHE[keyword] = Tag(number)
-    if tag not in ds:
-        return None
-    return ds[tag].value
-
-
-def _functional_item(ds: Any, keyword: str) -> Any:
-    """First item of a functional-group macro, from the first frame or the shared groups."""
-    for groups_kw in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
-        groups = dicom_value(ds, groups_kw)
-        if not groups:
-            continue
-        seq = dicom_value(groups[0], keyword)
-        if seq:
-            return seq[0]
-    return None
+_functional_item = functional_item
 
 
 def _from_dataset(ds: Any) -> MRParameters:
