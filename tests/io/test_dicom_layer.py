@@ -33,7 +33,8 @@ def _meta_end(data: bytes) -> int:
 
 
 def _rgb(path: Path, series_uid: str) -> None:
-    ds = pydicom.dcmread(fac.write_series(path.parent.parent / "rgb_src", _stored(n=1), series_uid=series_uid)[0])
+    src = fac.write_series(path.parent.parent / "rgb_src", _stored(n=1), series_uid=series_uid)
+    ds = pydicom.dcmread(src[0])
     ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
     ds.BitsAllocated = ds.BitsStored = 8
     ds.HighBit, ds.PixelRepresentation = 7, 0
@@ -42,7 +43,8 @@ def _rgb(path: Path, series_uid: str) -> None:
 
 
 def _one_bit(path: Path, series_uid: str) -> None:
-    ds = pydicom.dcmread(fac.write_series(path.parent.parent / "bit_src", _stored(n=1), series_uid=series_uid)[0])
+    src = fac.write_series(path.parent.parent / "bit_src", _stored(n=1), series_uid=series_uid)
+    ds = pydicom.dcmread(src[0])
     ds.BitsAllocated = ds.BitsStored = 1
     ds.HighBit, ds.PixelRepresentation = 0, 0
     n = math.ceil(ds.Rows * ds.Columns / 8)

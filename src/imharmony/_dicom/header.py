@@ -143,6 +143,9 @@ class Header:
     # Set by the reader of a series once it has checked the layout (stored bits, sign).
     bits_stored: int = 0
     pixel_representation: int = 0
+    # Set by the reader of a series for a Siemens mosaic (rows, columns, n_frames then describe
+    # one tile and the number of slices; see imharmony._dicom.mosaic).
+    mosaic: Any = None
 
 
 def _looks_like_raw_dicom(head: bytes) -> bool:

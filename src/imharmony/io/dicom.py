@@ -49,6 +49,7 @@ from .._dicom.header import (
     Header,
     read_header,
 )
+from .._dicom.mosaic import mosaic_layout, tile_positions, untile
 from .._dicom.tags import brief, float_list, group_item, numbers, plain, tag_label
 from .._dicom.walk import walk_files
 from ..errors import DataError, HarmonizationError
@@ -279,6 +280,48 @@ def _vector(ds: Dataset, keyword: str, n: int, label: str) -> list[float]:
     return values
 
 
+def _unpack_mosaic(h: Header) -> None:
+    """Make a Siemens mosaic's header describe its slices (one tile each), not the tiled image."""
+    layout = mosaic_layout(h.ds, h.rows, h.columns, h.name, DicomError)
+    if layout is None:
+        return
+    if h.n_frames != 1:
+        raise DicomError(
+            f"{h.name}: a Siemens mosaic with {tag_label('NumberOfFrames')} {h.n_frames}; only "
+            "single-frame mosaics are known."
+        )
+    h.mosaic = layout
+    h.rows, h.columns, h.n_frames = layout.tile_rows, layout.tile_columns, layout.n_slices
+
+
+def _mosaic_positions(h: Header) -> np.ndarray:
+    """Image Position (Patient) of each slice of a mosaic instance, shape (n_slices, 3)."""
+    ds, name = h.ds, h.name
+    spacing = next(
+        (
+            v
+            for v in (
+                _opt_float(_numbers(ds, kw), kw, name)
+                for kw in ("SpacingBetweenSlices", "SliceThickness")
+            )
+            if v is not None and v > 0
+        ),
+        None,
+    )
+    if spacing is None:
+        raise DicomError(
+            f"{name}: a mosaic without a positive {tag_label('SpacingBetweenSlices')} or "
+            f"{tag_label('SliceThickness')}; its slices cannot be placed in space."
+        )
+    return tile_positions(
+        np.asarray(_vector(ds, "ImagePositionPatient", 3, name)),
+        np.asarray(_vector(ds, "ImageOrientationPatient", 6, name)),
+        np.asarray(_vector(ds, "PixelSpacing", 2, name)),
+        spacing,
+        h.mosaic,
+    )
+
+
 def _collect_frames(headers: Sequence[Header]) -> _Frames:
     fr = _Frames()
     for i, h in enumerate(headers):
@@ -286,7 +329,9 @@ def _collect_frames(headers: Sequence[Header]) -> _Frames:
         per_frame = ds.get("PerFrameFunctionalGroupsSequence")
         shared_seq = ds.get("SharedFunctionalGroupsSequence")
         shared = shared_seq[0] if shared_seq else None
-        if per_frame is None and h.n_frames > 1:
+        layout = h.mosaic
+        tiles = None if layout is None else _mosaic_positions(h)
+        if per_frame is None and h.n_frames > 1 and layout is None:
             raise DicomError(
                 f"{h.name}: {h.n_frames} frames but no "
                 f"{tag_label('PerFrameFunctionalGroupsSequence')}; a multi-frame image without "
@@ -299,7 +344,7 @@ def _collect_frames(headers: Sequence[Header]) -> _Frames:
             )
         for f in range(h.n_frames):
             if per_frame is None:
-                label = h.name
+                label = h.name if layout is None else f"{h.name} slice {f + 1}"
                 pos_src = ori_src = pm_src = pvt_src = ds
             else:
                 label = f"{h.name} frame {f + 1}"
@@ -316,7 +361,10 @@ def _collect_frames(headers: Sequence[Header]) -> _Frames:
             fr.inst.append(i)
             fr.frame.append(f)
             fr.label.append(label)
-            fr.position.append(_vector(pos_src, "ImagePositionPatient", 3, label))
+            fr.position.append(
+                _vector(pos_src, "ImagePositionPatient", 3, label) if tiles is None
+                else tiles[f].tolist()
+            )
             fr.orientation.append(_vector(ori_src, "ImageOrientationPatient", 6, label))
             fr.pixel_spacing.append(_vector(pm_src, "PixelSpacing", 2, label))
             fr.slope.append(_opt_float(_numbers(pvt_src, "RescaleSlope"), "RescaleSlope", label))
@@ -503,7 +551,28 @@ def _decode_with_pydicom(h: Header) -> np.ndarray:
             f"{_brief(exc)}). For compressed transfer syntaxes install a pydicom decoder plugin "
             "(e.g. pylibjpeg)."
         ) from exc
-    return np.asarray(arr).reshape(h.n_frames, h.rows, h.columns)
+    arr = np.asarray(arr)
+    if h.mosaic is not None:
+        return arr
+    expected = h.n_frames * h.rows * h.columns
+    if arr.size != expected:
+        raise DicomError(
+            f"{h.name}: the decoded pixel data hold {arr.size} values but Rows x Columns x "
+            f"frames is {expected}; the header and the pixels disagree."
+        )
+    return arr.reshape(h.n_frames, h.rows, h.columns)
+
+
+def _read_native(h: Header, buf: np.ndarray) -> None:
+    """Fill ``buf`` with the uncompressed pixel data of ``h``, straight from the file."""
+    with open(h.path, "rb") as f:
+        f.seek(h.value_offset)  # type: ignore[arg-type]
+        got = f.readinto(memoryview(buf).cast("B"))
+    if got != buf.nbytes:
+        raise DicomError(
+            f"{h.name}: file truncated while reading Pixel Data (7FE0,0010) "
+            f"({got} of {buf.nbytes} bytes); the file changed while being read?"
+        )
 
 
 def _read_pixels(
@@ -530,17 +599,18 @@ def _read_pixels(
         bits_stored, pixrep = h.bits_stored, h.pixel_representation
         dt = dtypes[h.name]
         ranks = ranks_of[i]
-        if h.native:
+        if h.mosaic is not None:
+            layout = h.mosaic
+            if h.native:
+                image = np.empty((layout.mosaic_rows, layout.mosaic_columns), dtype=dt)
+                _read_native(h, image)
+            else:
+                image = _decode_with_pydicom(h).reshape(layout.mosaic_rows, layout.mosaic_columns)
+            raw = untile(image, layout)
+        elif h.native:
             direct = len(ranks) == 1 and dt == vol_dtype
             buf = stored[ranks[0]] if direct else np.empty((h.n_frames, rows, cols), dtype=dt)
-            with open(h.path, "rb") as f:
-                f.seek(h.value_offset)  # type: ignore[arg-type]
-                got = f.readinto(memoryview(buf).cast("B"))
-            if got != buf.nbytes:
-                raise DicomError(
-                    f"{h.name}: file truncated while reading Pixel Data (7FE0,0010) "
-                    f"({got} of {buf.nbytes} bytes); the file changed while being read?"
-                )
+            _read_native(h, buf)
             if direct:
                 lo, hi = buf.min(), buf.max()
                 if not _holds_stored_values(int(lo), int(hi), bits_stored, pixrep, buf.itemsize):
@@ -893,6 +963,7 @@ def read_dicom_series(
         series_uid, members = _choose_series(groups, damaged, series_uid, source)
         for h in members:
             _check_layout(h)
+            _unpack_mosaic(h)
         total = sum(h.rows * h.columns * h.n_frames for h in members)
         if total > max_pixels:
             raise DicomSizeError(
