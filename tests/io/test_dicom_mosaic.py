@@ -1,4 +1,4 @@
-"""Siemens mosaics are unpacked into their slices with the geometry nibabel's MosaicWrapper gives."""
+"""Siemens mosaics are unpacked into their slices, with the geometry of nibabel's MosaicWrapper."""
 
 from __future__ import annotations
 
