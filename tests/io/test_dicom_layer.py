@@ -198,3 +198,25 @@ def test_hostile_dicom_contents_exit_2_with_the_reason(tmp_path, kind, capsys):
     else:
         assert list(errors["reason"]) == [reason]
         assert Path(errors["path"].iloc[0]).name == "IM_0001.dcm"
+
+
+# --------------------------------------------------------------------------------------------
+# Compressed transfer syntaxes (decoded by pylibjpeg and its plugins, regular dependencies)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm"]
+)
+def test_lossless_compressed_files_give_the_uncompressed_values(tmp_path, name):
+    from pydicom.data import get_testdata_file
+
+    for file in ("MR_small.dcm", name):
+        (tmp_path / file).mkdir()
+        (tmp_path / file / file).write_bytes(Path(get_testdata_file(file)).read_bytes())
+    plain = read_dicom_series(tmp_path / "MR_small.dcm", "raw")
+    packed = read_dicom_series(tmp_path / name, "raw")
+    assert packed.shape == plain.shape == (64, 64, 1)
+    assert float(plain.array.std()) > 100  # a real image, not a blank
+    np.testing.assert_array_equal(packed.array, plain.array)
+    assert packed.origin == plain.origin
