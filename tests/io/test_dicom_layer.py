@@ -15,6 +15,7 @@ import pytest
 from imharmony import cli
 from imharmony._dicom.header import FileRejected, read_header
 from imharmony.io.dicom import DicomError, read_dicom_series
+from imharmony.physics.mr import MRScalingError
 from imharmony.protocols import scan_errors, scan_protocols
 
 fac = importlib.import_module("dicom_factory")
@@ -220,3 +221,43 @@ def test_lossless_compressed_files_give_the_uncompressed_values(tmp_path, name):
     assert float(plain.array.std()) > 100  # a real image, not a blank
     np.testing.assert_array_equal(packed.array, plain.array)
     assert packed.origin == plain.origin
+
+
+# --------------------------------------------------------------------------------------------
+# MR units: Rescale Slope/Intercept applied, and Philips floating-point values
+# --------------------------------------------------------------------------------------------
+
+PHILIPS_SS = (0x2005, "Philips MR Imaging DD 001", 0x0E)
+
+
+def test_mr_units_apply_the_rescale_and_the_philips_scale_slope(tmp_path, capsys):
+    stored = RNG.integers(0, 4000, size=(3, 4, 5)).astype(np.uint16)
+    slopes, scale_slopes = [2.5, 1.25, 0.1], [0.4, 0.2, 1.5]
+    fac.write_series(
+        tmp_path / "in", stored, modality="MR",
+        tags={"Manufacturer": "Philips Medical Systems", "RescaleIntercept": "-3"},
+        per_instance=[
+            {"RescaleSlope": str(rs), PHILIPS_SS: ("FL", ss)}
+            for rs, ss in zip(slopes, scale_slopes, strict=True)
+        ],
+    )
+    sv = stored.astype(float)
+    raw = read_dicom_series(tmp_path / "in")  # MR default: stored values
+    np.testing.assert_array_equal(raw.array, sv.transpose(2, 1, 0))
+    rescaled = read_dicom_series(tmp_path / "in", "rescaled")
+    rs, ss = np.array(slopes)[:, None, None], np.array(scale_slopes, np.float32)[:, None, None]
+    np.testing.assert_allclose(rescaled.array, (rs * sv - 3).transpose(2, 1, 0), rtol=1e-12)
+    fp = read_dicom_series(tmp_path / "in", "philips_fp")
+    np.testing.assert_allclose(
+        fp.array, ((rs * sv - 3) / (rs * ss)).transpose(2, 1, 0), rtol=1e-12
+    )
+    assert fp.meta["units"] == "philips_fp"
+    out = tmp_path / "fp.nii.gz"
+    assert cli.main(["convert", str(tmp_path / "in"), "-o", str(out), "--units", "philips_fp"]) == 0
+
+
+def test_philips_units_without_the_private_scale_slope_are_refused(tmp_path):
+    fac.write_series(tmp_path, _stored(n=2).astype(np.uint16), modality="MR",
+                     tags={"RescaleSlope": "2"})
+    with pytest.raises(MRScalingError, match=r"IM_0000.dcm: no Philips Scale Slope \(2005,xx0E\)"):
+        read_dicom_series(tmp_path, "philips_fp")

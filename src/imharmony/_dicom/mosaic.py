@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .tags import dicom_value, tag_label
+from .tags import dicom_value, private_value, tag_label
 
 __all__ = ["Mosaic", "csa_header", "mosaic_layout", "tile_positions", "untile"]
 
@@ -49,24 +49,13 @@ class Mosaic:
     normal: tuple[float, float, float] | None  # SliceNormalVector from the CSA header
 
 
-def _private_value(ds: Any, group: int, creator: str, offset: int) -> Any:
-    try:
-        block = ds.private_block(group, creator)
-    except KeyError:
-        return None
-    tag = block.get_tag(offset)
-    if tag not in ds:
-        return None
-    return ds[tag].value
-
-
 def csa_header(ds: Any, kind: str = "image") -> dict[str, list[str]] | None:
     """The Siemens CSA header (``"image"``: (0029,xx10), ``"series"``: (0029,xx20)) as text items.
 
     Returns None when the element is absent or not in the "SV10" format; raises ``ValueError``
     when it is in that format but damaged.
     """
-    data = _private_value(ds, 0x0029, _CSA_CREATOR, 0x10 if kind == "image" else 0x20)
+    data = private_value(ds, 0x0029, _CSA_CREATOR, 0x10 if kind == "image" else 0x20)
     if not isinstance(data, bytes) or not data.startswith(b"SV10"):
         return None
     n_tags, check = struct.unpack_from("<2I", data, 8)
@@ -130,7 +119,7 @@ def mosaic_layout(ds: Any, rows: int, columns: int, name: str, error: type[Excep
     if csa and csa.get("NumberOfImagesInMosaic"):
         count = csa["NumberOfImagesInMosaic"][0]
     if count is None:
-        count = _private_value(ds, 0x0019, _MR_CREATOR, 0x0A)
+        count = private_value(ds, 0x0019, _MR_CREATOR, 0x0A)
     try:
         n = int(float(count)) if count is not None else 0
     except (TypeError, ValueError):

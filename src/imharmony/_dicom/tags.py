@@ -24,6 +24,7 @@ __all__ = [
     "group_item",
     "numbers",
     "plain",
+    "private_value",
     "raw_elements",
     "tag_label",
     "tag_of",
@@ -160,6 +161,21 @@ def functional_item(ds: Any, keyword: str) -> Any:
         if seq:
             return seq[0]
     return None
+
+
+def private_value(ds: Any, group: int, creator: str, offset: int) -> Any:
+    """The value of private element (group, xx``offset``) of ``creator``, None when absent.
+
+    The block is found through its Private Creator element, never assumed at 0x10.
+    """
+    try:
+        block = ds.private_block(group, creator)
+    except KeyError:
+        return None
+    tag = block.get_tag(offset)
+    if tag not in ds:
+        return None
+    return ds[tag].value
 
 
 def raw_elements(ds: Any) -> Iterator[Any]:

@@ -28,6 +28,7 @@ import contextlib
 import itertools
 import logging
 import os
+import struct
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -50,7 +51,15 @@ from .._dicom.header import (
     read_header,
 )
 from .._dicom.mosaic import mosaic_layout, tile_positions, untile
-from .._dicom.tags import brief, float_list, group_item, numbers, plain, tag_label
+from .._dicom.tags import (
+    brief,
+    float_list,
+    group_item,
+    numbers,
+    plain,
+    private_value,
+    tag_label,
+)
 from .._dicom.walk import walk_files
 from ..errors import DataError, HarmonizationError
 from ..image import Image
@@ -73,8 +82,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Accepted values of ``units``.
-UNITS: tuple[str, ...] = ("hu", "raw", "suv", "suvbw", "suvlbm", "suvbsa", "suvibw")
-_SUV_UNITS = frozenset(UNITS[2:])
+UNITS: tuple[str, ...] = (
+    "hu", "raw", "suv", "suvbw", "suvlbm", "suvbsa", "suvibw", "rescaled", "philips_fp"
+)
+_SUV_UNITS = frozenset(("suv", "suvbw", "suvlbm", "suvbsa", "suvibw"))
+_MR_UNITS = frozenset(("rescaled", "philips_fp"))
 
 # Position tolerances (mm): duplicates closer than this are the same slice position.
 _DUPLICATE_MM = 1e-3
@@ -894,11 +906,15 @@ def read_dicom_series(
     folder : path-like
         A folder holding the series (searched recursively; hidden entries ignored; files that are
         not DICOM are skipped with a logged warning), or a single DICOM file.
-    units : {None, "hu", "raw", "suv", "suvbw", "suvlbm", "suvbsa", "suvibw"}
+    units : {None, "hu", "raw", "suv", "suvbw", "suvlbm", "suvbsa", "suvibw", "rescaled", \
+"philips_fp"}
         ``None`` chooses by Modality: CT → ``"hu"``, PT → ``"suv"``, anything else → ``"raw"``.
         ``"hu"``: Hounsfield units (see :mod:`imharmony.physics.ct`); ``"raw"``: the stored values
         (after sign handling, no rescale); ``"suv*"``: standardized uptake values computed by
-        :func:`imharmony.physics.pet.suv_factors`.
+        :func:`imharmony.physics.pet.suv_factors`; ``"rescaled"``: Rescale Slope × stored +
+        Rescale Intercept (per frame; what dcm2niix writes); ``"philips_fp"``: Philips MR
+        floating-point values, the rescaled value divided by Rescale Slope × the private Scale
+        Slope (2005,xx0E) (see :func:`imharmony.physics.mr.mr_value_scale`).
     series_uid : str, optional
         Series Instance UID to read when the folder holds several image series.
     max_pixels : int
@@ -1077,6 +1093,22 @@ def _rescale(
             )
         padding = [ct.padding_range(h.ds, h.name) for h in members]
         return scale, offset, (padding if any(p is not None for p in padding) else None)
+    if units in _MR_UNITS:
+        if pet_options:
+            raise HarmonizationError(
+                f"options {sorted(pet_options)} only apply to SUV units, not units={units!r}."
+            )
+        from ..physics.mr import PHILIPS_SCALE_SLOPE, mr_value_scale
+
+        scale, offset = np.empty(n), np.empty(n)
+        for k in range(n):
+            ss = None
+            if units == "philips_fp":
+                ss = _philips_scale_slope(members[fr.inst[k]], fr.frame[k], PHILIPS_SCALE_SLOPE)
+            scale[k], offset[k] = mr_value_scale(
+                units, fr.slope[k], fr.intercept[k], ss, fr.label[k]
+            )
+        return scale, offset, None
     # SUV family
     assert units in _SUV_UNITS
     if modality != "PT":
@@ -1115,3 +1147,39 @@ def _rescale(
     per_inst[inst_sorted] = factors
     f = per_inst[np.asarray(fr.inst)]
     return slope * f, intercept * f, None
+
+
+def _philips_scale_slope(h: Header, frame: int, where: tuple[int, str, int]) -> float | None:
+    """Philips' private Scale Slope of one frame: in the frame's functional group items (enhanced
+    objects) or at the top level (classic objects); None when absent."""
+    group, creator, offset = where
+    holders: list[Any] = []
+    per_frame = h.ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame:
+        item = per_frame[frame]
+        holders.append(item)
+        holders.extend(
+            sub for elem in item if elem.VR == "SQ" for sub in (elem.value or [])[:1]
+        )
+    holders.append(h.ds)
+    for holder in holders:
+        value = private_value(holder, group, creator, offset)
+        if value is None or value == "":
+            continue
+        if isinstance(value, bytes):  # implicit VR: the private dictionary's FL, raw
+            if len(value) != 4:
+                raise DicomError(
+                    f"{h.name}: Philips Scale Slope (2005,xx0E) holds {len(value)} bytes, not "
+                    "one 4-byte float."
+                )
+            (number,) = struct.unpack("<f" if h.little_endian else ">f", value)
+            return float(number)
+        try:
+            many = isinstance(value, Sequence) and not isinstance(value, str)
+            number = float(value[0] if many else value)
+        except (TypeError, ValueError, IndexError):
+            raise DicomError(
+                f"{h.name}: Philips Scale Slope (2005,xx0E) is {value!r}, not a number."
+            ) from None
+        return number
+    return None
