@@ -27,13 +27,14 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import os
 import struct
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +51,7 @@ from .._dicom.header import (
     Header,
     read_header,
 )
-from .._dicom.mosaic import mosaic_layout, tile_positions, untile
+from .._dicom.mosaic import csa_header, mosaic_layout, tile_positions, untile
 from .._dicom.tags import (
     brief,
     float_list,
@@ -282,6 +283,96 @@ class _Frames:
     rescale_type: list[str | None] = field(default_factory=list)
     thickness: list[float | None] = field(default_factory=list)
     between: list[float | None] = field(default_factory=list)
+    # What tells the volumes of a 4-D series apart (None when absent).
+    echo_number: list[int | None] = field(default_factory=list)
+    echo_time: list[float | None] = field(default_factory=list)
+    temporal: list[int | None] = field(default_factory=list)
+    instance_number: list[int | None] = field(default_factory=list)
+    b_value: list[float | None] = field(default_factory=list)
+    gradient: list[tuple[float, float, float] | None] = field(default_factory=list)
+
+
+def _subset(fr: _Frames, keep: Sequence[int]) -> _Frames:
+    """The frames ``keep`` (indices into ``fr``), in that order."""
+    out = _Frames()
+    for f in fields(_Frames):
+        values = getattr(fr, f.name)
+        setattr(out, f.name, [values[k] for k in keep])
+    return out
+
+
+def _safe_number(holder: Any, keyword: str, kind: type = float) -> Any:
+    """A single number from ``holder`` or None (absent, empty or unparseable: only a sort key)."""
+    if holder is None:
+        return None
+    try:
+        value = _numbers(holder, keyword)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if value is None or value == "":
+            return None
+        number = kind(float(value)) if kind is int else float(value)
+    except (TypeError, ValueError, KeyError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+_SIEMENS_MR = "SIEMENS MR HEADER"
+
+
+def _diffusion(
+    ds: Dataset, item: Any, shared: Any, name: str
+) -> tuple[float | None, tuple[float, float, float] | None]:
+    """b-value (s/mm²) and gradient direction (LPS, unit) of a frame; None when not given.
+
+    Standard MR Diffusion attributes (top level or in the MR Diffusion functional group),
+    else Siemens' (0019,xx0C) B_value and (0019,xx0E) DiffusionGradientDirection, else the CSA
+    image header's B_value and DiffusionGradientDirection.
+    """
+    holder = group_item(item, shared, "MRDiffusionSequence") if item is not None else ds
+    b = _safe_number(holder, "DiffusionBValue") if holder is not None else None
+    direction: Any = None
+    if holder is not None:
+        direction = _numbers(holder, "DiffusionGradientOrientation")
+        if direction is None:
+            seq = holder.get("DiffusionGradientDirectionSequence")
+            if seq:
+                direction = _numbers(seq[0], "DiffusionGradientOrientation")
+    if b is None and item is None:
+        value = private_value(ds, 0x0019, _SIEMENS_MR, 0x0C)
+        if value is not None and not isinstance(value, bytes):
+            b = _as_float(value)
+            direction = private_value(ds, 0x0019, _SIEMENS_MR, 0x0E)
+        else:
+            try:
+                csa = csa_header(ds, "image")
+            except (ValueError, struct.error):
+                csa = None
+            if csa and csa.get("B_value"):
+                b = _as_float(csa["B_value"][0])
+                direction = csa.get("DiffusionGradientDirection") or None
+    grad = None
+    if direction is not None and not isinstance(direction, bytes):
+        try:
+            vec = [float(v) for v in direction]
+        except (TypeError, ValueError):
+            vec = []
+        if len(vec) == 3 and all(math.isfinite(v) for v in vec):
+            norm = math.sqrt(sum(v * v for v in vec))
+            grad = tuple(v / norm for v in vec) if norm > 1e-6 else (0.0, 0.0, 0.0)
+    if b is not None and (b < 0 or b > 1e5):
+        raise DicomError(f"{name}: b-value {b} s/mm² is not plausible; the file is damaged.")
+    return b, grad  # type: ignore[return-value]
+
+
+def _as_float(value: Any) -> float | None:
+    try:
+        if isinstance(value, Sequence) and not isinstance(value, str):
+            value = value[0]
+        number = float(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _vector(ds: Dataset, keyword: str, n: int, label: str) -> list[float]:
@@ -393,6 +484,27 @@ def _collect_frames(headers: Sequence[Header]) -> _Frames:
                     _numbers(pm_src, "SpacingBetweenSlices"), "SpacingBetweenSlices", label
                 )
             )
+            if per_frame is None:
+                fr.echo_number.append(_safe_number(ds, "EchoNumbers", int))
+                fr.echo_time.append(_safe_number(ds, "EchoTime"))
+                fr.temporal.append(_safe_number(ds, "TemporalPositionIdentifier", int))
+                b, grad = _diffusion(ds, None, None, label)
+            else:
+                fr.echo_number.append(None)
+                fr.echo_time.append(
+                    _safe_number(group_item(item, shared, "MREchoSequence"), "EffectiveEchoTime")
+                )
+                fr.temporal.append(
+                    _safe_number(
+                        group_item(item, shared, "FrameContentSequence"),
+                        "TemporalPositionIndex",
+                        int,
+                    )
+                )
+                b, grad = _diffusion(ds, item, shared, label)
+            fr.instance_number.append(_safe_number(ds, "InstanceNumber", int))
+            fr.b_value.append(b)
+            fr.gradient.append(grad)
     return fr
 
 
@@ -410,7 +522,8 @@ def _first_differing(values: np.ndarray, tol: float) -> int | None:
     return int(bad[0]) if bad.size else None
 
 
-def _geometry(fr: _Frames, headers: Sequence[Header]) -> _Geometry:
+def _geometry_checks(fr: _Frames, headers: Sequence[Header]) -> None:
+    """Every frame has the same matrix size, orientation and pixel spacing."""
     labels = fr.label
     # Same matrix size everywhere.
     sizes = [(headers[i].rows, headers[i].columns) for i in fr.inst]
@@ -439,6 +552,14 @@ def _geometry(fr: _Frames, headers: Sequence[Header]) -> _Geometry:
         )
     if np.any(ps[0] <= 0):
         raise DicomError(f"{labels[0]}: {tag_label('PixelSpacing')} {ps[0].tolist()} not positive.")
+
+
+def _geometry(fr: _Frames, headers: Sequence[Header]) -> _Geometry:
+    """Slice order, spacing, origin and direction of one volume (one frame per position)."""
+    _geometry_checks(fr, headers)
+    labels = fr.label
+    ori = np.asarray(fr.orientation)
+    ps = np.asarray(fr.pixel_spacing)
     row_cos, col_cos = ori[0, :3], ori[0, 3:]
     if (
         abs(np.linalg.norm(row_cos) - 1) > 1e-3
@@ -504,6 +625,82 @@ def _geometry(fr: _Frames, headers: Sequence[Header]) -> _Geometry:
     origin = tuple(float(v) for v in pos[order[0]])
     spacing = (float(ps[0, 1]), float(ps[0, 0]), spacing_z)
     return _Geometry(order=order, spacing=spacing, origin=origin, direction=direction)  # type: ignore[arg-type]
+
+
+def _echo_index(fr: _Frames) -> list[int | None]:
+    """1-based echo of each frame: Echo Numbers (0018,0086), else the rank of its echo time."""
+    if all(e is not None for e in fr.echo_number):
+        return list(fr.echo_number)
+    times = sorted({t for t in fr.echo_time if t is not None})
+    if len(times) <= 1:
+        return [None] * len(fr.inst)
+    return [None if t is None else times.index(t) + 1 for t in fr.echo_time]
+
+
+def _select_echo(fr: _Frames, echo: int, source: Path) -> list[int]:
+    index = _echo_index(fr)
+    keep = [k for k, e in enumerate(index) if e == echo]
+    if not keep:
+        found = sorted({e for e in index if e is not None})
+        raise DicomSeriesError(
+            f"{source}: no echo {echo} in the series; "
+            + (f"echoes found: {', '.join(map(str, found))}." if found else
+               "it has a single echo (no Echo Numbers (0018,0086) or echo times that differ).")
+        )
+    return keep
+
+
+def _volumes(fr: _Frames) -> list[list[int]]:
+    """Frames grouped into volumes: ``volumes[t][s]`` is the frame of volume t at slice s.
+
+    Frames are grouped by their position along the slice normal; a series whose every position
+    holds T frames is T volumes, the frames of each position ordered by echo, temporal
+    position, Instance Number and file order. Volumes whose slices disagree on echo time,
+    b-value or gradient direction mean that order is not trustworthy: refused.
+    """
+    ori = np.asarray(fr.orientation[0], dtype=float)
+    normal = np.cross(ori[:3], ori[3:])
+    dist = np.asarray(fr.position, dtype=float) @ normal
+    order = np.argsort(dist, kind="stable")
+    breaks = np.flatnonzero(np.diff(dist[order]) >= _DUPLICATE_MM) + 1
+    groups = [list(g) for g in np.split(order, breaks)]
+    sizes = Counter(len(g) for g in groups)
+    if len(sizes) > 1:
+        (common, _), *_ = sizes.most_common()
+        odd = next(g for g in groups if len(g) != common)
+        raise DicomSeriesError(
+            f"the slice positions hold unequal numbers of frames ({len(groups)} positions: "
+            + ", ".join(f"{n} with {size}" for size, n in sorted(sizes.items()))
+            + f"); e.g. {', '.join(fr.label[k] for k in odd[:4])} lie at "
+            f"{dist[odd[0]]:.4f} mm along the slice normal. A volume is incomplete, slices are "
+            "duplicated, or acquisitions are mixed: check that no file is missing, or keep one "
+            "acquisition per folder."
+        )
+    n_volumes = len(groups[0])
+    if n_volumes == 1:
+        return [[g[0] for g in groups]]
+    echo = _echo_index(fr)
+
+    def key(k: int) -> tuple[Any, ...]:
+        return (
+            echo[k] or 0, fr.temporal[k] or 0, fr.instance_number[k] or 0, fr.inst[k], fr.frame[k]
+        )
+
+    groups = [sorted(g, key=key) for g in groups]
+    volumes = [[g[t] for g in groups] for t in range(n_volumes)]
+    for t, vol in enumerate(volumes):
+        for what, values in (
+            ("echo", echo), ("b-value", fr.b_value), ("gradient direction", fr.gradient)
+        ):
+            seen = {values[k] for k in vol}
+            if len(seen) > 1:
+                raise DicomSeriesError(
+                    f"the {n_volumes} frames at each slice position cannot be sorted into "
+                    f"volumes with confidence: volume {t + 1} would mix slices of different "
+                    f"{what} ({', '.join(map(str, sorted(seen, key=str)[:4]))}). Choose one "
+                    "echo with echo=, or keep one acquisition per folder."
+                )
+    return volumes
 
 
 def _check_nominal_spacing(fr: _Frames, spacing_z: float) -> None:
@@ -603,14 +800,18 @@ def _read_pixels(
     low = np.empty(n, dtype=np.float64)
     high = np.empty(n, dtype=np.float64)
     ranks_of: list[list[int]] = [[] for _ in headers]
+    frames_of: list[list[int]] = [[] for _ in headers]
     for k, i in enumerate(fr.inst):
         ranks_of[i].append(int(rank[k]))
+        frames_of[i].append(fr.frame[k])
 
     def one(i: int) -> None:
         h = headers[i]
         bits_stored, pixrep = h.bits_stored, h.pixel_representation
         dt = dtypes[h.name]
         ranks = ranks_of[i]
+        if not ranks:
+            return  # no frame of this file is read (another volume or echo was chosen)
         if h.mosaic is not None:
             layout = h.mosaic
             if h.native:
@@ -620,7 +821,7 @@ def _read_pixels(
                 image = _decode_with_pydicom(h).reshape(layout.mosaic_rows, layout.mosaic_columns)
             raw = untile(image, layout)
         elif h.native:
-            direct = len(ranks) == 1 and dt == vol_dtype
+            direct = len(ranks) == 1 and h.n_frames == 1 and dt == vol_dtype
             buf = stored[ranks[0]] if direct else np.empty((h.n_frames, rows, cols), dtype=dt)
             _read_native(h, buf)
             if direct:
@@ -633,6 +834,8 @@ def _read_pixels(
             raw = buf
         else:
             raw = _decode_with_pydicom(h)
+        if len(frames_of[i]) != raw.shape[0] or frames_of[i] != list(range(raw.shape[0])):
+            raw = raw[frames_of[i]]
         values = stored_values(raw, bits_stored, pixrep)
         stored[ranks] = values
         flat = values.reshape(len(ranks), -1)
@@ -897,6 +1100,8 @@ def read_dicom_series(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     dtype: str = "float64",
     workers: int | None = None,
+    volume: int | None = None,
+    echo: int | None = None,
     **pet_options: Any,
 ) -> Image:
     """Read one DICOM series into an image in physical units.
@@ -927,6 +1132,11 @@ def read_dicom_series(
     workers : int, optional
         Threads for reading and converting the pixel data; default ``min(8, 2 × CPUs)``
         (headers are parsed in the calling thread).
+    volume : int, optional
+        Read only this volume of a 4-D series (counted from 1, in acquisition order).
+    echo : int, optional
+        Read only the frames of this echo (Echo Numbers (0018,0086), or the rank of the echo
+        time for enhanced objects), counted from 1.
     **pet_options
         Passed to :func:`imharmony.physics.pet.suv_factors` for SUV units (e.g. body size
         overrides).
@@ -988,7 +1198,35 @@ def read_dicom_series(
                 "series is genuine."
             )
         fr = _collect_frames(members)
-        geom = _geometry(fr, members)
+        uids = Counter(str(h.ds.get("SOPInstanceUID", "") or h.name) for h in members)
+        twice = [u for u, c in uids.items() if c > 1]
+        if twice:
+            names = [h.name for h in members if str(h.ds.get("SOPInstanceUID", "")) == twice[0]]
+            raise DicomSeriesError(
+                f"the same instance ({tag_label('SOPInstanceUID')} {twice[0]}) is in several "
+                f"files: {_fmt_list(names, 3)}; remove the copies."
+            )
+        if echo is not None:
+            fr = _subset(fr, _select_echo(fr, int(echo), source))
+        _geometry_checks(fr, members)
+        volumes = _volumes(fr)
+        if volume is not None:
+            if not 1 <= int(volume) <= len(volumes):
+                raise DicomSeriesError(
+                    f"{source}: volume {volume} asked but the series has {len(volumes)} "
+                    f"volume{'s' if len(volumes) > 1 else ''} (count from 1)."
+                )
+            volumes = [volumes[int(volume) - 1]]
+        first_volume = _subset(fr, volumes[0])
+        geom = _geometry(first_volume, members)
+        # Keep only the frames read, in (volume, slice) order.
+        fr = _subset(fr, np.concatenate([np.asarray(v)[geom.order] for v in volumes]).tolist())
+        n_slices = len(volumes[0])
+        volumes = [list(range(t * n_slices, (t + 1) * n_slices)) for t in range(len(volumes))]
+        geom = _Geometry(
+            order=np.arange(len(fr.inst)), spacing=geom.spacing, origin=geom.origin,
+            direction=geom.direction,
+        )
         first = members[fr.inst[geom.order[0]]]
         modality = str(first.ds.get("Modality", "") or "")
         mods = Counter(str(h.ds.get("Modality", "") or "") for h in members)
@@ -1041,13 +1279,38 @@ def read_dicom_series(
                     lowest,
                     tag_label("PixelPaddingValue"),
                 )
+    n_volumes = len(geom.order) // n_slices
+    if n_volumes > 1:
+        shape = (n_volumes, n_slices, *values.shape[1:])
+        values = values.reshape(shape)
+        if "fov_mask" in meta:
+            meta["fov_mask"] = meta["fov_mask"].reshape(
+                (*shape[::-1][:3], n_volumes), order="F"
+            )
+        meta.update(_volume_meta(fr, volumes))
     return Image(
-        values.transpose(2, 1, 0),
+        values.transpose(*range(values.ndim - 1, -1, -1)),
         spacing=geom.spacing,
         origin=geom.origin,
         direction=geom.direction,
         meta=meta,
     )
+
+
+def _volume_meta(fr: _Frames, volumes: Sequence[Sequence[int]]) -> dict[str, Any]:
+    """Per-volume echo times, b-values and gradient directions (LPS) of a 4-D series."""
+    firsts = [v[0] for v in volumes]
+    meta: dict[str, Any] = {"n_volumes": len(volumes)}
+    times = [fr.echo_time[k] for k in firsts]
+    if any(t is not None for t in times):
+        meta["echo_times"] = times
+    bvals = [fr.b_value[k] for k in firsts]
+    if all(b is not None for b in bvals):
+        meta["bvals"] = bvals
+        grads = [fr.gradient[k] for k in firsts]
+        if all(g is not None or b == 0 for g, b in zip(grads, bvals, strict=True)):
+            meta["bvecs_lps"] = [list(g) if g is not None else [0.0, 0.0, 0.0] for g in grads]
+    return meta
 
 
 def _meta(ds: Dataset) -> dict[str, Any]:
