@@ -26,11 +26,13 @@ hostile element length cannot make the parser allocate gigabytes.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 import struct
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,7 @@ __all__ = [
     "DicomSizeError",
     "FileRejected",
     "Header",
+    "decoding",
     "read_header",
 ]
 
@@ -118,6 +121,39 @@ class FileRejected(DicomError):
 
 class FileTooLarge(FileRejected, DicomSizeError):
     """A file whose header announces more pixels than ``max_pixels``."""
+
+
+def _raised_in_pydicom(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside pydicom (decoding a value of the file)."""
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    return last is not None and str(last.tb_frame.f_globals.get("__name__", "")).startswith(
+        "pydicom"
+    )
+
+
+@contextlib.contextmanager
+def decoding(name: str) -> Iterator[None]:
+    """Turn a failure of pydicom to decode a header value into a :class:`DicomError`.
+
+    Values are decoded lazily, long after the header was accepted; a corrupt value (an unknown
+    VR, a malformed number or date, a bad character set) then fails inside pydicom. That is a
+    property of the file, reported as such (exit 2); any other exception propagates.
+    """
+    try:
+        yield
+    except DataError:
+        raise
+    except Exception as exc:
+        if not _raised_in_pydicom(exc):
+            raise
+        raise DicomError(
+            f"{name}: a header value cannot be decoded ({type(exc).__name__}: {brief(exc)}); "
+            "the file is damaged. Replace or remove it."
+        ) from None
 
 
 @dataclass
@@ -450,11 +486,11 @@ def _read(
         frames = _int(numbers(ds, "NumberOfFrames"))
         samples = _int(numbers(ds, "SamplesPerPixel"))
         bits = _int(numbers(ds, "BitsAllocated"))
-    except (TypeError, ValueError) as exc:
+    except Exception as exc:  # corrupt values: pydicom raises many types
         raise reject(
             "invalid_value",
-            f"Rows, Columns, Number of Frames, Samples per Pixel or Bits Allocated is not an "
-            f"integer ({brief(exc)})",
+            f"Rows, Columns, Number of Frames, Samples per Pixel or Bits Allocated cannot be "
+            f"read as an integer ({type(exc).__name__}: {brief(exc)})",
             uid,
         ) from None
     is_image = rows is not None and cols is not None

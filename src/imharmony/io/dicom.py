@@ -49,6 +49,7 @@ from .._dicom.header import (
     DicomSizeError,
     FileRejected,
     Header,
+    decoding,
     read_header,
 )
 from .._dicom.mosaic import csa_header, mosaic_layout, tile_positions, untile
@@ -428,84 +429,90 @@ def _mosaic_positions(h: Header) -> np.ndarray:
 def _collect_frames(headers: Sequence[Header]) -> _Frames:
     fr = _Frames()
     for i, h in enumerate(headers):
-        ds = h.ds
-        per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-        shared_seq = ds.get("SharedFunctionalGroupsSequence")
-        shared = shared_seq[0] if shared_seq else None
-        layout = h.mosaic
-        tiles = None if layout is None else _mosaic_positions(h)
-        if per_frame is None and h.n_frames > 1 and layout is None:
-            raise DicomError(
-                f"{h.name}: {h.n_frames} frames but no "
-                f"{tag_label('PerFrameFunctionalGroupsSequence')}; a multi-frame image without "
-                "per-frame positions cannot be placed in space."
-            )
-        if per_frame is not None and len(per_frame) != h.n_frames:
-            raise DicomError(
-                f"{h.name}: {tag_label('PerFrameFunctionalGroupsSequence')} has "
-                f"{len(per_frame)} items but {tag_label('NumberOfFrames')} is {h.n_frames}."
-            )
-        for f in range(h.n_frames):
-            if per_frame is None:
-                label = h.name if layout is None else f"{h.name} slice {f + 1}"
-                pos_src = ori_src = pm_src = pvt_src = ds
-            else:
-                label = f"{h.name} frame {f + 1}"
-                item = per_frame[f]
-                pos_src = _group_item(item, shared, "PlanePositionSequence")
-                ori_src = _group_item(item, shared, "PlaneOrientationSequence")
-                pm_src = _group_item(item, shared, "PixelMeasuresSequence")
-                pvt_src = _group_item(item, shared, "PixelValueTransformationSequence")
-                # Legacy converted objects may keep the classic top-level attributes.
-                pos_src = pos_src if pos_src is not None else ds
-                ori_src = ori_src if ori_src is not None else ds
-                pm_src = pm_src if pm_src is not None else ds
-                pvt_src = pvt_src if pvt_src is not None else ds
-            fr.inst.append(i)
-            fr.frame.append(f)
-            fr.label.append(label)
-            fr.position.append(
-                _vector(pos_src, "ImagePositionPatient", 3, label) if tiles is None
-                else tiles[f].tolist()
-            )
-            fr.orientation.append(_vector(ori_src, "ImageOrientationPatient", 6, label))
-            fr.pixel_spacing.append(_vector(pm_src, "PixelSpacing", 2, label))
-            fr.slope.append(_opt_float(_numbers(pvt_src, "RescaleSlope"), "RescaleSlope", label))
-            fr.intercept.append(
-                _opt_float(_numbers(pvt_src, "RescaleIntercept"), "RescaleIntercept", label)
-            )
-            rtype = pvt_src.get("RescaleType")
-            fr.rescale_type.append(None if rtype is None else str(rtype))
-            fr.thickness.append(
-                _opt_float(_numbers(pm_src, "SliceThickness"), "SliceThickness", label)
-            )
-            fr.between.append(
-                _opt_float(
-                    _numbers(pm_src, "SpacingBetweenSlices"), "SpacingBetweenSlices", label
-                )
-            )
-            if per_frame is None:
-                fr.echo_number.append(_safe_number(ds, "EchoNumbers", int))
-                fr.echo_time.append(_safe_number(ds, "EchoTime"))
-                fr.temporal.append(_safe_number(ds, "TemporalPositionIdentifier", int))
-                b, grad = _diffusion(ds, None, None, label)
-            else:
-                fr.echo_number.append(None)
-                fr.echo_time.append(
-                    _safe_number(group_item(item, shared, "MREchoSequence"), "EffectiveEchoTime")
-                )
-                fr.temporal.append(
-                    _safe_number(
-                        group_item(item, shared, "FrameContentSequence"),
-                        "TemporalPositionIndex",
-                        int,
-                    )
-                )
-                b, grad = _diffusion(ds, item, shared, label)
-            fr.instance_number.append(_safe_number(ds, "InstanceNumber", int))
-            fr.b_value.append(b)
-            fr.gradient.append(grad)
+        with decoding(h.name):
+            _collect_instance(fr, i, h)
     return fr
+
+
+def _collect_instance(fr: _Frames, i: int, h: Header) -> None:
+    """Append the frames of instance ``i`` to ``fr``."""
+    ds = h.ds
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    shared_seq = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared_seq[0] if shared_seq else None
+    layout = h.mosaic
+    tiles = None if layout is None else _mosaic_positions(h)
+    if per_frame is None and h.n_frames > 1 and layout is None:
+        raise DicomError(
+            f"{h.name}: {h.n_frames} frames but no "
+            f"{tag_label('PerFrameFunctionalGroupsSequence')}; a multi-frame image without "
+            "per-frame positions cannot be placed in space."
+        )
+    if per_frame is not None and len(per_frame) != h.n_frames:
+        raise DicomError(
+            f"{h.name}: {tag_label('PerFrameFunctionalGroupsSequence')} has "
+            f"{len(per_frame)} items but {tag_label('NumberOfFrames')} is {h.n_frames}."
+        )
+    for f in range(h.n_frames):
+        if per_frame is None:
+            label = h.name if layout is None else f"{h.name} slice {f + 1}"
+            pos_src = ori_src = pm_src = pvt_src = ds
+        else:
+            label = f"{h.name} frame {f + 1}"
+            item = per_frame[f]
+            pos_src = _group_item(item, shared, "PlanePositionSequence")
+            ori_src = _group_item(item, shared, "PlaneOrientationSequence")
+            pm_src = _group_item(item, shared, "PixelMeasuresSequence")
+            pvt_src = _group_item(item, shared, "PixelValueTransformationSequence")
+            # Legacy converted objects may keep the classic top-level attributes.
+            pos_src = pos_src if pos_src is not None else ds
+            ori_src = ori_src if ori_src is not None else ds
+            pm_src = pm_src if pm_src is not None else ds
+            pvt_src = pvt_src if pvt_src is not None else ds
+        fr.inst.append(i)
+        fr.frame.append(f)
+        fr.label.append(label)
+        fr.position.append(
+            _vector(pos_src, "ImagePositionPatient", 3, label) if tiles is None
+            else tiles[f].tolist()
+        )
+        fr.orientation.append(_vector(ori_src, "ImageOrientationPatient", 6, label))
+        fr.pixel_spacing.append(_vector(pm_src, "PixelSpacing", 2, label))
+        fr.slope.append(_opt_float(_numbers(pvt_src, "RescaleSlope"), "RescaleSlope", label))
+        fr.intercept.append(
+            _opt_float(_numbers(pvt_src, "RescaleIntercept"), "RescaleIntercept", label)
+        )
+        rtype = pvt_src.get("RescaleType")
+        fr.rescale_type.append(None if rtype is None else str(rtype))
+        fr.thickness.append(
+            _opt_float(_numbers(pm_src, "SliceThickness"), "SliceThickness", label)
+        )
+        fr.between.append(
+            _opt_float(
+                _numbers(pm_src, "SpacingBetweenSlices"), "SpacingBetweenSlices", label
+            )
+        )
+        if per_frame is None:
+            fr.echo_number.append(_safe_number(ds, "EchoNumbers", int))
+            fr.echo_time.append(_safe_number(ds, "EchoTime"))
+            fr.temporal.append(_safe_number(ds, "TemporalPositionIdentifier", int))
+            b, grad = _diffusion(ds, None, None, label)
+        else:
+            fr.echo_number.append(None)
+            fr.echo_time.append(
+                _safe_number(group_item(item, shared, "MREchoSequence"), "EffectiveEchoTime")
+            )
+            fr.temporal.append(
+                _safe_number(
+                    group_item(item, shared, "FrameContentSequence"),
+                    "TemporalPositionIndex",
+                    int,
+                )
+            )
+            b, grad = _diffusion(ds, item, shared, label)
+        fr.instance_number.append(_safe_number(ds, "InstanceNumber", int))
+        fr.b_value.append(b)
+        fr.gradient.append(grad)
 
 
 @dataclass
@@ -1183,7 +1190,7 @@ def read_dicom_series(
     n_workers = _workers(workers)
     source = Path(folder)
     files = walk_files(source, error=DicomError)
-    with _quiet_pydicom():
+    with _quiet_pydicom(), decoding(f"{source}"):
         results = _read_headers(files, int(max_pixels))
         groups, damaged = _group_series(results, source)
         series_uid, members = _choose_series(groups, damaged, series_uid, source)
