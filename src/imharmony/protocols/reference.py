@@ -95,18 +95,14 @@ def _parse_rule(column: str, spec: Any, where: str) -> _Rule:
         keys = set(spec)
         if keys == {"value"}:
             spec = spec["value"]
-        elif keys == {"value", "tol"}:
-            tol = _number(spec["tol"], f"{where}.tol")
+        elif keys in ({"value", "tol"}, {"value", "tol_percent"}):
+            key = "tol" if "tol" in keys else "tol_percent"
+            tol = _number(spec[key], f"{where}.{key}")
             if tol < 0:
-                raise ProtocolReferenceError(f"{where}.tol: must not be negative.")
-            return _Rule(column, "tolerance", value=_number(spec["value"], f"{where}.value"),
-                         tol=tol, severity=severity)
-        elif keys == {"value", "tol_percent"}:
-            tol = _number(spec["tol_percent"], f"{where}.tol_percent")
-            if tol < 0:
-                raise ProtocolReferenceError(f"{where}.tol_percent: must not be negative.")
-            return _Rule(column, "percent", value=_number(spec["value"], f"{where}.value"),
-                         tol=tol, severity=severity)
+                raise ProtocolReferenceError(f"{where}.{key}: must not be negative.")
+            return _Rule(column, "tolerance" if key == "tol" else "percent",
+                         value=_number(spec["value"], f"{where}.value"), tol=tol,
+                         severity=severity)
         elif keys == {"range"}:
             spec = spec["range"]
             if not isinstance(spec, list):
