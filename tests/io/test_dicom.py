@@ -240,11 +240,28 @@ def test_mixed_pixel_spacing_is_refused(tmp_path):
         read_dicom_series(tmp_path)
 
 
-def test_gantry_tilt_is_refused_not_silently_sheared(tmp_path):
+def test_gantry_tilt_is_de_sheared_onto_a_grown_rectilinear_grid(tmp_path):
+    stored = _stored(n=4, rows=5, cols=6)
+    positions = fac.slice_positions(4)  # 2.5 mm apart along z
+    positions[:, 1] -= np.arange(4) * 0.8  # one row (0.8 mm) per slice towards -y: a tilt
+    fac.write_series(tmp_path, stored, positions=positions)
+    img = read_dicom_series(tmp_path)
+    assert img.shape == (6, 5 + 3, 4)  # three rows more to hold the shifted slices
+    assert img.spacing == pytest.approx((0.7, 0.8, 2.5))
+    np.testing.assert_allclose(img.origin, positions[0] - [0, 3 * 0.8, 0])
+    hu = stored.astype(float) - 1024
+    for k in range(4):  # every stored pixel sits at its own world position, nothing else moved
+        j0 = 3 - k
+        np.testing.assert_allclose(img.array[:, j0:j0 + 5, k], hu[k].T, atol=1e-9)
+        rest = np.delete(img.array[:, :, k], np.s_[j0:j0 + 5], axis=1)
+        np.testing.assert_allclose(rest, hu.min(), atol=1e-9)  # the grown border holds the lowest value (air)
+
+
+def test_a_shear_that_is_not_a_tilt_is_refused(tmp_path):
     positions = fac.slice_positions(4)
-    positions[:, 1] += np.arange(4) * 1.0  # drifts 1 mm per slice within the plane
+    positions[:, 1] += [0.0, 1.0, 0.0, 1.0]  # in-plane drift not proportional to position
     fac.write_series(tmp_path, _stored(n=4), positions=positions)
-    with pytest.raises(DicomSeriesError, match="sheared series"):
+    with pytest.raises(DicomSeriesError, match=r"sheared series: .* does not grow linearly"):
         read_dicom_series(tmp_path)
 
 

@@ -521,6 +521,11 @@ class _Geometry:
     spacing: tuple[float, float, float]
     origin: tuple[float, float, float]
     direction: np.ndarray
+    # Gantry tilt: per slice (in slice order) the shift in pixels (along columns i, rows j)
+    # that brings it onto the rectilinear grid, and the padding (i_low, i_high, j_low, j_high)
+    # that grid needs to hold every shifted slice; None for an unsheared stack.
+    shift: np.ndarray | None = None
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
 def _first_differing(values: np.ndarray, tol: float) -> int | None:
@@ -597,6 +602,7 @@ def _geometry(fr: _Frames, headers: Sequence[Header]) -> _Geometry:
             "Keep one acquisition per folder, or choose one with series_uid."
         )
     n = len(order)
+    shift = None
     if n > 1:
         spacing_z = float((d_sorted[-1] - d_sorted[0]) / (n - 1))
         # Each slice must sit within a tenth of the spacing of the regular grid from the first to
@@ -611,27 +617,76 @@ def _geometry(fr: _Frames, headers: Sequence[Header]) -> _Geometry:
                 f"series spans {d_sorted[-1] - d_sorted[0]:.4f} mm in {n} slices "
                 f"({spacing_z:.4f} mm on average). Check that no file is missing."
             )
-        # Positions must lie on the normal through the first slice (no gantry tilt / shear).
+        # Positions off the normal through the first slice: a sheared stack (gantry tilt).
         offsets = pos[order] - pos[order[0]]
         inplane = offsets - np.outer(offsets @ normal, normal)
         drift = np.linalg.norm(inplane, axis=1)
-        k = int(np.argmax(drift))
-        if drift[k] > max(0.05 * float(ps[0].min()), 1e-3):
-            raise DicomSeriesError(
-                f"sheared series: {labels[order[k]]} is displaced {drift[k]:.3f} mm within the "
-                f"slice plane relative to {labels[order[0]]} (gantry tilt?); "
-                f"{tag_label('ImagePositionPatient')} does not advance along the slice normal. "
-                "Sheared volumes are not supported; resample them first."
-            )
+        tolerance = max(0.05 * float(ps[0].min()), 1e-3)
+        if drift.max() > tolerance:
+            shift = _tilt_shift(inplane, d_sorted - d_sorted[0], row_cos, col_cos, ps[0],
+                                tolerance, labels, order)
+
     else:
         spacing_z = next(
             (v for v in (*fr.between, *fr.thickness) if v is not None and v > 0), 1.0
         )
     _check_nominal_spacing(fr, spacing_z)
     direction = np.column_stack([row_cos, col_cos, normal])
-    origin = tuple(float(v) for v in pos[order[0]])
     spacing = (float(ps[0, 1]), float(ps[0, 0]), spacing_z)
-    return _Geometry(order=order, spacing=spacing, origin=origin, direction=direction)  # type: ignore[arg-type]
+    first = pos[order[0]]
+    pad = (0, 0, 0, 0)
+    if shift is not None:
+        # Grow the grid to hold every shifted slice (dcm2niix's choice); (0, 0) moves with it.
+        low = np.ceil(np.maximum(-shift.min(axis=0), 0) - 1e-6).astype(int)
+        high = np.ceil(np.maximum(shift.max(axis=0), 0) - 1e-6).astype(int)
+        pad = (int(low[0]), int(high[0]), int(low[1]), int(high[1]))
+        first = first - low[0] * spacing[0] * row_cos - low[1] * spacing[1] * col_cos
+    origin = tuple(float(v) for v in first)
+    return _Geometry(
+        order=order, spacing=spacing, origin=origin, direction=direction,  # type: ignore[arg-type]
+        shift=shift, pad=pad,
+    )
+
+
+def _tilt_shift(
+    inplane: np.ndarray,
+    along: np.ndarray,
+    row_cos: np.ndarray,
+    col_cos: np.ndarray,
+    pixel_spacing: np.ndarray,
+    tolerance: float,
+    labels: Sequence[str],
+    order: np.ndarray,
+) -> np.ndarray:
+    """Per-slice pixel shifts undoing a gantry tilt; refuse a shear that is not one.
+
+    A tilted gantry shifts each slice within its plane in proportion to its distance along the
+    normal: ``offset_k = along_k × v``. Slice ``k`` then moves by ``offset_k`` (in pixels along
+    the columns and the rows) onto the rectilinear grid through the first slice, as dcm2niix
+    does. Any other in-plane drift cannot be undone without guessing: refused.
+    """
+    v, *_ = np.linalg.lstsq(along[:, None], inplane, rcond=None)
+    residual = np.linalg.norm(inplane - along[:, None] * v, axis=1)
+    k = int(np.argmax(residual))
+    if residual[k] > tolerance:
+        raise DicomSeriesError(
+            f"sheared series: {labels[order[k]]} is displaced {np.linalg.norm(inplane[k]):.3f} "
+            f"mm within the slice plane relative to {labels[order[0]]}, and the displacement "
+            f"does not grow linearly along the stack ({residual[k]:.3f} mm off), so it is not a "
+            f"gantry tilt that could be undone; {tag_label('ImagePositionPatient')} does not "
+            "advance along the slice normal. Resample the series first."
+        )
+    logger.warning(
+        "%s: gantry tilt, slices shifted by %.4g mm per mm along the stack; de-sheared by "
+        "linear interpolation within each slice onto a grid grown to hold them.",
+        labels[order[0]], float(np.linalg.norm(v)),
+    )
+    shift = np.column_stack(
+        [(inplane @ row_cos) / pixel_spacing[1], (inplane @ col_cos) / pixel_spacing[0]]
+    )
+    # Header decimals make a one-pixel shift 0.9999999 or 1.0000001: keep a micro-pixel, so
+    # a slice's edge row is not lost to rounding.
+    return np.round(shift, 6)
 
 
 def _echo_index(fr: _Frames) -> list[int | None]:
@@ -1232,7 +1287,7 @@ def read_dicom_series(
         volumes = [list(range(t * n_slices, (t + 1) * n_slices)) for t in range(len(volumes))]
         geom = _Geometry(
             order=np.arange(len(fr.inst)), spacing=geom.spacing, origin=geom.origin,
-            direction=geom.direction,
+            direction=geom.direction, shift=geom.shift, pad=geom.pad,
         )
         first = members[fr.inst[geom.order[0]]]
         modality = str(first.ds.get("Modality", "") or "")
@@ -1261,9 +1316,14 @@ def read_dicom_series(
             if not mask.any():
                 mask = None
         values = _to_values(
-            stored, scale_sorted, offset_sorted, mask, dtype, value_range, n_workers
+            stored, scale_sorted, offset_sorted, mask,
+            dtype if geom.shift is None or dtype != "auto" else "float64", value_range, n_workers,
         )
         del stored
+        if geom.shift is not None:
+            values = _deshear(values, geom, n_slices)
+            if mask is not None:
+                mask = np.isnan(values)
         meta = _meta(first.ds)
         meta.update(
             units=units,
@@ -1302,6 +1362,29 @@ def read_dicom_series(
         direction=geom.direction,
         meta=meta,
     )
+
+
+def _deshear(values: np.ndarray, geom: _Geometry, n_slices: int) -> np.ndarray:
+    """Move each slice by its gantry-tilt shift onto the grown rectilinear grid.
+
+    Linear interpolation within the slice (the shift is fractional); the grid's new border,
+    outside every acquired slice, takes the series' lowest value, as dcm2niix fills it (air for
+    CT). NaN (padding) spreads to the pixels interpolated from it.
+    """
+    from scipy import ndimage
+
+    assert geom.shift is not None
+    i_lo, i_hi, j_lo, j_hi = geom.pad
+    n, rows, cols = values.shape
+    fill = float(np.nanmin(values)) if np.isfinite(values).any() else 0.0
+    out = np.full((n, rows + j_lo + j_hi, cols + i_lo + i_hi), fill, dtype=values.dtype)
+    for k in range(n):
+        di, dj = geom.shift[k % n_slices]
+        frame = np.full(out.shape[1:], fill, dtype=values.dtype)
+        frame[j_lo:j_lo + rows, i_lo:i_lo + cols] = values[k]
+        out[k] = ndimage.shift(frame, (dj, di), order=1, mode="constant", cval=fill,
+                               prefilter=False)
+    return out
 
 
 def _volume_meta(fr: _Frames, volumes: Sequence[Sequence[int]]) -> dict[str, Any]:
