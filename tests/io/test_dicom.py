@@ -254,7 +254,7 @@ def test_gantry_tilt_is_de_sheared_onto_a_grown_rectilinear_grid(tmp_path):
         j0 = 3 - k
         np.testing.assert_allclose(img.array[:, j0:j0 + 5, k], hu[k].T, atol=1e-9)
         rest = np.delete(img.array[:, :, k], np.s_[j0:j0 + 5], axis=1)
-        np.testing.assert_allclose(rest, hu.min(), atol=1e-9)  # the grown border holds the lowest value (air)
+        np.testing.assert_allclose(rest, hu.min(), atol=1e-9)  # grown border: lowest value
 
 
 def test_a_shear_that_is_not_a_tilt_is_refused(tmp_path):
