@@ -1130,7 +1130,9 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 def _workers(workers: int | None) -> int:
     if workers is None:
-        return min(8, 2 * (os.cpu_count() or 1))
+        from .._threads import io_threads
+
+        return io_threads()
     if workers < 1:
         raise HarmonizationError(f"workers must be at least 1, got {workers}.")
     return int(workers)
@@ -1192,7 +1194,8 @@ def read_dicom_series(
         when every frame's scale and offset are integers and nothing is padding (typical CT: HU in
         int16), float64 otherwise.
     workers : int, optional
-        Threads for reading and converting the pixel data; default ``min(8, 2 × CPUs)``
+        Threads for reading and converting the pixel data; default
+        :func:`imharmony._threads.io_threads` (the project's one thread-count policy)
         (headers are parsed in the calling thread).
     volume : int, optional
         Read only this volume of a 4-D series (counted from 1, in acquisition order).
