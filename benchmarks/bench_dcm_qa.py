@@ -15,7 +15,9 @@ translation, within 1e-3 voxel), and the values there must agree (relative 1e-5,
 
 Outcome per series: ``identical``; ``de-sheared, close`` (a gantry-tilted series both tools
 de-shear by interpolation: same grid, at least 99 % of voxels within dcm2niix's integer
-rounding); ``refused`` (exit 2 with a one-line reason);
+rounding); ``de-sheared, differs from dcm2niix`` (the same, when the grids differ: then every
+acquired pixel centre is checked to fall on an integer column and slice of imharmony's grid);
+``refused`` (exit 2 with a one-line reason);
 ``silently wrong`` (exit 0 and a different geometry or value); ``crash`` (exit 1 or a
 traceback); ``no reference`` (dcm2niix wrote nothing for the series, or only outputs that
 cannot be compared). Results: ``benchmarks/results/dcm_qa.md``.
@@ -157,6 +159,34 @@ def close_after_deshear(ours_path: Path, refs: list[Path]) -> str | None:
     return None
 
 
+def on_acquired_grid(ours_path: Path, folder: Path, uid: str) -> float:
+    """Largest distance (voxels) of an acquired pixel centre from our grid's columns and slices.
+
+    A de-sheared series only moves slices within their plane, so every pixel centre of every
+    file must fall on an integer column and slice of the output (rows are interpolated).
+    """
+    import pydicom
+
+    ours = nib.load(ours_path)
+    to_voxel = np.linalg.inv(ours.affine) @ np.diag([-1.0, -1.0, 1.0, 1.0])
+    worst = 0.0
+    for f in sorted(folder.iterdir()):
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+        except Exception:  # not DICOM
+            continue
+        if str(ds.get("SeriesInstanceUID", "")) != uid:
+            continue
+        ipp = np.array(ds.ImagePositionPatient, float)
+        iop = np.array(ds.ImageOrientationPatient, float)
+        dr, dc = (float(v) for v in ds.PixelSpacing)
+        for j, i in ((0, 0), (ds.Rows - 1, ds.Columns - 1), (ds.Rows // 2, ds.Columns // 3)):
+            world = ipp + i * dc * iop[:3] + j * dr * iop[3:]
+            v = to_voxel @ np.append(world, 1.0)
+            worst = max(worst, abs(v[0] - round(v[0])), abs(v[2] - round(v[2])))
+    return worst
+
+
 def compare(ours_path: Path, refs: list[Path]) -> tuple[str, str]:
     ours = nib.load(ours_path)
     data = np.asarray(ours.dataobj, dtype=np.float64)
@@ -261,12 +291,22 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     try:
                         outcome, detail = compare(out, refs)
+                        tilt = "gantry tilt" in res.stdout + res.stderr
                         close = (
                             close_after_deshear(out, refs)
-                            if outcome != "identical" and "gantry tilt" in res.stderr else None
+                            if outcome != "identical" and tilt else None
                         )
                         if close is not None:
                             outcome, detail = "de-sheared, close", close
+                        elif outcome != "identical" and tilt:
+                            off = on_acquired_grid(out, flat, uid)
+                            if off < 1e-3:
+                                outcome = "de-sheared, differs from dcm2niix"
+                                detail = (
+                                    f"every acquired pixel centre on our columns and slices "
+                                    f"(within {off:.1e} voxel); dcm2niix's grid is not: "
+                                    + detail
+                                )
                     except Exception as exc:  # the comparison itself failed: count it against us
                         outcome, detail = "silently wrong", f"comparison failed: {exc}"
                     row.update(outcome=outcome, detail=detail)
@@ -278,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     by_coll = collections.defaultdict(collections.Counter)
     for r in rows:
         by_coll[r["collection"]][r["outcome"]] += 1
-    outcomes = ["identical", "de-sheared, close", "refused", "silently wrong", "crash",
-                "no reference"]
+    outcomes = ["identical", "de-sheared, close", "de-sheared, differs from dcm2niix", "refused",
+                "silently wrong", "crash", "no reference"]
     lines = [
         "# imharmony convert vs dcm2niix on dcm2niix's QA collections (issue 10)",
         "",
