@@ -1113,7 +1113,7 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """
     source = Path(folder)
     files = walk_files(source, error=DicomError)
-    with _quiet_pydicom():
+    with _quiet_pydicom(), decoding(str(source)):
         results = _read_headers(files, DEFAULT_MAX_PIXELS * 64)
         groups, _damaged = _group_series(results, source)
         return [

@@ -1074,8 +1074,10 @@ def mr_value_scale(
 
     Examples
     --------
-    >>> mr_value_scale("philips_fp", 2.0, 0.0, 0.5)
-    (1.0, 0.0)
+    >>> mr_value_scale("philips_fp", 2.0, 0.0, 0.5)  # FP = SV / SS
+    (2.0, 0.0)
+    >>> mr_value_scale("rescaled", 2.0, -3.0)
+    (2.0, -3.0)
     """
     rs = 1.0 if slope is None else float(slope)
     ri = 0.0 if intercept is None else float(intercept)
