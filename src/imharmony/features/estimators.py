@@ -725,7 +725,8 @@ class ComBat(TransformerMixin, BaseEstimator):
             "metadata": dict(metadata or getattr(self, "metadata_", {}) or {}),
             **self._extra_state()[1],
         }
-        doc["params"]["reference_batch"] = _label_key(doc["params"]["reference_batch"])
+        if "reference_batch" in doc["params"]:
+            doc["params"]["reference_batch"] = _label_key(doc["params"]["reference_batch"])
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(doc, indent=2, allow_nan=False))
         return path
