@@ -206,6 +206,7 @@ def test_vectorized_criterion_equals_the_dense_definition(seed: int, theta: list
             X.T @ y[:, None],
             np.array([y @ y]),
             design.subject_sums(y[:, None]),
+            coefficients=True,
         )
         ref_dev, ref_beta = _dense_reml(X, Z, groups, y, np.array(th))
         np.testing.assert_allclose(dev[0], ref_dev, rtol=1e-9, atol=1e-9)
