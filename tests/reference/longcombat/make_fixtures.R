@@ -10,6 +10,9 @@
 #   fixtures/data.csv                subid, time, batch, age, diagnosis, f01 ... (%.17g)
 #   fixtures/<case>/expected.csv     the harmonized features (data_combat, same rows)
 #   fixtures/cases.json, fixtures/VERSIONS.txt
+# The case "bench_slope" reads fixtures/bench_data.csv instead: 25 subjects x 4 visits x 50
+# features written by benchmarks/bench_combat_family.py's generator (see README.md), on which a
+# sign-bounded search of the random-slope REML criterion stops in a false minimum.
 #
 # Run: LONGCOMBAT=<checkout of jcbeer/longCombat> Rscript make_fixtures.R
 
@@ -73,18 +76,24 @@ data <- data.frame(subid = subid, time = time, batch = batch, age = age, diagnos
 data <- cbind(data, as.data.frame(x))
 dir.create(FIXTURES, showWarnings = FALSE)
 write_csv17(data, file.path(FIXTURES, "data.csv"))
-data <- read.csv(file.path(FIXTURES, "data.csv"), stringsAsFactors = FALSE)
-data$batch <- factor(data$batch)
+read_data <- function(file) {
+  d <- read.csv(file.path(FIXTURES, file), stringsAsFactors = FALSE)
+  d$batch <- factor(d$batch)
+  d
+}
 
 CASES <- list(
   list(name = "intercept_reml", ranef = "(1|subid)", method = "REML"),
   list(name = "intercept_msr", ranef = "(1|subid)", method = "MSR"),
-  list(name = "slope_reml", ranef = "(1 + time|subid)", method = "REML")
+  list(name = "slope_reml", ranef = "(1 + time|subid)", method = "REML"),
+  list(name = "bench_slope", ranef = "(1 + time|subid)", method = "REML", data = "bench_data.csv")
 )
 FORMULA <- "age + diagnosis*time"
-features <- colnames(x)
 specs <- list()
 for (case in CASES) {
+  file <- if (is.null(case$data)) "data.csv" else case$data
+  data <- read_data(file)
+  features <- grep("^f[0-9]", names(data), value = TRUE)
   singular <- character(0)
   out <- withCallingHandlers(
     longCombat(idvar = "subid", timevar = "time", batchvar = "batch", features = features,
@@ -106,9 +115,10 @@ for (case in CASES) {
   dir.create(dir, showWarnings = FALSE)
   write_csv17(expected, file.path(dir, "expected.csv"))
   specs[[length(specs) + 1]] <- list(
-    name = case$name, formula = FORMULA, ranef = case$ranef, method = case$method,
+    name = case$name, data = file, formula = FORMULA, ranef = case$ranef, method = case$method,
     random = if (grepl("time", case$ranef)) "slope" else "intercept",
-    n_visits = L, n_subjects = n_subjects, n_features = n_features,
+    n_visits = nrow(data), n_subjects = length(unique(data$subid)),
+    n_features = length(features),
     singular_features = I(features[sing])
   )
   cat(case$name, ": singular fits in", paste(features[sing], collapse = " "), "\n")
