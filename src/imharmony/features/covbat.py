@@ -21,8 +21,8 @@ import pandas as pd
 from scipy import linalg
 
 from ..errors import DataError, HarmonizationError, ModelFileError
-from .combat import CombatFit, apply_combat, fit_combat
-from .estimators import ComBat
+from .combat import CombatFit, apply_combat, fit_combat, missing_columns
+from .estimators import ComBat, _check_shapes, _require_complete
 
 __all__ = ["CovBat"]
 
@@ -154,7 +154,7 @@ class CovBat(ComBat):
         covariates: Any,
         biology: Any,
     ) -> tuple[np.ndarray, np.ndarray]:
-        _refuse_missing(nan_cols, names)
+        _require_complete(nan_cols, names, "CovBat's PCA")
         codes, C = super()._fit(data, names, nan_cols, batch, covariates, biology)
         resid = self._residuals(data, codes, C)
         n, G = resid.shape
@@ -205,7 +205,8 @@ class CovBat(ComBat):
         return out
 
     def _apply(self, X: Any, data: np.ndarray, codes: np.ndarray, C: np.ndarray) -> Any:
-        _refuse_missing(np.flatnonzero(np.isnan(data).any(axis=0)), None)
+        names = [str(c) for c in X.columns] if isinstance(X, pd.DataFrame) else None
+        _require_complete(missing_columns(data), names, "CovBat's PCA")
         z = self._residuals(data, codes, C)
         z -= self.center_
         z /= self.scale_
@@ -254,12 +255,7 @@ class CovBat(ComBat):
                 "covbat_score_delta_star": (J, k),
                 "covbat_score_adjusted": (k,),
             }
-            for key, shape in expected.items():
-                if arrays[key].shape != shape:
-                    raise ModelFileError(
-                        f"{path}: array {key!r} has shape {arrays[key].shape}, expected {shape}; "
-                        "the model file is inconsistent."
-                    )
+            _check_shapes(path, arrays, expected)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(
                 f"{path}: corrupted CovBat model ({type(exc).__name__}: {exc})."
@@ -282,15 +278,4 @@ class CovBat(ComBat):
             b_prior=empty,
             n_iter=np.zeros(J, dtype=int),
             converged=np.ones(J, dtype=bool),
-        )
-
-
-def _refuse_missing(nan_cols: np.ndarray, names: list[str] | None) -> None:
-    if len(nan_cols):
-        labels = [names[i] if names else f"#{i}" for i in nan_cols[:5]]
-        raise DataError(
-            f"CovBat needs complete data (its PCA step cannot skip values), but feature column(s) "
-            f"{', '.join(map(repr, labels))}{' ...' if len(nan_cols) > 5 else ''} hold missing "
-            "values: impute them, drop those features or samples, or use ComBat, which ignores "
-            "missing values."
         )

@@ -110,6 +110,28 @@ def _as_feature_matrix(
     return arr, names, missing_columns(arr, colsum)
 
 
+def _require_complete(nan_cols: np.ndarray, names: list[str] | None, method: str) -> None:
+    """Refuse missing values for a method that cannot skip them, naming the columns."""
+    if len(nan_cols):
+        labels = [names[i] if names else f"#{i}" for i in nan_cols]
+        raise DataError(
+            f"feature column(s) {_fmt(labels)} hold missing values, which {method} cannot skip: "
+            "impute them or drop those features or samples (ComBat itself ignores missing values)."
+        )
+
+
+def _check_shapes(
+    path: Path, arrays: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]]
+) -> None:
+    """Raise ModelFileError when an array of a model file does not have its expected shape."""
+    for k, shape in expected.items():
+        if arrays[k].shape != shape:
+            raise ModelFileError(
+                f"{path}: array {k!r} has shape {arrays[k].shape}, expected {shape}; the "
+                "model file is inconsistent."
+            )
+
+
 def _is_numeric_dtype(dt: Any) -> bool:
     return bool(pd.api.types.is_numeric_dtype(dt)) and not pd.api.types.is_bool_dtype(dt)
 
@@ -792,12 +814,7 @@ class ComBat(TransformerMixin, BaseEstimator):
                 "n_iter": (J,),
                 "converged": (J,),
             }
-            for k, shape in expected.items():
-                if arrays[k].shape != shape:
-                    raise ModelFileError(
-                        f"{path}: array {k!r} has shape {arrays[k].shape}, expected {shape}; the "
-                        "model file is inconsistent."
-                    )
+            _check_shapes(path, arrays, expected)
             names = doc["feature_names"]
             if names is not None and len(names) != G:
                 raise ModelFileError(f"{path}: {len(names)} feature names for {G} features.")

@@ -27,10 +27,12 @@ from .estimators import (
     ComBat,
     _as_feature_matrix,
     _as_labels,
+    _check_shapes,
     _encode,
     _factorize,
     _fmt,
     _label_key,
+    _require_complete,
     _sorted_levels,
 )
 
@@ -195,7 +197,7 @@ class LongitudinalComBat(ComBat):
         subject: Any,
     ) -> None:
         n, G = data.shape
-        _refuse_missing(nan_cols, names)
+        _require_complete(nan_cols, names, "longitudinal ComBat")
         constant = np.flatnonzero(np.ptp(data, axis=0) == 0)
         if constant.size:
             labels = [names[g] if names else f"#{g}" for g in constant[:5]]
@@ -362,7 +364,7 @@ class LongitudinalComBat(ComBat):
         self._check_fitted()
         data, names, nan_cols = _as_feature_matrix(X)
         self._check_columns(data, names)
-        _refuse_missing(nan_cols, names)
+        _require_complete(nan_cols, names, "longitudinal ComBat")
         n = data.shape[0]
         codes = self._codes(batch, n)
         frame = self._covariate_frame(covariates, n)
@@ -432,12 +434,7 @@ class LongitudinalComBat(ComBat):
                 "long_batch_effects": (J, G),
                 "long_random_effects": (G, S, q),
             }
-            for key, shape in expected.items():
-                if arrays[key].shape != shape:
-                    raise ModelFileError(
-                        f"{path}: array {key!r} has shape {arrays[key].shape}, expected {shape}; "
-                        "the model file is inconsistent."
-                    )
+            _check_shapes(path, arrays, expected)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(
                 f"{path}: corrupted longitudinal ComBat model ({type(exc).__name__}: {exc})."
@@ -458,15 +455,6 @@ def raise_not_fitted() -> None:
         "This LongitudinalComBat instance is not fitted yet; call fit(X, batch=..., "
         "covariates=..., subject=...) first or load a saved model."
     )
-
-
-def _refuse_missing(nan_cols: np.ndarray, names: list[str] | None) -> None:
-    if len(nan_cols):
-        labels = [names[i] if names else f"#{i}" for i in nan_cols[:5]]
-        raise DataError(
-            f"feature column(s) {_fmt(labels)} hold missing values; longitudinal ComBat needs "
-            "complete data: impute them or drop those visits or features."
-        )
 
 
 def _batch_contrasts(codes: np.ndarray, J: int) -> np.ndarray:
