@@ -233,3 +233,32 @@ def test_random_intercept_reml_is_the_minimum_of_the_definition(seed: int) -> No
         best = min(res.fun, _dense_reml(X, Z, groups, Y[:, g], np.array([0.0]))[0])
         ours = _dense_reml(X, Z, groups, Y[:, g], fit.theta[g])[0]
         assert ours <= best + 1e-9
+
+
+def test_pipeline_routes_batch_covariates_and_subject_to_the_folds() -> None:
+    import sklearn
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import GroupKFold, cross_validate
+    from sklearn.pipeline import make_pipeline
+
+    X, scanner, cov, subject = cohort(seed=4)
+    y = cov["age"].to_numpy()
+    with sklearn.config_context(enable_metadata_routing=True):
+        harmonizer = (
+            ih.LongitudinalComBat(formula="age + diagnosis*time")
+            .set_fit_request(batch=True, covariates=True, subject=True)
+            .set_transform_request(batch=True, covariates=True, subject=True)
+        )
+        pipe = make_pipeline(harmonizer, Ridge())
+        res = cross_validate(
+            pipe,
+            X,
+            y,
+            cv=GroupKFold(3),
+            params={"batch": scanner, "covariates": cov, "subject": subject, "groups": subject},
+            return_estimator=True,
+        )
+    # each fold's harmonizer saw only its training subjects (the test subjects are new to it)
+    seen = [set(est[0].subjects_) for est in res["estimator"]]
+    assert all(len(s) < subject.nunique() for s in seen)
+    assert set.union(*seen) == set(subject)
