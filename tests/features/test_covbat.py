@@ -118,7 +118,7 @@ def test_errors_name_the_problem() -> None:
     with pytest.raises(DataError, match=r"'f2'.*impute"):
         ih.CovBat().fit(Xn, batch=site)
     model = ih.CovBat().fit(X, batch=site)
-    with pytest.raises(DataError, match="CovBat.s PCA cannot skip"):
+    with pytest.raises(DataError, match=r"CovBat.s PCA cannot skip"):
         model.transform(Xn, batch=site)
 
 
