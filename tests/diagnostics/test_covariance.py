@@ -52,3 +52,20 @@ def test_zero_when_sites_share_the_covariance_and_large_when_not() -> None:
 def test_single_sample_site_is_refused() -> None:
     with pytest.raises(DesignError, match="'b'"):
         covariance_distance(np.ones((4, 2)), ["a", "a", "a", "b"])
+
+
+def test_diagnose_reports_it_before_and_after() -> None:
+    rng = np.random.default_rng(1)
+    site = np.repeat(["a", "b", "c"], 40)
+    load = rng.normal(size=(2, 6))
+    scales = np.repeat([[3.0, 0.3], [0.3, 3.0], [1.0, 1.0]], 40, axis=0)
+    X = (rng.normal(size=(120, 2)) * scales) @ load + rng.normal(size=(120, 6))
+    after = ih.CovBat(n_components=2).fit_transform(X, batch=site)
+    d = ih.diagnose(X, after, batch=site, n_permutations=0, n_splits=2)
+    row = d.multivariate.loc["covariance_distance"]
+    assert row["before"] == pytest.approx(covariance_distance(X, site).mean)
+    assert row["after"] == pytest.approx(covariance_distance(after, site).mean)
+    assert row["after"] < row["before"]
+    from imharmony.report.html import _multivariate_table
+
+    assert "site covariance distance from the pooled covariance" in str(_multivariate_table(d))
