@@ -294,10 +294,11 @@ class LongitudinalComBat(ComBat):
         self.batch_effects_ = batch_effects
         self.subjects_ = np.array(subjects, dtype=object)
         self.random_effects_ = blup
-        singular = int((mixed.theta[:, 0] == 0).sum() if self.random == "intercept" else 0)
+        # singular fits: a random-effect variance (theta_11, or theta_22 of the slope) at zero
+        singular = int((np.abs(mixed.theta[:, [0, -1]]) < 1e-6).any(axis=1).sum())
         logger.info(
             "LongitudinalComBat (%s, sigma=%s) fitted on %d visits of %d subjects x %d "
-            "features, %d batches; %d zero random-intercept variance(s)",
+            "features, %d batches; %d singular fit(s)",
             self.random,
             self.sigma,
             n,
