@@ -84,3 +84,40 @@ def test_method_registry_lists_only_methods_that_exist(table: Path, tmp_path: Pa
     assert not out.exists()
     assert run("combat", "fit", str(table), "--batch", "scanner", "--smooth-penalty",
                "sometimes", "--smooth", "age", "--model", str(model)) == 2  # fmt: skip
+
+
+def test_covbat_and_longitudinal_methods_fit_and_apply_as_the_api(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    subjects = np.repeat(np.arange(30), 3)
+    time = np.tile([0.0, 1.0, 2.0], 30)
+    site = rng.choice(["a", "b", "c"], subjects.size)
+    df = pd.DataFrame(
+        {"subject": [f"s{i}" for i in subjects], "site": site, "time": time,
+         "age": (50 + rng.normal(0, 8, 30))[subjects] + time}
+    )  # fmt: skip
+    for g in range(5):
+        df[f"f{g}"] = (
+            rng.normal(0, 1, 30)[subjects] + 0.1 * df["age"] + (site == "b") * 1.2
+            + rng.normal(0, 0.3, subjects.size)
+        )  # fmt: skip
+    table = tmp_path / "long.csv"
+    df.to_csv(table, index=False)
+    feats = [f"f{g}" for g in range(5)]
+    cases = [
+        (["--method", "covbat", "--covariate", "age", "--id", "time"],
+         ih.CovBat().fit_transform(df[feats], batch=df["site"], covariates=df[["age"]])),
+        (["--method", "longitudinal", "--subject", "subject", "--formula", "age + time",
+          "--covariate", "age", "--covariate", "time"],
+         ih.LongitudinalComBat(formula="age + time").fit_transform(
+             df[feats], batch=df["site"], covariates=df[["age", "time"]],
+             subject=df["subject"])),
+    ]  # fmt: skip
+    for options, expected in cases:
+        model, out = tmp_path / "m.json", tmp_path / "applied.csv"
+        base = ["combat", "fit", str(table), "--batch", "site", "--model", str(model)]
+        assert run(*base, *options) == 0
+        assert run("combat", "apply", str(table), "--model", str(model), "--output", str(out)) == 0
+        got = pd.read_csv(out)[feats].to_numpy()
+        np.testing.assert_allclose(got, np.asarray(expected), rtol=1e-9, atol=1e-12)
+    assert run("combat", "fit", str(table), "--batch", "site", "--method", "longitudinal",
+               "--model", str(tmp_path / "x.json")) == 2  # fmt: skip  (no --subject)

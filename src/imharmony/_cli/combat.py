@@ -40,11 +40,17 @@ class Method:
     options : tuple of str
         Keys of :data:`_OPTIONS` this method accepts (constructor parameters, or ``subject``,
         a per-sample column given to ``fit`` / ``transform``).
+    required : tuple of str
+        Those of ``options`` that must be given.
+    several_batches : bool
+        Whether a repeated ``--batch`` (several batch variables) is supported.
     """
 
     target: str
     help: str
     options: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
+    several_batches: bool = True
 
     def load_class(self) -> Any:
         module, name = self.target.split(":")
@@ -88,6 +94,16 @@ _OPTIONS: dict[str, dict[str, Any]] = {
         "flags": ("--formula",),
         "kwargs": {"metavar": "FORMULA", "help": "fixed effects, e.g. 'age + diagnosis*time'"},
     },
+    "random": {
+        "kind": "param",
+        "flags": ("--random",),
+        "kwargs": {"choices": ("intercept", "slope"), "help": "subject random effects"},
+    },
+    "time": {
+        "kind": "param",
+        "flags": ("--time",),
+        "kwargs": {"metavar": "COL", "help": "time column of the random slope (default time)"},
+    },
 }
 
 #: The estimators behind ``--method`` (the first is the default).
@@ -96,6 +112,14 @@ METHODS: dict[str, Method] = {
         "..features.estimators:ComBat",
         "ComBat (empirical Bayes); with --smooth, ComBat-GAM",
         ("smooth", "smooth_penalty", "random_state"),
+    ),
+    "covbat": Method("..features.covbat:CovBat", "CovBat: ComBat, then the covariance (PCA)"),
+    "longitudinal": Method(
+        "..features.longitudinal:LongitudinalComBat",
+        "longitudinal ComBat: a mixed model per feature with subject random effects",
+        ("subject", "formula", "random", "time"),
+        required=("subject",),
+        several_batches=False,
     ),
 }
 
@@ -223,6 +247,12 @@ def _method_options(args: argparse.Namespace, method: str) -> tuple[dict[str, An
                         f"--smooth-penalty {value!r}: give cv, gcv or a number."
                     ) from None
         (columns if opt["kind"] == "column" else params)[key] = value
+    m = METHODS[method]
+    missing = [_OPTIONS[k]["flags"][0] for k in m.required if k not in params and k not in columns]
+    if missing:
+        raise DataError(f"--method {method} needs {', '.join(missing)}.")
+    if len(args.batch) > 1 and not m.several_batches:
+        raise DataError(f"--method {method} takes one --batch column; got {len(args.batch)}.")
     return params, columns
 
 

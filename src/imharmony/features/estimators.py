@@ -110,6 +110,28 @@ def _as_feature_matrix(
     return arr, names, missing_columns(arr, colsum)
 
 
+def _require_complete(nan_cols: np.ndarray, names: list[str] | None, method: str) -> None:
+    """Refuse missing values for a method that cannot skip them, naming the columns."""
+    if len(nan_cols):
+        labels = [names[i] if names else f"#{i}" for i in nan_cols]
+        raise DataError(
+            f"feature column(s) {_fmt(labels)} hold missing values, which {method} cannot skip: "
+            "impute them or drop those features or samples (ComBat itself ignores missing values)."
+        )
+
+
+def _check_shapes(
+    path: Path, arrays: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]]
+) -> None:
+    """Raise ModelFileError when an array of a model file does not have its expected shape."""
+    for k, shape in expected.items():
+        if arrays[k].shape != shape:
+            raise ModelFileError(
+                f"{path}: array {k!r} has shape {arrays[k].shape}, expected {shape}; the "
+                "model file is inconsistent."
+            )
+
+
 def _is_numeric_dtype(dt: Any) -> bool:
     return bool(pd.api.types.is_numeric_dtype(dt)) and not pd.api.types.is_bool_dtype(dt)
 
@@ -516,6 +538,9 @@ class ComBat(TransformerMixin, BaseEstimator):
     True
     """
 
+    #: ``format`` of the model file; subclasses that save more state set their own.
+    _model_format: ClassVar[str] = FORMAT
+
     def __init__(
         self,
         nonparametric: bool = False,
@@ -551,8 +576,6 @@ class ComBat(TransformerMixin, BaseEstimator):
         "eb": (bool, np.bool_),
         "tol": (float, int),
         "max_iter": (int, np.integer),
-        "smooth_df": (int, np.integer),
-        "smooth_degree": (int, np.integer),
     }
 
     def _validate_params(self) -> None:
@@ -571,6 +594,16 @@ class ComBat(TransformerMixin, BaseEstimator):
             raise HarmonizationError(
                 f"The 'max_iter' parameter of ComBat must be >= 1; got {self.max_iter}."
             )
+        if hasattr(self, "smooth_penalty"):  # subclasses without smooth terms skip these
+            self._validate_smooth_params()
+
+    def _validate_smooth_params(self) -> None:
+        for name in ("smooth_df", "smooth_degree"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise HarmonizationError(
+                    f"The {name!r} parameter of ComBat must be of type int; got {value!r}."
+                )
         if self.smooth is not None and (
             isinstance(self.smooth, str) or not all(isinstance(c, str) for c in self.smooth)
         ):
@@ -697,7 +730,7 @@ class ComBat(TransformerMixin, BaseEstimator):
         for col in batch.columns:
             stage = clone(self)
             codes, C = stage._fit(current, names, nan_cols, batch[col], covariates, biology)
-            current = apply_combat(current, codes, stage.fit_, C)
+            current = stage._apply(current, current, codes, C)
             stages.append(stage)
         for attr in _SINGLE_STATE:
             if hasattr(self, attr):
@@ -760,9 +793,14 @@ class ComBat(TransformerMixin, BaseEstimator):
                         f"{_fmt(levels)}."
                     )
             ref = lookup[rkey]
-        smooth = list(self.smooth or [])
+        smooth = list(getattr(self, "smooth", None) or [])
         encoder, _ = _CovariateEncoder.learn(
-            covariates, n, smooth, self.smooth_df, self.smooth_degree, self.smooth_bounds
+            covariates,
+            n,
+            smooth,
+            getattr(self, "smooth_df", 10),
+            getattr(self, "smooth_degree", 3),
+            getattr(self, "smooth_bounds", None),
         )
         C = encoder.encode(covariates, n)
         try:
@@ -950,7 +988,7 @@ class ComBat(TransformerMixin, BaseEstimator):
             for col, stage in zip(self.batch_columns_, self.stages_, strict=True):
                 codes = stage._codes(frame[col], n)
                 C = _CovariateEncoder(stage.covariate_spec_).encode(covariates, n)
-                current = apply_combat(current, codes, stage.fit_, C)
+                current = stage._apply(current, current, codes, C)
             return _like(X, current)
         codes = self._codes(_one_batch_column(batch), n)
         C = _CovariateEncoder(self.covariate_spec_).encode(covariates, n)
@@ -1053,7 +1091,7 @@ class ComBat(TransformerMixin, BaseEstimator):
                 np.savez(fh, **arrays)
         digest = hashlib.sha256(npz_path.read_bytes()).hexdigest()
         doc = {
-            "format": FORMAT,
+            "format": self._model_format,
             "format_version": FORMAT_VERSION,
             "imharmony_version": __version__,
             **body,
@@ -1070,19 +1108,22 @@ class ComBat(TransformerMixin, BaseEstimator):
         return None
 
     def _json_params(self) -> dict[str, Any]:
-        params = self.get_params()
-        params["reference_batch"] = _label_key(params["reference_batch"])
-        if not isinstance(params["smooth_penalty"], str | int | float):
+        params = self.get_params()  # a subclass may not have all of ComBat's
+        if "reference_batch" in params:
+            params["reference_batch"] = _label_key(params["reference_batch"])
+        if not isinstance(params.get("smooth_penalty", "cv"), str | int | float):
             params["smooth_penalty"] = np.asarray(params["smooth_penalty"], float).tolist()
-        if params["smooth"] is not None:
+        if params.get("smooth") is not None:
             params["smooth"] = list(params["smooth"])
-        if not isinstance(params["random_state"], int | None):
+        if not isinstance(params.get("random_state"), int | None):
             params["random_state"] = None  # a Generator: the penalties are saved anyway
         return params
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The JSON part and the arrays of a one-batch-variable model."""
+        extra_arrays, extra_doc = self._extra_state()
         arrays = {k: np.asarray(getattr(self.fit_, k)) for k in _ARRAYS}
+        arrays.update(extra_arrays)
         if hasattr(self, "smooth_penalty_"):
             arrays["smooth_penalty"] = np.asarray(self.smooth_penalty_)
         doc = {
@@ -1094,6 +1135,7 @@ class ComBat(TransformerMixin, BaseEstimator):
             "covariates": self.covariate_spec_,
             "unadjusted": {str(k): v for k, v in self.unadjusted_features_.items()},
             "reasons": {str(k): v for k, v in self.fit_.reasons.items()},
+            **extra_doc,
         }
         return doc, arrays
 
@@ -1107,7 +1149,7 @@ class ComBat(TransformerMixin, BaseEstimator):
             doc = json.loads(path.read_text())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ModelFileError(f"{path}: not a ComBat model (invalid JSON: {exc}).") from exc
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        if not isinstance(doc, dict) or doc.get("format") != cls._model_format:
             raise ModelFileError(f"{path}: not an imharmony ComBat model file.")
         version = doc.get("format_version")
         if version != FORMAT_VERSION:
@@ -1164,6 +1206,7 @@ class ComBat(TransformerMixin, BaseEstimator):
         """A one-batch-variable model from its JSON part and arrays (checked for consistency)."""
         arrays = {k: stored[k] for k in _ARRAYS}
         smooth_penalty = stored.get("smooth_penalty")
+        extra = {k: v for k, v in stored.items() if k not in _ARRAYS and k != "smooth_penalty"}
         model = cls(**doc["params"])
         model._validate_params()
         batches = doc["batches"]
@@ -1187,12 +1230,7 @@ class ComBat(TransformerMixin, BaseEstimator):
             "n_iter": (J,),
             "converged": (J,),
         }
-        for k, shape in expected.items():
-            if arrays[k].shape != shape:
-                raise ModelFileError(
-                    f"{path}: array {k!r} has shape {arrays[k].shape}, expected {shape}; the "
-                    "model file is inconsistent."
-                )
+        _check_shapes(path, arrays, expected)
         names = doc["feature_names"]
         if names is not None and len(names) != G:
             raise ModelFileError(f"{path}: {len(names)} feature names for {G} features.")
@@ -1207,4 +1245,14 @@ class ComBat(TransformerMixin, BaseEstimator):
         model.reference_index_ = doc["reference_index"]
         model.fit_ = fit
         model.unadjusted_features_ = dict(doc["unadjusted"])
+        model._restore_extra_state(extra, doc, path)
         return model
+
+    def _extra_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Arrays and JSON entries a subclass saves beside ComBat's (none here)."""
+        return {}, {}
+
+    def _restore_extra_state(
+        self, arrays: dict[str, np.ndarray], doc: dict[str, Any], path: Path
+    ) -> None:
+        """Restore what :meth:`_extra_state` saved (raise ModelFileError when inconsistent)."""
