@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,6 +79,10 @@ def _as_feature_matrix(
     Returns float64 data (no copy when X already is), the column names if any, and the indices of
     the columns holding missing values.
     """
+    if _is_dask(X):  # out of core: checked block by block (imharmony.scale.combat)
+        if X.ndim != 2 or 0 in X.shape:
+            raise DataError(f"{what} must be a non-empty 2-D Dask array; got shape {X.shape}.")
+        return X, None, np.zeros(0, dtype=np.intp)
     if isinstance(X, pd.DataFrame):
         names = [str(c) for c in X.columns]
         bad = [str(c) for c, dt in X.dtypes.items() if not _is_numeric_dtype(dt)]
@@ -108,6 +113,11 @@ def _as_feature_matrix(
                 "(NaN is accepted as missing and is ignored in estimation)."
             )
     return arr, names, missing_columns(arr, colsum)
+
+
+def _is_dask(X: Any) -> bool:
+    da = sys.modules.get("dask.array")
+    return da is not None and isinstance(X, da.Array)
 
 
 def _is_numeric_dtype(dt: Any) -> bool:
@@ -293,6 +303,15 @@ def _as_covariate_frame(covariates: Any, n: int) -> pd.DataFrame | None:
     frame = frame.reset_index(drop=True)
     frame.columns = [str(c) for c in frame.columns]
     return frame
+
+
+def _fit_dask(X: Any, codes: np.ndarray, n_batches: int, C: np.ndarray, *,
+              nan_columns: Any = None, **options: Any) -> CombatFit:
+    """fit_combat's contract on a Dask array (imharmony.scale.combat), estimates in memory."""
+    from ..scale.combat import fit_dask, fit_to_memory
+
+    estimates, info = fit_dask(X, codes, n_batches, C, **options)
+    return fit_to_memory(estimates, info, C.shape[1])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -520,7 +539,8 @@ class ComBat(TransformerMixin, BaseEstimator):
         if biology is not None or C.shape[1]:
             self._check_confounding(labels, covariates, biology)
 
-        fit = fit_combat(
+        fit_core = _fit_dask if _is_dask(data) else fit_combat
+        fit = fit_core(
             data,
             codes,
             len(levels),
@@ -623,6 +643,11 @@ class ComBat(TransformerMixin, BaseEstimator):
         return self._apply(X, data, codes, C)
 
     def _apply(self, X: Any, data: np.ndarray, codes: np.ndarray, C: np.ndarray) -> Any:
+        if _is_dask(data):  # a lazy Dask array, corrected block by block
+            from ..scale.combat import apply_dask, pack_fit
+
+            return apply_dask(data, codes, pack_fit(self.fit_), self.fit_.batch_sizes, C,
+                              ref=self.reference_index_)
         out = apply_combat(data, codes, self.fit_, C, ref=self.reference_index_)
         if isinstance(X, pd.DataFrame):
             return pd.DataFrame(out, index=X.index, columns=X.columns, copy=False)
