@@ -493,7 +493,76 @@ class ComBat(TransformerMixin, BaseEstimator):
         biology: Any,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Fit on validated data; returns the batch codes and encoded covariates used."""
-        n = data.shape[0]
+        levels, codes, C, ref, encoder = self.learn_design(data.shape[0], batch, covariates,
+                                                           biology)
+        fit_core = _fit_dask if _is_dask(data) else fit_combat
+        fit = fit_core(
+            data,
+            codes,
+            len(levels),
+            C,
+            method=self._method,  # type: ignore[arg-type]
+            mean_only=self.mean_only,
+            ref=ref,
+            tol=float(self.tol),
+            max_iter=int(self.max_iter),
+            nan_columns=nan_cols,
+        )
+        self._set_design(levels, encoder, ref)
+        self.n_features_in_ = data.shape[1]
+        if names is not None:
+            self.feature_names_in_ = np.array(names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self.fit_ = fit
+        self.unadjusted_features_ = {
+            (names[g] if names else g): why for g, why in sorted(fit.reasons.items())
+        }
+        if self.unadjusted_features_:
+            warnings.warn(
+                f"{len(self.unadjusted_features_)} feature(s) left unadjusted: "
+                + "; ".join(f"{k!r}: {v}" for k, v in list(self.unadjusted_features_.items())[:5])
+                + (" ..." if len(self.unadjusted_features_) > 5 else ""),
+                HarmonizationWarning,
+                stacklevel=2,
+            )
+        logger.info(
+            "ComBat (%s%s) fitted on %d samples x %d features, %d sites, %d covariate column(s)",
+            self._method,
+            ", mean only" if self.mean_only else "",
+            data.shape[0],
+            data.shape[1],
+            len(levels),
+            C.shape[1],
+        )
+        return codes, C
+
+    def _set_design(self, levels: list[Any], encoder: _CovariateEncoder, ref: int | None) -> None:
+        self.batches_ = np.array(levels, dtype=object)
+        self.covariate_spec_ = encoder.spec
+        self.covariate_columns_ = encoder.columns
+        self.reference_index_ = ref
+
+    def learn_design(
+        self, n: int, batch: Any, covariates: Any = None, biology: Any = None
+    ) -> tuple[list[Any], np.ndarray, np.ndarray, int | None, _CovariateEncoder]:
+        """Validate and encode the sites and covariates of ``n`` training samples.
+
+        The checks :meth:`fit` makes before touching the data (at least two sites, single-sample
+        sites, reference batch, rank of the design, confounding). Out-of-core adapters
+        (:mod:`imharmony.scale`) call it, then the numerical core, then :meth:`set_design`.
+
+        Returns
+        -------
+        levels : list
+            The sites, sorted.
+        codes : ndarray of int, shape (n,)
+        C : ndarray of float64, shape (n, n_covariate_columns)
+        ref : int or None
+            Index of the reference batch.
+        encoder : object
+            The covariate encoding (its ``spec`` is what :meth:`save` stores).
+        """
         labels = _as_labels(batch, n)
         levels = _sorted_levels(_factorize(labels)[1])
         if len(levels) < 2:
@@ -538,51 +607,18 @@ class ComBat(TransformerMixin, BaseEstimator):
             ) from None
         if biology is not None or C.shape[1]:
             self._check_confounding(labels, covariates, biology)
+        return levels, codes, C, ref, encoder
 
-        fit_core = _fit_dask if _is_dask(data) else fit_combat
-        fit = fit_core(
-            data,
-            codes,
-            len(levels),
-            C,
-            method=self._method,  # type: ignore[arg-type]
-            mean_only=self.mean_only,
-            ref=ref,
-            tol=float(self.tol),
-            max_iter=int(self.max_iter),
-            nan_columns=nan_cols,
-        )
-        self.batches_ = np.array(levels, dtype=object)
-        self.n_features_in_ = data.shape[1]
-        if names is not None:
-            self.feature_names_in_ = np.array(names, dtype=object)
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
-        self.covariate_spec_ = encoder.spec
-        self.covariate_columns_ = encoder.columns
-        self.reference_index_ = ref
-        self.fit_ = fit
-        self.unadjusted_features_ = {
-            (names[g] if names else g): why for g, why in sorted(fit.reasons.items())
-        }
-        if self.unadjusted_features_:
-            warnings.warn(
-                f"{len(self.unadjusted_features_)} feature(s) left unadjusted: "
-                + "; ".join(f"{k!r}: {v}" for k, v in list(self.unadjusted_features_.items())[:5])
-                + (" ..." if len(self.unadjusted_features_) > 5 else ""),
-                HarmonizationWarning,
-                stacklevel=2,
-            )
-        logger.info(
-            "ComBat (%s%s) fitted on %d samples x %d features, %d sites, %d covariate column(s)",
-            self._method,
-            ", mean only" if self.mean_only else "",
-            n,
-            data.shape[1],
-            len(levels),
-            C.shape[1],
-        )
-        return codes, C
+    def set_design(self, levels: list[Any], covariate_spec: list[dict[str, Any]],
+                   reference_index: int | None) -> None:
+        """Set the learned sites and covariate encoding (an out-of-core fit keeps its per-feature
+        estimates on disk, so :meth:`encode_samples` is then all this object is used for)."""
+        self._set_design(levels, _CovariateEncoder(covariate_spec), reference_index)
+
+    def encode_samples(self, n: int, batch: Any, covariates: Any = None) -> tuple[np.ndarray, Any]:
+        """Batch codes and covariate columns of ``n`` new samples, as :meth:`transform` encodes
+        them (an unseen site raises :class:`~imharmony.errors.UnseenBatchError`)."""
+        return self._codes(batch, n), _CovariateEncoder(self.covariate_spec_).encode(covariates, n)
 
     @staticmethod
     def _check_confounding(labels: np.ndarray, covariates: Any, biology: Any) -> None:
