@@ -515,6 +515,10 @@ def _numeric_threads() -> int:
     return max(1, min(counts) if counts else (os.cpu_count() or 1))
 
 
+#: Public name of the rule "how many threads" for other packages (imharmony.scale).
+numeric_threads = _numeric_threads
+
+
 def fit_combat(
     X: np.ndarray,
     codes: np.ndarray,

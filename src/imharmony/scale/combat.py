@@ -90,8 +90,12 @@ def _estimate_rows(J: int, q: int) -> list[tuple[str, int]]:
             ("delta_hat", J), ("gamma_star", J), ("delta_star", J), ("reason", 1)]
 
 
+def _n_rows(rows: list[tuple[str, int]]) -> int:
+    return sum(k for _, k in rows)
+
+
 def _pack(parts: dict[str, np.ndarray], rows: list[tuple[str, int]], G: int) -> np.ndarray:
-    out = np.empty((sum(k for _, k in rows), G))
+    out = np.empty((_n_rows(rows), G))
     r = 0
     for name, k in rows:
         out[r : r + k] = np.asarray(parts[name], dtype=np.float64).reshape(k, G)
@@ -228,7 +232,7 @@ def fit_dask(
 
     Returns
     -------
-    estimates : dask.array.Array, shape (4 n_batches + n_covariates + 4, n_features)
+    estimates : dask.array.Array, shape (4 n_batches + n_covariates + 3, n_features)
         Lazy per-feature estimates, one block per block of X; :func:`unpack_estimates` names the
         rows of a block and :func:`apply_dask` consumes them.
     info : dict
@@ -245,7 +249,7 @@ def fit_dask(
     counts = np.bincount(codes, minlength=J)
     X = X.rechunk({0: -1})
     mom = X.map_blocks(_moments_block, codes, J, C, dtype=np.float64,
-                       chunks=((5 * J + q + 1,), X.chunks[1]), meta=np.empty((0, 0)))
+                       chunks=((_n_rows(_moment_rows(J, q)),), X.chunks[1]), meta=np.empty((0, 0)))
     mom = stash(mom, "moments") if stash is not None else mom.persist()
     blocks = list(mom.to_delayed().ravel())
     call = dask.delayed(pure=True)
@@ -304,7 +308,7 @@ def fit_dask(
         warn_not_converged(converged, tol, max_iter)
         logger.info("parametric EB stops after %s iterations per batch", steps.tolist())
     est = mom.map_blocks(_estimates_block, J, q, counts, std, priors, method, steps, tol,
-                         dtype=np.float64, chunks=((4 * J + q + 4,), mom.chunks[1]),
+                         dtype=np.float64, chunks=((_n_rows(_estimate_rows(J, q)),), mom.chunks[1]),
                          meta=np.empty((0, 0)))
     gamma_bar, tau2, a_prior, b_prior = priors
     info = {"batch_sizes": counts, "gamma_bar": gamma_bar, "tau2": tau2, "a_prior": a_prior,
@@ -352,7 +356,7 @@ def apply_dask(
     ----------
     X : dask.array.Array, shape (n_samples, n_features)
     codes : ndarray of int, shape (n_samples,)
-    estimates : dask.array.Array or ndarray, shape (4 n_batches + n_covariates + 4, n_features)
+    estimates : dask.array.Array or ndarray, shape (4 n_batches + n_covariates + 3, n_features)
         From :func:`fit_dask` (or :func:`pack_fit` of an in-memory fit).
     batch_sizes : ndarray of int, shape (n_batches,)
     C : ndarray, shape (n_samples, n_covariates), optional

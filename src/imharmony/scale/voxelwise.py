@@ -1,0 +1,522 @@
+"""Voxel-wise ComBat of image stacks, out of core, on a local or remote Dask cluster.
+
+Every voxel inside a mask is a feature and every image a sample. The images named in a
+manifest are read once, each by one task, into a chunked on-disk Zarr store (samples x masked
+voxels, float32); ComBat is then fitted block by block over voxels
+(:func:`imharmony.scale.combat.fit_dask`) and the corrected voxels are written back into copies
+of the input images (same file name, same header and geometry, voxels outside the mask
+unchanged). Nothing holds the whole stack in memory: a task holds one image, or one block of
+voxels of every image.
+
+Files
+-----
+``MODEL_DIR/model.json``
+    Format, parameters, sites, covariate encoding, the manifest columns used, the grid (shape,
+    affine) and the per-batch priors; written last, so its presence means the model is complete.
+``MODEL_DIR/estimates.zarr``
+    Per-voxel estimates (rows named by :func:`imharmony.scale.combat.unpack_estimates`).
+``MODEL_DIR/mask.nii.gz``
+    The mask, so that ``apply`` needs no ``--mask``.
+``OUTPUT_DIR/.imharmony-voxelwise/``
+    The work store (the stack, the moments, the corrected stack, and one marker per finished
+    step or image). A run that is interrupted resumes from the markers when started again with
+    the same inputs; a run with other inputs starts afresh. Removed when the run completes.
+
+The manifest is a CSV/TSV/Parquet table with an ``image`` column (NIfTI ``.nii`` or
+``.nii.gz``, paths relative to the manifest's folder), the batch column and the covariate
+columns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._version import __version__
+from ..errors import DataError, ModelFileError
+from ..io._atomic import atomic_path
+from ..io.tables import read_table
+
+__all__ = ["IMAGE_COLUMN", "apply_voxelwise", "fit_voxelwise"]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_COLUMN = "image"
+FORMAT = "imharmony.voxelwise"
+FORMAT_VERSION = 1
+WORK_NAME = ".imharmony-voxelwise"
+_SUFFIXES = (".nii.gz", ".nii")
+#: Bytes of one float64 block (all images x a run of voxels) that a task works on.
+_BLOCK_BYTES = 16 << 20
+
+Progress = Callable[[str, int, int], None]
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs: manifest, mask, grids (all checked before anything is written)
+
+
+@dataclass
+class _Stack:
+    table: pd.DataFrame
+    paths: list[Path]
+    mask: np.ndarray  # bool, on the grid
+    affine: np.ndarray
+    n_voxels: int
+
+
+def _read_manifest(manifest: str | os.PathLike[str], columns: Sequence[str]) -> tuple[
+    pd.DataFrame, list[Path]
+]:
+    manifest = Path(manifest)
+    table = read_table(manifest)
+    needed = [IMAGE_COLUMN, *columns]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise DataError(
+            f"{manifest}: no column(s) {missing} (found {list(table.columns)}); the manifest needs "
+            f"one row per image with an {IMAGE_COLUMN!r} column and the batch/covariate columns."
+        )
+    base = manifest.resolve().parent
+    paths: list[Path] = []
+    for i, cell in enumerate(table[IMAGE_COLUMN].tolist()):
+        if not isinstance(cell, str) or not cell.strip():
+            raise DataError(f"{manifest}: row {i + 1} has no {IMAGE_COLUMN!r} path.")
+        path = Path(cell)
+        path = path if path.is_absolute() else base / path
+        if not path.name.lower().endswith(_SUFFIXES):
+            raise DataError(
+                f"{manifest}: row {i + 1}: {cell!r} is not a NIfTI file (.nii or .nii.gz); "
+                "convert it first (imharmony convert)."
+            )
+        if not path.is_file():
+            raise DataError(f"{manifest}: row {i + 1}: {path} does not exist.")
+        paths.append(path)
+    names = [p.name for p in paths]
+    dup = sorted({x for x in names if names.count(x) > 1})
+    if dup:
+        raise DataError(
+            f"{manifest}: several rows have the file name(s) {dup[:5]}; outputs keep the input's "
+            "name, so rename those images."
+        )
+    return table.reset_index(drop=True), paths
+
+
+def _load_grid(path: Path) -> Any:
+    import nibabel as nib
+
+    try:
+        return nib.load(path)
+    except Exception as exc:  # nibabel raises several types for unreadable files
+        raise DataError(f"{path}: cannot be read as NIfTI ({exc}).") from exc
+
+
+def _read_mask(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, Any]:
+    img = _load_grid(Path(path))
+    mask = np.asanyarray(img.dataobj) != 0
+    if mask.ndim != 3:
+        raise DataError(f"{path}: a mask must be a 3-D image; got shape {mask.shape}.")
+    if not mask.any():
+        raise DataError(f"{path}: the mask is empty (no non-zero voxel).")
+    return mask, np.asarray(img.affine, dtype=np.float64), img
+
+
+def _check_grids(paths: list[Path], shape: tuple[int, ...], affine: np.ndarray,
+                 mask_name: str) -> None:
+    """Every image on the mask's grid: same shape, same voxel-to-world affine."""
+    for path in paths:
+        img = _load_grid(path)
+        if tuple(img.shape) != tuple(shape):
+            raise DataError(
+                f"{path}: image shape {tuple(img.shape)} differs from the mask's {tuple(shape)} "
+                f"({mask_name}); every image must be on the mask's grid (resample it, e.g. with "
+                "imharmony images --spacing)."
+            )
+        if not np.allclose(img.affine, affine, rtol=0, atol=1e-4):
+            raise DataError(
+                f"{path}: its grid (voxel-to-world affine) differs from the mask's ({mask_name}) "
+                "although the shapes match; resample the image onto the mask's grid."
+            )
+
+
+def _outputs(paths: list[Path], output_dir: Path) -> list[Path]:
+    outs = [output_dir / p.name for p in paths]
+    inputs = {p.resolve() for p in paths}
+    clash = [o for o in outs if o.resolve() in inputs]
+    if clash:
+        raise DataError(
+            f"--output-dir {output_dir} would overwrite the input {clash[0]}; inputs are never "
+            "modified: choose another output folder."
+        )
+    return outs
+
+
+def _fingerprint(*parts: Any, paths: Sequence[Path] = ()) -> str:
+    h = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def _chunk_voxels(n_images: int, n_voxels: int, memory_limit: int | None) -> int:
+    """Voxels per block: a float64 block of every image fits ``_BLOCK_BYTES`` (or a 16th of the
+    memory limit), at least 1,024 voxels."""
+    budget = _BLOCK_BYTES if memory_limit is None else min(_BLOCK_BYTES, memory_limit // 16)
+    return int(min(n_voxels, max(1024, budget // (8 * max(n_images, 1)))))
+
+
+# ---------------------------------------------------------------------------------------------
+# the work store
+
+
+class _Work:
+    """The resumable work folder of one run: Zarr arrays plus a marker per finished unit."""
+
+    def __init__(self, root: Path, fingerprint: str) -> None:
+        self.root = root
+        meta = root / "run.json"
+        if root.exists():
+            try:
+                same = json.loads(meta.read_text()).get("fingerprint") == fingerprint
+            except (OSError, ValueError):
+                same = False
+            if not same:
+                logger.info("%s: other inputs than the interrupted run; starting afresh", root)
+                shutil.rmtree(root)
+        (root / "done").mkdir(parents=True, exist_ok=True)
+        if not meta.exists():
+            with atomic_path(meta) as tmp:
+                tmp.write_text(json.dumps({"fingerprint": fingerprint}))
+
+    def done(self, key: str) -> bool:
+        return (self.root / "done" / key).exists()
+
+    def mark(self, key: str) -> None:
+        (self.root / "done" / key).touch()
+
+    def path(self, name: str) -> str:
+        return str(self.root / name)
+
+
+def _ingest_row(path: str, mask_path: str, store: str, row: int, marker: str) -> int:
+    """Task: read one image, write its masked voxels as row ``row`` of the stack store."""
+    import nibabel as nib
+    import zarr
+
+    mask = np.asanyarray(nib.load(mask_path).dataobj) != 0
+    values = np.asarray(nib.load(path).get_fdata(dtype=np.float32))[mask]
+    zarr.open_array(store, mode="r+")[row, :] = values
+    Path(marker).touch()
+    return row
+
+
+def _write_row(path: str, mask_path: str, store: str, row: int, out: str, marker: str) -> int:
+    """Task: the input image with its masked voxels replaced by row ``row`` of the result."""
+    import nibabel as nib
+    import zarr
+
+    img = nib.load(path)
+    mask = np.asanyarray(nib.load(mask_path).dataobj) != 0
+    dtype = np.float64 if img.get_data_dtype() == np.float64 else np.float32
+    data = np.asarray(img.get_fdata(dtype=dtype))
+    data[mask] = zarr.open_array(store, mode="r")[row, :]
+    header = img.header.copy()
+    header.set_data_dtype(dtype)
+    result = type(img)(data, img.affine, header)
+    result.header.set_slope_inter(1.0, 0.0)
+    with atomic_path(out) as tmp:
+        nib.save(result, tmp)
+    Path(marker).touch()
+    return row
+
+
+def _run_rows(client: Any, func: Callable[..., int], jobs: list[tuple[Any, ...]], stage: str,
+              total: int, progress: Progress | None) -> None:
+    from distributed import as_completed
+
+    finished = total - len(jobs)
+    if progress is not None:
+        progress(stage, finished, total)
+    futures = [client.submit(func, *job, pure=False) for job in jobs]
+    for fut in as_completed(futures):
+        fut.result()
+        finished += 1
+        if progress is not None:
+            progress(stage, finished, total)
+
+
+def _ingest(client: Any, work: _Work, paths: list[Path], mask_path: Path, n_voxels: int,
+            chunk: int, progress: Progress | None) -> Any:
+    import dask.array as da
+    import zarr
+
+    store = work.path("stack.zarr")
+    if not work.done("stack-created"):
+        zarr.create_array(store, shape=(len(paths), n_voxels), chunks=(1, chunk),
+                          dtype="float32", overwrite=True)
+        work.mark("stack-created")
+    jobs = [(str(p), str(mask_path), store, i, work.path(f"done/read-{i}"))
+            for i, p in enumerate(paths) if not work.done(f"read-{i}")]
+    if len(jobs) < len(paths):
+        logger.info("resuming: %d of %d images already in the stack", len(paths) - len(jobs),
+                    len(paths))
+    _run_rows(client, _ingest_row, jobs, "read", len(paths), progress)
+    return da.from_zarr(store)
+
+
+def _stash(work: _Work, chunk: int) -> Callable[[Any, str], Any]:
+    """Keep an intermediate array in the work store (computed once; reused on resume)."""
+    import dask.array as da
+
+    def stash(arr: Any, name: str) -> Any:
+        store = work.path(f"{name}.zarr")
+        if not work.done(name):
+            arr.to_zarr(store, overwrite=True)
+            work.mark(name)
+        return da.from_zarr(store)
+
+    return stash
+
+
+def _write_outputs(client: Any, work: _Work, result: Any, paths: list[Path], outs: list[Path],
+                   mask_path: Path, chunk: int, progress: Progress | None) -> None:
+    store = work.path("harmonized.zarr")
+    if not work.done("harmonized"):
+        result.rechunk((1, chunk)).to_zarr(store, overwrite=True)
+        work.mark("harmonized")
+    jobs = [(str(p), str(mask_path), store, i, str(o), work.path(f"done/write-{i}"))
+            for i, (p, o) in enumerate(zip(paths, outs, strict=True))
+            if not work.done(f"write-{i}")]
+    _run_rows(client, _write_row, jobs, "write", len(paths), progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# the model directory
+
+
+def _save_model(model_dir: Path, estimates: Any, doc: dict[str, Any], mask_img: Any) -> None:
+    import nibabel as nib
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    part = model_dir / "estimates.zarr.part"
+    if part.exists():
+        shutil.rmtree(part)
+    estimates.to_zarr(str(part), overwrite=True)
+    final = model_dir / "estimates.zarr"
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(part, final)
+    with atomic_path(model_dir / "mask.nii.gz") as tmp:
+        mask = np.asanyarray(mask_img.dataobj) != 0
+        nib.save(nib.Nifti1Image(mask.astype(np.uint8), mask_img.affine), tmp)
+    with atomic_path(model_dir / "model.json") as tmp:
+        tmp.write_text(json.dumps(doc, indent=2, allow_nan=False))
+
+
+def _json_list(value: Any) -> Any:
+    """Arrays as JSON lists, NaN as null."""
+    arr = np.asarray(value)
+    if arr.dtype.kind == "f":
+        return [None if not np.isfinite(x) else float(x) for x in arr.reshape(-1)]
+    return arr.tolist()
+
+
+def _load_model(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / "model.json"
+    if not path.is_file():
+        raise ModelFileError(
+            f"{model_dir}: no model.json; give the --model folder written by `imharmony "
+            "voxelwise fit` (a run that did not finish leaves none)."
+        )
+    try:
+        doc = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{path}: not a voxel-wise model (invalid JSON: {exc}).") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not an imharmony voxel-wise model.")
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: model format version {doc.get('format_version')!r} is not supported by "
+            f"imharmony {__version__} (it reads {FORMAT_VERSION}); refit the model."
+        )
+    for name in ("estimates.zarr", "mask.nii.gz"):
+        if not (model_dir / name).exists():
+            raise ModelFileError(f"{model_dir}: {name} is missing; keep the model folder whole.")
+    return doc
+
+
+# ---------------------------------------------------------------------------------------------
+# the two entry points
+
+
+def _covariate_frame(table: pd.DataFrame, covariates: Sequence[str]) -> pd.DataFrame | None:
+    return table[list(covariates)] if covariates else None
+
+
+def fit_voxelwise(
+    manifest: str | os.PathLike[str],
+    *,
+    mask: str | os.PathLike[str],
+    batch: str,
+    covariates: Sequence[str] = (),
+    model_dir: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    scheduler: str | None = None,
+    memory_limit: int | None = None,
+    mean_only: bool = False,
+    eb: bool = True,
+    reference_batch: Any = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Fit voxel-wise ComBat on the images of a manifest and write the harmonized images.
+
+    Parameters
+    ----------
+    manifest : path-like
+        Table with an ``image`` column (NIfTI paths, relative to the manifest's folder), the
+        ``batch`` column and the ``covariates`` columns.
+    mask : path-like
+        3-D mask on the images' grid (non-zero = harmonized voxel).
+    batch : str
+        Column of the site/scanner labels.
+    covariates : sequence of str
+        Columns whose effects are preserved (numeric: continuous; other: categorical).
+    model_dir, output_dir : path-like
+        Where the model folder and the harmonized images (the inputs' file names) go.
+    scheduler : str, optional
+        ``tcp://HOST:PORT`` of a running Dask scheduler; default a local cluster.
+    memory_limit : int, optional
+        Bytes for the local worker (and the block size is kept within a 16th of it).
+    mean_only, eb, reference_batch
+        As for :class:`imharmony.ComBat`.
+    progress : callable, optional
+        ``progress(stage, done, total)`` with stage ``"read"``, ``"fit"`` or ``"write"``.
+
+    Returns
+    -------
+    dict
+        ``n_images``, ``n_voxels``, ``sites``, ``n_iter``, ``n_adjusted``, ``outputs``.
+
+    Raises
+    ------
+    DataError, DesignError
+        For a bad manifest, a mask/image grid mismatch, an image of another shape, or a design
+        ComBat cannot fit; raised before anything is written.
+    """
+    from ..features.estimators import ComBat
+    from .cluster import dask_client
+    from .combat import apply_dask, fit_dask
+
+    table, paths = _read_manifest(manifest, [batch, *covariates])
+    mask_arr, affine, mask_img = _read_mask(mask)
+    _check_grids(paths, mask_arr.shape, affine, str(mask))
+    output_dir, model_dir = Path(output_dir), Path(model_dir)
+    outs = _outputs(paths, output_dir)
+    model = ComBat(mean_only=mean_only, eb=eb, reference_batch=reference_batch)
+    n, V = len(paths), int(mask_arr.sum())
+    levels, codes, C, ref, encoder = model.learn_design(
+        n, table[batch].to_numpy(), _covariate_frame(table, covariates)
+    )
+    chunk = _chunk_voxels(n, V, memory_limit)
+    fingerprint = _fingerprint("fit", batch, list(covariates), chunk, mean_only, eb,
+                               str(reference_batch), table.to_json(),
+                               paths=[*paths, Path(mask)])
+    work = _Work(output_dir / WORK_NAME, fingerprint)
+    with dask_client(scheduler, memory_limit=memory_limit) as client:
+        X = _ingest(client, work, paths, Path(mask).resolve(), V, chunk, progress)
+        if progress is not None:
+            progress("fit", 0, 1)
+        estimates, info = fit_dask(X, codes, len(levels), C, method="parametric" if eb else "none",
+                                   mean_only=mean_only, ref=ref, tol=float(model.tol),
+                                   max_iter=int(model.max_iter), stash=_stash(work, chunk))
+        doc = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "imharmony_version": __version__,
+            "params": {k: (str(v) if k == "reference_batch" and v is not None else v)
+                       for k, v in model.get_params().items()},
+            "batch_column": batch, "covariate_columns": list(covariates),
+            "batches": list(levels), "reference_index": ref, "covariates": encoder.spec,
+            "shape": list(mask_arr.shape), "affine": affine.tolist(), "n_voxels": V,
+            "chunk_voxels": chunk,
+            "info": {k: _json_list(v) for k, v in info.items()},
+        }
+        _save_model(model_dir, estimates, doc, mask_img)
+        if progress is not None:
+            progress("fit", 1, 1)
+        import dask.array as da
+
+        est = da.from_zarr(str(model_dir / "estimates.zarr"))
+        result = apply_dask(X, codes, est, info["batch_sizes"], C, ref=ref, dtype=np.float32)
+        _write_outputs(client, work, result, paths, outs, Path(mask).resolve(), chunk, progress)
+    shutil.rmtree(work.root, ignore_errors=True)
+    logger.info("voxel-wise ComBat: %d images x %d voxels, %d sites; model in %s", n, V,
+                len(levels), model_dir)
+    return {"n_images": n, "n_voxels": V, "sites": list(levels),
+            "n_iter": np.asarray(info["n_iter"]).tolist(), "n_adjusted": int(info["n_adjusted"]),
+            "outputs": [str(o) for o in outs]}
+
+
+def apply_voxelwise(
+    manifest: str | os.PathLike[str],
+    *,
+    model_dir: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    scheduler: str | None = None,
+    memory_limit: int | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Harmonize new images of the learned sites with a model written by :func:`fit_voxelwise`.
+
+    The manifest needs the ``image`` column and the batch and covariate columns named at fit.
+    Images must be on the model's grid; a site not seen at fit raises
+    :class:`~imharmony.errors.UnseenBatchError` before anything is written.
+
+    Returns
+    -------
+    dict
+        ``n_images``, ``n_voxels``, ``outputs``.
+    """
+    import dask.array as da
+
+    from ..features.estimators import ComBat
+    from .cluster import dask_client
+    from .combat import apply_dask
+
+    model_dir, output_dir = Path(model_dir), Path(output_dir)
+    doc = _load_model(model_dir)
+    batch, covariates = doc["batch_column"], list(doc["covariate_columns"])
+    table, paths = _read_manifest(manifest, [batch, *covariates])
+    mask_path = (model_dir / "mask.nii.gz").resolve()
+    mask_arr, _, _ = _read_mask(mask_path)
+    if list(mask_arr.shape) != doc["shape"] or int(mask_arr.sum()) != doc["n_voxels"]:
+        raise ModelFileError(f"{model_dir}: mask.nii.gz does not match model.json.")
+    _check_grids(paths, mask_arr.shape, np.asarray(doc["affine"]), f"the model's mask {mask_path}")
+    outs = _outputs(paths, output_dir)
+    model = ComBat()
+    model.set_design(doc["batches"], doc["covariates"], doc["reference_index"])
+    n, V = len(paths), int(doc["n_voxels"])
+    codes, C = model.encode_samples(n, table[batch].to_numpy(),
+                                    _covariate_frame(table, covariates))
+    chunk = _chunk_voxels(n, V, memory_limit)
+    fingerprint = _fingerprint("apply", str(model_dir.resolve()), chunk, table.to_json(),
+                               paths=[*paths, model_dir / "model.json"])
+    work = _Work(output_dir / WORK_NAME, fingerprint)
+    with dask_client(scheduler, memory_limit=memory_limit) as client:
+        X = _ingest(client, work, paths, mask_path, V, chunk, progress)
+        est = da.from_zarr(str(model_dir / "estimates.zarr"))
+        sizes = np.asarray(doc["info"]["batch_sizes"], dtype=int)
+        result = apply_dask(X, codes, est, sizes, C, ref=doc["reference_index"],
+                            dtype=np.float32)
+        _write_outputs(client, work, result, paths, outs, mask_path, chunk, progress)
+    shutil.rmtree(work.root, ignore_errors=True)
+    return {"n_images": n, "n_voxels": V, "outputs": [str(o) for o in outs]}
