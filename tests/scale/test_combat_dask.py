@@ -67,7 +67,7 @@ def test_dask_fit_and_transform_match_numpy(params) -> None:
     assert np.isnan(out[3, 7].compute())
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(seed=st.integers(0, 10_000), width=st.integers(1, 120))
 def test_any_chunking_gives_the_same_estimates(seed: int, width: int) -> None:
     X, site, _ = make(seed=seed, n=30, G=90, nan=False)

@@ -432,8 +432,8 @@ def fit_voxelwise(
     fingerprint = _fingerprint("fit", batch, list(covariates), chunk, mean_only, eb,
                                str(reference_batch), table.to_json(),
                                paths=[*paths, Path(mask)])
-    work = _Work(output_dir / WORK_NAME, fingerprint)
     with dask_client(scheduler, memory_limit=memory_limit) as client:
+        work = _Work(output_dir / WORK_NAME, fingerprint)  # nothing is written before this
         X = _ingest(client, work, paths, Path(mask).resolve(), V, chunk, progress)
         if progress is not None:
             progress("fit", 0, 1)
@@ -510,8 +510,8 @@ def apply_voxelwise(
     chunk = _chunk_voxels(n, V, memory_limit)
     fingerprint = _fingerprint("apply", str(model_dir.resolve()), chunk, table.to_json(),
                                paths=[*paths, model_dir / "model.json"])
-    work = _Work(output_dir / WORK_NAME, fingerprint)
     with dask_client(scheduler, memory_limit=memory_limit) as client:
+        work = _Work(output_dir / WORK_NAME, fingerprint)  # nothing is written before this
         X = _ingest(client, work, paths, mask_path, V, chunk, progress)
         est = da.from_zarr(str(model_dir / "estimates.zarr"))
         sizes = np.asarray(doc["info"]["batch_sizes"], dtype=int)
