@@ -61,15 +61,22 @@ def _cluster(tmp: Path) -> tuple[str, list[subprocess.Popen]]:
     return address, procs
 
 
-def test_apply_on_a_real_cluster_matches_the_local_run(fitted: dict, tmp_path: Path) -> None:
+def test_voxelwise_and_images_on_a_real_cluster_match_the_local_run(fitted: dict,
+                                                                    tmp_path: Path) -> None:
     new = fitted["new"]
     assert run("voxelwise", "apply", str(new["manifest"]), "--model", str(fitted["model"]),
                "--output-dir", str(tmp_path / "local")) == 0
+    images = new["root"] / "images.csv"
+    new["table"].rename(columns={"image": "path"}).to_csv(images, index=False)
+    assert run("images", str(images), "--normalize", "zscore", "--output-dir",
+               str(tmp_path / "images_local")) == 0
     address, procs = _cluster(tmp_path)
     try:
         assert address.startswith("tcp://127.0.0.1:")
         assert run("voxelwise", "apply", str(new["manifest"]), "--model", str(fitted["model"]),
                    "--output-dir", str(tmp_path / "cluster"), "--scheduler", address) == 0
+        assert run("images", str(images), "--normalize", "zscore", "--output-dir",
+                   str(tmp_path / "images_cluster"), "--scheduler", address) == 0
     finally:
         for p in procs[::-1]:
             p.terminate()
@@ -81,6 +88,13 @@ def test_apply_on_a_real_cluster_matches_the_local_run(fitted: dict, tmp_path: P
         b = nib.load(tmp_path / "cluster" / name).get_fdata()
         np.testing.assert_array_equal(a, b)
         assert not np.array_equal(a, nib.load(new["root"] / rel).get_fdata())
+    summary = pd.read_csv(tmp_path / "images_cluster" / "summary.csv")
+    assert list(summary["status"]) == ["done"] * len(new["table"])
+    for name in summary["output"]:
+        a = nib.load(tmp_path / "images_local" / Path(name).name).get_fdata()
+        b = nib.load(tmp_path / "images_cluster" / Path(name).name).get_fdata()
+        np.testing.assert_array_equal(a, b)
+        assert abs(a.mean()) < 1e-3  # z-scored: really processed
 
 
 def test_malformed_scheduler_address_is_a_clear_error(fitted: dict, tmp_path: Path,
