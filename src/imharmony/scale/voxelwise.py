@@ -18,8 +18,8 @@ Files
 ``MODEL_DIR/mask.nii.gz``
     The mask, so that ``apply`` needs no ``--mask``.
 ``OUTPUT_DIR/.imharmony-voxelwise/``
-    The work store (the stack, the moments, the corrected stack, and one marker per finished
-    step or image). A run that is interrupted resumes from the markers when started again with
+    The work store (the stack, the moments, the corrected stack, uncompressed: measured data
+    do not compress enough to pay for the time; and one marker per finished step or image). A run that is interrupted resumes from the markers when started again with
     the same inputs; a run with other inputs starts afresh. Removed when the run completes.
 
 The manifest is a CSV/TSV/Parquet table with an ``image`` column (NIfTI ``.nii`` or
@@ -264,7 +264,7 @@ def _ingest(client: Any, work: _Work, paths: list[Path], mask_path: Path, n_voxe
     store = work.path("stack.zarr")
     if not work.done("stack-created"):
         zarr.create_array(store, shape=(len(paths), n_voxels), chunks=(1, chunk),
-                          dtype="float32", overwrite=True)
+                          dtype="float32", overwrite=True, compressors=None)
         work.mark("stack-created")
     jobs = [(str(p), str(mask_path), store, i, work.path(f"done/read-{i}"))
             for i, p in enumerate(paths) if not work.done(f"read-{i}")]
@@ -282,7 +282,7 @@ def _stash(work: _Work, chunk: int) -> Callable[[Any, str], Any]:
     def stash(arr: Any, name: str) -> Any:
         store = work.path(f"{name}.zarr")
         if not work.done(name):
-            arr.to_zarr(store, overwrite=True)
+            arr.to_zarr(store, overwrite=True, compressors=None)
             work.mark(name)
         return da.from_zarr(store)
 
@@ -293,7 +293,7 @@ def _write_outputs(client: Any, work: _Work, result: Any, paths: list[Path], out
                    mask_path: Path, chunk: int, progress: Progress | None) -> None:
     store = work.path("harmonized.zarr")
     if not work.done("harmonized"):
-        result.rechunk((1, chunk)).to_zarr(store, overwrite=True)
+        result.rechunk((1, chunk)).to_zarr(store, overwrite=True, compressors=None)
         work.mark("harmonized")
     jobs = [(str(p), str(mask_path), store, i, str(o), work.path(f"done/write-{i}"))
             for i, (p, o) in enumerate(zip(paths, outs, strict=True))
@@ -312,7 +312,7 @@ def _save_model(model_dir: Path, estimates: Any, doc: dict[str, Any], mask_img: 
     part = model_dir / "estimates.zarr.part"
     if part.exists():
         shutil.rmtree(part)
-    estimates.to_zarr(str(part), overwrite=True)
+    estimates.to_zarr(str(part), overwrite=True, compressors=None)
     final = model_dir / "estimates.zarr"
     if final.exists():
         shutil.rmtree(final)
