@@ -421,7 +421,8 @@ def fit_voxelwise(
     table, paths = _read_manifest(manifest, [batch, *covariates])
     mask_arr, affine, mask_img = _read_mask(mask)
     _check_grids(paths, mask_arr.shape, affine, str(mask))
-    output_dir, model_dir = Path(output_dir), Path(model_dir)
+    # absolute: workers of a cluster do not share this process's working directory
+    output_dir, model_dir = Path(output_dir).resolve(), Path(model_dir).resolve()
     outs = _outputs(paths, output_dir)
     model = ComBat(mean_only=mean_only, eb=eb, reference_batch=reference_batch)
     n, V = len(paths), int(mask_arr.sum())
@@ -492,7 +493,7 @@ def apply_voxelwise(
     from .cluster import dask_client
     from .combat import apply_dask
 
-    model_dir, output_dir = Path(model_dir), Path(output_dir)
+    model_dir, output_dir = Path(model_dir).resolve(), Path(output_dir).resolve()
     doc = _load_model(model_dir)
     batch, covariates = doc["batch_column"], list(doc["covariate_columns"])
     table, paths = _read_manifest(manifest, [batch, *covariates])
