@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import imharmony as ih
+from imharmony.scale import voxelwise
 from imharmony.scale.voxelwise import WORK_NAME, apply_voxelwise, fit_voxelwise
 from voxel_stack import make_stack, stacked
 
@@ -21,7 +22,9 @@ def _outputs(out: Path, table, mask_path: Path) -> np.ndarray:
     return stacked(out, table.assign(image=[Path(p).name for p in table["image"]]), mask_path)
 
 
-def test_fit_matches_in_memory_combat_and_keeps_geometry(tmp_path: Path) -> None:
+def test_fit_matches_in_memory_combat_and_keeps_geometry(tmp_path: Path, monkeypatch) -> None:
+    # blocks of 7 voxels (stored chunks of 28): the 60 voxels span 9 blocks, the last partial
+    monkeypatch.setattr(voxelwise, "_chunk_voxels", lambda n, V, limit: 7)
     s = make_stack(tmp_path / "data")
     out, model = tmp_path / "out", tmp_path / "model"
     result = fit_voxelwise(s["manifest"], mask=s["mask"], batch="site", covariates=["age"],
@@ -33,6 +36,8 @@ def test_fit_matches_in_memory_combat_and_keeps_geometry(tmp_path: Path) -> None
     # outputs are float32 like the inputs: equal to the in-memory result rounded to float32
     np.testing.assert_array_equal(got, expected.astype(np.float32).astype(np.float64))
     assert result["n_voxels"] == X.shape[1] == 60
+    assert result["n_iter"] == [int(k) for k in ih.ComBat().fit(
+        X, batch=s["table"]["site"], covariates=s["table"][["age"]]).fit_.n_iter]
     assert not (out / WORK_NAME).exists()
     mask = np.asanyarray(nib.load(s["mask"]).dataobj) != 0
     for rel in s["table"]["image"][:3]:

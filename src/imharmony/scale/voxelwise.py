@@ -18,9 +18,10 @@ Files
 ``MODEL_DIR/mask.nii.gz``
     The mask, so that ``apply`` needs no ``--mask``.
 ``OUTPUT_DIR/.imharmony-voxelwise/``
-    The work store (the stack, the moments, the corrected stack, uncompressed: measured data
-    do not compress enough to pay for the time; and one marker per finished step or image). A run that is interrupted resumes from the markers when started again with
-    the same inputs; a run with other inputs starts afresh. Removed when the run completes.
+    The work store: the stack, the moments and the corrected stack (uncompressed: measured
+    data do not compress enough to pay for the time), and one marker per finished step or
+    image. A run that is interrupted resumes from the markers when started again with the same
+    inputs; a run with other inputs starts afresh. Removed when the run completes.
 
 The manifest is a CSV/TSV/Parquet table with an ``image`` column (NIfTI ``.nii`` or
 ``.nii.gz``, paths relative to the manifest's folder), the batch column and the covariate
@@ -29,6 +30,7 @@ columns.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -58,6 +60,8 @@ WORK_NAME = ".imharmony-voxelwise"
 _SUFFIXES = (".nii.gz", ".nii")
 #: Bytes of one float64 block (all images x a run of voxels) that a task works on.
 _BLOCK_BYTES = 16 << 20
+#: A stored chunk of one image spans this many blocks (fewer, larger files per image written).
+_STORE_BLOCKS = 4
 
 Progress = Callable[[str, int, int], None]
 
@@ -209,12 +213,20 @@ class _Work:
         return str(self.root / name)
 
 
+@functools.lru_cache(maxsize=2)
+def _mask_of(mask_path: str) -> np.ndarray:
+    """The mask as booleans, read once per worker process (every task of a run uses it)."""
+    import nibabel as nib
+
+    return np.asanyarray(nib.load(mask_path).dataobj) != 0
+
+
 def _ingest_row(path: str, mask_path: str, store: str, row: int, marker: str) -> int:
     """Task: read one image, write its masked voxels as row ``row`` of the stack store."""
     import nibabel as nib
     import zarr
 
-    mask = np.asanyarray(nib.load(mask_path).dataobj) != 0
+    mask = _mask_of(mask_path)
     values = np.asarray(nib.load(path).get_fdata(dtype=np.float32))[mask]
     zarr.open_array(store, mode="r+")[row, :] = values
     Path(marker).touch()
@@ -227,7 +239,7 @@ def _write_row(path: str, mask_path: str, store: str, row: int, out: str, marker
     import zarr
 
     img = nib.load(path)
-    mask = np.asanyarray(nib.load(mask_path).dataobj) != 0
+    mask = _mask_of(mask_path)
     dtype = np.float64 if img.get_data_dtype() == np.float64 else np.float32
     data = np.asarray(img.get_fdata(dtype=dtype))
     data[mask] = zarr.open_array(store, mode="r")[row, :]
@@ -263,8 +275,9 @@ def _ingest(client: Any, work: _Work, paths: list[Path], mask_path: Path, n_voxe
 
     store = work.path("stack.zarr")
     if not work.done("stack-created"):
-        zarr.create_array(store, shape=(len(paths), n_voxels), chunks=(1, chunk),
-                          dtype="float32", overwrite=True, compressors=None)
+        zarr.create_array(store, shape=(len(paths), n_voxels),
+                          chunks=(1, min(n_voxels, _STORE_BLOCKS * chunk)), dtype="float32",
+                          overwrite=True, compressors=None)
         work.mark("stack-created")
     jobs = [(str(p), str(mask_path), store, i, work.path(f"done/read-{i}"))
             for i, p in enumerate(paths) if not work.done(f"read-{i}")]
@@ -272,7 +285,8 @@ def _ingest(client: Any, work: _Work, paths: list[Path], mask_path: Path, n_voxe
         logger.info("resuming: %d of %d images already in the stack", len(paths) - len(jobs),
                     len(paths))
     _run_rows(client, _ingest_row, jobs, "read", len(paths), progress)
-    return da.from_zarr(store)
+    # one task per block of voxels of every image (not one per stored chunk)
+    return da.from_zarr(store, chunks=(len(paths), chunk))
 
 
 def _stash(work: _Work, chunk: int) -> Callable[[Any, str], Any]:
@@ -291,9 +305,17 @@ def _stash(work: _Work, chunk: int) -> Callable[[Any, str], Any]:
 
 def _write_outputs(client: Any, work: _Work, result: Any, paths: list[Path], outs: list[Path],
                    mask_path: Path, chunk: int, progress: Progress | None) -> None:
+    import dask.array as da
+    import zarr
+
     store = work.path("harmonized.zarr")
     if not work.done("harmonized"):
-        result.rechunk((1, chunk)).to_zarr(store, overwrite=True, compressors=None)
+        n, V = result.shape
+        wide = min(V, _STORE_BLOCKS * chunk)
+        target = zarr.create_array(store, shape=(n, V), chunks=(1, wide), dtype=result.dtype,
+                                   overwrite=True, compressors=None)
+        # blocks as wide as the stored chunks: every chunk is written by exactly one task
+        da.store(result.rechunk((n, wide)), target, lock=False)
         work.mark("harmonized")
     jobs = [(str(p), str(mask_path), store, i, str(o), work.path(f"done/write-{i}"))
             for i, (p, o) in enumerate(zip(paths, outs, strict=True))
