@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import imharmony as ih
-from imharmony.errors import DataError
+from imharmony.errors import ConvergenceWarning, DataError
 
 ESTIMATES = ("grand_mean", "var_pooled", "beta", "gamma_hat", "delta_hat", "gamma_star",
              "delta_star", "gamma_bar", "tau2", "a_prior", "b_prior")
@@ -93,3 +93,29 @@ def test_infinite_value_in_a_block_names_the_column() -> None:
     X[5, 201] = np.inf
     with pytest.raises(DataError, match=r"\[201\].*infinite"):
         ih.ComBat().fit(da.from_array(X, chunks=(45, 100)), batch=site)
+
+
+def _slow_to_converge():
+    rng = np.random.default_rng(3)
+    site = np.repeat(["a", "b"], 20)
+    X = rng.normal(size=(40, 200))
+    X[site == "b"] = X[site == "b"] * rng.uniform(0.2, 5, 200) + rng.normal(0, 3, 200)
+    return X, site
+
+
+def test_more_iterations_than_the_first_trace_horizon() -> None:
+    X, site = _slow_to_converge()
+    mem = ih.ComBat(tol=1e-15).fit(X, batch=site)
+    assert mem.fit_.n_iter.max() > 16  # past imharmony.scale.combat._HORIZON
+    dsk = ih.ComBat(tol=1e-15).fit(da.from_array(X, chunks=(40, 33)), batch=site)
+    assert_same_fit(mem, dsk)
+
+
+def test_iteration_cap_warns_and_matches() -> None:
+    X, site = _slow_to_converge()
+    with pytest.warns(ConvergenceWarning, match="did not converge"):
+        mem = ih.ComBat(tol=1e-15, max_iter=5).fit(X, batch=site)
+    with pytest.warns(ConvergenceWarning, match="did not converge"):
+        dsk = ih.ComBat(tol=1e-15, max_iter=5).fit(da.from_array(X, chunks=(40, 33)), batch=site)
+    assert_same_fit(mem, dsk)
+    assert not dsk.fit_.converged.any()

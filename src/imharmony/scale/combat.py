@@ -65,7 +65,7 @@ __all__ = ["apply_dask", "fit_dask", "is_dask_array", "unpack_estimates"]
 logger = logging.getLogger(__name__)
 
 #: First horizon of the parametric EB trace (grown x4 while a batch has not stopped).
-_HORIZON = 64
+_HORIZON = 16
 
 
 def is_dask_array(X: Any) -> bool:
