@@ -152,3 +152,34 @@ def test_site_unseen_at_apply_is_refused(fitted: dict, tmp_path: Path, capsys) -
     assert code == 2
     assert "site(s) 'z' were not seen" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_killed_run_resumes_where_it_stopped(tmp_path: Path) -> None:
+    from imharmony.scale.voxelwise import WORK_NAME, fit_voxelwise
+
+    s = make_stack(tmp_path / "d", n=12)
+    out, model = tmp_path / "out", tmp_path / "model"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(Path(imharmony.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
+    args = ["voxelwise", "fit", str(s["manifest"]), "--mask", str(s["mask"]), "--batch", "site",
+            "--covariate", "age", "--model", str(model), "--output-dir", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "imharmony.cli", "-q", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    marker = out / WORK_NAME / "done" / "moments"
+    deadline = time.monotonic() + 120
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.kill()  # SIGKILL: no clean-up runs
+    _, err = proc.communicate(timeout=30)
+    assert marker.exists() and (out / WORK_NAME).is_dir(), f"the run ended first: {err[-500:]}"
+    calls: list[tuple[str, int, int]] = []
+    fit_voxelwise(s["manifest"], mask=s["mask"], batch="site", covariates=["age"],
+                  model_dir=model, output_dir=out, progress=lambda *a: calls.append(a))
+    assert calls[0] == ("read", 12, 12)  # nothing read again
+    assert not (out / WORK_NAME).exists()
+    expected = tmp_path / "clean"
+    assert run(*args[:-1], str(expected)) == 0
+    for rel in s["table"]["image"]:
+        name = Path(rel).name
+        np.testing.assert_array_equal(nib.load(out / name).get_fdata(),
+                                      nib.load(expected / name).get_fdata())

@@ -105,7 +105,7 @@ def _client(scheduler: str | None, memory_limit: int | None, timeout: float, Cli
     cluster = LocalCluster(
         n_workers=1, threads_per_worker=threads, processes=False,
         memory_limit=memory_limit if memory_limit is not None else "auto",
-        dashboard_address=None,
+        dashboard_address=":0",  # a free port: never collides with another cluster
     )
     logger.info("Dask: local cluster, 1 worker x %d thread(s)", threads)
     with cluster, Client(cluster, set_as_default=True) as client:
