@@ -23,8 +23,9 @@ def _outputs(out: Path, table, mask_path: Path) -> np.ndarray:
 
 
 def test_fit_matches_in_memory_combat_and_keeps_geometry(tmp_path: Path, monkeypatch) -> None:
-    # blocks of 7 voxels (stored chunks of 28): the 60 voxels span 9 blocks, the last partial
+    # blocks of 7 voxels: the 60 voxels span 9 blocks, the last partial; 5 images per task
     monkeypatch.setattr(voxelwise, "_chunk_voxels", lambda n, V, limit: 7)
+    monkeypatch.setattr(voxelwise, "_rows_per_task", lambda V: 5)
     s = make_stack(tmp_path / "data")
     out, model = tmp_path / "out", tmp_path / "model"
     result = fit_voxelwise(s["manifest"], mask=s["mask"], batch="site", covariates=["age"],
@@ -63,7 +64,8 @@ def test_apply_to_new_images_of_the_learned_sites(tmp_path: Path) -> None:
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
-def test_an_interrupted_run_resumes_without_reading_again(tmp_path: Path) -> None:
+def test_an_interrupted_run_resumes_without_reading_again(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(voxelwise, "_rows_per_task", lambda V: 4)  # 18 images: 5 tasks
     s = make_stack(tmp_path / "data")
     out, model = tmp_path / "out", tmp_path / "model"
     calls: list[tuple[str, int, int]] = []

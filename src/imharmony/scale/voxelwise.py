@@ -60,8 +60,6 @@ WORK_NAME = ".imharmony-voxelwise"
 _SUFFIXES = (".nii.gz", ".nii")
 #: Bytes of one float64 block (all images x a run of voxels) that a task works on.
 _BLOCK_BYTES = 16 << 20
-#: A stored chunk of one image spans this many blocks (fewer, larger files per image written).
-_STORE_BLOCKS = 4
 
 Progress = Callable[[str, int, int], None]
 
@@ -221,49 +219,76 @@ def _mask_of(mask_path: str) -> np.ndarray:
     return np.asanyarray(nib.load(mask_path).dataobj) != 0
 
 
-def _ingest_row(path: str, mask_path: str, store: str, row: int, marker: str) -> int:
-    """Task: read one image, write its masked voxels as row ``row`` of the stack store."""
+def _rows_per_task(n_voxels: int) -> int:
+    """Images per read/write task: their masked voxels (float32) stay within 64 MiB, at most 16.
+    A task writes whole stored chunks of that many images, so the store has few, large files."""
+    return int(max(1, min(16, (64 << 20) // (4 * max(n_voxels, 1)))))
+
+
+def _ingest_rows(paths: list[str], mask_path: str, store: str, first: int,
+                 markers: list[str]) -> int:
+    """Task: read some images, write their masked voxels as rows ``first...`` of the stack."""
     import nibabel as nib
     import zarr
 
     mask = _mask_of(mask_path)
-    values = np.asarray(nib.load(path).get_fdata(dtype=np.float32))[mask]
-    zarr.open_array(store, mode="r+")[row, :] = values
-    Path(marker).touch()
-    return row
+    slab = np.empty((len(paths), int(mask.sum())), dtype=np.float32)
+    for k, path in enumerate(paths):
+        slab[k] = np.asarray(nib.load(path).get_fdata(dtype=np.float32))[mask]
+    zarr.open_array(store, mode="r+")[first : first + len(paths), :] = slab
+    for marker in markers:
+        Path(marker).touch()
+    return len(paths)
 
 
-def _write_row(path: str, mask_path: str, store: str, row: int, out: str, marker: str) -> int:
-    """Task: the input image with its masked voxels replaced by row ``row`` of the result."""
+def _write_rows(paths: list[str], mask_path: str, store: str, first: int, outs: list[str],
+                markers: list[str]) -> int:
+    """Task: each input image with its masked voxels replaced by its row of the result."""
     import nibabel as nib
     import zarr
 
-    img = nib.load(path)
     mask = _mask_of(mask_path)
-    dtype = np.float64 if img.get_data_dtype() == np.float64 else np.float32
-    data = np.asarray(img.get_fdata(dtype=dtype))
-    data[mask] = zarr.open_array(store, mode="r")[row, :]
-    header = img.header.copy()
-    header.set_data_dtype(dtype)
-    result = type(img)(data, img.affine, header)
-    result.header.set_slope_inter(1.0, 0.0)
-    with atomic_path(out) as tmp:
-        nib.save(result, tmp)
-    Path(marker).touch()
-    return row
+    slab = zarr.open_array(store, mode="r")[first : first + len(paths), :]
+    for k, (path, out) in enumerate(zip(paths, outs, strict=True)):
+        img = nib.load(path)
+        dtype = np.float64 if img.get_data_dtype() == np.float64 else np.float32
+        data = np.asarray(img.get_fdata(dtype=dtype))
+        data[mask] = slab[k]
+        header = img.header.copy()
+        header.set_data_dtype(dtype)
+        result = type(img)(data, img.affine, header)
+        result.header.set_slope_inter(1.0, 0.0)
+        with atomic_path(out) as tmp:
+            nib.save(result, tmp)
+    for marker in markers:
+        Path(marker).touch()
+    return len(paths)
 
 
-def _run_rows(client: Any, func: Callable[..., int], jobs: list[tuple[Any, ...]], stage: str,
-              total: int, progress: Progress | None) -> None:
+def _run_groups(client: Any, work: _Work, func: Callable[..., int], stage: str,
+                columns: list[list[str]], common: tuple[Any, ...], per_task: int,
+                progress: Progress | None) -> None:
+    """Run ``func`` on the groups of rows (fixed by row index) not finished by an earlier run."""
     from distributed import as_completed
 
-    finished = total - len(jobs)
+    total = len(columns[0])
+    jobs = []
+    for first in range(0, total, per_task):
+        rows = range(first, min(total, first + per_task))
+        if all(work.done(f"{stage}-{i}") for i in rows):
+            continue
+        markers = [work.path(f"done/{stage}-{i}") for i in rows]
+        cols = [col[first : first + len(rows)] for col in columns]
+        jobs.append((cols[0], *common, first, *cols[1:], markers))
+    finished = total - sum(len(job[0]) for job in jobs)
+    if finished:
+        logger.info("resuming: %d of %d images already %s", finished, total,
+                    "in the stack" if stage == "read" else "written")
     if progress is not None:
         progress(stage, finished, total)
     futures = [client.submit(func, *job, pure=False) for job in jobs]
     for fut in as_completed(futures):
-        fut.result()
-        finished += 1
+        finished += fut.result()
         if progress is not None:
             progress(stage, finished, total)
 
@@ -274,17 +299,13 @@ def _ingest(client: Any, work: _Work, paths: list[Path], mask_path: Path, n_voxe
     import zarr
 
     store = work.path("stack.zarr")
+    per_task = _rows_per_task(n_voxels)
     if not work.done("stack-created"):
-        zarr.create_array(store, shape=(len(paths), n_voxels),
-                          chunks=(1, min(n_voxels, _STORE_BLOCKS * chunk)), dtype="float32",
-                          overwrite=True, compressors=None)
+        zarr.create_array(store, shape=(len(paths), n_voxels), chunks=(per_task, chunk),
+                          dtype="float32", overwrite=True, compressors=None)
         work.mark("stack-created")
-    jobs = [(str(p), str(mask_path), store, i, work.path(f"done/read-{i}"))
-            for i, p in enumerate(paths) if not work.done(f"read-{i}")]
-    if len(jobs) < len(paths):
-        logger.info("resuming: %d of %d images already in the stack", len(paths) - len(jobs),
-                    len(paths))
-    _run_rows(client, _ingest_row, jobs, "read", len(paths), progress)
+    _run_groups(client, work, _ingest_rows, "read", [[str(p) for p in paths]],
+                (str(mask_path), store), per_task, progress)
     # one task per block of voxels of every image (not one per stored chunk)
     return da.from_zarr(store, chunks=(len(paths), chunk))
 
@@ -309,18 +330,16 @@ def _write_outputs(client: Any, work: _Work, result: Any, paths: list[Path], out
     import zarr
 
     store = work.path("harmonized.zarr")
+    n, V = result.shape
+    per_task = _rows_per_task(V)
     if not work.done("harmonized"):
-        n, V = result.shape
-        wide = min(V, _STORE_BLOCKS * chunk)
-        target = zarr.create_array(store, shape=(n, V), chunks=(1, wide), dtype=result.dtype,
-                                   overwrite=True, compressors=None)
-        # blocks as wide as the stored chunks: every chunk is written by exactly one task
-        da.store(result.rechunk((n, wide)), target, lock=False)
+        target = zarr.create_array(store, shape=(n, V), chunks=(per_task, chunk),
+                                   dtype=result.dtype, overwrite=True, compressors=None)
+        # stored chunks lie inside the blocks: every chunk is written by exactly one task
+        da.store(result, target, lock=False)
         work.mark("harmonized")
-    jobs = [(str(p), str(mask_path), store, i, str(o), work.path(f"done/write-{i}"))
-            for i, (p, o) in enumerate(zip(paths, outs, strict=True))
-            if not work.done(f"write-{i}")]
-    _run_rows(client, _write_row, jobs, "write", len(paths), progress)
+    _run_groups(client, work, _write_rows, "write", [[str(p) for p in paths],
+                [str(o) for o in outs]], (str(mask_path), store), per_task, progress)
 
 
 # ---------------------------------------------------------------------------------------------
