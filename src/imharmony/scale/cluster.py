@@ -2,10 +2,9 @@
 
 One rule for every command that takes ``--scheduler``: with an address, connect to that
 scheduler (its workers are other processes, possibly other machines that see the same
-filesystem); without one, start a local cluster of one worker with as many threads as the BLAS
-thread pool may use (:func:`imharmony.features.combat.numeric_threads` decides "how many
-threads"), inside this process, so nothing is copied between processes and the memory limit
-holds for the whole job.
+filesystem); without one, start a local cluster of one worker with as many threads as
+:func:`imharmony._threads.cpu_threads` allows, inside this process, so nothing is copied between
+processes and the memory limit holds for the whole job.
 """
 
 from __future__ import annotations
@@ -99,9 +98,9 @@ def _client(scheduler: str | None, memory_limit: int | None, timeout: float, Cli
         with client:
             yield client
         return
-    from ..features.combat import numeric_threads
+    from .._threads import cpu_threads
 
-    threads = numeric_threads()
+    threads = cpu_threads()
     cluster = LocalCluster(
         n_workers=1, threads_per_worker=threads, processes=False,
         memory_limit=memory_limit if memory_limit is not None else "auto",
