@@ -127,7 +127,7 @@ def test_mask_on_another_grid_is_refused(tmp_path: Path, capsys) -> None:
     _expect_error(tmp_path, capsys, [
         "voxelwise", "fit", str(s["manifest"]), "--mask", str(tmp_path / "other_mask.nii.gz"),
         "--batch", "site", "--model", str(tmp_path / "model"), "--output-dir",
-        str(tmp_path / "out")], "grid (voxel-to-world affine) differs", "s0_00.nii.gz")
+        str(tmp_path / "out")], "s0_00.nii.gz: its grid differs from the mask's", "origin")
 
 
 def test_image_of_another_shape_is_refused(tmp_path: Path, capsys) -> None:

@@ -133,21 +133,24 @@ def _read_mask(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, An
     return mask, np.asarray(img.affine, dtype=np.float64), img
 
 
-def _check_grids(paths: list[Path], shape: tuple[int, ...], affine: np.ndarray,
-                 mask_name: str) -> None:
-    """Every image on the mask's grid: same shape, same voxel-to-world affine."""
+def _check_grids(paths: list[Path], mask_path: Path, mask_name: str) -> None:
+    """Every image on the mask's grid (:meth:`imharmony.Image.grid_difference`, headers only)."""
+    from ..io.images import read_nifti_grid
+
+    mask = read_nifti_grid(mask_path)
     for path in paths:
-        img = _load_grid(path)
-        if tuple(img.shape) != tuple(shape):
+        grid = read_nifti_grid(path)
+        if grid.array.shape != mask.array.shape:
             raise DataError(
-                f"{path}: image shape {tuple(img.shape)} differs from the mask's {tuple(shape)} "
-                f"({mask_name}); every image must be on the mask's grid (resample it, e.g. with "
-                "imharmony images --spacing)."
+                f"{path}: image shape {grid.array.shape} differs from the mask's "
+                f"{mask.array.shape} ({mask_name}); every image must be on the mask's grid "
+                "(resample it, e.g. with imharmony images --spacing)."
             )
-        if not np.allclose(img.affine, affine, rtol=0, atol=1e-4):
+        difference = mask.grid_difference(grid)
+        if difference:
             raise DataError(
-                f"{path}: its grid (voxel-to-world affine) differs from the mask's ({mask_name}) "
-                "although the shapes match; resample the image onto the mask's grid."
+                f"{path}: its grid differs from the mask's ({mask_name}): {difference}; resample "
+                "the image onto the mask's grid."
             )
 
 
@@ -461,7 +464,7 @@ def fit_voxelwise(
 
     table, paths = _read_manifest(manifest, [batch, *covariates])
     mask_arr, affine, mask_img = _read_mask(mask)
-    _check_grids(paths, mask_arr.shape, affine, str(mask))
+    _check_grids(paths, Path(mask), str(mask))
     # absolute: workers of a cluster do not share this process's working directory
     output_dir, model_dir = Path(output_dir).resolve(), Path(model_dir).resolve()
     outs = _outputs(paths, output_dir)
@@ -542,7 +545,7 @@ def apply_voxelwise(
     mask_arr, _, _ = _read_mask(mask_path)
     if list(mask_arr.shape) != doc["shape"] or int(mask_arr.sum()) != doc["n_voxels"]:
         raise ModelFileError(f"{model_dir}: mask.nii.gz does not match model.json.")
-    _check_grids(paths, mask_arr.shape, np.asarray(doc["affine"]), f"the model's mask {mask_path}")
+    _check_grids(paths, mask_path, f"the model's mask {mask_path}")
     outs = _outputs(paths, output_dir)
     model = ComBat()
     model.set_design(doc["batches"], doc["covariates"], doc["reference_index"])
