@@ -17,6 +17,10 @@ REPO = Path(__file__).resolve().parents[1]
 # Shared test helpers (tests/dicom_factory.py, tests/physics/*_factory.py) are found through
 # pytest's ``pythonpath`` setting in pyproject.toml.
 
+# The scripts that produced the reference fixtures (tests/reference/<tool>/*.py) run in the peers'
+# own environments (R, GDAL, other venvs): pytest's --doctest-modules must not import them.
+collect_ignore_glob = ["reference/*/*.py"]
+
 
 def shared_data_dir() -> Path:
     """Where the shared reference data is expected."""

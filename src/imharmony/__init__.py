@@ -43,6 +43,8 @@ __getattr__, __dir__, _lazy_all = attach(
         "diagnose": ".diagnostics.verdict",
         "Diagnosis": ".diagnostics.verdict",
         "check_confounding": ".diagnostics.confounding",
+        # calibration from physical truth
+        "measure_fwhm": ".calibration.resolution",
     },
 )
 
