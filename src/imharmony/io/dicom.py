@@ -1214,8 +1214,10 @@ def read_dicom_series(
         ``origin`` and ``direction`` in the DICOM patient frame (LPS). ``meta`` holds the first
         slice's useful keywords (``Modality``, ``Manufacturer``, ``SeriesInstanceUID``, ...), plus
         ``"units"``, ``"source"`` (the folder), ``"files"`` (file names in slice order),
-        ``"slice_spacing"``, and for HU with Pixel Padding Value ``"fov_mask"``: a bool array of
-        the image's shape, True inside the field of view (padding voxels are NaN).
+        ``"slice_spacing"``. Voxels outside the field of view (Pixel Padding Value and Padding
+        Range Limit, compared with the stored values) are NaN: the field of view is
+        ``~numpy.isnan(image.array)``, which stays right after any resampling because the NaN
+        travel with the values (no separate mask is kept, so none can go stale).
 
     Raises
     ------
@@ -1334,11 +1336,7 @@ def read_dicom_series(
             files=[fr.label[k] for k in geom.order],
             slice_spacing=geom.spacing[2],
         )
-        if padding is not None:
-            meta["fov_mask"] = (
-                np.ones(values.shape, dtype=bool) if mask is None else ~mask
-            ).transpose(2, 1, 0)
-        elif units == "hu":
+        if padding is None and units == "hu":
             ends = np.minimum(value_range[0] * scale_sorted, value_range[1] * scale_sorted)
             lowest = float((ends + offset_sorted).min())
             if lowest <= -2000:
@@ -1353,10 +1351,6 @@ def read_dicom_series(
     if n_volumes > 1:
         shape = (n_volumes, n_slices, *values.shape[1:])
         values = values.reshape(shape)
-        if "fov_mask" in meta:
-            meta["fov_mask"] = meta["fov_mask"].reshape(
-                (*shape[::-1][:3], n_volumes), order="F"
-            )
         meta.update(_volume_meta(fr, volumes))
     return Image(
         values.transpose(*range(values.ndim - 1, -1, -1)),
