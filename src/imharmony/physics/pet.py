@@ -57,6 +57,7 @@ __all__ = [
     "ReferenceTime",
     "SUVError",
     "SUVParameters",
+    "activity_factors",
     "body_surface_area",
     "decay_factor",
     "ideal_body_weight",
@@ -1008,13 +1009,7 @@ def pet_parameters(
         raise SUVError(
             f"Unknown lbm_formula {lbm_formula!r}; use one of {', '.join(_LBM_FORMULAS)}."
         )
-    for ds, lab in zip(datasets, labels, strict=True):
-        modality = _get(ds, "Modality")
-        if modality is not None and _text(modality).upper() != "PT":
-            raise SUVError(
-                f"{_tag('Modality')} is {_text(modality)!r} in {lab}, not PT; SUV applies to PET "
-                "images only."
-            )
+    _check_pet(datasets, labels, "SUV")
     adjustments: list[str] = []
     stored = _stored_scale(datasets, labels)
     normalization = wanted or stored.source_normalization or "bw"
@@ -1127,6 +1122,81 @@ def suv_factors(
     return factors
 
 
+def activity_factors(datasets: Sequence[Dataset] | Dataset) -> np.ndarray:
+    """Bq/ml factor of each PET instance: ``A_i = (slope_i * stored_i + intercept_i) * f_i``.
+
+    Parameters
+    ----------
+    datasets : sequence of pydicom.Dataset, length n_instances
+        The PET instances of one series (headers suffice).
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_instances,), float64
+        1 for Units BQML (the rescaled values are Bq/ml); for Units CNTS the Philips Activity
+        Concentration Scale Factor (7053,xx09) of each instance.
+
+    Raises
+    ------
+    SUVError
+        Units missing or not activity (GML and CM2ML are SUVs, whose conversion back to Bq/ml is
+        not made; PROPCNTS, 1CM, ... are not calibrated), CNTS without the Philips factor, or a
+        Modality other than PT. The message names the tag, the instance and the fix.
+
+    Notes
+    -----
+    No dose, time or body size is read: activity concentration is what the scanner stored, at
+    the time its Decay Correction (0054,1102) names. Phantom recovery coefficients are measured
+    in these units.
+    """
+    datasets = _as_list(datasets)
+    labels = tuple(_label(ds, i) for i, ds in enumerate(datasets))
+    _check_pet(datasets, labels, "Bq/ml")
+    units = _series_units(datasets, labels)
+    if units == "BQML":
+        return np.ones(len(datasets))
+    if units == "CNTS":
+        factors = _philips_factors(datasets, labels, 0x09)
+        missing = [lab for lab, f in zip(labels, factors, strict=True) if f is None]
+        if missing:
+            raise SUVError(
+                f"{_tag('Units')} is CNTS but the Philips Activity Concentration Scale Factor "
+                f"(7053,xx09) under private creator '{_PHILIPS_CREATOR}' is not set (positive) in "
+                f"{_where(missing)}; counts cannot be calibrated to Bq/ml. Export the series in "
+                "BQML from the scanner."
+            )
+        return np.asarray(factors, dtype=np.float64)
+    reason = _REFUSED_UNITS.get(units) or (
+        "already SUV; imharmony does not convert SUVs back to Bq/ml" if units in ("GML", "CM2ML")
+        else "not an activity unit imharmony knows"
+    )
+    raise SUVError(
+        f"{_tag('Units')} is {units} in {labels[0]}: {reason}; it cannot be read in Bq/ml "
+        "(supported: BQML, CNTS with the Philips activity factor). Read it with units='raw' or "
+        "a SUV unit, or use data reconstructed in BQML."
+    )
+
+
+def _check_pet(datasets: Sequence[Dataset], labels: Sequence[str], what: str) -> None:
+    for ds, lab in zip(datasets, labels, strict=True):
+        modality = _get(ds, "Modality")
+        if modality is not None and _text(modality).upper() != "PT":
+            raise SUVError(
+                f"{_tag('Modality')} is {_text(modality)!r} in {lab}, not PT; {what} applies to "
+                "PET images only."
+            )
+
+
+def _series_units(datasets: Sequence[Dataset], labels: Sequence[str]) -> str:
+    return _series_value(
+        datasets,
+        labels,
+        _upper_reader("Units"),
+        _tag("Units"),
+        required="it says what the stored values are (BQML, CNTS, GML, CM2ML).",
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Ingredients
 # --------------------------------------------------------------------------------------------
@@ -1142,13 +1212,7 @@ class _Stored(NamedTuple):
 
 def _stored_scale(datasets: Sequence[Dataset], labels: Sequence[str]) -> _Stored:
     """What the stored values are (Units) and how they become SUV."""
-    units = _series_value(
-        datasets,
-        labels,
-        _upper_reader("Units"),
-        _tag("Units"),
-        required="it says what the stored values are (BQML, CNTS, GML, CM2ML).",
-    )
+    units = _series_units(datasets, labels)
     if units in _REFUSED_UNITS:
         raise SUVError(
             f"{_tag('Units')} is {units} in {labels[0]}: {_REFUSED_UNITS[units]}; it cannot be "
@@ -1473,20 +1537,10 @@ def _philips_scale(
     """CNTS: Philips SUV Scale Factor (7053,xx00) if every instance has one, else the Activity
     Concentration Scale Factor (7053,xx09)."""
 
-    def read(offset: int) -> list[float | None]:
-        out: list[float | None] = []
-        for ds, lab in zip(datasets, labels, strict=True):
-            raw = _private_with_fallback(ds, 0x7053, _PHILIPS_CREATOR, offset, "PHILIPS")
-            value = (
-                None if raw is None else _float(raw, f"Philips private (7053,xx{offset:02X})", lab)
-            )
-            out.append(value if value is not None and value > 0 else None)
-        return out
-
-    suv = read(0x00)
+    suv = _philips_factors(datasets, labels, 0x00)
     if all(v is not None for v in suv):
         return "philips_suv_factor", tuple(suv)  # type: ignore[arg-type]
-    activity = read(0x09)
+    activity = _philips_factors(datasets, labels, 0x09)
     if all(v is not None for v in activity):
         return "philips_activity_factor", tuple(activity)  # type: ignore[arg-type]
     missing = [
@@ -1498,3 +1552,15 @@ def _philips_scale(
         f"'{_PHILIPS_CREATOR}' is set (positive) in {_where(missing or list(labels))}; counts "
         "cannot be calibrated to activity. Export the series in BQML from the scanner."
     )
+
+
+def _philips_factors(
+    datasets: Sequence[Dataset], labels: Sequence[str], offset: int
+) -> list[float | None]:
+    """Philips private factor (7053,xx<offset>) per instance; None where absent or not > 0."""
+    out: list[float | None] = []
+    for ds, lab in zip(datasets, labels, strict=True):
+        raw = _private_with_fallback(ds, 0x7053, _PHILIPS_CREATOR, offset, "PHILIPS")
+        value = None if raw is None else _float(raw, f"Philips private (7053,xx{offset:02X})", lab)
+        out.append(value if value is not None and value > 0 else None)
+    return out
