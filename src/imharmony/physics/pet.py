@@ -979,7 +979,10 @@ def pet_parameters(
         The PET instances of one series (headers suffice; pixel data is not read).
     units : {"suv", "suvbw", "suvlbm", "suvbsa", "suvibw"}
         ``"suv"``: the normalization the data imply (body weight for BQML and CNTS, the stored
-        SUV Type (0054,1006) for GML, body surface area for CM2ML).
+        SUV Type (0054,1006) for GML, body surface area for CM2ML) — stored SUVs are returned as
+        stored, needing no patient data. Another type than the stored one is converted through
+        body size (ratio of the two normalizers, from weight, height and sex); when a measure it
+        needs is missing, :class:`SUVError` names the tag and the override to pass.
     lbm_formula : {"james128", "james120", "janmahasatian"}
         Lean body mass formula for ``"suvlbm"`` (``"janmahasatian"`` gives SUL).
     weight, height, sex, dose, half_life : optional
