@@ -528,6 +528,36 @@ def test_injection_datetime_prefers_datetime_and_drops_zone():
     assert injection_datetime(ds) == datetime(2025, 1, 1, 9, 45, 0, 500000)
 
 
+@pytest.mark.parametrize(
+    ("start_datetime", "start_time", "series_date", "expected"),
+    [
+        ("20250101094500.123456-0500", None, "20250101", datetime(2025, 1, 1, 9, 45, 0, 123456)),
+        ("2025010109", None, "20250101", datetime(2025, 1, 1, 9)),  # DT to the hour
+        (None, "094500.25", "20250101", datetime(2025, 1, 1, 9, 45, 0, 250000)),
+        (None, "09:45:00.25", "2025.01.01", datetime(2025, 1, 1, 9, 45, 0, 250000)),  # legacy
+        (None, " 0945 ", "20250101", datetime(2025, 1, 1, 9, 45)),  # padded, no seconds
+        (None, "000000", "20250102", datetime(2025, 1, 2, 0, 0)),  # midnight, same day
+    ],
+)
+def test_dicom_date_time_forms(start_datetime, start_time, series_date, expected):
+    with pydicom.config.disable_value_validation():  # pydicom warns on writing legacy forms
+        ds = pet_series(
+            n=1, SeriesDate=series_date, SeriesTime="120000",
+            radio={"RadiopharmaceuticalStartDateTime": start_datetime,
+                   "RadiopharmaceuticalStartTime": start_time},
+        )[0]
+    assert injection_datetime(ds) == expected
+
+
+@pytest.mark.parametrize("bad", ["235960", "2460", "094500.1234567", "9:45"])
+def test_invalid_dicom_times_are_refused_with_the_tag(bad):
+    with pydicom.config.disable_value_validation():
+        ds = pet_series(n=1, radio={"RadiopharmaceuticalStartDateTime": None,
+                                    "RadiopharmaceuticalStartTime": bad})[0]
+    with pytest.raises(SUVError, match=r"Radiopharmaceutical Start Time \(0018,1072\)"):
+        injection_datetime(ds)
+
+
 def test_injection_datetime_midnight_default_scan_time():
     ds = pet_series(
         n=1,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import warnings
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, time
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
+from pydicom.valuerep import DA, DT, TM
 
 from ..._dicom.tags import tag_label as _tag
 from ...errors import DataError, HarmonizationWarning
@@ -128,53 +128,46 @@ def _get_radio(ds: Dataset, keyword: str) -> Any:
     item = _radio_item(ds)
     return None if item is None else _get(item, keyword)
 
-_DA = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
-
-_TM = re.compile(r"^(\d{2})(\d{2})?(\d{2})?(?:\.(\d{1,6}))?$")
-
-
-_DT = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,6}))?(?:[+-]\d{4})?$")
+def _dicom_value(cls: type, text: str, what: str) -> Any:
+    """Parse ``text`` with pydicom's DA / TM / DT; its warnings (a leap second) are errors here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            return cls(text)
+        except (ValueError, UserWarning):
+            raise ValueError(f"{text!r} is not a DICOM {what}") from None
 
 
 def _parse_date(value: Any) -> date:
+    """A DICOM DA (also the ACR-NEMA ``YYYY.MM.DD`` and ``YYYY-MM-DD`` forms) as a date."""
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, date):
-        return value
-    s = _text(value).replace(".", "").replace("-", "")
-    m = _DA.match(s)
-    if not m:
+        return date(value.year, value.month, value.day)
+    text = _text(value).replace(".", "").replace("-", "")
+    parsed = _dicom_value(DA, text, "date (YYYYMMDD)") if len(text) == 8 else None
+    if parsed is None:
         raise ValueError(f"{_text(value)!r} is not a DICOM date (YYYYMMDD)")
-    return date(int(m[1]), int(m[2]), int(m[3]))
+    return date(parsed.year, parsed.month, parsed.day)
 
 
 def _parse_time(value: Any) -> time:
+    """A DICOM TM (also the legacy ``HH:MM:SS`` form) as a time, without time zone."""
     if isinstance(value, time):
         return value.replace(tzinfo=None)
-    s = _text(value).replace(":", "")
-    m = _TM.match(s)
-    if not m:
-        raise ValueError(f"{_text(value)!r} is not a DICOM time (HHMMSS.FFFFFF)")
-    micro = int((m[4] or "").ljust(6, "0"))
-    return time(int(m[1]), int(m[2] or 0), int(m[3] or 0), micro)
+    parsed = _dicom_value(TM, _text(value).replace(":", ""), "time (HHMMSS.FFFFFF)")
+    return time(parsed.hour, parsed.minute, parsed.second, parsed.microsecond)
 
 
 def _parse_datetime(value: Any) -> datetime:
+    """A DICOM DT as a local datetime: a UTC offset is dropped, like every other DICOM date and
+    time of the series, which are local."""
     if isinstance(value, datetime):
-        return value.replace(tzinfo=None)  # local time, like every other DICOM date and time
-    s = _text(value)
-    m = _DT.match(s)
-    if not m:
-        raise ValueError(f"{s!r} is not a DICOM date-time (YYYYMMDDHHMMSS.FFFFFF)")
-    micro = int((m[7] or "").ljust(6, "0"))
+        return value.replace(tzinfo=None)
+    parsed = _dicom_value(DT, _text(value), "date-time (YYYYMMDDHHMMSS.FFFFFF)")
     return datetime(
-        int(m[1]),
-        int(m[2] or 1),
-        int(m[3] or 1),
-        int(m[4] or 0),
-        int(m[5] or 0),
-        int(m[6] or 0),
-        micro,
+        parsed.year, parsed.month, parsed.day,
+        parsed.hour, parsed.minute, parsed.second, parsed.microsecond,
     )
 
 
