@@ -42,6 +42,7 @@ __all__ = [
     "fisher_preservation",
     "fisher_ratio",
     "mixed_effects",
+    "within_site_fisher",
 ]
 
 logger = logging.getLogger(__name__)
@@ -99,9 +100,80 @@ def fisher_ratio(X: Any, biology: Any, *, kind: str = "auto") -> np.ndarray:
     return np.where((num == 0) & (den == 0), np.nan, out)
 
 
-def _biology_signal_p(Xa: np.ndarray, b: np.ndarray, kind: str) -> np.ndarray:
-    """p-value of an association of each feature with the biology (ANOVA or regression F)."""
+def _varying_sites(b: np.ndarray, site_codes: np.ndarray, kind: str) -> np.ndarray:
+    """Codes of the sites inside which the biology varies (more than one class or value)."""
+    keys = b.astype(str) if kind == "categorical" else b.astype(float)
+    frame = pd.DataFrame({"site": site_codes, "b": keys})
+    held = frame.groupby("site")["b"].nunique()
+    return held.index[held.to_numpy() > 1].to_numpy()
+
+
+def within_site_fisher(
+    X: Any, biology: Any, batch: Any, *, kind: str = "auto"
+) -> tuple[np.ndarray, list[str]]:
+    """Fisher ratio of the biology inside the sites where it varies, averaged over those sites.
+
+    A site holding one class says nothing about the biology apart from the site; the sites that
+    mix classes do. Inside each of them the Fisher ratio (:func:`fisher_ratio`, over the classes
+    that site holds) is free of the site effect; the average is weighted by the site's size.
+
+    Parameters
+    ----------
+    X : array-like or pandas.DataFrame, shape (n_samples, n_features)
+    biology, batch : array-like, shape (n_samples,)
+    kind : {"auto", "categorical", "continuous"}
+
+    Returns
+    -------
+    ratio : numpy.ndarray, shape (n_features,)
+        NaN everywhere when no site mixes classes (complete confounding).
+    sites : list of str
+        The sites used.
+    """
+    Xa, _ = as_matrix(X, name="X")
     n = Xa.shape[0]
+    b = as_labels(biology, n, name="biology")
+    levels, codes = encode_labels(as_labels(batch, n, name="batch"))
+    k = biology_kind(b, kind)
+    used = _varying_sites(b, codes, k)
+    out = np.zeros(Xa.shape[1])
+    weight = 0
+    for g in used:  # loop over sites, vectorized over features
+        rows = codes == g
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = out + rows.sum() * fisher_ratio(Xa[rows], b[rows], kind=k)
+        weight += int(rows.sum())
+    if not weight:
+        return np.full(Xa.shape[1], np.nan), []
+    return out / weight, [str(levels[g]) for g in used]
+
+
+def _biology_signal_p(Xa: np.ndarray, b: np.ndarray, kind: str,
+                      site_codes: np.ndarray | None = None) -> np.ndarray:
+    """p-value of an association of each feature with the biology (ANOVA or regression F).
+
+    With ``site_codes``, the partial F test of the biology in ``x ~ site + biology``: the
+    association inside sites, which a site effect aligned with the biology cannot fake.
+    """
+    n = Xa.shape[0]
+    if site_codes is not None:
+        if kind == "continuous":
+            B = b.astype(float)[:, None]
+        else:
+            _, bcodes = encode_labels(b)
+            B = group_indicator(bcodes, int(bcodes.max()) + 1)[:, 1:]
+        S = group_indicator(site_codes, int(site_codes.max()) + 1)[:, 1:]
+        full = np.column_stack([np.ones(n), S, B])
+        reduced = np.column_stack([np.ones(n), S])
+        rss_f = ((Xa - full @ np.linalg.lstsq(full, Xa, rcond=None)[0]) ** 2).sum(axis=0)
+        rss_r = ((Xa - reduced @ np.linalg.lstsq(reduced, Xa, rcond=None)[0]) ** 2).sum(axis=0)
+        df1 = np.linalg.matrix_rank(full) - np.linalg.matrix_rank(reduced)
+        df2 = n - np.linalg.matrix_rank(full)
+        if df1 < 1 or df2 < 1:
+            return np.full(Xa.shape[1], np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            F = (np.maximum(rss_r - rss_f, 0.0) / df1) / (rss_f / df2)
+        return stats.f.sf(F, df1, df2)
     if kind == "continuous":
         bf = b.astype(float)
         bc = bf - bf.mean()
@@ -133,6 +205,7 @@ def fisher_preservation(
     inflated_above: float = 1.25,
     alpha: float = 0.05,
     feature_names: list[str] | None = None,
+    batch: Any = None,
 ) -> pd.DataFrame:
     """Fisher ratio of the biology before and after harmonization, their ratio and a verdict.
 
@@ -151,12 +224,18 @@ def fisher_preservation(
         (Benjamini-Hochberg q >= alpha, ANOVA or regression F test) gets the verdict
         "no signal": a ratio of two near-zero numbers says nothing.
     feature_names : list of str, optional
+    batch : array-like, shape (n_samples,), optional
+        Site of each sample. When given and some site mixes classes, the signal test is the
+        partial F test of the biology given the site (``x ~ site + biology``: a site effect
+        aligned with the biology is not taken for a signal), and the within-site Fisher ratio
+        (:func:`within_site_fisher`) is added before and after.
 
     Returns
     -------
     pandas.DataFrame
-        Index: feature. Columns ``fisher_before``, ``fisher_after``, ``fisher_ratio``,
-        ``signal_q`` and ``verdict``.
+        Index: feature. Columns ``fisher_before``, ``fisher_after``, ``fisher_ratio`` (pooled
+        over all samples), with ``batch`` ``within_before``, ``within_after``,
+        ``within_ratio``, then ``signal_q`` and ``verdict`` (from the pooled ratio).
 
     Notes
     -----
@@ -171,16 +250,28 @@ def fisher_preservation(
     fa = fisher_ratio(Xa, b, kind=k)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = fa / fb
-    q = benjamini_hochberg(_biology_signal_p(Xb, b, k))
+    columns: dict[str, Any] = {"fisher_before": fb, "fisher_after": fa, "fisher_ratio": ratio}
+    site_codes = None
+    if batch is not None:
+        site_labels = as_labels(batch, Xb.shape[0], name="batch")
+        site_codes = encode_labels(site_labels)[1]
+        if _varying_sites(b, site_codes, k).size:
+            wb, _ = within_site_fisher(Xb, b, site_labels, kind=k)
+            wa, _ = within_site_fisher(Xa, b, site_labels, kind=k)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                columns.update(within_before=wb, within_after=wa, within_ratio=wa / wb)
+        else:
+            site_codes = None  # complete confounding: no within-site signal to test
+    q = benjamini_hochberg(_biology_signal_p(Xb, b, k, site_codes))
     verdict = np.where(
         ~(q < alpha),
         "no signal",
         np.where(ratio < erased_below, "erased",
                  np.where(ratio > inflated_above, "inflated", "kept")),
     )
+    columns.update(signal_q=q, verdict=verdict)
     return pd.DataFrame(
-        {"fisher_before": fb, "fisher_after": fa, "fisher_ratio": ratio, "signal_q": q,
-         "verdict": verdict},
+        columns,
         index=pd.Index(names, name="feature"),
     )
 

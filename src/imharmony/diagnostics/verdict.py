@@ -127,6 +127,11 @@ class Diagnosis:
         ``max_features=0``).
     confounding : ConfoundingReport
     thresholds : Thresholds
+    biology_evidence : pandas.DataFrame or None
+        One row per measure of the biology (``pooled Fisher ratio``, ``within-site Fisher
+        ratio`` over the sites that mix classes, ``mixed-model coefficient``); columns
+        ``n_features``, ``before``, ``after``, ``ratio``, ``low``, ``high`` (the band called
+        kept) and ``reading`` ("kept", "erased" or "inflated").
     n_samples, n_features, n_sites : int
     data : DiagnosisData or None
         The inputs, kept for the report's figures (None when built by hand).
@@ -143,6 +148,7 @@ class Diagnosis:
     mixed: pd.DataFrame | None
     confounding: ConfoundingReport
     thresholds: Thresholds = field(default_factory=Thresholds)
+    biology_evidence: pd.DataFrame | None = None
     n_samples: int = 0
     n_features: int = 0
     n_sites: int = 0
@@ -213,6 +219,14 @@ def _fmt(v: Any) -> str:
     return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.3f}"
 
 
+def _signal_rank(signal_q: np.ndarray, site_effect: np.ndarray) -> np.ndarray:
+    """Order of the mixed models: strongest biology signal first, then most site-affected."""
+    with np.errstate(divide="ignore"):
+        strength = -np.log10(np.nan_to_num(signal_q, nan=1.0))
+    tie = np.nan_to_num(site_effect, nan=0.0)
+    return strength + 1e-6 * tie / (1.0 + np.abs(tie).max())
+
+
 def _site_verdict(before: SiteTests, after: SiteTests, mv: pd.DataFrame,
                   th: Thresholds) -> tuple[str, list[str]]:
     fb = before.summary["frac_site_effect"]
@@ -247,69 +261,104 @@ def _site_verdict(before: SiteTests, after: SiteTests, mv: pd.DataFrame,
     return verdict, reasons
 
 
-def _biology_verdict(fisher: pd.DataFrame | None, mixed: pd.DataFrame | None,
-                     confounding: ConfoundingReport, th: Thresholds) -> tuple[str, list[str]]:
-    if fisher is None:
-        return "not assessed", ["no biology was given."]
-    bio_rows = confounding.variables
-    bio_level = None
-    if not bio_rows.empty and "role" in bio_rows:
-        sel = bio_rows[bio_rows["role"] == "biology"]
-        bio_level = sel["level"].iloc[0] if len(sel) else None
-    if bio_level == "complete":
-        return "not assessed", [
-            "site and biology are completely confounded: no data can tell whether the biology "
-            "survived harmonization."]
-    reasons: list[str] = []
-    lo, hi = th.shrinkage_kept
-    fis = fisher[fisher["verdict"] != "no signal"]
-    fisher_median = float(fis["fisher_ratio"].median()) if len(fis) else float("nan")
-    if len(fis):
-        reasons.append(
-            f"Fisher ratio after/before: median {fisher_median:.2f} over {len(fis)} feature(s) "
-            f"with a biology signal (erased < {th.fisher_erased_below}, inflated > "
-            f"{th.fisher_inflated_above}).")
-    verdict = "not assessed"
+_NYGAARD = ("with the biology as a covariate of the harmonizer in an unbalanced design (sites "
+            "holding one class), the group differences after harmonization are overstated and "
+            "their confidence exaggerated (Nygaard, Rødland & Hovig, Biostatistics 2016): read "
+            "'inflated' as a warning, and test the biology on the raw data with site in the "
+            "model (the mixed model below) rather than on the harmonized data.")
+
+
+def _reading(ratio: float, low: float, high: float) -> str:
+    if not np.isfinite(ratio):
+        return "n/a"
+    return "erased" if ratio < low else "inflated" if ratio > high else "kept"
+
+
+def _biology_evidence(fisher: pd.DataFrame | None, mixed: pd.DataFrame | None,
+                      th: Thresholds) -> pd.DataFrame:
+    """One row per measure of the biology: medians before/after, their ratio, the band, reading.
+
+    Medians are over the features with a biology signal before harmonization.
+    """
+    cols = ["n_features", "before", "after", "ratio", "low", "high", "reading"]
+    ev = pd.DataFrame(columns=cols, dtype=object)
+    if fisher is not None:
+        fis = fisher[fisher["verdict"] != "no signal"]
+        lo, hi = th.fisher_erased_below, th.fisher_inflated_above
+        for name, b, a, r in (("pooled Fisher ratio", "fisher_before", "fisher_after",
+                               "fisher_ratio"),
+                              ("within-site Fisher ratio", "within_before", "within_after",
+                               "within_ratio")):
+            if b not in fis or not len(fis):
+                continue
+            ratio = float(fis[r].median())
+            ev.loc[name] = [len(fis), float(fis[b].median()), float(fis[a].median()), ratio,
+                            lo, hi, _reading(ratio, lo, hi)]
     if mixed is not None:
         mx = mixed[mixed["verdict"].isin(["kept", "erased", "inflated"])]
-        n_nc = int((mixed["verdict"] == "not converged").sum())
-        if n_nc:
-            reasons.append(f"{n_nc} raw mixed-model fit(s) did not converge (see mixed.note).")
         if len(mx):
+            lo, hi = th.shrinkage_kept
             r = float(mx["shrinkage"].median())
             se = float(mx["se_ratio"].median())
-            counts = mx["verdict"].value_counts()
-            reasons.append(
-                f"mixed model (raw, random site intercept) vs OLS (after): median shrinkage "
-                f"r = {r:.2f}, median SE ratio {se:.2f} over {len(mx)} feature(s) with a "
-                f"biology signal (kept {lo}-{hi}, inflated SE ratio < {th.se_inflated_below}); "
-                + ", ".join(f"{c} {k}" for k, c in counts.items()) + ".")
-            if r < lo:
-                verdict = "erased"
-            elif r > hi or se < th.se_inflated_below:
-                verdict = "inflated"
-            else:
-                verdict = "kept"
-            if np.isfinite(fisher_median):
-                fv = ("erased" if fisher_median < th.fisher_erased_below else "inflated"
-                      if fisher_median > th.fisher_inflated_above else "kept")
-                if fv != verdict:
-                    reasons.append(
-                        f"the Fisher ratio alone says {fv!r}; the verdict follows the mixed "
-                        "model, which separates site from biology (a raw Fisher ratio mixes them).")
-            return verdict, reasons
-    if len(fis):
-        if fisher_median < th.fisher_erased_below:
-            verdict = "erased"
-        elif fisher_median > th.fisher_inflated_above:
-            verdict = "inflated"
-            reasons.append("a Fisher ratio well above 1 can be a genuine gain or the artificial "
-                           "separation of an unbalanced design (Nygaard et al. 2016).")
-        else:
-            verdict = "kept"
-        return verdict, reasons
-    reasons.append("no feature carried a detectable biology effect before harmonization.")
-    return "not assessed", reasons
+            reading = _reading(r, lo, hi)
+            if reading == "kept" and se < th.se_inflated_below:
+                reading = "inflated"
+            ev.loc["mixed-model coefficient"] = [
+                len(mx), float(mx["beta_raw"].abs().median()),
+                float(mx["beta_after"].abs().median()), r, lo, hi, reading]
+    return ev
+
+
+def _biology_verdict(fisher: pd.DataFrame | None, mixed: pd.DataFrame | None,
+                     confounding: ConfoundingReport, th: Thresholds,
+                     evidence: pd.DataFrame) -> tuple[str, list[str]]:
+    if fisher is None:
+        return "not assessed", ["no biology was given."]
+    if confounding.biology_level == "complete":
+        return "not assessed", [
+            "site and biology are completely confounded (no site holds more than one class, or "
+            "the biology is constant within every site): no data can tell whether the biology "
+            "survived harmonization."]
+    reasons: list[str] = []
+    single = confounding.variables.iloc[0]["single_class_sites"] \
+        if not confounding.variables.empty else ()
+    if single:
+        reasons.append(
+            f"site(s) {', '.join(single)} hold a single class; the biology is told apart from "
+            f"site by the {len(confounding.mixed_sites)} site(s) that mix classes "
+            f"({', '.join(confounding.mixed_sites)}).")
+    for name, row in evidence.iterrows():
+        what = ("median |coefficient| of the biology, mixed model with a random site intercept "
+                "on the data before, least squares after; ratio = shrinkage"
+                if name == "mixed-model coefficient" else "median over features")
+        reasons.append(
+            f"{name}: {row['before']:.3g} before, {row['after']:.3g} after, ratio "
+            f"{row['ratio']:.2f} ({what}, {int(row['n_features'])} feature(s) with a biology "
+            f"signal); below {row['low']} is erased, above {row['high']} inflated: "
+            f"{row['reading']}.")
+    if mixed is not None:
+        n_nc = int((mixed["verdict"] == "not converged").sum())
+        if n_nc:
+            shown = ", ".join(map(str, mixed.index[mixed["verdict"] == "not converged"][:5]))
+            reasons.append(f"{n_nc} mixed-model fit(s) on the data before did not converge "
+                           f"(features {shown}{' ...' if n_nc > 5 else ''}); they are left out.")
+    if evidence.empty:
+        reasons.append("no feature carried a detectable biology effect before harmonization.")
+        return "not assessed", reasons
+    # The mixed model separates site from biology; the pooled Fisher ratio mixes them (its
+    # "before" carries the site effect), so it decides only when the mixed model is absent.
+    primary = "mixed-model coefficient" if "mixed-model coefficient" in evidence.index else \
+        "pooled Fisher ratio" if "pooled Fisher ratio" in evidence.index else evidence.index[0]
+    verdict = str(evidence.loc[primary, "reading"])
+    others = {n: r for n, r in evidence["reading"].items() if n != primary and r != verdict}
+    if others:
+        reasons.append(
+            f"the verdict follows the {primary}"
+            + (", which separates site from biology" if primary.startswith("mixed") else "")
+            + "; " + "; ".join(f"the {n} alone reads {r!r}" for n, r in others.items()) + ".")
+    if verdict == "inflated" or "inflated" in others.values():
+        reasons.append(_NYGAARD)
+    return verdict, reasons
 
 
 def diagnose(
@@ -349,8 +398,8 @@ def diagnose(
     biology_type : {"auto", "categorical", "continuous"}
         How to read ``biology`` (see :func:`imharmony.diagnostics.fisher_ratio`).
     max_features : int or None
-        Cap on the per-feature mixed models (the most site-affected features are modelled); 0
-        skips them, None models all.
+        Cap on the per-feature mixed models (the features with the strongest biology signal
+        inside sites are modelled, then the most site-affected); 0 skips them, None models all.
     n_permutations : int
         Site shuffles of the guided-PCA p-value.
     harmonizer : estimator or callable, optional
@@ -411,9 +460,12 @@ def diagnose(
     confounding = check_confounding(site, conf_cov if conf_cov.shape[1] else None,
                                     biology=bio_col if bio is not None else None,
                                     biology_type=kind or "auto")
-    complete = bio is not None and confounding.variables.loc[bio_col, "level"] == "complete"
+    complete = bio is not None and confounding.biology_level == "complete"
 
-    # Site tests on residuals after the biology and covariates (unless completely confounded).
+    # Site tests on residuals after the biology and covariates, always: a strong confounding
+    # (single-class sites beside mixed ones) still lets the sites that mix classes estimate the
+    # biology's effect. Only when it is complete (no site mixes classes) is the biology a function
+    # of site, and it cannot be removed without removing the site effect with it.
     resid_cov = conf_cov
     if complete:
         resid_cov = conf_cov.drop(columns=bio_col)
@@ -466,12 +518,14 @@ def diagnose(
     if bio is not None:
         fisher = fisher_preservation(Xb, Xa, bio, kind=kind, erased_below=th.fisher_erased_below,
                                      inflated_above=th.fisher_inflated_above, alpha=th.alpha,
-                                     feature_names=names)
+                                     feature_names=names, batch=site)
         if (max_features is None or max_features > 0) and not complete:
             try:
                 mixed = mixed_effects(
                     Xb, Xa, bio, site, covariates=cov_df, kind=kind, max_features=max_features,
-                    rank_by=st_b.table["epsilon2"].to_numpy(), kept=th.shrinkage_kept,
+                    rank_by=_signal_rank(fisher["signal_q"].to_numpy(),
+                                         st_b.table["epsilon2"].to_numpy()),
+                    kept=th.shrinkage_kept,
                     se_inflated_below=th.se_inflated_below, alpha=th.alpha,
                     feature_names=names)
             except DesignError as exc:
@@ -496,7 +550,8 @@ def diagnose(
     }
 
     site_verdict, reasons_s = _site_verdict(st_b, st_a, mv, th)
-    bio_verdict, reasons_b = _biology_verdict(fisher, mixed, confounding, th)
+    evidence = _biology_evidence(fisher, mixed, th)
+    bio_verdict, reasons_b = _biology_verdict(fisher, mixed, confounding, th, evidence)
     diagnosis = Diagnosis(
         verdicts={"site effect": site_verdict, "biology": bio_verdict},
         reasons={"site effect": reasons_s + site_reasons, "biology": reasons_b},
@@ -507,6 +562,7 @@ def diagnose(
         mixed=mixed,
         confounding=confounding,
         thresholds=th,
+        biology_evidence=evidence,
         n_samples=n,
         n_features=len(names),
         n_sites=int(levels.size),

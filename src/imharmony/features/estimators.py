@@ -571,13 +571,15 @@ class ComBat(TransformerMixin, BaseEstimator):
         frame = _as_covariate_frame(covariates, labels.shape[0])
         report = check_confounding(labels, frame, biology=biology)
         report.raise_if_complete()
-        for message in report.messages:
+        for finding in report.findings:
             # the biology is what must survive: its strong confounding with site, or its absence
             # from the covariates, is worth a warning; covariates are preserved by design.
-            if message.startswith(("strong confounding of site with the biology", "the biology")):
-                warnings.warn(message, HarmonizationWarning, stacklevel=3)
+            if finding.role == "biology" and (
+                finding.topic == "biology_not_covariate" or finding.level == "strong"
+            ):
+                warnings.warn(finding.message, HarmonizationWarning, stacklevel=3)
             else:
-                logger.info("%s", message)
+                logger.info("%s", finding.message)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "fit_"):
