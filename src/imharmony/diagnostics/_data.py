@@ -27,9 +27,10 @@ __all__ = [
 
 
 def as_matrix(
-    X: Any, *, name: str = "X", feature_names: Sequence[str] | None = None
+    X: Any, *, name: str = "X", feature_names: Sequence[str] | None = None,
+    allow_missing: bool = False,
 ) -> tuple[np.ndarray, list[str]]:
-    """Return ``X`` as a finite float array of shape (n_samples, n_features) and feature names.
+    """Return ``X`` as a float array of shape (n_samples, n_features) and feature names.
 
     Parameters
     ----------
@@ -39,11 +40,14 @@ def as_matrix(
         Name of the argument, used in error messages.
     feature_names : sequence of str, optional
         Names to use when ``X`` is an array; defaults to ``feature_0``, ``feature_1``, ...
+    allow_missing : bool
+        Accept NaN (missing values, analysed per feature on complete cases by the callers).
 
     Raises
     ------
     DataError
-        If ``X`` is not two-dimensional, holds non-numeric columns or non-finite values.
+        If ``X`` is not two-dimensional, holds non-numeric columns, infinite values, or NaN
+        when ``allow_missing`` is False.
     """
     if isinstance(X, pd.DataFrame):
         bad = [str(c) for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]
@@ -53,7 +57,7 @@ def as_matrix(
                 "(drop ids, batch and covariate columns)."
             )
         names = [str(c) for c in X.columns]
-        arr = X.to_numpy(dtype=float)
+        arr = X.to_numpy(dtype=float, na_value=np.nan)
     else:
         try:
             arr = np.asarray(X, dtype=float)
@@ -74,13 +78,16 @@ def as_matrix(
         raise DataError(
             f"{name}: {len(names)} feature names for {arr.shape[1]} columns; pass one name each."
         )
-    finite = np.isfinite(arr)
+    finite = np.isfinite(arr) | (np.isnan(arr) if allow_missing else False)
     if not finite.all():
         cols = np.flatnonzero(~finite.all(axis=0))
         shown = [names[j] for j in cols[:5]]
+        what = "infinite" if allow_missing else "missing or infinite"
         raise DataError(
-            f"{name}: {int((~finite).sum())} missing or infinite value(s) in feature(s) {shown}"
-            f"{' ...' if cols.size > 5 else ''}; impute or drop them before the diagnostics."
+            f"{name}: {int((~finite).sum())} {what} value(s) in feature(s) {shown}"
+            f"{' ...' if cols.size > 5 else ''}; "
+            + ("replace them (NaN is read as missing)." if allow_missing else
+               "impute or drop them before the diagnostics.")
         )
     return arr, names
 
@@ -206,6 +213,7 @@ def as_pair(
     *,
     names: tuple[str, str] = ("before", "after"),
     feature_names: Sequence[str] | None = None,
+    allow_missing: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Read two tables of the same samples and features (e.g. before/after harmonization).
 
@@ -214,8 +222,9 @@ def as_pair(
     DataError
         If the shapes differ, or DataFrame columns differ in name or order.
     """
-    A, cols = as_matrix(before, name=names[0], feature_names=feature_names)
-    B, cols_b = as_matrix(after, name=names[1])
+    A, cols = as_matrix(before, name=names[0], feature_names=feature_names,
+                        allow_missing=allow_missing)
+    B, cols_b = as_matrix(after, name=names[1], allow_missing=allow_missing)
     if A.shape != B.shape:
         raise DataError(
             f"{names[0]} has shape {A.shape} but {names[1]} has shape {B.shape}; pass the same "

@@ -36,6 +36,7 @@ from ._data import (
     encode_labels,
     group_indicator,
 )
+from ._missing import missing_patterns
 from .site import benjamini_hochberg, kruskal_wallis
 
 __all__ = [
@@ -195,6 +196,32 @@ def _biology_signal_p(Xa: np.ndarray, b: np.ndarray, kind: str,
     return stats.f.sf(F, k - 1, n - k)
 
 
+def _fisher_columns(Xb: np.ndarray, Xa: np.ndarray, b: np.ndarray, k: str,
+                    site_labels: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Pooled (and within-site) Fisher ratios and the signal p-value, on complete data."""
+    nan = np.full(Xb.shape[1], np.nan)
+    out: dict[str, np.ndarray] = {}
+    if np.unique(b.astype(str)).size < 2 or Xb.shape[0] < 3:
+        return out  # too few complete cases: the columns stay NaN
+    out["fisher_before"] = fisher_ratio(Xb, b, kind=k)
+    out["fisher_after"] = fisher_ratio(Xa, b, kind=k)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["fisher_ratio"] = out["fisher_after"] / out["fisher_before"]
+    site_codes = None
+    if site_labels is not None:
+        site_codes = encode_labels(site_labels)[1]
+        if _varying_sites(b, site_codes, k).size:
+            wb, _ = within_site_fisher(Xb, b, site_labels, kind=k)
+            wa, _ = within_site_fisher(Xa, b, site_labels, kind=k)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out.update(within_before=wb, within_after=wa, within_ratio=wa / wb)
+        else:
+            site_codes = None
+            out.update(within_before=nan, within_after=nan, within_ratio=nan)
+    out["signal_p"] = _biology_signal_p(Xb, b, k, site_codes)
+    return out
+
+
 def fisher_preservation(
     before: Any,
     after: Any,
@@ -243,26 +270,24 @@ def fisher_preservation(
     spread is a genuine gain, but the same appears when the label was a ComBat covariate in an
     unbalanced design (Nygaard et al. 2016). Read it together with :func:`mixed_effects`.
     """
-    Xb, Xa, names = as_pair(before, after, feature_names=feature_names)
-    b = as_labels(biology, Xb.shape[0], name="biology")
+    Xb, Xa, names = as_pair(before, after, feature_names=feature_names, allow_missing=True)
+    n, p = Xb.shape
+    b = as_labels(biology, n, name="biology")
     k = biology_kind(b, kind)
-    fb = fisher_ratio(Xb, b, kind=k)
-    fa = fisher_ratio(Xa, b, kind=k)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = fa / fb
-    columns: dict[str, Any] = {"fisher_before": fb, "fisher_after": fa, "fisher_ratio": ratio}
-    site_codes = None
-    if batch is not None:
-        site_labels = as_labels(batch, Xb.shape[0], name="batch")
-        site_codes = encode_labels(site_labels)[1]
-        if _varying_sites(b, site_codes, k).size:
-            wb, _ = within_site_fisher(Xb, b, site_labels, kind=k)
-            wa, _ = within_site_fisher(Xa, b, site_labels, kind=k)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                columns.update(within_before=wb, within_after=wa, within_ratio=wa / wb)
-        else:
-            site_codes = None  # complete confounding: no within-site signal to test
-    q = benjamini_hochberg(_biology_signal_p(Xb, b, k, site_codes))
+    site_labels = None if batch is None else as_labels(batch, n, name="batch")
+    within = site_labels is not None and \
+        _varying_sites(b, encode_labels(site_labels)[1], k).size > 0
+    keys = ["fisher_before", "fisher_after", "fisher_ratio"]
+    if within:
+        keys += ["within_before", "within_after", "within_ratio"]
+    columns: dict[str, Any] = {key: np.full(p, np.nan) for key in [*keys, "signal_p"]}
+    for rows, cols in missing_patterns(np.isnan(Xb) | np.isnan(Xa)):
+        part = _fisher_columns(Xb[np.ix_(rows, cols)], Xa[np.ix_(rows, cols)], b[rows], k,
+                               None if not within else site_labels[rows])
+        for key, values in part.items():
+            columns[key][cols] = values
+    ratio = columns["fisher_ratio"]
+    q = benjamini_hochberg(columns.pop("signal_p"))
     verdict = np.where(
         ~(q < alpha),
         "no signal",
@@ -337,6 +362,66 @@ def _wald_p(beta: np.ndarray, cov: np.ndarray) -> float:
     return float(stats.chi2.sf(stat, beta.size))
 
 
+def _mixed_rows(Xb: np.ndarray, Xa: np.ndarray, D: np.ndarray, terms: list[str], m: int,
+                site_codes: np.ndarray) -> list[dict[str, Any]]:
+    """Mixed model on ``Xb`` and OLS on ``Xa``, per column, with design ``D`` (complete data)."""
+    n = Xb.shape[0]
+    scale = Xb.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    Yb = Xb / scale
+    Ya = Xa / scale
+
+    # OLS on the harmonized data, every modelled feature at once.
+    dof = n - D.shape[1]
+    if dof < 1:
+        raise DesignError(
+            f"{n} samples for {D.shape[1]} fixed effects; add samples or drop covariates."
+        )
+    XtX_inv = np.linalg.inv(D.T @ D)
+    coef = XtX_inv @ D.T @ Ya
+    sigma2 = ((Ya - D @ coef) ** 2).sum(axis=0) / dof
+    ols_beta = coef[1:1 + m].T  # (features, m)
+    ols_cov = XtX_inv[1:1 + m, 1:1 + m]
+
+    rows = []
+    for i in range(Xb.shape[1]):
+        raw = _fit_mixed(Yb[:, i], D, site_codes, m)
+        aft = _fit_mixed(Ya[:, i], D, site_codes, m)
+        cov_a = sigma2[i] * ols_cov
+        # a failed mixed fit can leave a non-finite or indefinite covariance: no SE then
+        var_r = np.diag(raw["cov"]) if np.all(np.isfinite(raw["cov"])) else np.full(m, np.nan)
+        se_r = np.sqrt(np.where(var_r >= 0, var_r, np.nan))
+        se_a = np.sqrt(np.diag(cov_a))
+        br, ba = raw["beta"], ols_beta[i]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shrink = float(ba @ br / (br @ br))
+            se_ratio = float(np.mean(se_a / se_r))
+            t = np.abs(br / se_r)
+        show = int(np.nanargmax(t)) if np.any(np.isfinite(t)) else 0
+        notes = []
+        if raw["note"]:
+            notes.append(f"raw: {raw['note']}")
+        if aft["note"]:
+            notes.append(f"after: {aft['note']}")
+        rows.append({
+            "term": terms[show],
+            "beta_raw": br[show] * scale[i],
+            "se_raw": se_r[show] * scale[i],
+            "beta_after": ba[show] * scale[i],
+            "se_after": se_a[show] * scale[i],
+            "p_raw": _wald_p(br, raw["cov"]),
+            "p_after": _wald_p(ba, cov_a),
+            "shrinkage": shrink,
+            "se_ratio": se_ratio,
+            "icc_before": raw["icc"],
+            "icc_after": aft["icc"],
+            "converged_raw": raw["converged"],
+            "converged_after": aft["converged"],
+            "note": " | ".join(notes),
+        })
+    return rows
+
+
 def mixed_effects(
     before: Any,
     after: Any,
@@ -404,7 +489,7 @@ def mixed_effects(
     and recorded in ``note``; a fit whose optimizer did not converge, or whose standard errors are
     not finite, is marked in ``converged_raw`` / ``converged_after``.
     """
-    Xb, Xa, names = as_pair(before, after, feature_names=feature_names)
+    Xb, Xa, names = as_pair(before, after, feature_names=feature_names, allow_missing=True)
     n, p = Xb.shape
     b = as_labels(biology, n, name="biology")
     site = as_labels(batch, n, name="batch")
@@ -413,10 +498,10 @@ def mixed_effects(
         raise DesignError("batch: only one site; the random site intercept needs at least two.")
     Z = as_covariate_design(covariates, n)
     k = biology_kind(b, kind)
-    D, terms, m = _design(b, k, Z)
+    _design(b, k, Z)  # the full design must be estimable
 
     if rank_by is None:
-        score = kruskal_wallis(Xb, site_codes)["epsilon2"]
+        score = kruskal_wallis(np.nan_to_num(Xb), site_codes)["epsilon2"]
     else:
         score = np.asarray(rank_by, dtype=float).ravel()
         if score.size != p:
@@ -426,61 +511,27 @@ def mixed_effects(
         order = order[:max_features]
         logger.info("mixed models on the %d most site-affected of %d features", order.size, p)
 
-    scale = Xb[:, order].std(axis=0)
-    scale = np.where(scale > 0, scale, 1.0)
-    Yb = Xb[:, order] / scale
-    Ya = Xa[:, order] / scale
-
-    # OLS on the harmonized data, every modelled feature at once.
-    dof = n - D.shape[1]
-    if dof < 1:
-        raise DesignError(
-            f"{n} samples for {D.shape[1]} fixed effects; add samples or drop covariates."
-        )
-    XtX_inv = np.linalg.inv(D.T @ D)
-    coef = XtX_inv @ D.T @ Ya
-    sigma2 = ((Ya - D @ coef) ** 2).sum(axis=0) / dof
-    ols_beta = coef[1:1 + m].T  # (features, m)
-    ols_cov = XtX_inv[1:1 + m, 1:1 + m]
-
-    rows = []
-    for i, j in enumerate(order):
-        raw = _fit_mixed(Yb[:, i], D, site_codes, m)
-        aft = _fit_mixed(Ya[:, i], D, site_codes, m)
-        cov_a = sigma2[i] * ols_cov
-        # a failed mixed fit can leave a non-finite or indefinite covariance: no SE then
-        var_r = np.diag(raw["cov"]) if np.all(np.isfinite(raw["cov"])) else np.full(m, np.nan)
-        se_r = np.sqrt(np.where(var_r >= 0, var_r, np.nan))
-        se_a = np.sqrt(np.diag(cov_a))
-        br, ba = raw["beta"], ols_beta[i]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            shrink = float(ba @ br / (br @ br))
-            se_ratio = float(np.mean(se_a / se_r))
-            t = np.abs(br / se_r)
-        show = int(np.nanargmax(t)) if np.any(np.isfinite(t)) else 0
-        notes = []
-        if raw["note"]:
-            notes.append(f"raw: {raw['note']}")
-        if aft["note"]:
-            notes.append(f"after: {aft['note']}")
-        rows.append({
-            "feature": names[j],
-            "term": terms[show],
-            "beta_raw": br[show] * scale[i],
-            "se_raw": se_r[show] * scale[i],
-            "beta_after": ba[show] * scale[i],
-            "se_after": se_a[show] * scale[i],
-            "p_raw": _wald_p(br, raw["cov"]),
-            "p_after": _wald_p(ba, cov_a),
-            "shrinkage": shrink,
-            "se_ratio": se_ratio,
-            "icc_before": raw["icc"],
-            "icc_after": aft["icc"],
-            "converged_raw": raw["converged"],
-            "converged_after": aft["converged"],
-            "note": " | ".join(notes),
-        })
-    table = pd.DataFrame(rows).set_index("feature")
+    rows: dict[int, dict[str, Any]] = {}
+    missing = np.isnan(Xb[:, order]) | np.isnan(Xa[:, order])
+    for keep, cols in missing_patterns(missing):
+        feats = order[cols]
+        try:
+            D, terms, m = _design(b[keep], k, Z[keep].reset_index(drop=True))
+            fitted = _mixed_rows(Xb[np.ix_(keep, feats)], Xa[np.ix_(keep, feats)], D, terms, m,
+                                 encode_labels(site_codes[keep])[1])
+        except DesignError as exc:  # too few complete cases, or they lack a class
+            if keep.all():
+                raise
+            fitted = [{"converged_raw": False, "converged_after": False,
+                       "note": f"complete cases ({int(keep.sum())} samples): {exc}"}] * feats.size
+        for j, row in zip(feats, fitted, strict=True):
+            rows[j] = {"feature": names[j], **row}
+    columns = ["feature", "term", "beta_raw", "se_raw", "beta_after", "se_after", "p_raw",
+               "p_after", "shrinkage", "se_ratio", "icc_before", "icc_after", "converged_raw",
+               "converged_after", "note"]
+    table = pd.DataFrame([rows[j] for j in order], columns=columns).set_index("feature")
+    table[["converged_raw", "converged_after"]] = table[
+        ["converged_raw", "converged_after"]].astype(bool)
     table.insert(table.columns.get_loc("p_after"), "q_raw", benjamini_hochberg(table["p_raw"]))
     lo, hi = kept
     r, se_ratio = table["shrinkage"].to_numpy(), table["se_ratio"].to_numpy()

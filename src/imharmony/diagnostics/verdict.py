@@ -89,7 +89,10 @@ class DiagnosisData:
     pca : PCAProjection
         Scores on the first two principal axes of the standardized data before, the data after
         projected on the same axes (:func:`~imharmony.diagnostics.pca_projection`; the features
-        as given, not the residuals after the biology, so that the biology shows).
+        as given, not the residuals after the biology, so that the biology shows), over the
+        block without missing values.
+    pca_rows : numpy.ndarray of bool, shape (n_samples,), or None
+        The samples of ``pca`` (None: all).
     """
 
     before: pd.DataFrame
@@ -101,6 +104,7 @@ class DiagnosisData:
     pca: PCAProjection
     batch_name: str = "site"
     biology_name: str = "biology"
+    pca_rows: np.ndarray | None = None
 
 
 @dataclass
@@ -132,6 +136,11 @@ class Diagnosis:
         ratio`` over the sites that mix classes, ``mixed-model coefficient``); columns
         ``n_features``, ``before``, ``after``, ``ratio``, ``low``, ``high`` (the band called
         kept) and ``reading`` ("kept", "erased" or "inflated").
+    missing : dict
+        Missing values (NaN before or after): ``cells``, ``features`` (with any),
+        ``min_complete_cases`` (the fewest samples a feature was tested on), and the complete
+        block the multivariate measures used (``multivariate_samples``,
+        ``multivariate_features``).
     n_samples, n_features, n_sites : int
     data : DiagnosisData or None
         The inputs, kept for the report's figures (None when built by hand).
@@ -149,6 +158,7 @@ class Diagnosis:
     confounding: ConfoundingReport
     thresholds: Thresholds = field(default_factory=Thresholds)
     biology_evidence: pd.DataFrame | None = None
+    missing: dict[str, int] = field(default_factory=dict)
     n_samples: int = 0
     n_features: int = 0
     n_sites: int = 0
@@ -217,6 +227,59 @@ def _describe(obj: Any) -> str:
 
 def _fmt(v: Any) -> str:
     return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.3f}"
+
+
+def _complete_block(missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the largest simple block without missing values.
+
+    Either the samples complete in every feature, or the features complete in every sample,
+    whichever keeps more values (the multivariate measures need one complete matrix).
+    """
+    n, p = missing.shape
+    full_rows = ~missing.any(axis=1)
+    full_cols = ~missing.any(axis=0)
+    all_rows, all_cols = np.ones(n, bool), np.ones(p, bool)
+    if full_rows.all():
+        return all_rows, all_cols
+    if full_rows.sum() * p >= n * full_cols.sum():
+        return full_rows, all_cols
+    return all_rows, full_cols
+
+
+def _multivariate(mv: pd.DataFrame, Xb: np.ndarray, Xa: np.ndarray, site: np.ndarray,
+                  resid_arg: pd.DataFrame | None, *, n_permutations: int, n_splits: int,
+                  random_state: int | None, harmonizer: Any, harmonizer_covariates: Any,
+                  conf_cov: pd.DataFrame, reasons: list[str]) -> None:
+    """Fill ``mv`` with the silhouette, guided PCA and site prediction (complete data)."""
+    if Xb.shape[1] < 2 or np.unique(site).size < 2:
+        raise DesignError(f"{Xb.shape[0]} samples x {Xb.shape[1]} features without missing "
+                          "values, in fewer than 2 sites or with fewer than 2 features")
+    codes = encode_labels(site)[1]
+    Rb, Ra = Xb, Xa
+    if resid_arg is not None:
+        Zd = as_covariate_design(resid_arg, len(site)).to_numpy(dtype=float)
+        Rb, _ = residualize(Xb, codes, Zd)
+        Ra, _ = residualize(Xa, codes, Zd)
+    sil_b, sil_a = pca_silhouette(Rb, site, Ra)
+    mv.loc["silhouette"] = [sil_b, sil_a, np.nan]
+    g_b = guided_pca(Rb, site, n_permutations=n_permutations, random_state=random_state)
+    g_a = guided_pca(Ra, site, n_permutations=n_permutations, random_state=random_state)
+    mv.loc["gpca_delta"] = [g_b.delta, g_a.delta, np.nan]
+    mv.loc["gpca_p"] = [g_b.p_value, g_a.p_value, np.nan]
+    try:
+        spk = {"adjust_for": resid_arg, "n_splits": n_splits, "random_state": random_state}
+        sp_b = site_prediction(Xb, site, **spk)
+        sp_a = site_prediction(Xa, site, **spk)
+        mv.loc["site_prediction"] = [sp_b.balanced_accuracy, sp_a.balanced_accuracy, sp_b.chance]
+        if harmonizer is not None:
+            hcov = harmonizer_covariates
+            if hcov is None and conf_cov.shape[1]:
+                hcov = conf_cov
+            sp_h = site_prediction(Xb, site, harmonizer=harmonizer, covariates=hcov, **spk)
+            mv.loc["site_prediction_in_folds"] = [sp_b.balanced_accuracy, sp_h.balanced_accuracy,
+                                                  sp_h.chance]
+    except DesignError as exc:
+        reasons.append(f"site prediction skipped: {exc}")
 
 
 def _signal_rank(signal_q: np.ndarray, site_effect: np.ndarray) -> np.ndarray:
@@ -384,6 +447,9 @@ def diagnose(
     ----------
     before, after : array-like or pandas.DataFrame, shape (n_samples, n_features)
         The same samples and features before and after harmonization (numeric columns only).
+        Missing values (NaN, e.g. kept by ComBat) are allowed: every per-feature measure uses
+        that feature's complete cases; the multivariate measures use the largest block without
+        missing values (see ``Diagnosis.missing``).
     batch : array-like, shape (n_samples,)
         Site of each sample.
     biology : array-like, shape (n_samples,), optional
@@ -429,7 +495,7 @@ def diagnose(
     Fisher ratio otherwise.
     """
     th = thresholds if thresholds is not None else Thresholds()
-    Xb, Xa, names = as_pair(before, after)
+    Xb, Xa, names = as_pair(before, after, allow_missing=True)
     n = Xb.shape[0]
     site = as_labels(batch, n, name="batch")
     levels, site_codes = encode_labels(site)
@@ -484,34 +550,28 @@ def diagnose(
     st_b = site_tests(Xb, site, **kw)
     st_a = site_tests(Xa, site, **kw)
 
-    # Multivariate views, on the same residuals as the site tests.
-    Rb, Ra = Xb, Xa
-    if resid_arg is not None:
-        Zd = as_covariate_design(resid_arg, n).to_numpy(dtype=float)
-        Rb, _ = residualize(Xb, site_codes, Zd)
-        Ra, _ = residualize(Xa, site_codes, Zd)
-    mv = pd.DataFrame(columns=["before", "after", "chance"], dtype=float)
-    sil_b, sil_a = pca_silhouette(Rb, site, Ra)
-    mv.loc["silhouette"] = [sil_b, sil_a, np.nan]
-    g_b = guided_pca(Rb, site, n_permutations=n_permutations, random_state=random_state)
-    g_a = guided_pca(Ra, site, n_permutations=n_permutations, random_state=random_state)
-    mv.loc["gpca_delta"] = [g_b.delta, g_a.delta, np.nan]
-    mv.loc["gpca_p"] = [g_b.p_value, g_a.p_value, np.nan]
+    # Multivariate views, on the same residuals as the site tests, over the complete block.
     site_reasons: list[str] = []
+    missing = np.isnan(Xb) | np.isnan(Xa)
+    rows, cols = _complete_block(missing)
+    mv = pd.DataFrame(columns=["before", "after", "chance"], dtype=float)
+    if missing.any():
+        n_miss = int(missing.any(axis=0).sum())
+        site_reasons.append(
+            f"{n_miss} feature(s) have missing values ({int(missing.sum())} cell(s) before or "
+            f"after); each is tested on its complete cases (at least "
+            f"{int((~missing).sum(axis=0).min())} of {n} samples). The multivariate measures use "
+            f"the {int(rows.sum())} samples x {int(cols.sum())} features without any.")
     try:
-        spk = {"adjust_for": resid_arg, "n_splits": n_splits, "random_state": random_state}
-        sp_b = site_prediction(Xb, site, **spk)
-        sp_a = site_prediction(Xa, site, **spk)
-        mv.loc["site_prediction"] = [sp_b.balanced_accuracy, sp_a.balanced_accuracy, sp_b.chance]
-        if harmonizer is not None:
-            hcov = harmonizer_covariates
-            if hcov is None and conf_cov.shape[1]:
-                hcov = conf_cov
-            sp_h = site_prediction(Xb, site, harmonizer=harmonizer, covariates=hcov, **spk)
-            mv.loc["site_prediction_in_folds"] = [sp_b.balanced_accuracy, sp_h.balanced_accuracy,
-                                                  sp_h.chance]
+        _multivariate(mv, Xb[np.ix_(rows, cols)], Xa[np.ix_(rows, cols)], site[rows],
+                      None if resid_arg is None else resid_arg[rows].reset_index(drop=True),
+                      n_permutations=n_permutations, n_splits=n_splits,
+                      random_state=random_state, harmonizer=harmonizer,
+                      harmonizer_covariates=None if harmonizer_covariates is None else
+                      pd.DataFrame(harmonizer_covariates).reset_index(drop=True)[rows],
+                      conf_cov=conf_cov[rows].reset_index(drop=True), reasons=site_reasons)
     except DesignError as exc:
-        site_reasons.append(f"site prediction skipped: {exc}")
+        site_reasons.append(f"multivariate measures skipped: {exc}")
 
     # Biology.
     fisher = mixed = None
@@ -534,8 +594,10 @@ def diagnose(
     frame = lambda a: pd.DataFrame(a, columns=names)  # noqa: E731
     data = DiagnosisData(
         before=frame(Xb), after=frame(Xa), batch=site, biology=bio, biology_kind=kind,
-        covariates=cov_df, pca=pca_projection(Xb, Xa, n_components=2),
-        batch_name=_name_of(batch, "site"), biology_name=_name_of(biology, "biology"))
+        covariates=cov_df, pca=pca_projection(Xb[np.ix_(rows, cols)], Xa[np.ix_(rows, cols)],
+                                              n_components=2),
+        batch_name=_name_of(batch, "site"), biology_name=_name_of(biology, "biology"),
+        pca_rows=None if rows.all() else rows)
     parameters = {
         "covariates": [] if cov_df is None else [str(c) for c in cov_df.columns],
         "random_state": random_state,
@@ -563,6 +625,10 @@ def diagnose(
         confounding=confounding,
         thresholds=th,
         biology_evidence=evidence,
+        missing={"cells": int(missing.sum()), "features": int(missing.any(axis=0).sum()),
+                 "min_complete_cases": int((~missing).sum(axis=0).min()),
+                 "multivariate_samples": int(rows.sum()),
+                 "multivariate_features": int(cols.sum())},
         n_samples=n,
         n_features=len(names),
         n_sites=int(levels.size),
