@@ -254,7 +254,7 @@ def test_single_class_sites_are_strong_confounding_and_assessed(single_class):
         assert d.confounding.variables.iloc[0]["single_class_sites"] == ("siteA", "siteB", "siteC")
         assert d.confounding.mixed_sites == ("siteD", "siteE")
         # the site tests work on residuals after the biology, even with single-class sites
-        assert d.site_after.summary["residualized_on"] == ["disease_normal"]
+        assert d.site_after.summary["residualized_on"] == ["disease[normal]"]
         assert set(d.biology_evidence.index) == {
             "pooled Fisher ratio", "within-site Fisher ratio", "mixed-model coefficient"}
 

@@ -165,9 +165,9 @@ def test_dataframe_input_and_errors():
     df = pd.DataFrame({"vol": [1.0, 2, 3, 4], "id": ["a", "b", "c", "d"]})
     with pytest.raises(DataError, match=r"\['id'\]"):
         site_tests(df, [0, 0, 1, 1])
-    with pytest.raises(DataError, match="infinite value.*vol"):
+    with pytest.raises(DataError, match=r"infinite value.*vol"):
         site_tests(pd.DataFrame({"vol": [1.0, np.inf, 3, 4]}), [0, 0, 1, 1])
-    with pytest.raises(DataError, match="one value per sample"):
+    with pytest.raises(DataError, match="one label per sample"):
         site_tests(df[["vol"]], [0, 1, 1])
     with pytest.raises(DesignError, match="only one site"):
         site_tests(df[["vol"]], [0, 0, 0, 0])

@@ -45,6 +45,7 @@ import pandas as pd
 from scipy import stats
 from scipy.stats import contingency
 
+from .._validation import is_numeric_column
 from ..errors import ConfoundingError, HarmonizationWarning
 from ._data import as_covariate_design, as_labels, biology_kind, encode_labels, group_indicator
 
@@ -380,8 +381,7 @@ def check_confounding(
                 continue
             s = cov[c]
             vals = as_labels(s, n, name=f"covariates[{c!r}]")
-            numeric = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
-            if numeric:
+            if is_numeric_column(s.dtype):
                 row = _continuous(vals, codes, levels.size, th)
             else:
                 row, _ = _categorical(vals, site_str, th, "covariate")

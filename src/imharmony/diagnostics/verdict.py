@@ -251,7 +251,7 @@ def _multivariate(mv: pd.DataFrame, Xb: np.ndarray, Xa: np.ndarray, site: np.nda
                   random_state: int | None, harmonizer: Any, harmonizer_covariates: Any,
                   conf_cov: pd.DataFrame, reasons: list[str]) -> None:
     """Fill ``mv`` with the silhouette, guided PCA and site prediction (complete data)."""
-    if Xb.shape[1] < 2 or np.unique(site).size < 2:
+    if Xb.shape[1] < 2 or encode_labels(site)[0].size < 2:
         raise DesignError(f"{Xb.shape[0]} samples x {Xb.shape[1]} features without missing "
                           "values, in fewer than 2 sites or with fewer than 2 features")
     codes = encode_labels(site)[1]
@@ -498,7 +498,7 @@ def diagnose(
     Xb, Xa, names = as_pair(before, after, allow_missing=True)
     n = Xb.shape[0]
     site = as_labels(batch, n, name="batch")
-    levels, site_codes = encode_labels(site)
+    levels, _ = encode_labels(site)
     if levels.size < 2:
         raise DesignError("batch: only one site; there is no site effect to diagnose.")
     cov_df = None

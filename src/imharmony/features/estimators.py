@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,6 +19,14 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from .._validation import CovariateEncoder as _CovariateEncoder
+from .._validation import as_covariate_frame as _as_covariate_frame
+from .._validation import as_label_array, label_text, sorted_levels
+from .._validation import encode_labels as _encode
+from .._validation import factorize_labels as _factorize
+from .._validation import format_items as _fmt
+from .._validation import is_numeric_column as _is_numeric_dtype
+from .._validation import label_key as _label_key
 from .._version import __version__
 from ..errors import (
     DataError,
@@ -110,59 +117,8 @@ def _as_feature_matrix(
     return arr, names, missing_columns(arr, colsum)
 
 
-def _is_numeric_dtype(dt: Any) -> bool:
-    return bool(pd.api.types.is_numeric_dtype(dt)) and not pd.api.types.is_bool_dtype(dt)
-
-
-def _fmt(items: Sequence[Any], limit: int = 8) -> str:
-    shown = ", ".join(repr(x) for x in list(items)[:limit])
-    more = len(items) - limit
-    return shown + (f" and {more} more" if more > 0 else "")
-
-
 def _as_labels(batch: Any, n: int) -> np.ndarray:
-    if batch is None:
-        raise DataError("batch is required: give one site/batch label per sample.")
-    arr = np.asarray(batch.to_numpy() if isinstance(batch, pd.Series) else batch)
-    if arr.ndim != 1:
-        arr = arr.reshape(-1) if arr.ndim == 2 and 1 in arr.shape else arr
-    if arr.ndim != 1 or arr.shape[0] != n:
-        raise DataError(f"batch must have one label per sample ({n}); got shape {arr.shape}.")
-    missing = pd.isna(arr)
-    if missing.any():
-        raise DataError(
-            f"batch has {int(missing.sum())} missing label(s) (first at row "
-            f"{int(np.flatnonzero(missing)[0])}); every sample needs a site/batch."
-        )
-    return arr
-
-
-def _label_key(value: Any) -> Any:
-    """A JSON-friendly, hashable version of a label (numpy scalars to Python)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-def _factorize(values: Any) -> tuple[np.ndarray, list[Any]]:
-    """Hash-based factorization: (codes into uniques, uniques as JSON-friendly keys)."""
-    codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=False)
-    return codes.astype(np.intp), [_label_key(u) for u in uniques]
-
-
-def _sorted_levels(keys: list[Any]) -> list[Any]:
-    return sorted(set(keys), key=lambda v: (str(type(v)), v))
-
-
-def _encode(values: Any, levels: list[Any]) -> tuple[np.ndarray, list[Any]]:
-    """Codes of ``values`` in ``levels`` (-1 where absent) and the absent keys."""
-    codes, uniques = _factorize(values)
-    lookup = {lvl: i for i, lvl in enumerate(levels)}
-    mapped = np.array([lookup.get(u, -1) for u in uniques], dtype=np.intp)
-    unseen = [u for u, m in zip(uniques, mapped, strict=True) if m < 0]
-    return (mapped[codes] if codes.size else codes), unseen
+    return as_label_array(batch, n, name="batch")
 
 
 def _check_acquisitions(acquisitions: Any, n: int, mapping: Any) -> None:
@@ -179,120 +135,6 @@ def _check_acquisitions(acquisitions: Any, n: int, mapping: Any) -> None:
 
     distinct = acquisitions.astype(str).drop_duplicates().index
     require_harmonizable(acquisitions.loc[distinct].reset_index(drop=True), mapping=mapping)
-
-
-class _CovariateEncoder:
-    """Turns a covariate table into the design columns: continuous as is, categorical one-hot
-    with the first level dropped (R's treatment contrasts; levels sorted, or the categorical
-    dtype's own order)."""
-
-    def __init__(self, spec: list[dict[str, Any]]) -> None:
-        self.spec = spec
-
-    @classmethod
-    def learn(cls, covariates: Any, n: int) -> tuple[_CovariateEncoder, pd.DataFrame | None]:
-        frame = _as_covariate_frame(covariates, n)
-        if frame is None:
-            return cls([]), None
-        spec: list[dict[str, Any]] = []
-        for name in frame.columns:
-            col = frame[name]
-            if col.isna().any():
-                raise DataError(
-                    f"covariate column {name!r} has {int(col.isna().sum())} missing value(s); "
-                    "impute them or drop those samples."
-                )
-            if _is_numeric_dtype(col.dtype):
-                spec.append({"name": str(name), "kind": "continuous"})
-            else:
-                if isinstance(col.dtype, pd.CategoricalDtype):
-                    levels = [_label_key(v) for v in col.cat.categories if (col == v).any()]
-                else:
-                    levels = _sorted_levels(_factorize(col.to_numpy())[1])
-                if len(levels) < 2:
-                    raise DesignError(
-                        f"covariate column {name!r} has a single level ({levels[0]!r}); it carries "
-                        "no information to preserve: drop it."
-                    )
-                spec.append({"name": str(name), "kind": "categorical", "levels": levels})
-        return cls(spec), frame
-
-    @property
-    def columns(self) -> list[str]:
-        names: list[str] = []
-        for s in self.spec:
-            if s["kind"] == "continuous":
-                names.append(s["name"])
-            else:
-                names.extend(f"{s['name']}[{lvl}]" for lvl in s["levels"][1:])
-        return names
-
-    def encode(self, covariates: Any, n: int) -> np.ndarray:
-        if not self.spec:
-            if covariates is not None and _as_covariate_frame(covariates, n) is not None:
-                raise DataError(
-                    "covariates were given but the model was fitted without covariates."
-                )
-            return np.zeros((n, 0))
-        frame = _as_covariate_frame(covariates, n)
-        if frame is None:
-            raise DataError(
-                "the model was fitted with covariates "
-                f"{_fmt([s['name'] for s in self.spec])}; give them for these samples too."
-            )
-        blocks: list[np.ndarray] = []
-        for s in self.spec:
-            name = s["name"]
-            if name not in frame.columns:
-                raise DataError(f"covariate column {name!r} is missing; the model needs it.")
-            col = frame[name]
-            if col.isna().any():
-                raise DataError(f"covariate column {name!r} has missing values.")
-            if s["kind"] == "continuous":
-                if not _is_numeric_dtype(col.dtype):
-                    raise DataError(
-                        f"covariate column {name!r} was continuous at fit but is not numeric now."
-                    )
-                blocks.append(col.to_numpy(dtype=np.float64)[:, None])
-            else:
-                levels = s["levels"]
-                idx, unseen_keys = _encode(col.to_numpy(), levels)
-                if unseen_keys:
-                    unseen = sorted(str(k) for k in unseen_keys)
-                    raise DataError(
-                        f"covariate column {name!r} has level(s) {_fmt(unseen)} not seen at fit "
-                        f"(known: {_fmt(levels)})."
-                    )
-                block = np.zeros((n, len(levels) - 1))
-                rows = np.flatnonzero(idx > 0)
-                block[rows, idx[rows] - 1] = 1.0
-                blocks.append(block)
-        return np.hstack(blocks)
-
-
-def _as_covariate_frame(covariates: Any, n: int) -> pd.DataFrame | None:
-    if covariates is None:
-        return None
-    if isinstance(covariates, pd.Series):
-        frame = covariates.to_frame(name=covariates.name if covariates.name is not None else "cov0")
-    elif isinstance(covariates, pd.DataFrame):
-        frame = covariates
-    else:
-        arr = np.asarray(covariates)
-        if arr.ndim == 1:
-            arr = arr[:, None]
-        if arr.ndim != 2:
-            raise DataError(f"covariates must be 2-D (samples x covariates); got {arr.shape}.")
-        frame = pd.DataFrame(arr, columns=[f"cov{i}" for i in range(arr.shape[1])])
-    if frame.shape[1] == 0:
-        return None
-    if frame.shape[0] != n:
-        raise DataError(
-            f"covariates have {frame.shape[0]} rows but X has {n} samples; give one row per sample."
-        )
-    frame = frame.reset_index(drop=True)
-    frame.columns = [str(c) for c in frame.columns]
-    return frame
 
 
 # ------------------------------------------------------------------------------------------------
@@ -476,12 +318,11 @@ class ComBat(TransformerMixin, BaseEstimator):
         """Fit on validated data; returns the batch codes and encoded covariates used."""
         n = data.shape[0]
         labels = _as_labels(batch, n)
-        levels = _sorted_levels(_factorize(labels)[1])
+        levels = sorted_levels(_factorize(labels)[1])
         if len(levels) < 2:
             raise DesignError(
                 f"batch has a single site ({levels[0]!r}); ComBat needs at least two sites."
             )
-        lookup = {lvl: i for i, lvl in enumerate(levels)}
         codes = _encode(labels, levels)[0]
         counts = np.bincount(codes, minlength=len(levels))
         singles = [levels[i] for i in np.flatnonzero(counts < 2)]
@@ -493,18 +334,14 @@ class ComBat(TransformerMixin, BaseEstimator):
             )
         ref = None
         if self.reference_batch is not None:
-            rkey = _label_key(self.reference_batch)
-            if rkey not in lookup:
-                # allow "1" to name the label 1 (CLI strings)
-                alt = {str(k): k for k in levels}
-                if str(rkey) in alt:
-                    rkey = alt[str(rkey)]
-                else:
-                    raise DesignError(
-                        f"reference_batch={self.reference_batch!r} is not one of the sites "
-                        f"{_fmt(levels)}."
-                    )
-            ref = lookup[rkey]
+            # one label rule (imharmony._validation): "1" names the site 1
+            by_text = {label_text(k): i for i, k in enumerate(levels)}
+            if label_text(self.reference_batch) not in by_text:
+                raise DesignError(
+                    f"reference_batch={self.reference_batch!r} is not one of the sites "
+                    f"{_fmt(levels)}."
+                )
+            ref = by_text[label_text(self.reference_batch)]
         encoder, _ = _CovariateEncoder.learn(covariates, n)
         C = encoder.encode(covariates, n)
         try:

@@ -110,9 +110,10 @@ def _palette(n: int) -> list[Any]:
 
 def _levels(labels: np.ndarray) -> tuple[list[str], np.ndarray]:
     """Sorted label levels (as text) and each sample's code (the order of the diagnostics)."""
-    values = labels.astype(str) if labels.dtype == object else labels
-    levels, codes = np.unique(values, return_inverse=True)
-    return [str(v) for v in levels], codes.ravel()
+    from ..diagnostics._data import encode_labels
+
+    levels, codes = encode_labels(labels)
+    return [str(v) for v in levels], codes
 
 
 def site_distributions_figure(data: DiagnosisData, features: Sequence[str],
