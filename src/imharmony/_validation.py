@@ -50,6 +50,7 @@ __all__ = [
     "is_numeric_column",
     "label_key",
     "label_text",
+    "levels_and_codes",
     "require_columns",
     "sorted_levels",
     "split_feature_table",
@@ -158,6 +159,15 @@ def sorted_levels(keys: Iterable[Any]) -> list[Any]:
         return (0, v) if number else (1, str(v))
 
     return sorted(unique.values(), key=order)
+
+
+def levels_and_codes(values: Any) -> tuple[list[Any], np.ndarray]:
+    """The sorted distinct labels (:func:`sorted_levels`) and each value's code into them."""
+    codes, keys = factorize_labels(values)
+    levels = sorted_levels(keys)
+    order = {label_text(k): i for i, k in enumerate(levels)}
+    remap = np.array([order[label_text(k)] for k in keys], dtype=np.intp)
+    return levels, remap[codes]
 
 
 def encode_labels(values: Any, levels: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:

@@ -16,9 +16,7 @@ import pandas as pd
 from .._validation import (
     CovariateEncoder,
     as_label_array,
-    factorize_labels,
-    label_text,
-    sorted_levels,
+    levels_and_codes,
 )
 from ..errors import DataError, DesignError
 
@@ -118,11 +116,8 @@ def encode_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Labels follow the one rule of :mod:`imharmony._validation` (``1`` and ``"1"`` are one label;
     numbers sorted by value, then text), as ComBat's sites do.
     """
-    codes, keys = factorize_labels(labels)
-    levels = sorted_levels(keys)
-    order = {label_text(k): i for i, k in enumerate(levels)}
-    remap = np.array([order[label_text(k)] for k in keys], dtype=np.intp)
-    return np.array(levels, dtype=object), remap[codes]
+    levels, codes = levels_and_codes(labels)
+    return np.array(levels, dtype=object), codes
 
 
 def group_indicator(codes: np.ndarray, k: int) -> np.ndarray:

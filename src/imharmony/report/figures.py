@@ -110,9 +110,9 @@ def _palette(n: int) -> list[Any]:
 
 def _levels(labels: np.ndarray) -> tuple[list[str], np.ndarray]:
     """Sorted label levels (as text) and each sample's code (the order of the diagnostics)."""
-    from ..diagnostics._data import encode_labels
+    from .._validation import levels_and_codes
 
-    levels, codes = encode_labels(labels)
+    levels, codes = levels_and_codes(labels)
     return [str(v) for v in levels], codes
 
 
