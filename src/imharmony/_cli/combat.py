@@ -1,8 +1,10 @@
 """``imharmony combat fit`` and ``imharmony combat apply`` on CSV / Parquet feature tables.
 
 Column roles: the batch column and the covariate columns are named on the command line; every
-other numeric column is a feature unless listed with ``--id``; non-numeric columns pass through
-unchanged. The output keeps every column, in order, with the features harmonized.
+other numeric column is a feature unless listed with ``--id`` or matched by ``--exclude`` (and
+pyradiomics' ``diagnostics_*`` columns, which are never features); non-numeric columns pass
+through unchanged. The output keeps every column, in order, with the features harmonized.
+``--json`` writes what was done (sites, samples, features, warnings) for pipelines.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     f.add_argument("--max-iter", type=int, default=1000, help="EB iteration cap (default 1000)")
     f.add_argument("--model", required=True, metavar="MODEL.json", help="where to save the model")
     f.add_argument("--output", metavar="OUT.csv", help="write the harmonized training table")
+    _add_table_options(f)
     f.set_defaults(func=run_fit)
 
     a = csub.add_parser(
@@ -75,16 +78,41 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     a.add_argument("features", metavar="FEATURES", help="feature table (.csv, .tsv, .parquet)")
     a.add_argument("--model", required=True, metavar="MODEL.json", help="model file")
     a.add_argument("--output", required=True, metavar="OUT.csv", help="harmonized table")
+    _add_table_options(a)
     a.set_defaults(func=run_apply)
 
 
-def _require_columns(df: pd.DataFrame, cols: list[str], path: str, what: str) -> None:
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise DataError(
-            f"{path}: {what} column(s) {missing} not found; columns are {list(df.columns)[:12]}"
-            + (" ..." if df.shape[1] > 12 else "")
-        )
+def _add_table_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="numeric columns matching this glob are carried along unharmonized "
+                        "(repeatable; pyradiomics' diagnostics_* columns always are)")
+    p.add_argument("--json", metavar="PATH",
+                   help="also write a machine-readable summary (sites, samples, features, "
+                        "warnings) as JSON")
+
+
+def _fit_summary(command: str, args: argparse.Namespace, df: pd.DataFrame, batch: Any,
+                 cols: Any, caught: list[Any]) -> dict[str, Any]:
+    counts = batch.astype(str).value_counts(sort=False)
+    return {
+        "command": command,
+        "input": str(args.features),
+        "model": str(args.model),
+        "output": None if args.output is None else str(args.output),
+        "samples": len(df),
+        "sites": {str(k): int(v) for k, v in counts.items()},
+        "features": len(cols.features),
+        "feature_columns": cols.features,
+        "excluded_columns": cols.excluded,
+        "passthrough_columns": cols.passthrough,
+        "missing_values": int(df[cols.features].isna().to_numpy().sum()),
+        "warnings": [str(w.message) for w in caught],
+    }
+
+
+def _relog(caught: list[Any]) -> None:
+    for w in caught:
+        logger.warning("%s", w.message)
 
 
 def _covariates(df: pd.DataFrame, cols: list[str], categorical: list[str]) -> pd.DataFrame | None:
@@ -107,23 +135,26 @@ def _write(df: pd.DataFrame, harmonized: Any, features: list[str], out: str) -> 
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from ..features.estimators import ComBat, _is_numeric_dtype
-    from ..io.tables import read_table
+    import warnings
+
+    from .._validation import require_columns, split_feature_table
+    from ..features.estimators import ComBat
+    from ..io.tables import read_table, write_json
 
     df = read_table(args.features)
+    require_columns(df, [args.batch], args.features, "batch (--batch)")
+    require_columns(df, args.covariate, args.features, "covariate (--covariate)")
+    require_columns(df, args.id, args.features, "id (--id)")
     roles = [args.batch, *args.covariate, *args.id]
-    _require_columns(df, roles, args.features, "named")
     unknown_cat = [c for c in args.categorical if c not in args.covariate]
     if unknown_cat:
         raise DataError(f"--categorical {unknown_cat}: give these columns as --covariate too.")
-    features = [c for c in df.columns if c not in roles and _is_numeric_dtype(df[c].dtype)]
-    if not features:
-        raise DataError(
-            f"{args.features}: no numeric feature columns besides the batch/covariate/id columns."
-        )
-    passthrough = [c for c in df.columns if c not in roles and c not in features]
-    if passthrough:
-        logger.info("passing through non-numeric columns: %s", ", ".join(map(str, passthrough)))
+    cols = split_feature_table(df, roles, exclude=args.exclude, source=args.features)
+    features = cols.features
+    if cols.passthrough:
+        logger.info("passing through non-numeric columns: %s", ", ".join(cols.passthrough))
+    if cols.excluded:
+        logger.info("carried along unharmonized (excluded): %s", ", ".join(cols.excluded))
     model = ComBat(
         nonparametric=args.nonparametric,
         mean_only=args.mean_only,
@@ -134,7 +165,11 @@ def run_fit(args: argparse.Namespace) -> int:
     X = df[features]
     batch = df[args.batch]
     cov = _covariates(df, args.covariate, args.categorical)
-    model.fit(X, batch=batch, covariates=cov)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(X, batch=batch, covariates=cov)
+        harmonized = model.transform(X, batch=batch, covariates=cov) if args.output else None
+    _relog(caught)
     model.save(
         args.model,
         metadata={
@@ -142,6 +177,7 @@ def run_fit(args: argparse.Namespace) -> int:
             "covariate_columns": [str(c) for c in args.covariate],
             "categorical_columns": [str(c) for c in args.categorical],
             "id_columns": [str(c) for c in args.id],
+            "exclude": [str(c) for c in args.exclude],
             "source": str(args.features),
         },
     )
@@ -153,14 +189,19 @@ def run_fit(args: argparse.Namespace) -> int:
         args.model,
     )
     if args.output:
-        _write(df, model.transform(X, batch=batch, covariates=cov), features, args.output)
+        _write(df, harmonized, features, args.output)
         logger.info("harmonized table written to %s", args.output)
+    if args.json:
+        write_json(_fit_summary("combat fit", args, df, batch, cols, caught), args.json)
     return 0
 
 
 def run_apply(args: argparse.Namespace) -> int:
+    import warnings
+
+    from .._validation import require_columns, split_feature_table
     from ..features.estimators import ComBat
-    from ..io.tables import read_table
+    from ..io.tables import read_table, write_json
 
     model = ComBat.load(args.model)
     meta = model.metadata_
@@ -171,13 +212,39 @@ def run_apply(args: argparse.Namespace) -> int:
         )
     df = read_table(args.features)
     features = [str(x) for x in model.feature_names_in_]
-    _require_columns(df, [meta["batch_column"]], args.features, "batch")
-    _require_columns(df, meta.get("covariate_columns", []), args.features, "covariate")
-    _require_columns(df, features, args.features, "feature")
+    require_columns(df, [meta["batch_column"]], args.features, "batch")
+    require_columns(df, meta.get("covariate_columns", []), args.features, "covariate")
+    require_columns(df, features, args.features, "feature")
+    roles = [meta["batch_column"], *meta.get("covariate_columns", []),
+             *meta.get("id_columns", [])]
+    cols = split_feature_table(df, roles, exclude=[*meta.get("exclude", []), *args.exclude],
+                               source=args.features)
+    excluded = [c for c in features if c in cols.excluded]
+    if excluded:
+        raise DataError(
+            f"--exclude matches {excluded[:5]}, which the model {args.model} harmonizes; refit "
+            "without those columns, or drop the --exclude."
+        )
+    not_numeric = [c for c in features if c not in cols.features]
+    if not_numeric:
+        raise DataError(
+            f"{args.features}: feature column(s) {not_numeric[:5]} are not numeric here; the "
+            "model needs them as numbers."
+        )
     cov = _covariates(df, meta.get("covariate_columns", []), meta.get("categorical_columns", []))
-    harmonized = model.transform(df[features], batch=df[meta["batch_column"]], covariates=cov)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        harmonized = model.transform(df[features], batch=df[meta["batch_column"]],
+                                     covariates=cov)
+    _relog(caught)
     _write(df, harmonized, features, args.output)
     logger.info(
         "harmonized %d samples x %d features -> %s", df.shape[0], len(features), args.output
     )
+    if args.json:
+        used = type(cols)(features=features, passthrough=cols.passthrough,
+                          excluded=cols.excluded + [c for c in cols.features
+                                                    if c not in features])
+        write_json(_fit_summary("combat apply", args, df, df[meta["batch_column"]], used,
+                                caught), args.json)
     return 0

@@ -181,7 +181,8 @@ class Diagnosis:
         for question in ("site effect", "biology"):
             lines.append(f"{question}: {self.verdicts[question].upper()}")
             lines.extend(f"  - {r}" for r in self.reasons[question])
-        lines.append(f"confounding: {self.confounding.level}")
+        lines.append("confounding of site and biology: "
+                     f"{self.confounding.biology_level or 'not assessed'}")
         lines.extend(f"  - {m}" for m in self.confounding.messages)
         lines.append("")
         lines.append("multivariate (before -> after):")
@@ -192,6 +193,51 @@ class Diagnosis:
         lines.append("thresholds: " + ", ".join(
             f"{k}={v}" for k, v in asdict(self.thresholds).items()))
         return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Machine-readable results: verdicts, reasons, thresholds and the key numbers.
+
+        Plain Python types (NaN where a number could not be computed); what ``imharmony
+        diagnose --json`` writes.
+        """
+        def numbers(d: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in d.items() if isinstance(v, (int, float, np.number))}
+
+        conf = self.confounding
+        evidence = self.biology_evidence
+        return {
+            "verdicts": dict(self.verdicts),
+            "reasons": {k: list(v) for k, v in self.reasons.items()},
+            "samples": self.n_samples,
+            "features": self.n_features,
+            "sites": self.n_sites,
+            "site_sizes": {str(k): int(v) for k, v in conf.site_sizes.items()},
+            "site_tests": {"before": numbers(self.site_before.summary),
+                           "after": numbers(self.site_after.summary),
+                           "residualized_on": list(self.site_after.summary["residualized_on"])},
+            "multivariate": {str(k): {c: float(v) for c, v in row.items()}
+                             for k, row in self.multivariate.iterrows()},
+            "biology": {} if evidence is None else {
+                str(k): {c: (v if isinstance(v, str) else int(v) if c == "n_features" else
+                             float(v)) for c, v in row.items()}
+                for k, row in evidence.iterrows()},
+            "mixed_models_not_converged": [] if self.mixed is None else [
+                str(f) for f in self.mixed.index[self.mixed["verdict"] == "not converged"]],
+            "confounding": {
+                "level": conf.level,
+                "biology_level": conf.biology_level,
+                "single_class_sites": [] if conf.variables.empty else
+                list(conf.variables.iloc[0]["single_class_sites"])
+                if conf.variables.iloc[0]["role"] == "biology" else [],
+                "mixed_sites": list(conf.mixed_sites),
+                "findings": [{"level": f.level, "topic": f.topic, "role": f.role,
+                              "variable": f.variable, "message": f.message}
+                             for f in conf.findings],
+            },
+            "missing": dict(self.missing),
+            "thresholds": asdict(self.thresholds),
+            "parameters": dict(self.parameters),
+        }
 
     def to_html(self, path: str | os.PathLike[str], *, title: str | None = None,
                 provenance: dict[str, Any] | None = None) -> Path:
