@@ -346,16 +346,21 @@ def _site_verdict(before: SiteTests, after: SiteTests, mv: pd.DataFrame,
     reasons = [f"features with a site effect: {fb:.1%} before, {fa:.1%} after {what}."]
     if fa <= th.site_removed_max_fraction:
         verdict = "removed"
-        reasons.append(f"{fa:.1%} <= {th.site_removed_max_fraction:.0%} "
-                       "(site_removed_max_fraction).")
+        reasons.append(f"{fa:.1%} after is at most {th.site_removed_max_fraction:.0%}, the "
+                       "largest fraction still called removed.")
         if fb <= th.site_removed_max_fraction:
             reasons.append("no site effect was detectable before harmonization either.")
     elif fa <= th.site_reduced_ratio * fb:
         verdict = "reduced"
-        reasons.append(f"{fa:.1%} <= {th.site_reduced_ratio} x {fb:.1%} (site_reduced_ratio).")
+        reasons.append(f"{fa:.1%} after is at most {th.site_reduced_ratio:g} x {fb:.1%} before "
+                       "(reduced), above the "
+                       f"{th.site_removed_max_fraction:.0%} called removed.")
     else:
         verdict = "not removed"
-        reasons.append(f"{fa:.1%} > {th.site_reduced_ratio} x {fb:.1%} (site_reduced_ratio).")
+        reasons.append(f"{fa:.1%} after is more than {th.site_reduced_ratio:g} x {fb:.1%} "
+                       "before: not even halved." if th.site_reduced_ratio == 0.5 else
+                       f"{fa:.1%} after is more than {th.site_reduced_ratio:g} x {fb:.1%} "
+                       "before, the most still called reduced.")
     row = "site_prediction_in_folds" if "site_prediction_in_folds" in mv.index else \
         "site_prediction"
     if row in mv.index and np.isfinite(mv.loc[row, "after"]):
@@ -365,8 +370,9 @@ def _site_verdict(before: SiteTests, after: SiteTests, mv: pd.DataFrame,
                        f"{chance:.2f}{how}).")
         if verdict == "removed" and ba > chance + th.site_prediction_margin:
             verdict = "reduced"
-            reasons.append(f"a multivariate site signature remains: {ba:.2f} > chance + "
-                           f"{th.site_prediction_margin} (site_prediction_margin).")
+            reasons.append(f"a multivariate site signature remains: {ba:.2f} is more than "
+                           f"chance + {th.site_prediction_margin:g}, so the site can still be "
+                           "recognised from the features together.")
     return verdict, reasons
 
 
