@@ -268,6 +268,8 @@ def test_combat_without_the_label_erases_the_biology(single_class):
     # ComBat is an affine map per site: inside the mixed sites the separation is untouched
     assert ev.loc["within-site Fisher ratio", "ratio"] == pytest.approx(1.0, abs=0.01)
     assert any("siteA, siteB, siteC hold a single class" in r for r in d.reasons["biology"])
+    assert any(r.startswith("the fix: give the biology to the harmonizer as a covariate")
+               for r in d.reasons["biology"])
 
 
 def test_combat_with_the_label_keeps_it_and_explains_the_inflation(single_class):

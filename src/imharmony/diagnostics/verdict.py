@@ -473,6 +473,10 @@ def _biology_verdict(fisher: pd.DataFrame | None, mixed: pd.DataFrame | None,
             + "; " + "; ".join(f"the {n} alone reads {r!r}" for n, r in others.items()) + ".")
     if verdict == "inflated" or "inflated" in others.values():
         reasons.append(_NYGAARD)
+    if verdict == "erased":
+        reasons.append("the fix: give the biology to the harmonizer as a covariate (ComBat's "
+                       "covariates, or imharmony combat fit --covariate), so that its "
+                       "differences between sites are kept, and diagnose again.")
     return verdict, reasons
 
 

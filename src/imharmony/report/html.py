@@ -241,12 +241,12 @@ def _site_numbers(d: Diagnosis) -> list[tuple[str, str, str]]:
 
 
 _EVIDENCE_MEANING = {
-    "pooled Fisher ratio": "separation of the biology's classes over all samples (site effect "
-                           "included before)",
-    "within-site Fisher ratio": "separation inside the sites that hold more than one class "
-                                "(free of the site effect)",
-    "mixed-model coefficient": "size of the biology's effect; before: model with a random site "
-                               "intercept, after: ordinary least squares",
+    "pooled Fisher ratio": "Separation of the biology's classes over all samples (site effect "
+                           "included before).",
+    "within-site Fisher ratio": "Separation inside the sites that hold more than one class "
+                                "(free of the site effect).",
+    "mixed-model coefficient": "Size of the biology's effect; before: model with a random site "
+                               "intercept, after: ordinary least squares.",
 }
 
 
