@@ -47,5 +47,6 @@ __getattr__, __dir__, __all__ = attach(
         "residualize": ".site",
         "site_prediction": ".multivariate",
         "site_tests": ".site",
+        "within_site_fisher": ".biology",
     },
 )
