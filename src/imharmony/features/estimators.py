@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,6 +28,7 @@ from .._validation import factorize_labels as _factorize
 from .._validation import format_items as _fmt
 from .._validation import is_numeric_column as _is_numeric_dtype
 from .._validation import label_key as _label_key
+from .._validation import sorted_levels as _sorted_levels  # noqa: F401 (the family imports it)
 from .._version import __version__
 from ..errors import (
     DataError,
@@ -85,6 +87,10 @@ def _as_feature_matrix(
     Returns float64 data (no copy when X already is), the column names if any, and the indices of
     the columns holding missing values.
     """
+    if _is_dask(X):  # out of core: checked block by block (imharmony.scale.combat)
+        if X.ndim != 2 or 0 in X.shape:
+            raise DataError(f"{what} must be a non-empty 2-D Dask array; got shape {X.shape}.")
+        return X, None, np.zeros(0, dtype=np.intp)
     if isinstance(X, pd.DataFrame):
         names = [str(c) for c in X.columns]
         bad = [str(c) for c, dt in X.dtypes.items() if not _is_numeric_dtype(dt)]
@@ -117,6 +123,33 @@ def _as_feature_matrix(
     return arr, names, missing_columns(arr, colsum)
 
 
+def _require_complete(nan_cols: np.ndarray, names: list[str] | None, method: str) -> None:
+    """Refuse missing values for a method that cannot skip them, naming the columns."""
+    if len(nan_cols):
+        labels = [names[i] if names else f"#{i}" for i in nan_cols]
+        raise DataError(
+            f"feature column(s) {_fmt(labels)} hold missing values, which {method} cannot skip: "
+            "impute them or drop those features or samples (ComBat itself ignores missing values)."
+        )
+
+
+def _check_shapes(
+    path: Path, arrays: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]]
+) -> None:
+    """Raise ModelFileError when an array of a model file does not have its expected shape."""
+    for k, shape in expected.items():
+        if arrays[k].shape != shape:
+            raise ModelFileError(
+                f"{path}: array {k!r} has shape {arrays[k].shape}, expected {shape}; the "
+                "model file is inconsistent."
+            )
+
+
+def _is_dask(X: Any) -> bool:
+    da = sys.modules.get("dask.array")
+    return da is not None and isinstance(X, da.Array)
+
+
 def _as_labels(batch: Any, n: int) -> np.ndarray:
     return as_label_array(batch, n, name="batch")
 
@@ -135,6 +168,15 @@ def _check_acquisitions(acquisitions: Any, n: int, mapping: Any) -> None:
 
     distinct = acquisitions.astype(str).drop_duplicates().index
     require_harmonizable(acquisitions.loc[distinct].reset_index(drop=True), mapping=mapping)
+
+
+def _fit_dask(X: Any, codes: np.ndarray, n_batches: int, C: np.ndarray, *,
+              nan_columns: Any = None, **options: Any) -> CombatFit:
+    """fit_combat's contract on a Dask array (imharmony.scale.combat), estimates in memory."""
+    from ..scale.combat import fit_dask, fit_to_memory
+
+    estimates, info = fit_dask(X, codes, n_batches, C, **options)
+    return fit_to_memory(estimates, info, C.shape[1])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -197,6 +239,9 @@ class ComBat(TransformerMixin, BaseEstimator):
     >>> bool(abs(Xh[site == "a"].mean() - Xh[site == "b"].mean()) < 0.5)
     True
     """
+
+    #: ``format`` of the model file; subclasses that save more state set their own.
+    _model_format: ClassVar[str] = FORMAT
 
     def __init__(
         self,
@@ -316,7 +361,76 @@ class ComBat(TransformerMixin, BaseEstimator):
         biology: Any,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Fit on validated data; returns the batch codes and encoded covariates used."""
-        n = data.shape[0]
+        levels, codes, C, ref, encoder = self.learn_design(data.shape[0], batch, covariates,
+                                                           biology)
+        fit_core = _fit_dask if _is_dask(data) else fit_combat
+        fit = fit_core(
+            data,
+            codes,
+            len(levels),
+            C,
+            method=self._method,  # type: ignore[arg-type]
+            mean_only=self.mean_only,
+            ref=ref,
+            tol=float(self.tol),
+            max_iter=int(self.max_iter),
+            nan_columns=nan_cols,
+        )
+        self._set_design(levels, encoder, ref)
+        self.n_features_in_ = data.shape[1]
+        if names is not None:
+            self.feature_names_in_ = np.array(names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self.fit_ = fit
+        self.unadjusted_features_ = {
+            (names[g] if names else g): why for g, why in sorted(fit.reasons.items())
+        }
+        if self.unadjusted_features_:
+            warnings.warn(
+                f"{len(self.unadjusted_features_)} feature(s) left unadjusted: "
+                + "; ".join(f"{k!r}: {v}" for k, v in list(self.unadjusted_features_.items())[:5])
+                + (" ..." if len(self.unadjusted_features_) > 5 else ""),
+                HarmonizationWarning,
+                stacklevel=2,
+            )
+        logger.info(
+            "ComBat (%s%s) fitted on %d samples x %d features, %d sites, %d covariate column(s)",
+            self._method,
+            ", mean only" if self.mean_only else "",
+            data.shape[0],
+            data.shape[1],
+            len(levels),
+            C.shape[1],
+        )
+        return codes, C
+
+    def _set_design(self, levels: list[Any], encoder: _CovariateEncoder, ref: int | None) -> None:
+        self.batches_ = np.array(levels, dtype=object)
+        self.covariate_spec_ = encoder.spec
+        self.covariate_columns_ = encoder.columns
+        self.reference_index_ = ref
+
+    def learn_design(
+        self, n: int, batch: Any, covariates: Any = None, biology: Any = None
+    ) -> tuple[list[Any], np.ndarray, np.ndarray, int | None, _CovariateEncoder]:
+        """Validate and encode the sites and covariates of ``n`` training samples.
+
+        The checks :meth:`fit` makes before touching the data (at least two sites, single-sample
+        sites, reference batch, rank of the design, confounding). Out-of-core adapters
+        (:mod:`imharmony.scale`) call it, then the numerical core, then :meth:`set_design`.
+
+        Returns
+        -------
+        levels : list
+            The sites, sorted.
+        codes : ndarray of int, shape (n,)
+        C : ndarray of float64, shape (n, n_covariate_columns)
+        ref : int or None
+            Index of the reference batch.
+        encoder : object
+            The covariate encoding (its ``spec`` is what :meth:`save` stores).
+        """
         labels = _as_labels(batch, n)
         levels = sorted_levels(_factorize(labels)[1])
         if len(levels) < 2:
@@ -356,50 +470,18 @@ class ComBat(TransformerMixin, BaseEstimator):
             ) from None
         if biology is not None or C.shape[1]:
             self._check_confounding(labels, covariates, biology)
+        return levels, codes, C, ref, encoder
 
-        fit = fit_combat(
-            data,
-            codes,
-            len(levels),
-            C,
-            method=self._method,  # type: ignore[arg-type]
-            mean_only=self.mean_only,
-            ref=ref,
-            tol=float(self.tol),
-            max_iter=int(self.max_iter),
-            nan_columns=nan_cols,
-        )
-        self.batches_ = np.array(levels, dtype=object)
-        self.n_features_in_ = data.shape[1]
-        if names is not None:
-            self.feature_names_in_ = np.array(names, dtype=object)
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
-        self.covariate_spec_ = encoder.spec
-        self.covariate_columns_ = encoder.columns
-        self.reference_index_ = ref
-        self.fit_ = fit
-        self.unadjusted_features_ = {
-            (names[g] if names else g): why for g, why in sorted(fit.reasons.items())
-        }
-        if self.unadjusted_features_:
-            warnings.warn(
-                f"{len(self.unadjusted_features_)} feature(s) left unadjusted: "
-                + "; ".join(f"{k!r}: {v}" for k, v in list(self.unadjusted_features_.items())[:5])
-                + (" ..." if len(self.unadjusted_features_) > 5 else ""),
-                HarmonizationWarning,
-                stacklevel=2,
-            )
-        logger.info(
-            "ComBat (%s%s) fitted on %d samples x %d features, %d sites, %d covariate column(s)",
-            self._method,
-            ", mean only" if self.mean_only else "",
-            n,
-            data.shape[1],
-            len(levels),
-            C.shape[1],
-        )
-        return codes, C
+    def set_design(self, levels: list[Any], covariate_spec: list[dict[str, Any]],
+                   reference_index: int | None) -> None:
+        """Set the learned sites and covariate encoding (an out-of-core fit keeps its per-feature
+        estimates on disk, so :meth:`encode_samples` is then all this object is used for)."""
+        self._set_design(levels, _CovariateEncoder(covariate_spec), reference_index)
+
+    def encode_samples(self, n: int, batch: Any, covariates: Any = None) -> tuple[np.ndarray, Any]:
+        """Batch codes and covariate columns of ``n`` new samples, as :meth:`transform` encodes
+        them (an unseen site raises :class:`~imharmony.errors.UnseenBatchError`)."""
+        return self._codes(batch, n), _CovariateEncoder(self.covariate_spec_).encode(covariates, n)
 
     @staticmethod
     def _check_confounding(labels: np.ndarray, covariates: Any, biology: Any) -> None:
@@ -462,6 +544,11 @@ class ComBat(TransformerMixin, BaseEstimator):
         return self._apply(X, data, codes, C)
 
     def _apply(self, X: Any, data: np.ndarray, codes: np.ndarray, C: np.ndarray) -> Any:
+        if _is_dask(data):  # a lazy Dask array, corrected block by block
+            from ..scale.combat import apply_dask, pack_fit
+
+            return apply_dask(data, codes, pack_fit(self.fit_), self.fit_.batch_sizes, C,
+                              ref=self.reference_index_)
         out = apply_combat(data, codes, self.fit_, C, ref=self.reference_index_)
         if isinstance(X, pd.DataFrame):
             return pd.DataFrame(out, index=X.index, columns=X.columns, copy=False)
@@ -536,12 +623,13 @@ class ComBat(TransformerMixin, BaseEstimator):
             raise HarmonizationError(f"{path}: a ComBat model is saved as .json (plus .npz).")
         npz_path = path.with_suffix(".npz")
         arrays = {k: np.asarray(getattr(self.fit_, k)) for k in _ARRAYS}
+        arrays.update(self._extra_state()[0])
         with atomic_path(npz_path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
         digest = hashlib.sha256(npz_path.read_bytes()).hexdigest()
         doc = {
-            "format": FORMAT,
+            "format": self._model_format,
             "format_version": FORMAT_VERSION,
             "imharmony_version": __version__,
             "params": self.get_params(),
@@ -558,8 +646,10 @@ class ComBat(TransformerMixin, BaseEstimator):
             "reasons": {str(k): v for k, v in self.fit_.reasons.items()},
             "arrays": {"file": npz_path.name, "sha256": digest},
             "metadata": dict(metadata or getattr(self, "metadata_", {}) or {}),
+            **self._extra_state()[1],
         }
-        doc["params"]["reference_batch"] = _label_key(doc["params"]["reference_batch"])
+        if "reference_batch" in doc["params"]:
+            doc["params"]["reference_batch"] = _label_key(doc["params"]["reference_batch"])
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(doc, indent=2, allow_nan=False))
         return path
@@ -574,7 +664,7 @@ class ComBat(TransformerMixin, BaseEstimator):
             doc = json.loads(path.read_text())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ModelFileError(f"{path}: not a ComBat model (invalid JSON: {exc}).") from exc
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        if not isinstance(doc, dict) or doc.get("format") != cls._model_format:
             raise ModelFileError(f"{path}: not an imharmony ComBat model file.")
         version = doc.get("format_version")
         if version != FORMAT_VERSION:
@@ -600,6 +690,7 @@ class ComBat(TransformerMixin, BaseEstimator):
                 )
             with np.load(npz_path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in _ARRAYS}
+                extra = {k: z[k] for k in z.files if k not in _ARRAYS}
             params = doc["params"]
             model = cls(**params)
             model._validate_params()
@@ -624,12 +715,7 @@ class ComBat(TransformerMixin, BaseEstimator):
                 "n_iter": (J,),
                 "converged": (J,),
             }
-            for k, shape in expected.items():
-                if arrays[k].shape != shape:
-                    raise ModelFileError(
-                        f"{path}: array {k!r} has shape {arrays[k].shape}, expected {shape}; the "
-                        "model file is inconsistent."
-                    )
+            _check_shapes(path, arrays, expected)
             names = doc["feature_names"]
             if names is not None and len(names) != G:
                 raise ModelFileError(f"{path}: {len(names)} feature names for {G} features.")
@@ -649,4 +735,14 @@ class ComBat(TransformerMixin, BaseEstimator):
         model.fit_ = fit
         model.unadjusted_features_ = dict(doc["unadjusted"])
         model.metadata_ = dict(doc.get("metadata") or {})
+        model._restore_extra_state(extra, doc, path)
         return model
+
+    def _extra_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Arrays and JSON entries a subclass saves beside ComBat's (none here)."""
+        return {}, {}
+
+    def _restore_extra_state(
+        self, arrays: dict[str, np.ndarray], doc: dict[str, Any], path: Path
+    ) -> None:
+        """Restore what :meth:`_extra_state` saved (raise ModelFileError when inconsistent)."""
