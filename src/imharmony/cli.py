@@ -28,6 +28,8 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "images",
     "combat",
     "diagnose",
+    "phantom",
+    "travelling",
 )
 
 
