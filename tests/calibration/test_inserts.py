@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import imharmony as ih
-from imharmony.calibration.inserts import phantom_agreement
+from imharmony.diagnostics import phantom_agreement
 from imharmony.errors import DesignError, HarmonizationWarning, ModelFileError, UnseenBatchError
 
 HU = {"air": -1000.0, "water": 0.0, "acrylic": 120.0, "bone": 700.0}
@@ -161,3 +163,25 @@ def test_phantom_agreement_shows_kept_and_erased_insert_differences() -> None:
     lost = phantom_agreement(table["hu_ref"], table[["hu"]], erased)
     assert lost.loc[("after", "hu"), "ccc"] == pytest.approx(0.0, abs=0.05)
     assert lost.loc[("after", "hu"), "icc_band"] == "poor"
+
+
+def test_phantom_agreement_is_in_the_diagnosis_and_its_report(tmp_path) -> None:
+    from imharmony.datasets import make_multisite_features
+
+    data = make_multisite_features(n_per_site=(20, 20), prevalence=(0.5, 0.5), n_features=4,
+                                   n_disease_features=2,
+                                   random_state=0)
+    feats = [c for c in data.table.columns if c.startswith("f")]
+    X, site = data.table[feats], data.table["site"]
+    table = ct_phantom(reps=1, sd={k: 1.0 for k in HU})
+    cal = ih.PhantomCalibration().fit(table, site="scanner", reference="hu_ref", measured="hu")
+    calibrated = cal.transform(table[["hu"]], site=table["scanner"])
+    d = ih.diagnose(X, ih.ComBat().fit_transform(X, batch=site), batch=site, max_features=0,
+                    n_permutations=20, random_state=0,
+                    phantom=(table["hu_ref"], table[["hu"]], calibrated))
+    assert d.phantom.loc[("after", "hu"), "ccc"] > d.phantom.loc[("before", "hu"), "ccc"]
+    html = d.to_html(tmp_path / "r.html").read_text()
+    assert 'id="phantom"' in html and "hu (after)" in html and "excellent" in html
+    from imharmony.report.html import _phantom_table
+
+    assert _phantom_table(dataclasses.replace(d, phantom=None)) is None

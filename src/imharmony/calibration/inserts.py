@@ -30,7 +30,6 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from ..diagnostics.agreement import agreement
 from ..errors import (
     DataError,
     DesignError,
@@ -44,7 +43,7 @@ from ..image import Image
 from ._modelfile import load_envelope, save_envelope
 from .travelling import label_codes
 
-__all__ = ["PhantomCalibration", "phantom_agreement"]
+__all__ = ["PhantomCalibration"]
 
 logger = logging.getLogger(__name__)
 
@@ -375,41 +374,3 @@ class PhantomCalibration(BaseEstimator):
         model.metadata_ = dict(doc.get("metadata") or {})
         return model
 
-
-def phantom_agreement(reference: Any, before: Any, after: Any) -> pd.DataFrame:
-    """Do the inserts' known physical differences survive a harmonization?
-
-    Agreement of the insert measurements with their reference values, before and after: Lin's
-    CCC, ICC(2,1) (measurement and reference as two raters) with its Koo & Li band, and the
-    Bland-Altman bias and limits of (measurement - reference), from
-    :func:`imharmony.diagnostics.agreement.agreement`.
-
-    Parameters
-    ----------
-    reference : array-like, shape (n_inserts,) or (n_inserts, n_features)
-        Known values of the inserts (one row per insert measurement).
-    before, after : array-like, same shape
-        The measurements, raw and harmonized.
-
-    Returns
-    -------
-    DataFrame
-        Index ``("before" | "after", feature)``; columns ``ccc``, ``icc_2_1``, ``icc_band``,
-        ``bias``, ``loa_lower``, ``loa_upper``.
-    """
-    def frame(v: Any) -> pd.DataFrame:
-        if isinstance(v, pd.DataFrame):
-            return v.reset_index(drop=True)
-        arr = np.asarray(v, dtype=float)
-        return pd.DataFrame(arr.reshape(arr.shape[0], -1))
-
-    ref, b, a = frame(reference), frame(before), frame(after)
-    if ref.shape != b.shape and ref.shape[1] == 1:
-        ref = pd.DataFrame(np.repeat(ref.to_numpy(), b.shape[1], axis=1), columns=b.columns)
-    ref.columns = b.columns
-    names = [str(c) for c in b.columns]
-    return pd.concat(
-        {"before": agreement(b, ref, feature_names=names),
-         "after": agreement(a, ref, feature_names=names)},
-        names=["stage", "feature"],
-    )
