@@ -214,3 +214,16 @@ def test_metadata_routing_in_a_pipeline() -> None:
         pipe.fit(tr[feats], tr["f000"], site=tr["site"], subject=tr["subject"])
         pred = pipe.predict(tr[feats], site=tr["site"])
     assert np.allclose(pred, ts.transform(tr[feats], site=tr["site"])["f000"])
+
+
+def test_demo_step_keeps_population_differences_that_combat_removes(tmp_path) -> None:
+    from imharmony.demo import travelling_step
+
+    table, files = travelling_step(tmp_path, random_state=1)
+    ts, combat = table.set_index("method").loc["travelling subjects"], \
+        table.set_index("method").loc["ComBat"]
+    assert ts["rmse"] < 0.2 < combat["rmse"]
+    assert 0.9 < ts["population_difference_kept"] < 1.1
+    assert combat["population_difference_kept"] < 0.1
+    assert all(p.exists() for p in files.values())
+    assert ih.TravellingSubjects.load(files["travelling_model"]).scale == "linear"
