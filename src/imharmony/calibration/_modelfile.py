@@ -9,9 +9,11 @@ change here only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from .._version import __version__
 from ..errors import ModelFileError
 from ..io._atomic import atomic_path
 
-__all__ = ["load_envelope", "save_envelope"]
+__all__ = ["check_shapes", "load_envelope", "reading", "save_envelope"]
 
 
 def save_envelope(
@@ -99,3 +101,25 @@ def load_envelope(
     except (KeyError, TypeError, ValueError, OSError) as exc:
         raise ModelFileError(f"{path}: corrupted model ({type(exc).__name__}: {exc}).") from exc
     return doc, arrays
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Turn a missing key or a wrong type met while rebuilding a model into a ModelFileError."""
+    try:
+        yield
+    except ModelFileError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: corrupted {what} ({type(exc).__name__}: {exc}).") from exc
+
+
+def check_shapes(path: str | os.PathLike[str], arrays: dict[str, np.ndarray],
+                 expected: dict[str, tuple[int, ...]]) -> None:
+    """Refuse a model file whose arrays do not have the shapes its JSON implies."""
+    for name, shape in expected.items():
+        if arrays[name].shape != shape:
+            raise ModelFileError(
+                f"{path}: array {name!r} has shape {arrays[name].shape}, expected {shape}; the "
+                "model file is inconsistent."
+            )

@@ -34,13 +34,12 @@ from ..errors import (
     DataError,
     DesignError,
     HarmonizationWarning,
-    ModelFileError,
     NotFittedError,
     UnseenBatchError,
 )
-from ..features.estimators import _as_feature_matrix, _encode, _fmt, _label_key
+from ..features.estimators import _as_feature_matrix, _as_labels, _encode, _fmt, _label_key
 from ..image import Image
-from ._modelfile import load_envelope, save_envelope
+from ._modelfile import check_shapes, load_envelope, reading, save_envelope
 from .travelling import label_codes
 
 __all__ = ["PhantomCalibration"]
@@ -266,9 +265,8 @@ class PhantomCalibration(BaseEstimator):
             )
 
     def _codes(self, site: Any, n: int) -> np.ndarray:
-        arr = np.full(n, site, dtype=object) if np.ndim(site) == 0 else site
-        arr = np.asarray(arr.to_numpy() if isinstance(arr, pd.Series) else arr)
-        label_codes(arr, n, "site")
+        arr = _as_labels(np.full(n, site, dtype=object) if np.ndim(site) == 0 else site, n,
+                         "site")
         codes, unseen = _encode(arr, self.sites_.tolist())
         if unseen:
             raise UnseenBatchError(
@@ -351,26 +349,16 @@ class PhantomCalibration(BaseEstimator):
     def load(cls, path: str | os.PathLike[str]) -> PhantomCalibration:
         """Load a calibration written by :meth:`save`."""
         doc, arrays = load_envelope(path, fmt=FORMAT, version=FORMAT_VERSION)
-        try:
+        with reading(path, "phantom calibration"):
             model = cls(**doc["params"])
             st = doc["state"]
             J = len(st["sites"])
+            check_shapes(path, arrays, {k: (J, 2) if k == "range" else (J,) for k in _ARRAYS})
             for k in _ARRAYS:
-                shape = (J, 2) if k == "range" else (J,)
-                if arrays[k].shape != shape:
-                    raise ModelFileError(
-                        f"{path}: array {k!r} has shape {arrays[k].shape}, expected {shape}."
-                    )
                 setattr(model, f"{k}_", arrays[k].astype(float))
             model.sites_ = np.array(st["sites"], dtype=object)
             model.residuals_ = pd.DataFrame(st["residuals"])
             model.linearity_ = pd.DataFrame(st["linearity"]).set_index("site")
-        except ModelFileError:
-            raise
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(
-                f"{path}: corrupted phantom calibration ({type(exc).__name__}: {exc})."
-            ) from exc
         model.metadata_ = dict(doc.get("metadata") or {})
         return model
 

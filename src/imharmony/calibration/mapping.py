@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from ..errors import DataError, HarmonizationError, ModelFileError, NotFittedError
+from ..errors import DataError, HarmonizationError, NotFittedError
 from ..features.estimators import ComBat, _as_feature_matrix, _fmt
-from ._modelfile import load_envelope, save_envelope
+from ._modelfile import check_shapes, load_envelope, reading, save_envelope
 
 __all__ = ["AcquisitionMapping", "acquisition_key"]
 
@@ -278,7 +278,7 @@ class AcquisitionMapping(TransformerMixin, BaseEstimator):
     def load(cls, path: str | os.PathLike[str]) -> AcquisitionMapping:
         """Load a mapping written by :meth:`save`."""
         doc, arrays = load_envelope(path, fmt=FORMAT, version=FORMAT_VERSION)
-        try:
+        with reading(path, "acquisition mapping"):
             model = cls(**doc["params"])
             st = doc["state"]
             G = int(st["n_features"])
@@ -286,21 +286,15 @@ class AcquisitionMapping(TransformerMixin, BaseEstimator):
             model.n_features_in_ = G
             if st["feature_names"] is not None:
                 model.feature_names_in_ = np.array(st["feature_names"], dtype=object)
+            names = ["cv_rmse", "cv_rmse_identity"]
+            if model.method == "linear":
+                names += ["intercept", "slope"]
+            check_shapes(path, arrays, dict.fromkeys(names, (G,)))
             model.cv_rmse_, model.cv_rmse_identity_ = arrays["cv_rmse"], arrays["cv_rmse_identity"]
             if model.method == "linear":
                 model.intercept_, model.slope_ = arrays["intercept"], arrays["slope"]
-                shapes = [a.shape for a in (model.intercept_, model.slope_, model.cv_rmse_)]
             else:
                 model.knots_x_ = [arrays[f"knots_x_{g}"] for g in range(G)]
                 model.knots_y_ = [arrays[f"knots_y_{g}"] for g in range(G)]
-                shapes = [model.cv_rmse_.shape]
-            if any(s != (G,) for s in shapes):
-                raise ModelFileError(f"{path}: array shapes do not match {G} features.")
-        except ModelFileError:
-            raise
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(
-                f"{path}: corrupted acquisition mapping ({type(exc).__name__}: {exc})."
-            ) from exc
         model.metadata_ = dict(doc.get("metadata") or {})
         return model

@@ -39,23 +39,22 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from ..diagnostics.agreement import concordance_correlation, icc_2_1
 from ..errors import (
     ConvergenceWarning,
-    DataError,
     DesignError,
     HarmonizationError,
-    ModelFileError,
     NotFittedError,
     UnseenBatchError,
 )
 from ..features.estimators import (
     ComBat,
     _as_feature_matrix,
+    _as_labels,
     _encode,
     _factorize,
     _fmt,
     _label_key,
     _sorted_levels,
 )
-from ._modelfile import load_envelope, save_envelope
+from ._modelfile import check_shapes, load_envelope, reading, save_envelope
 
 __all__ = ["TravellingSubjects", "label_codes"]
 
@@ -69,17 +68,7 @@ _CHUNK = 2_000_000  # Jacobian entries per block of features
 
 def label_codes(values: Any, n: int, what: str) -> tuple[np.ndarray, list[Any]]:
     """One label per sample -> (codes into the sorted levels, levels). Missing labels refused."""
-    arr = np.asarray(values.to_numpy() if isinstance(values, pd.Series) else values)
-    if arr.ndim == 2 and 1 in arr.shape:
-        arr = arr.reshape(-1)
-    if arr.ndim != 1 or arr.shape[0] != n:
-        raise DataError(f"{what} must have one label per sample ({n}); got shape {arr.shape}.")
-    missing = pd.isna(arr)
-    if missing.any():
-        raise DataError(
-            f"{what} has {int(missing.sum())} missing label(s) (first at row "
-            f"{int(np.flatnonzero(missing)[0])}); give every sample its {what}."
-        )
+    arr = _as_labels(values, n, what)
     levels = _sorted_levels(_factorize(arr)[1])
     return _encode(arr, levels)[0], levels
 
@@ -571,8 +560,7 @@ class TravellingSubjects(TransformerMixin, BaseEstimator):
         return out
 
     def _site_codes(self, site: Any, n: int) -> np.ndarray:
-        arr = np.asarray(site.to_numpy() if isinstance(site, pd.Series) else site)
-        label_codes(arr, n, "site")  # shape and missing-value checks
+        arr = _as_labels(site, n, "site")
         codes, unseen = _encode(arr, self.sites_.tolist())
         if unseen:
             raise UnseenBatchError(
@@ -621,17 +609,14 @@ class TravellingSubjects(TransformerMixin, BaseEstimator):
     def load(cls, path: str | os.PathLike[str]) -> TravellingSubjects:
         """Load a model written by :meth:`save` (JSON and a pickle-free ``.npz``)."""
         doc, arrays = load_envelope(path, fmt=FORMAT, version=FORMAT_VERSION)
-        try:
+        with reading(path, "travelling-subject model"):
             model = cls(**doc["params"])
             model._check_params()
             st = doc["state"]
             J, G = len(st["sites"]), int(st["n_features"])
+            check_shapes(path, arrays,
+                         {k: (G,) if k == "residual_sd" else (J, G) for k in _ARRAYS})
             for k in _ARRAYS:
-                shape = (G,) if k == "residual_sd" else (J, G)
-                if arrays[k].shape != shape:
-                    raise ModelFileError(
-                        f"{path}: array {k!r} has shape {arrays[k].shape}, expected {shape}."
-                    )
                 setattr(model, f"{k}_", arrays[k].astype(float))
             model.sites_ = np.array(st["sites"], dtype=object)
             model.n_features_in_ = G
@@ -646,12 +631,6 @@ class TravellingSubjects(TransformerMixin, BaseEstimator):
                  for c, vals in agreement.items()},
                 index=pd.Index(model._names(), name="feature"),
             )
-        except ModelFileError:
-            raise
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(
-                f"{path}: corrupted travelling-subject model ({type(exc).__name__}: {exc})."
-            ) from exc
         model.metadata_ = dict(doc.get("metadata") or {})
         return model
 

@@ -120,19 +120,19 @@ def _fmt(items: Sequence[Any], limit: int = 8) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
-def _as_labels(batch: Any, n: int) -> np.ndarray:
+def _as_labels(batch: Any, n: int, what: str = "batch") -> np.ndarray:
     if batch is None:
-        raise DataError("batch is required: give one site/batch label per sample.")
+        raise DataError(f"{what} is required: give one site/{what} label per sample.")
     arr = np.asarray(batch.to_numpy() if isinstance(batch, pd.Series) else batch)
     if arr.ndim != 1:
         arr = arr.reshape(-1) if arr.ndim == 2 and 1 in arr.shape else arr
     if arr.ndim != 1 or arr.shape[0] != n:
-        raise DataError(f"batch must have one label per sample ({n}); got shape {arr.shape}.")
+        raise DataError(f"{what} must have one label per sample ({n}); got shape {arr.shape}.")
     missing = pd.isna(arr)
     if missing.any():
         raise DataError(
-            f"batch has {int(missing.sum())} missing label(s) (first at row "
-            f"{int(np.flatnonzero(missing)[0])}); every sample needs a site/batch."
+            f"{what} has {int(missing.sum())} missing label(s) (first at row "
+            f"{int(np.flatnonzero(missing)[0])}); every sample needs a site/{what}."
         )
     return arr
 
