@@ -93,7 +93,8 @@ def check_design(
     from scipy.sparse.csgraph import connected_components
 
     J = len(sites)
-    visits = coo_matrix((np.ones(site.size), (subject, site))).tocsr()
+    n_subjects = int(subject.max()) + 1 if subject.size else 0
+    visits = coo_matrix((np.ones(site.size), (subject, site)), shape=(n_subjects, J)).tocsr()
     visits.data[:] = 1.0
     shared = (visits.T @ visits).tocoo()
     n_comp, comp = connected_components(shared, directed=False)
