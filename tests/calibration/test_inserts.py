@@ -44,6 +44,15 @@ def test_matches_statsmodels_wls_with_replicate_weights() -> None:
         assert cal.gain_[j] == pytest.approx(res.params["hu_ref"], rel=1e-10)
         assert cal.offset_se_[j] == pytest.approx(res.bse["const"], rel=1e-8)
         assert cal.gain_se_[j] == pytest.approx(res.bse["hu_ref"], rel=1e-8)
+    # explicit SDs (e.g. each ROI's standard error) give the weights 1/sd²
+    sd = 1.0 + np.arange(len(table)) % 4
+    by_sd = ih.PhantomCalibration().fit(table, site="scanner", reference="hu_ref",
+                                        measured="hu", sd=sd)
+    sub = table[table["scanner"] == "C"]
+    res = sm.WLS(sub["hu"], sm.add_constant(sub["hu_ref"]),
+                 weights=1 / sd[table["scanner"] == "C"] ** 2).fit()
+    assert by_sd.gain_[2] == pytest.approx(res.params["hu_ref"], rel=1e-10)
+    assert by_sd.gain_se_[2] == pytest.approx(res.bse["hu_ref"], rel=1e-8)
     unweighted = ih.PhantomCalibration(weighted=False).fit(
         table, site="scanner", reference="hu_ref", measured="hu")
     sub = table[table["scanner"] == "B"]

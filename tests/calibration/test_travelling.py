@@ -227,3 +227,54 @@ def test_demo_step_keeps_population_differences_that_combat_removes(tmp_path) ->
     assert combat["population_difference_kept"] < 0.1
     assert all(p.exists() for p in files.values())
     assert ih.TravellingSubjects.load(files["travelling_model"]).scale == "linear"
+
+
+def test_additive_fit_matches_statsmodels_ols_with_sum_and_treatment_contrasts() -> None:
+    import statsmodels.formula.api as smf
+
+    study = make_travelling_study(n_sites=4, n_travellers=7, n_features=2, design="incomplete",
+                                  noise_sd=0.3, random_state=21)
+    tr = study.travellers
+    for ref in (None, "site2"):
+        model, _ = _fit(study, reference_site=ref, validate=False)
+        for g, feat in enumerate(["f000", "f001"]):
+            contrast = "Sum" if ref is None else f"Treatment(reference='{ref}')"
+            res = smf.ols(f"{feat} ~ C(subject) + C(site, {contrast})", data=tr).fit()
+            names = [n for n in res.params.index if n.startswith("C(site")]
+            cov = res.cov_params().loc[names, names].to_numpy()
+            if ref is None:  # sum contrasts: the last site is minus the sum of the others
+                L = np.vstack([np.eye(3), -np.ones((1, 3))])
+            else:
+                L = np.insert(np.eye(3), 2, 0.0, axis=0)
+            np.testing.assert_allclose(model.offset_[:, g], L @ res.params[names].to_numpy(),
+                                       atol=1e-10)
+            np.testing.assert_allclose(model.offset_se_[:, g], np.sqrt(np.diag(L @ cov @ L.T)),
+                                       rtol=1e-8, atol=1e-12)
+            assert model.residual_sd_[g] == pytest.approx(np.sqrt(res.scale), rel=1e-9)
+
+
+def test_linear_fit_matches_scipy_least_squares() -> None:
+    from scipy.optimize import least_squares
+
+    study = make_travelling_study(n_sites=3, n_travellers=6, n_features=1, gain_spread=0.3,
+                                  noise_sd=0.2, random_state=22)
+    tr = study.travellers
+    model, _ = _fit(study, scale="linear", reference_site="site0", validate=False)
+    site = tr["site"].str[-1].astype(int).to_numpy()
+    subject = pd.factorize(tr["subject"], sort=True)[0]
+    x = tr["f000"].to_numpy()
+
+    def resid(p: np.ndarray) -> np.ndarray:
+        a = np.r_[0.0, p[6:8]]
+        b = np.r_[1.0, p[8:10]]
+        return x - a[site] - b[site] * p[:6][subject]
+
+    start = np.r_[np.zeros(6), np.zeros(2), np.ones(2)]
+    sol = least_squares(resid, start, xtol=1e-15, ftol=1e-15, gtol=1e-15)
+    np.testing.assert_allclose(model.offset_[1:, 0], sol.x[6:8], rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(model.gain_[1:, 0], sol.x[8:10], rtol=1e-7)
+    J = sol.jac
+    sigma2 = (sol.fun**2).sum() / (x.size - 10)
+    se = np.sqrt(np.diag(np.linalg.inv(J.T @ J)) * sigma2)
+    np.testing.assert_allclose(model.gain_se_[1:, 0], se[8:10], rtol=1e-5)
+    np.testing.assert_allclose(model.offset_se_[1:, 0], se[6:8], rtol=1e-5)
