@@ -577,6 +577,11 @@ class TravellingSubjects(TransformerMixin, BaseEstimator):
         """Fit on the travellers, then harmonize the same visits."""
         return self.fit(X, site=site, subject=subject).transform(X, site=site)
 
+    def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags
+
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Output feature names (the input names)."""
         self._check_fitted()
