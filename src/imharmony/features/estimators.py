@@ -110,6 +110,28 @@ def _as_feature_matrix(
     return arr, names, missing_columns(arr, colsum)
 
 
+def _require_complete(nan_cols: np.ndarray, names: list[str] | None, method: str) -> None:
+    """Refuse missing values for a method that cannot skip them, naming the columns."""
+    if len(nan_cols):
+        labels = [names[i] if names else f"#{i}" for i in nan_cols]
+        raise DataError(
+            f"feature column(s) {_fmt(labels)} hold missing values, which {method} cannot skip: "
+            "impute them or drop those features or samples (ComBat itself ignores missing values)."
+        )
+
+
+def _check_shapes(
+    path: Path, arrays: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]]
+) -> None:
+    """Raise ModelFileError when an array of a model file does not have its expected shape."""
+    for k, shape in expected.items():
+        if arrays[k].shape != shape:
+            raise ModelFileError(
+                f"{path}: array {k!r} has shape {arrays[k].shape}, expected {shape}; the "
+                "model file is inconsistent."
+            )
+
+
 def _is_numeric_dtype(dt: Any) -> bool:
     return bool(pd.api.types.is_numeric_dtype(dt)) and not pd.api.types.is_bool_dtype(dt)
 
@@ -370,6 +392,9 @@ class ComBat(TransformerMixin, BaseEstimator):
     >>> bool(abs(Xh[site == "a"].mean() - Xh[site == "b"].mean()) < 0.5)
     True
     """
+
+    #: ``format`` of the model file; subclasses that save more state set their own.
+    _model_format: ClassVar[str] = FORMAT
 
     def __init__(
         self,
@@ -716,12 +741,13 @@ class ComBat(TransformerMixin, BaseEstimator):
             raise HarmonizationError(f"{path}: a ComBat model is saved as .json (plus .npz).")
         npz_path = path.with_suffix(".npz")
         arrays = {k: np.asarray(getattr(self.fit_, k)) for k in _ARRAYS}
+        arrays.update(self._extra_state()[0])
         with atomic_path(npz_path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
         digest = hashlib.sha256(npz_path.read_bytes()).hexdigest()
         doc = {
-            "format": FORMAT,
+            "format": self._model_format,
             "format_version": FORMAT_VERSION,
             "imharmony_version": __version__,
             "params": self.get_params(),
@@ -738,8 +764,10 @@ class ComBat(TransformerMixin, BaseEstimator):
             "reasons": {str(k): v for k, v in self.fit_.reasons.items()},
             "arrays": {"file": npz_path.name, "sha256": digest},
             "metadata": dict(metadata or getattr(self, "metadata_", {}) or {}),
+            **self._extra_state()[1],
         }
-        doc["params"]["reference_batch"] = _label_key(doc["params"]["reference_batch"])
+        if "reference_batch" in doc["params"]:
+            doc["params"]["reference_batch"] = _label_key(doc["params"]["reference_batch"])
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(doc, indent=2, allow_nan=False))
         return path
@@ -754,7 +782,7 @@ class ComBat(TransformerMixin, BaseEstimator):
             doc = json.loads(path.read_text())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ModelFileError(f"{path}: not a ComBat model (invalid JSON: {exc}).") from exc
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        if not isinstance(doc, dict) or doc.get("format") != cls._model_format:
             raise ModelFileError(f"{path}: not an imharmony ComBat model file.")
         version = doc.get("format_version")
         if version != FORMAT_VERSION:
@@ -780,6 +808,7 @@ class ComBat(TransformerMixin, BaseEstimator):
                 )
             with np.load(npz_path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in _ARRAYS}
+                extra = {k: z[k] for k in z.files if k not in _ARRAYS}
             params = doc["params"]
             model = cls(**params)
             model._validate_params()
@@ -804,12 +833,7 @@ class ComBat(TransformerMixin, BaseEstimator):
                 "n_iter": (J,),
                 "converged": (J,),
             }
-            for k, shape in expected.items():
-                if arrays[k].shape != shape:
-                    raise ModelFileError(
-                        f"{path}: array {k!r} has shape {arrays[k].shape}, expected {shape}; the "
-                        "model file is inconsistent."
-                    )
+            _check_shapes(path, arrays, expected)
             names = doc["feature_names"]
             if names is not None and len(names) != G:
                 raise ModelFileError(f"{path}: {len(names)} feature names for {G} features.")
@@ -829,4 +853,14 @@ class ComBat(TransformerMixin, BaseEstimator):
         model.fit_ = fit
         model.unadjusted_features_ = dict(doc["unadjusted"])
         model.metadata_ = dict(doc.get("metadata") or {})
+        model._restore_extra_state(extra, doc, path)
         return model
+
+    def _extra_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Arrays and JSON entries a subclass saves beside ComBat's (none here)."""
+        return {}, {}
+
+    def _restore_extra_state(
+        self, arrays: dict[str, np.ndarray], doc: dict[str, Any], path: Path
+    ) -> None:
+        """Restore what :meth:`_extra_state` saved (raise ModelFileError when inconsistent)."""
