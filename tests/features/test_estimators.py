@@ -215,6 +215,7 @@ def test_acquisitions_that_measure_different_things_are_refused() -> None:
     # the same weighting everywhere (TR varying by 10%) is harmonizable
     same = pd.DataFrame([{**t1, "RepetitionTime": 500.0 + 50 * (s == "site2")} for s in site])
     ih.ComBat().fit(X, batch=site, acquisitions=same)
-    # a mapping learned from travelling subjects lets the user go ahead
-    out = ih.ComBat().fit_transform(X, batch=site, acquisitions=mixed, mapping=object())
-    assert np.isfinite(out).all()
+    # only a fitted AcquisitionMapping between these acquisitions lifts the refusal
+    # (tests/calibration/test_mapping.py); any other object is refused
+    with pytest.raises(DataError, match=r"fitted imharmony\.AcquisitionMapping"):
+        ih.ComBat().fit_transform(X, batch=site, acquisitions=mixed, mapping=object())

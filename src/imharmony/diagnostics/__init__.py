@@ -49,6 +49,7 @@ __getattr__, __dir__, __all__ = attach(
         "kruskal_wallis": ".site",
         "mixed_effects": ".biology",
         "pca_silhouette": ".multivariate",
+        "phantom_agreement": ".agreement",
         "residualize": ".site",
         "site_prediction": ".multivariate",
         "site_tests": ".site",

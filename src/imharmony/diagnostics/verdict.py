@@ -19,6 +19,7 @@ import pandas as pd
 
 from ..errors import DataError, DesignError
 from ._data import as_covariate_design, as_labels, as_pair, biology_kind, encode_labels
+from .agreement import phantom_agreement
 from .biology import fisher_preservation, mixed_effects
 from .confounding import ConfoundingReport, check_confounding
 from .covariance import covariance_distance
@@ -149,6 +150,9 @@ class Diagnosis:
         The inputs, kept for the report's figures (None when built by hand).
     parameters : dict
         The arguments of :func:`diagnose` other than the data (for the report's provenance).
+    phantom : pandas.DataFrame or None
+        :func:`~imharmony.diagnostics.phantom_agreement` of phantom inserts with their known
+        values, before and after (None when no phantom was given).
     """
 
     verdicts: dict[str, str]
@@ -167,6 +171,7 @@ class Diagnosis:
     n_sites: int = 0
     data: DiagnosisData | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    phantom: pd.DataFrame | None = None
 
     @property
     def site_table(self) -> pd.DataFrame:
@@ -502,6 +507,7 @@ def diagnose(
     harmonizer_covariates: Any = None,
     n_splits: int = 5,
     anderson: bool = False,
+    phantom: Any = None,
 ) -> Diagnosis:
     """Diagnose a harmonization: was the site effect removed, and was the biology kept?
 
@@ -541,6 +547,11 @@ def diagnose(
         Folds of the site prediction (skipped, with a reason, when a site is smaller).
     anderson : bool
         Add the k-sample Anderson-Darling test to the site tests (slow for many features).
+    phantom : tuple (reference, before, after), optional
+        Phantom inserts of known value measured at the sites, raw and harmonized the same way:
+        their agreement with the known values (CCC, ICC(2,1), Bland-Altman) before and after
+        shows whether real physical differences survived (``Diagnosis.phantom``, and a section
+        of the report).
 
     Returns
     -------
@@ -696,6 +707,7 @@ def diagnose(
         n_sites=int(levels.size),
         data=data,
         parameters=parameters,
+        phantom=None if phantom is None else phantom_agreement(*phantom),
     )
     logger.info("diagnosis: site effect %s, biology %s", site_verdict, bio_verdict)
     return diagnosis

@@ -150,14 +150,19 @@ def _is_dask(X: Any) -> bool:
     return da is not None and isinstance(X, da.Array)
 
 
-def _as_labels(batch: Any, n: int) -> np.ndarray:
-    return as_label_array(batch, n, name="batch")
+def _as_labels(batch: Any, n: int, what: str = "batch") -> np.ndarray:
+    return as_label_array(batch, n, name=what)
 
 
-def _check_acquisitions(acquisitions: Any, n: int, mapping: Any) -> None:
-    """Refuse to harmonize acquisitions that measure different things (unless mapped)."""
+def _check_acquisitions(acquisitions: Any, data: np.ndarray, mapping: Any) -> np.ndarray:
+    """Refuse to harmonize acquisitions that measure different things, unless ``mapping`` is a
+    fitted :class:`~imharmony.AcquisitionMapping` between exactly those two acquisitions: then
+    the data come back with the source acquisition's rows mapped onto the target."""
+    n = data.shape[0]
     if acquisitions is None:
-        return
+        if mapping is not None:
+            raise DataError("mapping=... needs acquisitions=... (one row per sample) to apply.")
+        return data
     if not isinstance(acquisitions, pd.DataFrame) or len(acquisitions) != n:
         raise DataError(
             "acquisitions must be a DataFrame with one row per sample (DICOM keywords such as "
@@ -166,8 +171,18 @@ def _check_acquisitions(acquisitions: Any, n: int, mapping: Any) -> None:
         )
     from ..physics.mr import require_harmonizable
 
+    if mapping is not None:
+        from ..calibration.mapping import AcquisitionMapping
+
+        if not isinstance(mapping, AcquisitionMapping) or not hasattr(mapping, "source_"):
+            raise DataError(
+                f"mapping must be a fitted imharmony.AcquisitionMapping learned between these "
+                f"acquisitions; got {type(mapping).__name__}."
+            )
+        data = mapping.apply_to_rows(data, acquisitions)
     distinct = acquisitions.astype(str).drop_duplicates().index
     require_harmonizable(acquisitions.loc[distinct].reset_index(drop=True), mapping=mapping)
+    return data
 
 
 def _fit_dask(X: Any, codes: np.ndarray, n_batches: int, C: np.ndarray, *,
@@ -332,9 +347,13 @@ class ComBat(TransformerMixin, BaseEstimator):
             weightings, pre vs post contrast, magnitude vs phase or quantitative maps are refused
             (:class:`~imharmony.physics.mr.NotHarmonizableError`) — ComBat cannot turn a T1w
             feature into a T2w one.
-        mapping : object, optional
-            A mapping between those acquisitions learned from travelling subjects; with it the
-            hard stops are reported but not refused.
+        mapping : AcquisitionMapping, optional
+            A fitted :class:`~imharmony.AcquisitionMapping` between exactly the two acquisitions
+            in ``acquisitions``, learned from subjects scanned with both: the source
+            acquisition's samples are mapped onto the target before ComBat, and the hard stops
+            are reported but not refused. Any other object, or a mapping between other
+            acquisitions, is refused. ``transform`` expects data already on the target
+            acquisition (apply ``mapping.transform`` to source-acquisition samples first).
 
         Returns
         -------
@@ -347,7 +366,7 @@ class ComBat(TransformerMixin, BaseEstimator):
         """
         self._validate_params()
         data, names, nan_cols = _as_feature_matrix(X)
-        _check_acquisitions(acquisitions, data.shape[0], mapping)
+        data = _check_acquisitions(acquisitions, data, mapping)
         self._fit(data, names, nan_cols, batch, covariates, biology)
         return self
 
@@ -589,7 +608,7 @@ class ComBat(TransformerMixin, BaseEstimator):
         """
         self._validate_params()
         data, names, nan_cols = _as_feature_matrix(X)
-        _check_acquisitions(acquisitions, data.shape[0], mapping)
+        data = _check_acquisitions(acquisitions, data, mapping)
         codes, C = self._fit(data, names, nan_cols, batch, covariates, biology)
         return self._apply(X, data, codes, C)
 

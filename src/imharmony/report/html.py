@@ -432,6 +432,17 @@ def _confounding(d: Diagnosis) -> dict[str, Any]:
     return out
 
 
+def _phantom_table(d: Diagnosis) -> dict[str, Any] | None:
+    """Phantom agreement with the known values, before and after (None without a phantom)."""
+    ph = getattr(d, "phantom", None)
+    if ph is None:
+        return None
+    frame = ph.rename(columns={"icc_2_1": "ICC(2,1)", "icc_band": "Koo & Li",
+                               "ccc": "CCC", "loa_lower": "LoA low", "loa_upper": "LoA high"})
+    frame.index = [f"{feat} ({stage})" for stage, feat in frame.index]
+    return _table(frame, {"Koo & Li": str}, index_name="feature (stage)")
+
+
 def _provenance(d: Diagnosis, provenance: Mapping[str, Any] | None, when: _dt.datetime
                 ) -> dict[str, Any]:
     from .._version import __version__
@@ -563,6 +574,7 @@ def render_report(
         "th": th,
         "cth": d.confounding.thresholds,
         "provenance": prov,
+        "phantom": _phantom_table(d),
     }
     html = _environment().get_template("report.html.j2").render(**context)
     target = Path(path)
