@@ -6,6 +6,23 @@ command line prints the message without a traceback and exits with status 2.
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
+# Errors defined beside the code that raises them, importable from here too.
+_ELSEWHERE: dict[str, str] = {
+    "DicomError": "imharmony.io.dicom",
+    "DicomSeriesError": "imharmony.io.dicom",
+    "DicomSizeError": "imharmony.io.dicom",
+    "HounsfieldError": "imharmony.physics.ct",
+    "ManifestError": "imharmony.imaging.batch",
+    "NotHarmonizableError": "imharmony.physics.mr",
+    "OptionalDependencyError": "imharmony.imaging.multiband",
+    "ProtocolReferenceError": "imharmony.physics.protocol",
+    "ResolutionError": "imharmony.imaging.resolution",
+    "SUVError": "imharmony.physics.pet",
+}
+
 __all__ = [
     "ConfoundingError",
     "ConvergenceWarning",
@@ -13,9 +30,12 @@ __all__ = [
     "DesignError",
     "HarmonizationError",
     "HarmonizationWarning",
+    "ImageFormatError",
     "ModelFileError",
     "NotFittedError",
+    "OutputError",
     "UnseenBatchError",
+    *_ELSEWHERE,
 ]
 
 
@@ -43,6 +63,14 @@ class ModelFileError(HarmonizationError):
     """A saved model file is missing, corrupted, of an unknown version, or inconsistent."""
 
 
+class ImageFormatError(DataError):
+    """An image file is missing, of an unknown format, truncated, or cannot be decoded."""
+
+
+class OutputError(HarmonizationError):
+    """An output cannot be written where asked: an input, a folder, read-only or full."""
+
+
 class NotFittedError(HarmonizationError, AttributeError):
     """A harmonizer was used before ``fit``."""
 
@@ -53,3 +81,10 @@ class HarmonizationWarning(UserWarning):
 
 class ConvergenceWarning(HarmonizationWarning):
     """An iterative estimate stopped at its iteration cap before reaching its tolerance."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _ELSEWHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -22,12 +22,14 @@ import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from ..errors import DataError, HarmonizationWarning, ModelFileError, NotFittedError
+from .._persist import ArraySpec, check, is_int
+from ..base import HarmonizerMixin
+from ..errors import DataError, HarmonizationWarning, ModelFileError
 from ..image import Image
 from ..io._atomic import atomic_path
 
@@ -716,7 +718,7 @@ def _percentiles(values: np.ndarray, pct: np.ndarray) -> np.ndarray:
     return a + (h - lo) * (b - a)
 
 
-class HistogramStandardizer(BaseEstimator):
+class HistogramStandardizer(HarmonizerMixin, BaseEstimator):
     """Piecewise-linear histogram standardization (Nyúl & Udupa 2000).
 
     Learns, from a set of training images, the average position of a few percentile landmarks on
@@ -768,7 +770,10 @@ class HistogramStandardizer(BaseEstimator):
     """
 
     FORMAT = "imharmony.HistogramStandardizer"
-    VERSION = 1
+    VERSION = 2  # 2: the common model envelope (imharmony._persist)
+    _fitted_attribute: ClassVar[str] = "standard_landmarks_"
+    _model_kind: ClassVar[str] = FORMAT
+    _model_version: ClassVar[int] = VERSION
 
     def __init__(
         self,
@@ -912,13 +917,6 @@ class HistogramStandardizer(BaseEstimator):
         )
         return self
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "standard_landmarks_"):
-            raise NotFittedError(
-                "This HistogramStandardizer is not fitted yet; call fit(images) or load a saved "
-                "model with HistogramStandardizer.load(path)."
-            )
-
     def transform(
         self, img: Image | np.ndarray | str | os.PathLike[str], mask: Any = None
     ) -> Image:
@@ -968,73 +966,53 @@ class HistogramStandardizer(BaseEstimator):
         }
         return image.with_array(out, history=_history(image, entry))
 
-    # -- persistence -------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the fitted model as versioned JSON (atomically); returns the path."""
-        self._check_fitted()
-        lm = (
-            self.landmarks
-            if isinstance(self.landmarks, str)
-            else [float(v) for v in self.landmarks]
-        )
-        data = {
-            "format": self.FORMAT,
-            "version": self.VERSION,
-            "params": {
-                "landmarks": lm,
-                "output_range": [float(v) for v in self.output_range],
-                "foreground": self.foreground,
-            },
-            "landmarks_": self.landmarks_.tolist(),
-            "standard_landmarks_": self.standard_landmarks_.tolist(),
-            "image_landmarks_": self.image_landmarks_.tolist(),
-            "n_images_": int(self.n_images_),
+    # -- persistence (the envelope is imharmony._persist, through HarmonizerMixin) ------------
+    def _validate_params(self) -> None:
+        self._validated()
+
+    def _params_for_file(self) -> dict[str, Any]:
+        lm = self.landmarks
+        return {
+            "landmarks": lm if isinstance(lm, str) else [float(v) for v in lm],
+            "output_range": [float(v) for v in self.output_range],
+            "foreground": self.foreground,
         }
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-        return path
+
+    def _model_content(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        arrays = {
+            "landmarks_": np.asarray(self.landmarks_, dtype=np.float64),
+            "standard_landmarks_": np.asarray(self.standard_landmarks_, dtype=np.float64),
+            "image_landmarks_": np.asarray(self.image_landmarks_, dtype=np.float64),
+        }
+        return {"n_images": int(self.n_images_)}, arrays
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> HistogramStandardizer:
-        """Read a model written by :meth:`save`.
+    def _model_arrays(cls, path: Path, content: dict[str, Any]) -> dict[str, ArraySpec]:
+        n = check(path, "n_images", content.get("n_images"), is_int(content.get("n_images"), 1),
+                  "an int >= 1")
+        pct, _ = cls(**content["params"])._validated()
+        k = pct.size
+        return {
+            "landmarks_": ArraySpec((k,)),
+            "standard_landmarks_": ArraySpec((k,)),
+            "image_landmarks_": ArraySpec((n, k)),
+        }
 
-        Raises
-        ------
-        ModelFileError
-            If the file is missing, corrupted, of another format or of an unknown version.
-        """
-        data = _read_json(path, cls.FORMAT, cls.VERSION)
-        try:
-            params = data["params"]
-            model = cls(
-                landmarks=params["landmarks"],
-                output_range=tuple(params["output_range"]),
-                foreground=params["foreground"],
-            )
-            pct, _ = model._validated()
-            std = np.asarray(data["standard_landmarks_"], dtype=np.float64)
-            lm = np.asarray(data["landmarks_"], dtype=np.float64)
-            table = np.asarray(data["image_landmarks_"], dtype=np.float64)
-            n = int(data["n_images_"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(
-                f"{path}: inconsistent HistogramStandardizer file ({exc})."
-            ) from exc
+    def _restore(self, content: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        pct, _ = self._validated()
+        std = arrays["standard_landmarks_"]
         if (
-            std.shape != pct.shape
-            or lm.shape != pct.shape
-            or not np.allclose(lm, pct)
-            or table.shape != (n, pct.size)
+            not np.array_equal(arrays["landmarks_"], pct)
             or not np.all(np.isfinite(std))
             or np.any(np.diff(std) < 0)
+            or not np.all(np.isfinite(arrays["image_landmarks_"]))
         ):
             raise ModelFileError(
-                f"{path}: inconsistent HistogramStandardizer file (landmark arrays do not agree "
-                "with the parameters); save the model again."
+                "inconsistent HistogramStandardizer file (landmark arrays do not agree with the "
+                "parameters, or are not finite and increasing); save the model again."
             )
-        model.landmarks_ = pct
-        model.standard_landmarks_ = std
-        model.image_landmarks_ = table
-        model.n_images_ = n
-        return model
+        self.output_range = tuple(self.output_range)
+        self.landmarks_ = pct
+        self.standard_landmarks_ = std
+        self.image_landmarks_ = arrays["image_landmarks_"]
+        self.n_images_ = int(content["n_images"])

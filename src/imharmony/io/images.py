@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, ImageFormatError
 from ..image import Image
 from ._atomic import atomic_path
 from .dicom import _brief, read_dicom_series
@@ -52,10 +52,6 @@ IMAGE_SUFFIXES: dict[str, str] = {
 
 # LPS <-> RAS: NIfTI affines are RAS, ITK (and Image) are LPS.
 _LPS_RAS = np.diag([-1.0, -1.0, 1.0])
-
-
-class ImageFormatError(DataError):
-    """An image file is missing, of an unknown format, or cannot be decoded."""
 
 
 def _suffix(path: Path) -> str | None:
