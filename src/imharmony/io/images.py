@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from .._limits import check_allocation
 from ..errors import DataError, ImageFormatError
 from ..image import Image
 from ._atomic import atomic_path
@@ -116,15 +118,86 @@ def read_image(path: str | os.PathLike[str], **dicom_options: Any) -> Image:
         )
     import SimpleITK as sitk
 
+    fmt = IMAGE_SUFFIXES[suffix]
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        itk = sitk.ReadImage(str(path))
+        reader.ReadImageInformation()
     except RuntimeError as exc:
-        if IMAGE_SUFFIXES[suffix] == "nifti":
+        if fmt == "nifti":
             return _read_nifti_nibabel(path, exc)
+        raise ImageFormatError(f"{path}: cannot be read as {fmt} ({_brief(exc)}).") from exc
+    size = tuple(int(v) for v in reader.GetSize())
+    components = int(reader.GetNumberOfComponents())
+    itemsize = sitk.Image([1] * len(size), reader.GetPixelID()).GetSizeOfPixelComponent()
+    _check_size(path, (*size, components), itemsize)
+    meta = {"source": str(path), "format": fmt}
+    if fmt == "nifti" and components == 1:
+        # voxels through nibabel: SimpleITK's NIfTI reader turns NaN/Inf into 0 and reads a
+        # truncated file as complete (missing voxels 0); nibabel keeps them and refuses that
+        arr = _nifti_voxels(path, size)
+        dim = len(size)
+        return Image(
+            arr,
+            spacing=reader.GetSpacing(),
+            origin=reader.GetOrigin(),
+            direction=np.asarray(reader.GetDirection(), dtype=float).reshape(dim, dim),
+            meta=meta,
+        )
+    try:
+        itk = reader.Execute()
+    except RuntimeError as exc:
         raise ImageFormatError(
-            f"{path}: cannot be read as {IMAGE_SUFFIXES[suffix]} ({_brief(exc)})."
+            f"{path}: cannot be read as {fmt} ({_brief(exc)}); the file may be truncated."
         ) from exc
-    return _from_sitk(itk, meta={"source": str(path), "format": IMAGE_SUFFIXES[suffix]})
+    return _from_sitk(itk, meta=meta)
+
+
+def _check_size(path: Path, shape: tuple[int, ...], itemsize: int) -> None:
+    """Refuse a header whose voxel count cannot be real (or would not fit in memory)."""
+    check_allocation(
+        shape,
+        itemsize,
+        f"{path}: the header's image",
+        "the header is damaged, or the image is too large to process on this machine.",
+    )
+
+
+def _check_complete(path: Path, nii: Any) -> None:
+    """An uncompressed NIfTI file must hold every voxel its header declares (checked from the
+    file size, before any allocation)."""
+    if _suffix(path) != ".nii":
+        return
+    header = nii.header
+    need = int(header.get_data_offset()) + math.prod(nii.shape) * header.get_data_dtype().itemsize
+    have = path.stat().st_size
+    if have < need:
+        raise ImageFormatError(
+            f"{path}: truncated NIfTI file ({have} bytes; its header declares {need}); the "
+            "missing voxels would be read as 0. Copy or convert the image again."
+        )
+
+
+def _nifti_voxels(path: Path, size: tuple[int, ...]) -> np.ndarray:
+    """The voxel array of a NIfTI file, read by nibabel (scaled as the header says)."""
+    import nibabel as nib
+
+    try:
+        nii = nib.load(str(path), mmap=False)
+        _check_complete(path, nii)
+        arr = np.asarray(nii.dataobj)
+    except ImageFormatError:
+        raise
+    except Exception as exc:  # nibabel raises OSError, EOFError, zlib/gzip errors, ValueError
+        raise ImageFormatError(
+            f"{path}: cannot be read as NIfTI ({_brief(exc)}); the file is truncated or corrupted."
+        ) from exc
+    if arr.shape[: len(size)] != size or any(d != 1 for d in arr.shape[len(size) :]):
+        raise ImageFormatError(
+            f"{path}: NIfTI voxel array of shape {arr.shape} does not match its header's size "
+            f"{size}; the header is inconsistent."
+        )
+    return arr.reshape(size)
 
 
 def _from_sitk(itk: Any, meta: dict[str, Any]) -> Image:
@@ -151,9 +224,12 @@ def _read_nifti_nibabel(path: Path, itk_error: Exception) -> Image:
     import nibabel as nib
 
     try:
-        nii = nib.load(str(path))
+        nii = nib.load(str(path), mmap=False)
+        _check_size(path, nii.shape, nii.get_data_dtype().itemsize)
         arr = np.asarray(nii.dataobj)
         affine = np.asarray(nii.affine, dtype=float)
+    except DataError:
+        raise
     except Exception as exc:
         raise ImageFormatError(
             f"{path}: cannot be read as NIfTI (SimpleITK: {_brief(itk_error)}; "
