@@ -16,7 +16,13 @@ import pandas as pd
 import pytest
 
 import imharmony as ih
-from imharmony.errors import ModelFileError, NotFittedError, UnseenBatchError
+from imharmony.errors import (
+    DataError,
+    HarmonizationWarning,
+    ModelFileError,
+    NotFittedError,
+    UnseenBatchError,
+)
 
 HARMONIZERS: dict[str, Callable[[], Any]] = {
     "combat-parametric": lambda: ih.ComBat(),
@@ -145,13 +151,13 @@ def test_model_file_errors(data, tmp_path: Path) -> None:
         p.write_text(json.dumps(d))
         return p
 
-    with pytest.raises(ModelFileError, match="version 99 is not supported.*re-fit"):
+    with pytest.raises(ModelFileError, match=r"version 99 is not supported.*re-fit"):
         ih.ComBat.load(write({**doc, "kind_version": 99}))
-    with pytest.raises(ModelFileError, match="not a 'imharmony.combat' model"):
+    with pytest.raises(ModelFileError, match=r"not a .imharmony\.combat. model"):
         ih.ComBat.load(write({**doc, "kind": "imharmony.other"}))
     with pytest.raises(ModelFileError, match="not an imharmony model file"):
         ih.ComBat.load(write({**doc, "format": "something.else"}))
-    with pytest.raises(ModelFileError, match="older imharmony.*re-fit"):
+    with pytest.raises(ModelFileError, match=r"older imharmony.*re-fit"):
         ih.ComBat.load(write({"format": "imharmony.combat", "format_version": 1}))
     # every field that changes results is under the checksum, which names it
     for field, value in [
@@ -235,3 +241,25 @@ def test_invalid_parameters_get_one_message(data) -> None:
     ]:
         with pytest.raises(ih.HarmonizationError, match=text):
             ih.ComBat(**kwargs).fit(X, batch=site, covariates=cov)
+
+
+def test_feature_missing_in_a_whole_site_is_left_unchanged_as_the_warning_says(data) -> None:
+    X, site, cov = data
+    X = X.copy()
+    X.loc[site == "B", "feat3"] = np.nan
+    with pytest.warns(HarmonizationWarning, match=r"'feat3': no observed value in the whole "
+                      r"of site\(s\) 'B'; left unchanged in every site"):
+        out = ih.ComBat().fit_transform(X, batch=site, covariates=cov)
+    pd.testing.assert_series_equal(out["feat3"], X["feat3"])  # unchanged, NaN where missing
+    assert out.drop(columns="feat3").notna().all().all()
+    # the other features are harmonized as without the damaged one
+    ref = ih.ComBat().fit_transform(X.drop(columns="feat3"), batch=site, covariates=cov)
+    pd.testing.assert_frame_equal(out.drop(columns="feat3"), ref, rtol=1e-10)
+
+
+def test_infinite_covariate_is_a_data_error(data) -> None:
+    X, site, cov = data
+    cov = cov.copy()
+    cov.iloc[4, 0] = np.inf
+    with pytest.raises(DataError, match="covariate column 'age' has infinite values"):
+        ih.ComBat().fit(X, batch=site, covariates=cov)

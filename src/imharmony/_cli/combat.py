@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError
+from ..io._atomic import check_outputs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -110,6 +111,7 @@ def run_fit(args: argparse.Namespace) -> int:
     from ..features.estimators import ComBat, _is_numeric_dtype
     from ..io.tables import read_table
 
+    check_outputs([args.features], [args.model, args.output])
     df = read_table(args.features)
     roles = [args.batch, *args.covariate, *args.id]
     _require_columns(df, roles, args.features, "named")
@@ -162,6 +164,7 @@ def run_apply(args: argparse.Namespace) -> int:
     from ..features.estimators import ComBat
     from ..io.tables import read_table
 
+    check_outputs([args.features, args.model], [args.output])
     model = ComBat.load(args.model)
     meta = model.metadata_
     if "batch_column" not in meta:

@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from scipy import linalg
@@ -534,6 +534,7 @@ def fit_combat(
     tol: float = 1e-4,
     max_iter: int = 1000,
     nan_columns: np.ndarray | None = None,
+    batch_names: list[Any] | None = None,
 ) -> CombatFit:
     """Estimate ComBat's site effects and their empirical Bayes adjustments.
 
@@ -557,6 +558,8 @@ def fit_combat(
         :class:`~imharmony.errors.ConvergenceWarning`.
     nan_columns : ndarray of int, optional
         Columns known to hold missing values (saves a pass over X when the caller has checked).
+    batch_names : list, optional
+        Labels of the batches, used in the reasons a feature is left unadjusted.
 
     Returns
     -------
@@ -602,7 +605,13 @@ def fit_combat(
     constant = mom["constant"].any(axis=0)
     few = (nobs < 2).any(axis=0) if not mean_only else (nobs < 1).any(axis=0)
     for g in np.flatnonzero(unusable):
-        reasons[int(g)] = "the design is singular on its observed values"
+        empty = [batch_names[j] if batch_names else j for j in np.flatnonzero(nobs[:, g] == 0)]
+        reasons[int(g)] = (
+            f"no observed value in the whole of site(s) {', '.join(map(repr, empty))}; left "
+            "unchanged in every site"
+            if empty
+            else "the design is singular on its observed values; left unchanged in every site"
+        )
     for g in np.flatnonzero(few & ~unusable):
         reasons[int(g)] = "fewer than 2 observed values in a batch"
     for g in np.flatnonzero(constant & ~few & ~unusable):
@@ -799,7 +808,13 @@ def apply_combat(
     const = fit.grand_mean * (1.0 - scale) - sd * fit.gamma_star * scale
     const[:, ~fit.adjusted] = 0.0
     # the covariate term a_j (C beta) + (1 - a_j) C beta reduces to C (beta (1 - a_j))
-    beta_j = [fit.beta * (1.0 - scale[j]) for j in range(fit.n_batches)] if q else []
+    # (features left unadjusted pass through unchanged: their beta may be NaN, e.g. a feature
+    # with no value in a whole site, and must not reach the output as 0 * NaN)
+    beta_j = (
+        [np.where(fit.adjusted, fit.beta * (1.0 - scale[j]), 0.0) for j in range(fit.n_batches)]
+        if q
+        else []
+    )
     batch_rows = [np.flatnonzero(codes == j) for j in range(fit.n_batches)]
     if ref is not None and batch_rows[ref].size:
         out[batch_rows[ref]] = X[batch_rows[ref]]

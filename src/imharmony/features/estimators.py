@@ -247,7 +247,13 @@ class _CovariateEncoder:
                     raise DataError(
                         f"covariate column {name!r} was continuous at fit but is not numeric now."
                     )
-                blocks.append(col.to_numpy(dtype=np.float64)[:, None])
+                values = col.to_numpy(dtype=np.float64)
+                if not np.isfinite(values).all():
+                    raise DataError(
+                        f"covariate column {name!r} has infinite values; replace them (or drop "
+                        "those samples)."
+                    )
+                blocks.append(values[:, None])
             else:
                 levels = s["levels"]
                 idx, unseen_keys = _encode(col.to_numpy(), levels)
@@ -512,6 +518,7 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
             tol=float(self.tol),
             max_iter=int(self.max_iter),
             nan_columns=nan_cols,
+            batch_names=levels,
         )
         self.batches_ = np.array(levels, dtype=object)
         self.n_features_in_ = data.shape[1]

@@ -13,12 +13,13 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from ..errors import HarmonizationError, OutputError
 
-__all__ = ["atomic_path", "sweep_stale", "temporary_path"]
+__all__ = ["atomic_path", "check_outputs", "sweep_stale", "temporary_path"]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -56,6 +57,67 @@ def sweep_stale(target: str | os.PathLike[str]) -> int:
                 entry.unlink()
             removed += 1
     return removed
+
+
+def _key(path: Path) -> Any:
+    """Identity of a file: (device, inode) when it exists (links included), else its path."""
+    try:
+        st = path.stat()
+        return (st.st_dev, st.st_ino)
+    except OSError:
+        return str(path.resolve())
+
+
+def check_outputs(
+    inputs: Iterable[str | os.PathLike[str] | None],
+    outputs: Iterable[str | os.PathLike[str] | None],
+) -> None:
+    """Refuse outputs that would destroy an input or each other: THE rule for every command.
+
+    An output is refused when it is an input file (also through a link), when it lies inside an
+    input folder being read (a DICOM folder, a scanned folder), when it is an existing folder,
+    or when two outputs are the same file. ``None`` entries are ignored.
+
+    Raises
+    ------
+    OutputError
+        Naming the output, the input, and what to do.
+    """
+    known: dict[Any, Path] = {}
+    folders: list[tuple[Path, Path]] = []
+    for p in inputs:
+        if p is None or str(p) == "":
+            continue
+        src = Path(p)
+        known[_key(src)] = src
+        if src.is_dir():
+            folders.append((src, src.resolve()))
+    written: dict[Any, Path] = {}
+    for p in outputs:
+        if p is None or str(p) == "":
+            continue
+        out = Path(p)
+        if out.is_dir():
+            raise OutputError(f"{out}: is a folder; give a file name for the output.")
+        key = _key(out)
+        if key in known:
+            raise OutputError(
+                f"{out}: is also an input ({known[key]}); writing it would destroy the input. "
+                "Choose another output path."
+            )
+        if folders:
+            where = out.resolve()
+            for src, resolved in folders:
+                if where.is_relative_to(resolved):
+                    raise OutputError(
+                        f"{out}: lies inside the input folder {src}, which is being read; write "
+                        "the output elsewhere."
+                    )
+        if key in written:
+            raise OutputError(
+                f"{out}: given for two outputs ({written[key]}); each output needs its own path."
+            )
+        written[key] = out
 
 
 def _explain(target: Path, exc: OSError) -> OutputError:
