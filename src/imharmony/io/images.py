@@ -135,15 +135,7 @@ def read_image(path: str | os.PathLike[str], **dicom_options: Any) -> Image:
     if fmt == "nifti" and components == 1:
         # voxels through nibabel: SimpleITK's NIfTI reader turns NaN/Inf into 0 and reads a
         # truncated file as complete (missing voxels 0); nibabel keeps them and refuses that
-        arr = _nifti_voxels(path, size)
-        dim = len(size)
-        return Image(
-            arr,
-            spacing=reader.GetSpacing(),
-            origin=reader.GetOrigin(),
-            direction=np.asarray(reader.GetDirection(), dtype=float).reshape(dim, dim),
-            meta=meta,
-        )
+        return _with_geometry(_nifti_voxels(path, size), reader, len(size), meta)
     try:
         itk = reader.Execute()
     except RuntimeError as exc:
@@ -210,11 +202,16 @@ def _from_sitk(itk: Any, meta: dict[str, Any]) -> Image:
         arr = arr.transpose((*spatial, dim))
     else:
         arr = arr.transpose(spatial)
+    return _with_geometry(arr, itk, dim, meta)
+
+
+def _with_geometry(arr: np.ndarray, source: Any, dim: int, meta: dict[str, Any]) -> Image:
+    """An Image of ``arr`` with the spacing, origin and direction of an ITK image or reader."""
     return Image(
         arr,
-        spacing=itk.GetSpacing(),
-        origin=itk.GetOrigin(),
-        direction=np.asarray(itk.GetDirection(), dtype=float).reshape(dim, dim),
+        spacing=source.GetSpacing(),
+        origin=source.GetOrigin(),
+        direction=np.asarray(source.GetDirection(), dtype=float).reshape(dim, dim),
         meta=meta,
     )
 
