@@ -8,18 +8,14 @@ message saying where it was looked for when it is absent.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Shared test helpers (tests/dicom_factory.py, tests/physics/*_factory.py) are plain modules that
-# test files import by name: pytest's importlib mode does not put their folders on sys.path.
-for _helpers in (Path(__file__).parent, Path(__file__).parent / "physics"):
-    if str(_helpers) not in sys.path:
-        sys.path.insert(0, str(_helpers))
+# Shared test helpers (tests/dicom_factory.py, tests/physics/*_factory.py) are found through
+# pytest's ``pythonpath`` setting in pyproject.toml.
 
 
 def shared_data_dir() -> Path:

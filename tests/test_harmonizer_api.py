@@ -263,3 +263,20 @@ def test_infinite_covariate_is_a_data_error(data) -> None:
     cov.iloc[4, 0] = np.inf
     with pytest.raises(DataError, match="covariate column 'age' has infinite values"):
         ih.ComBat().fit(X, batch=site, covariates=cov)
+
+
+def test_every_public_exception_is_importable_from_errors() -> None:
+    import imharmony.errors as errors
+
+    for name in errors.__all__:
+        obj = getattr(errors, name)
+        if name == "optional_import":
+            with pytest.raises(errors.OptionalDependencyError, match=r"pip install imh\[x\]"):
+                obj("imharmony_no_such_module", "testing", "imh[x]")
+        else:
+            assert issubclass(obj, errors.HarmonizationError | errors.HarmonizationWarning), name
+    from imharmony.io.dicom import DicomError
+    from imharmony.io.rasters import OptionalDependencyError
+
+    assert errors.DicomError is DicomError
+    assert errors.OptionalDependencyError is OptionalDependencyError

@@ -33,8 +33,8 @@ __getattr__, __dir__, _lazy_all = attach(
         "whitestripe": ".imaging.intensity",
         "match_histogram": ".imaging.histogram",
         "HistogramStandardizer": ".imaging.histogram",
-        "band_distortion": ".imaging.multiband",
-        "irmad_normalize": ".imaging.multiband",
+        "band_distortion": ".diagnostics.bands",
+        "irmad_normalize": ".imaging.irmad",
         "harmonize_images": ".imaging.batch",
         # feature level
         "ComBat": ".features.estimators",

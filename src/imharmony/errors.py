@@ -7,6 +7,7 @@ command line prints the message without a traceback and exits with status 2.
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 from typing import Any
 
 # Errors defined beside the code that raises them, importable from here too.
@@ -17,7 +18,6 @@ _ELSEWHERE: dict[str, str] = {
     "HounsfieldError": "imharmony.physics.ct",
     "ManifestError": "imharmony.imaging.batch",
     "NotHarmonizableError": "imharmony.physics.mr",
-    "OptionalDependencyError": "imharmony.imaging.multiband",
     "ProtocolReferenceError": "imharmony.physics.protocol",
     "ResolutionError": "imharmony.imaging.resolution",
     "SUVError": "imharmony.physics.pet",
@@ -33,8 +33,10 @@ __all__ = [
     "ImageFormatError",
     "ModelFileError",
     "NotFittedError",
+    "OptionalDependencyError",
     "OutputError",
     "UnseenBatchError",
+    "optional_import",
     *_ELSEWHERE,
 ]
 
@@ -71,6 +73,10 @@ class OutputError(HarmonizationError):
     """An output cannot be written where asked: an input, a folder, read-only or full."""
 
 
+class OptionalDependencyError(HarmonizationError):
+    """An optional package needed for this input, output or method is not installed."""
+
+
 class NotFittedError(HarmonizationError, AttributeError):
     """A harmonizer was used before ``fit``."""
 
@@ -81,6 +87,32 @@ class HarmonizationWarning(UserWarning):
 
 class ConvergenceWarning(HarmonizationWarning):
     """An iterative estimate stopped at its iteration cap before reaching its tolerance."""
+
+
+def optional_import(module: str, purpose: str, extra: str) -> ModuleType:
+    """Import an optional dependency, or say what needs it and what to install.
+
+    Parameters
+    ----------
+    module : str
+        The module to import (e.g. ``"rasterio"``).
+    purpose : str
+        What needs it, for the message (e.g. ``"reading GeoTIFF files"``).
+    extra : str
+        What to install: a pip requirement or an imharmony extra (``"imharmony[raster]"``).
+
+    Raises
+    ------
+    OptionalDependencyError
+        If the module cannot be imported.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise OptionalDependencyError(
+            f"{purpose} needs the optional package '{module}', which is not installed; install "
+            f"it with 'pip install {extra}'."
+        ) from exc
 
 
 def __getattr__(name: str) -> Any:

@@ -95,6 +95,37 @@ class Image:
         """Shape of the array."""
         return tuple(self.array.shape)
 
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """Shape of the spatial axes (the array's first ``ndim`` axes)."""
+        return tuple(self.array.shape[: self.ndim])
+
+    def grid_difference(self, other: Image, *, rtol: float = 1e-5, atol: float = 1e-4) -> str:
+        """How ``other``'s voxel grid differs from this image's, in words; ``""`` when the same.
+
+        The grid is the spatial shape, the spacing, the origin and the direction. Spacing and
+        origin (mm) are compared with ``numpy.allclose(rtol, atol)``, direction cosines with
+        ``atol``.
+        """
+        if self.spatial_shape != other.spatial_shape:
+            return f"shape {other.spatial_shape} instead of {self.spatial_shape}"
+        if not np.allclose(other.spacing, self.spacing, rtol=rtol, atol=atol):
+            return f"spacing {other.spacing} instead of {self.spacing}"
+        if not np.allclose(other.origin, self.origin, rtol=rtol, atol=atol):
+            return f"origin {other.origin} instead of {self.origin}"
+        if not np.allclose(other.direction, self.direction, rtol=0.0, atol=atol):
+            return (
+                f"direction {np.round(other.direction, 4).tolist()} instead of "
+                f"{np.round(self.direction, 4).tolist()}"
+            )
+        return ""
+
+    def same_grid(self, other: Image, *, rtol: float = 1e-5, atol: float = 1e-4) -> bool:
+        """Whether ``other`` covers the same voxels: same spatial shape, spacing, origin and
+        direction. THE rule for "same grid" everywhere in imharmony (masks, label maps, outputs).
+        """
+        return not self.grid_difference(other, rtol=rtol, atol=atol)
+
     def with_array(self, array: Any, **meta_updates: Any) -> Image:
         """Return a new image with the same geometry, a new array and updated metadata."""
         meta = dict(self.meta)

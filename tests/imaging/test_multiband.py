@@ -17,9 +17,9 @@ from scipy import ndimage, stats
 from imharmony import Image
 from imharmony.errors import ConvergenceWarning, DataError
 from imharmony.imaging.histogram import ReferenceDistribution, match_histogram
+from imharmony.imaging.irmad import _no_change_probability
 from imharmony.imaging.multiband import (
     OptionalDependencyError,
-    _no_change_probability,
     band_distortion,
     irmad,
     irmad_normalize,
@@ -113,7 +113,9 @@ def test_irmad_recovers_gains_to_three_decimals(scene: Scene, normalized: Image)
 def test_irmad_no_change_pixels_avoid_change_and_clouds(scene: Scene) -> None:
     result = irmad(scene.later, scene.reference)
     assert result.converged and 1 < result.n_iter < 50
-    assert np.all(np.diff(result.canonical_correlations) >= 0)
+    assert np.all(np.diff(result.canonical_correlations) <= 0)  # the author's order
+    assert result.rho_history.shape == (result.n_iter, 4)
+    np.testing.assert_array_equal(result.rho_history[-1], result.canonical_correlations)
     p = result.no_change_probability
     assert p[scene.changed].max() < 1e-6
     assert p[scene.opacity > 0.02].max() < 1e-3  # the cloud's faint rim is nearly clear
@@ -145,15 +147,22 @@ def test_irmad_errors_and_convergence_warning(scene: Scene) -> None:
         irmad(Image(scene.later.array[:2, :2]), Image(scene.reference.array[:2, :2]))
     with pytest.raises(DataError, match="threshold must be a probability"):
         irmad_normalize(scene.later, scene.reference, threshold=1.5)
-    with pytest.warns(ConvergenceWarning, match="max_iter=2"):
-        irmad(scene.later, scene.reference, max_iter=2)
+    with pytest.raises(DataError, match="tol must be positive"):
+        irmad(scene.later, scene.reference, tol=0)
+    with pytest.warns(ConvergenceWarning, match=r"max_iter=2 .* changing by [0-9.e-]+ in the last"):
+        result = irmad(scene.later, scene.reference, max_iter=2)
+    assert not result.converged and result.n_iter == 2 and result.last_change > 1e-3
 
 
 def test_no_change_probability_is_the_chi_square_tail() -> None:
     chi2 = np.linspace(0.0, 80.0, 2001)
-    for dof in (1, 2, 3, 4, 5, 6, 8):
+    far = np.linspace(80.0, 1400.0, 500)  # tails down to 1e-300
+    for dof in range(1, 10):
         np.testing.assert_allclose(
             _no_change_probability(chi2, dof), stats.chi2.sf(chi2, dof), rtol=1e-12, atol=1e-300
+        )
+        np.testing.assert_allclose(
+            _no_change_probability(far, dof), stats.chi2.sf(far, dof), rtol=1e-9, atol=1e-300
         )
 
 

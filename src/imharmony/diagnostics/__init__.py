@@ -9,7 +9,8 @@ the site, and optionally the biology and covariates. :func:`diagnose` runs them 
 - :mod:`~imharmony.diagnostics.multivariate`: PCA silhouette, guided PCA, site prediction;
 - :mod:`~imharmony.diagnostics.biology`: Fisher ratios and mixed-model coefficients before/after;
 - :mod:`~imharmony.diagnostics.confounding`: site x biology confounding, before any fit;
-- :mod:`~imharmony.diagnostics.agreement`: CCC, ICC(2,1), Bland-Altman, Koo & Li bands.
+- :mod:`~imharmony.diagnostics.agreement`: CCC, ICC(2,1), Bland-Altman, Koo & Li bands;
+- :mod:`~imharmony.diagnostics.bands`: what a radiometric normalization did to band ratios.
 
 Names are imported lazily, on first use.
 """
@@ -30,6 +31,7 @@ __getattr__, __dir__, __all__ = attach(
         "agreement": ".agreement",
         "anova_oneway": ".site",
         "benjamini_hochberg": ".site",
+        "band_distortion": ".bands",
         "bland_altman": ".agreement",
         "brown_forsythe": ".site",
         "check_confounding": ".confounding",

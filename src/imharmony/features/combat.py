@@ -21,7 +21,6 @@ once and writes once. Nothing of the size of the data is allocated except the ou
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import linalg
 
+from .._threads import cpu_threads
 from ..errors import ConvergenceWarning, DataError, DesignError
 
 __all__ = ["CombatFit", "apply_combat", "fit_combat"]
@@ -507,21 +507,6 @@ def _nonparametric_eb(
     return g_star, d_star
 
 
-def _numeric_threads() -> int:
-    """Threads for imharmony's own parallel loops: as many as the BLAS thread pool may use.
-
-    Limits set through ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` or threadpoolctl apply, so
-    a process (or benchmark) restricted to one BLAS thread also runs these loops on one thread.
-    """
-    try:
-        from threadpoolctl import threadpool_info
-
-        counts = [int(info["num_threads"]) for info in threadpool_info() if info.get("num_threads")]
-    except Exception:  # pragma: no cover - threadpoolctl missing or unreadable
-        counts = []
-    return max(1, min(counts) if counts else (os.cpu_count() or 1))
-
-
 def fit_combat(
     X: np.ndarray,
     codes: np.ndarray,
@@ -702,7 +687,7 @@ def fit_combat(
                 )
             gs = np.zeros_like(gh)
             ds = np.ones_like(gh)
-            threads = _numeric_threads()
+            threads = cpu_threads()
             batches = np.flatnonzero(active)
             # working memory of at most half the data's size (and a cache-sized block)
             budget = max(X.nbytes // 2, 8 * gh.shape[1])

@@ -48,10 +48,11 @@ def _as_arrays(image: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, tuple[f
         )
     if isinstance(image, Image):
         spacing = image.spacing
-        if isinstance(labels, Image) and not np.allclose(labels.spacing, spacing, rtol=1e-5):
+        difference = image.grid_difference(labels) if isinstance(labels, Image) else ""
+        if difference:
             raise DataError(
-                f"labels spacing {labels.spacing} differs from the image spacing {spacing}; "
-                "resample the label map onto the image's grid."
+                f"the label map is not on the image's grid ({difference}); resample it onto the "
+                "image's grid with interpolation='nearest'."
             )
     elif isinstance(labels, Image):
         spacing = labels.spacing

@@ -28,6 +28,9 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from .._persist import ArraySpec, check, is_int
+from .._raster import as_mask as _as_mask
+from .._raster import float_dtype as _float_dtype
+from .._threads import cpu_threads
 from ..base import HarmonizerMixin
 from ..errors import DataError, HarmonizationWarning, ModelFileError
 from ..image import Image
@@ -53,46 +56,10 @@ _BINCOUNT_RANGE_FACTOR = 4
 # --------------------------------------------------------------------------------------------
 
 
-def _as_mask(
-    mask: Any, shape: tuple[int, ...], what: str, image: Image | None = None
-) -> np.ndarray:
-    """Return ``mask`` as a boolean array of ``shape``; ``what`` names it in error messages."""
-    if isinstance(mask, Image):
-        if image is not None and (
-            len(mask.spacing) == len(image.spacing)
-            and not (
-                np.allclose(mask.spacing, image.spacing, rtol=1e-5, atol=1e-6)
-                and np.allclose(mask.origin, image.origin, rtol=1e-5, atol=1e-4)
-            )
-        ):
-            raise DataError(
-                f"{what} is not on the image's grid (mask spacing {mask.spacing}, origin "
-                f"{mask.origin}; image spacing {image.spacing}, origin {image.origin}); resample "
-                "the mask onto the image grid first (nearest neighbour)."
-            )
-        mask = mask.array
-    arr = np.asarray(mask)
-    if arr.shape != tuple(shape):
-        raise DataError(
-            f"{what} has shape {arr.shape} but the image has shape {tuple(shape)}; give a mask on "
-            "the same grid."
-        )
-    if arr.dtype == np.bool_:
-        return arr
-    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise DataError(f"{what} must be boolean (or 0/1 numbers); got dtype {arr.dtype}.")
-    return arr != 0
-
-
 def _history(img: Image, entry: dict[str, Any]) -> list[dict[str, Any]]:
     """The image's history with ``entry`` appended (a new list; the input is not modified)."""
     old = img.meta.get("history", [])
     return [*list(old), entry]
-
-
-def _float_dtype(*dtypes: Any) -> np.dtype:
-    """The floating dtype of an output: at least float32, float64 when any input needs it."""
-    return np.result_type(np.float32, *dtypes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -519,7 +486,7 @@ def _reference(
     if vals.size == 0:
         raise DataError("reference_mask selects no voxels; give a mask with foreground.")
     info = {"reference": "image", "reference_voxels": int(vals.size)}
-    if vals.size >= _THREAD_MIN and (os.cpu_count() or 1) > 1:
+    if vals.size >= _THREAD_MIN and cpu_threads() > 1:
         # sort the reference on another core while the source is being ranked (np.sort
         # releases the GIL); the quantile function waits for it when first used
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imharmony-ref")

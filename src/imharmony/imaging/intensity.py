@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .._raster import as_mask
 from ..errors import DataError
 from ..image import Image
 
@@ -43,17 +44,7 @@ def _float_array(img: Image) -> np.ndarray:
 def _mask(img: Image, mask: Image | np.ndarray | None, who: str) -> np.ndarray | None:
     if mask is None:
         return None
-    m = mask.array if isinstance(mask, Image) else np.asarray(mask)
-    if m.shape != img.array.shape:
-        raise DataError(
-            f"{who}: mask has shape {m.shape} but the image has shape {img.array.shape}; the "
-            "mask must be on the image's grid (resample it with resample_mask first)."
-        )
-    if isinstance(mask, Image) and not np.allclose(mask.spacing, img.spacing, rtol=1e-5):
-        raise DataError(
-            f"{who}: mask spacing {mask.spacing} differs from the image spacing {img.spacing}."
-        )
-    return m if m.dtype == bool else m != 0
+    return as_mask(mask, img.array.shape, f"{who}: mask", img)
 
 
 def _values(arr: np.ndarray, mask: np.ndarray | None, who: str) -> np.ndarray:

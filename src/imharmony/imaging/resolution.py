@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import scipy.fft
 
+from .._threads import cpu_threads
 from ..errors import DataError, HarmonizationError
 from ..image import Image
 
@@ -97,15 +97,6 @@ def discrete_gaussian_kernel(sigma: float, *, radius: int | None = None) -> np.n
     return ive(n, sigma * sigma)
 
 
-def _n_workers() -> int:
-    """Threads for the transforms: the CPUs this process may use (at most 8)."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        n = os.cpu_count() or 1
-    return max(1, min(n, 8))
-
-
 def _transfer(n: int, sigma: float, dtype: np.dtype[Any]) -> np.ndarray:
     """DCT-II eigenvalues of the discrete Gaussian under half-sample symmetric boundaries."""
     omega = np.pi * np.arange(n) / n
@@ -158,7 +149,7 @@ def gaussian_blur(
             "the image holds NaN or infinite values; a blur would spread them. Replace them "
             "(e.g. with numpy.nan_to_num) or crop them away before matching resolution."
         )
-    workers = _n_workers() if workers is None else max(1, int(workers))
+    workers = min(8, cpu_threads()) if workers is None else max(1, int(workers))
     coeffs = scipy.fft.dctn(arr, type=2, axes=axes, workers=workers)
     for ax in axes:
         shape = [1] * arr.ndim

@@ -12,9 +12,12 @@ __getattr__, __dir__, __all__ = attach(
         "atomic_path": "._atomic",
         "list_dicom_series": ".dicom",
         "read_dicom_series": ".dicom",
+        "OptionalDependencyError": ".rasters",
         "read_image": ".images",
+        "read_raster": ".rasters",
         "read_table": ".tables",
         "write_image": ".images",
+        "write_raster": ".rasters",
         "write_table": ".tables",
     },
 )
