@@ -143,7 +143,6 @@ def save_model(
             if a.dtype.kind not in _DTYPES:
                 raise ModelFileError(f"array {name!r} of dtype {a.dtype} cannot be saved.")
             clean[name] = a
-        path.parent.mkdir(parents=True, exist_ok=True)
         with temporary_path(path.with_suffix(".npz")) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **clean)  # uncompressed: sizes on disk bound what loading reads

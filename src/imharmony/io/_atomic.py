@@ -127,7 +127,7 @@ def _explain(target: Path, exc: OSError) -> OutputError:
         why = "the folder is not writable"
     elif exc.errno == errno.EISDIR or target.is_dir():
         why = "it is a folder; give a file name"
-    elif exc.errno == errno.ENOTDIR:
+    elif exc.errno in (errno.ENOTDIR, errno.EEXIST):
         why = "a part of the path is a file, not a folder"
     else:
         why = exc.strerror or str(exc)

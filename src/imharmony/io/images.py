@@ -21,12 +21,9 @@ multi-component (vector) image gets its components as a trailing array axis not 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +32,7 @@ import numpy as np
 from .._limits import check_allocation
 from ..errors import DataError, ImageFormatError
 from ..image import Image
-from ._atomic import atomic_path
+from ._atomic import atomic_path, temporary_path
 from .dicom import _brief, read_dicom_series
 
 __all__ = ["IMAGE_SUFFIXES", "ImageFormatError", "read_image", "write_image"]
@@ -386,9 +383,7 @@ def _write_mhd(itk: Any, path: Path, compress: bool) -> Path:
     """MetaImage header + data file: write both in a temporary folder, move data, then header."""
     import SimpleITK as sitk
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with temporary_path(path, folder=True) as tmpdir:
         try:
             sitk.WriteImage(itk, str(tmpdir / path.name), compress)
         except RuntimeError as exc:
@@ -398,7 +393,5 @@ def _write_mhd(itk: Any, path: Path, compress: bool) -> Path:
             if data != header:
                 os.replace(data, path.parent / data.name)
         os.replace(header, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(tmpdir)
+        tmpdir.rmdir()
     return path
