@@ -13,7 +13,6 @@ Two ways to make the intensity distribution of an image agree with a reference:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -27,14 +26,13 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from .._persist import ArraySpec, check, is_int
+from .._persist import ArraySpec, check, is_int, load_model, save_model
 from .._raster import as_mask as _as_mask
 from .._raster import float_dtype as _float_dtype
 from .._threads import cpu_threads
 from ..base import HarmonizerMixin
 from ..errors import DataError, HarmonizationWarning, ModelFileError
 from ..image import Image
-from ..io._atomic import atomic_path
 
 __all__ = [
     "HistogramStandardizer",
@@ -110,7 +108,7 @@ class ReferenceDistribution:
     """
 
     FORMAT = "imharmony.ReferenceDistribution"
-    VERSION = 1
+    VERSION = 2  # 2: the common model envelope (imharmony._persist)
 
     def __init__(self, probabilities: Any, values: Any, meta: dict[str, Any] | None = None) -> None:
         p = np.asarray(probabilities, dtype=np.float64)
@@ -198,11 +196,14 @@ class ReferenceDistribution:
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the distribution as JSON (atomically); returns the path."""
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(self.to_dict()), encoding="utf-8")
-        return path
+        """Write the distribution in the model-file envelope (:mod:`imharmony._persist`)."""
+        return save_model(
+            path,
+            kind=self.FORMAT,
+            version=self.VERSION,
+            content={"n_quantiles": int(self.probabilities.size), "meta": self.meta},
+            arrays={"probabilities": self.probabilities, "values": self.values},
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ReferenceDistribution:
@@ -211,12 +212,22 @@ class ReferenceDistribution:
         Raises
         ------
         ModelFileError
-            If the file is missing, not JSON, of another format or an unknown version.
+            If the file is missing, corrupted, edited, of another kind or version, or its
+            quantiles are not a distribution.
         """
-        data = _read_json(path, cls.FORMAT, cls.VERSION)
+
+        def validate(content: dict[str, Any]) -> dict[str, ArraySpec]:
+            k = check(path, "n_quantiles", content.get("n_quantiles"),
+                      is_int(content.get("n_quantiles"), 2), "an int >= 2")
+            check(path, "meta", content.get("meta"), isinstance(content.get("meta"), dict),
+                  "an object")
+            return {"probabilities": ArraySpec((k,)), "values": ArraySpec((k,))}
+
+        loaded = load_model(path, kind=cls.FORMAT, version=cls.VERSION, validate=validate)
         try:
-            return cls(data["probabilities"], data["values"], data.get("meta"))
-        except (KeyError, TypeError, DataError) as exc:
+            return cls(loaded.arrays["probabilities"], loaded.arrays["values"],
+                       loaded.content["meta"])
+        except DataError as exc:
             raise ModelFileError(f"{path}: inconsistent reference distribution ({exc}).") from exc
 
     def __repr__(self) -> str:
@@ -224,28 +235,6 @@ class ReferenceDistribution:
             f"ReferenceDistribution(n_quantiles={self.probabilities.size}, "
             f"min={self.values[0]:.6g}, median={self.quantile(0.5):.6g}, max={self.values[-1]:.6g})"
         )
-
-
-def _read_json(path: str | os.PathLike[str], fmt: str, version: int) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such file; check the path of the saved model.")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(
-            f"{path}: not a valid JSON model file ({exc}); it may be truncated or corrupted — "
-            "save it again."
-        ) from exc
-    if not isinstance(data, dict) or data.get("format") != fmt:
-        found = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise ModelFileError(f"{path}: not a {fmt} file (format field is {found!r}).")
-    if data.get("version") != version:
-        raise ModelFileError(
-            f"{path}: {fmt} file version {data.get('version')!r} is not supported by this "
-            f"imharmony (it reads version {version}); save the model again with this version."
-        )
-    return data
 
 
 # --------------------------------------------------------------------------------------------
