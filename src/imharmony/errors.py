@@ -69,8 +69,11 @@ class ImageFormatError(DataError):
     """An image file is missing, of an unknown format, truncated, or cannot be decoded."""
 
 
-class OutputError(HarmonizationError):
-    """An output cannot be written where asked: an input, a folder, read-only or full."""
+class OutputError(HarmonizationError, OSError):
+    """An output cannot be written where asked: an input, a folder, read-only or full.
+
+    Also an :class:`OSError`, so code that handles failed writes as OS errors still does.
+    """
 
 
 class OptionalDependencyError(HarmonizationError):
