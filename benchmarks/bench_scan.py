@@ -6,7 +6,7 @@ pydicom into a temporary folder. Then, in the same run:
 
 1. ``imharmony.scan_protocols(folder)``: the whole scan (walk, header read, validation of every
    file, grouping into series), best of ``--repeat`` wall times → files/s;
-2. the bytes the scan reads, counted by wrapping ``open`` in ``imharmony.physics.protocol``:
+2. the bytes the scan reads, counted by wrapping ``open`` in ``imharmony._dicom.header``:
    per file, against the file size, which proves the pixel data are never read;
 3. baseline A: a bare loop of ``pydicom.dcmread(path, stop_before_pixels=True)`` (no validation,
    no grouping): the cost of imharmony's checks on top of pydicom's header parsing;
@@ -45,7 +45,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 import imharmony
-import imharmony.physics.protocol as protocol
+import imharmony._dicom.header as dicom_header
+import imharmony.protocols.scan as protocol
 
 
 def write_collection(root: Path, n: int, size: int, per_series: int = 100) -> list[Path]:
@@ -142,11 +143,18 @@ def count_bytes_read(root: Path) -> tuple[int, object]:
         def __getattr__(self, name):  # type: ignore[no-untyped-def]
             return getattr(self._fp, name)
 
-    protocol.open = lambda *a, **k: Counting(real_open(*a, **k))  # type: ignore[attr-defined]
+        def __enter__(self):  # type: ignore[no-untyped-def]
+            return self
+
+        def __exit__(self, *exc):  # type: ignore[no-untyped-def]
+            self._fp.close()
+
+    # Files are opened by the one DICOM header reader.
+    dicom_header.open = lambda *a, **k: Counting(real_open(*a, **k))  # type: ignore[attr-defined]
     try:
-        table = imharmony.physics.protocol.scan_protocols(root)
+        table = imharmony.protocols.scan_protocols(root)
     finally:
-        del protocol.open  # type: ignore[attr-defined]
+        del dicom_header.open  # type: ignore[attr-defined]
     return total["bytes"], table
 
 

@@ -8,6 +8,7 @@ message saying where it was looked for when it is absent.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Shared test helpers (tests/dicom_factory.py, tests/physics/*_factory.py) are found through
 # pytest's ``pythonpath`` setting in pyproject.toml.
+
+# The scripts that produced the reference fixtures (tests/reference/<tool>/*.py) run in the peers'
+# own environments (R, GDAL, other venvs): pytest's --doctest-modules must not import them.
+collect_ignore_glob = ["reference/*/*.py"]
 
 
 def shared_data_dir() -> Path:
@@ -33,3 +38,17 @@ def shared_data() -> Path:
             f"shared reference data not found at {path} (set IMHARMONY_SHARED_DATA to its folder)"
         )
     return path
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logger() -> Iterator[None]:
+    """The CLI configures the root logger (``basicConfig(force=True)``); put it back after each
+    test so that a later test, or a docstring example, does not see the CLI's handler."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.captureWarnings(False)

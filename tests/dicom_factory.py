@@ -51,9 +51,11 @@ __all__ = [
     "PET_IMAGE",
     "SECONDARY_CAPTURE",
     "apply_tags",
+    "csa_header_bytes",
     "modality_defaults",
     "slice_positions",
     "write_enhanced",
+    "write_mosaic",
     "write_series",
 ]
 
@@ -464,4 +466,92 @@ def write_enhanced(
     little = UID(transfer_syntax) != ExplicitVRBigEndian
     ds.PixelData = _pixel_bytes(stored[order], little)
     _save(ds, path, transfer_syntax)
+    return path
+
+
+def csa_header_bytes(elements: Mapping[str, tuple[str, Sequence[str]]]) -> bytes:
+    """A Siemens CSA header in the "SV10" format: ``{name: (VR, [text items])}``.
+
+    Layout (as nibabel's ``nicom`` documentation describes it): ``SV10``, four bytes, the number
+    of elements and the check value 77; per element a 64-byte name, VM, a 4-byte VR, SyngoDT, the
+    number of items and 77; per item four int32 (the second is the value length) and the value,
+    NUL-terminated and padded to four bytes.
+    """
+    import struct
+
+    out = bytearray(b"SV10\x04\x03\x02\x01")
+    out += struct.pack("<2I", len(elements), 77)
+    for name, (vr, items) in elements.items():
+        out += name.encode("latin-1").ljust(64, b"\0")
+        out += struct.pack("<i4s3i", len(items), vr.encode("ascii").ljust(4, b"\0"), 4,
+                           len(items), 77)
+        for text in items:
+            value = text.encode("latin-1") + b"\0"
+            out += struct.pack("<4i", len(value), len(value), 77, len(value))
+            out += value + b"\0" * ((4 - len(value) % 4) % 4)
+    return bytes(out)
+
+
+def write_mosaic(
+    path: str | os.PathLike[str],
+    slices: np.ndarray,
+    *,
+    pixel_spacing: Sequence[float] = (3.0, 3.0),
+    origin: Sequence[float] = (-96.0, -110.0, -40.0),
+    orientation: Sequence[float] = (1, 0, 0, 0, 1, 0),
+    slice_spacing: float = 3.5,
+    slice_normal: Sequence[float] | None = None,
+    count_in: str = "csa",
+    series_uid: str | None = None,
+    tags: Tags | None = None,
+) -> Path:
+    """Write one Siemens MR mosaic holding ``slices`` (shape (n, rows, columns)), tiled.
+
+    The geometry is Siemens': slice ``k`` lies at ``first + k * slice_spacing * normal``, with
+    ``first = origin`` and ``normal = slice_normal`` (default: the cross product of the direction
+    cosines), and Image Position (Patient) is written for the top-left corner of the whole tiled
+    image. ``count_in``: where NumberOfImagesInMosaic goes: ``"csa"`` (the CSA image header,
+    with SliceNormalVector), ``"private"`` ((0019,xx0A) of SIEMENS MR HEADER) or ``"none"``.
+    """
+    path = Path(path)
+    slices = np.asarray(slices)
+    n, rows, cols = slices.shape
+    per_side = int(np.ceil(np.sqrt(n)))
+    mosaic = np.zeros((per_side * rows, per_side * cols), dtype=slices.dtype)
+    for k in range(n):
+        r, c = divmod(k, per_side)
+        mosaic[r * rows:(r + 1) * rows, c * cols:(c + 1) * cols] = slices[k]
+    row_cos, col_cos = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
+    normal = np.cross(row_cos, col_cos) if slice_normal is None else np.asarray(slice_normal)
+    shift_r, shift_c = (mosaic.shape[0] - rows) / 2, (mosaic.shape[1] - cols) / 2
+    corner = (
+        np.asarray(origin, float)
+        - col_cos * pixel_spacing[0] * shift_r
+        - row_cos * pixel_spacing[1] * shift_c
+    )
+    folder = path.parent
+    series_uid = series_uid or _uid(folder, path.name, "series")
+    ds = _base_dataset(folder, "MR", MR_IMAGE, 0, series_uid, _uid(folder, "study"),
+                       _uid(folder, series_uid, "frame-of-reference"))
+    ds.Manufacturer = "SIEMENS"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"]
+    ds.ImagePositionPatient = _fmt_ds(corner)
+    ds.ImageOrientationPatient = _fmt_ds(orientation)
+    ds.PixelSpacing = _fmt_ds(pixel_spacing)
+    ds.SliceThickness = _fmt_ds([slice_spacing])[0]
+    ds.SpacingBetweenSlices = _fmt_ds([slice_spacing])[0]
+    _pixel_header(ds, mosaic, None)
+    apply_tags(ds, modality_defaults("MR"))
+    if count_in == "csa":
+        csa = csa_header_bytes({
+            "NumberOfImagesInMosaic": ("US", [str(n)]),
+            "SliceNormalVector": ("FD", [f"{v:.8f}" for v in normal]),
+            "AcquisitionMatrixText": ("SH", [f"{rows}*{cols}"]),
+        })
+        apply_tags(ds, {(0x0029, "SIEMENS CSA HEADER", 0x10): ("OB", csa)})
+    elif count_in == "private":
+        apply_tags(ds, {(0x0019, "SIEMENS MR HEADER", 0x0A): ("US", n)})
+    apply_tags(ds, tags)
+    ds.PixelData = _pixel_bytes(mosaic, True)
+    _save(ds, path, ExplicitVRLittleEndian)
     return path

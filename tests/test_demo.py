@@ -164,3 +164,17 @@ def test_completely_confounded_cohort_is_refused_with_the_reason(tmp_path: Path)
     with pytest.raises(HarmonizationError, match="confound"):
         run_demo(tmp_path / "x", n_per_site=(4,) * 4, prevalence=(0.0, 1.0, 0.0, 1.0),
                  fine_shape=32, n_permutations=10, write_reports=False)
+
+
+def test_the_phantom_step_calibrates_a_sharp_scanner_to_earl1(
+    demo: tuple[DemoResult, list[tuple[str, int, int]]],
+) -> None:
+    result, _ = demo
+    summary = json.loads(result.files["phantom_earl1"].read_text())
+    assert summary == pytest.approx(result.phantom)
+    assert abs(summary["fwhm_mm"] - summary["true_fwhm_mm"]) < 0.05 * summary["true_fwhm_mm"]
+    assert summary["compliant_before"] is False and summary["compliant_after"] is True
+    assert summary["filter_fwhm_mm"] > 0
+    table = pd.read_csv(result.files["phantom_rc"])
+    assert table["diameter_mm"].tolist() == [10, 13, 17, 22, 28, 37]
+    assert (table["rc_max_after"] < table["rc_max"] + 1e-9).all()

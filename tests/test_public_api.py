@@ -63,3 +63,15 @@ def test_importing_the_package_and_the_cli_does_not_load_heavy_libraries() -> No
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_subpackages_are_attributes_without_an_import() -> None:
+    code = (
+        "import imharmony as ih; "
+        "print(ih.calibration.nema_recovery.__name__, ih.imaging.irmad.__name__, "
+        "ih.diagnostics.band_distortion.__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["nema_recovery", "irmad", "band_distortion"]
+    with pytest.raises(AttributeError, match="no attribute '_cli'"):
+        ih._cli  # noqa: B018

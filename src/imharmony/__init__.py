@@ -20,8 +20,8 @@ __getattr__, __dir__, _lazy_all = attach(
         "read_table": ".io.tables",
         "write_table": ".io.tables",
         # physics and prospective alignment
-        "scan_protocols": ".physics.protocol",
-        "audit_protocols": ".physics.protocol",
+        "scan_protocols": ".protocols.scan",
+        "audit_protocols": ".protocols.reference",
         "mr_weighting": ".physics.mr",
         "harmonizable": ".physics.mr",
         "suv_factors": ".physics.pet",
@@ -43,6 +43,8 @@ __getattr__, __dir__, _lazy_all = attach(
         "diagnose": ".diagnostics.verdict",
         "Diagnosis": ".diagnostics.verdict",
         "check_confounding": ".diagnostics.confounding",
+        # calibration from physical truth
+        "measure_fwhm": ".calibration.resolution",
     },
 )
 

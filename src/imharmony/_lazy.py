@@ -8,6 +8,7 @@ answering ``--help`` does not import scikit-learn, SimpleITK or statsmodels).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import types
 from collections.abc import Callable
@@ -32,6 +33,10 @@ def attach(
     def __getattr__(name: str) -> Any:
         module = names.get(name)
         if module is None:
+            # a public subpackage or submodule (``imharmony.calibration``) is reachable as an
+            # attribute without importing it first, as after an eager ``import``
+            if not name.startswith("_") and importlib.util.find_spec(f"{package}.{name}"):
+                return importlib.import_module(f"{package}.{name}")
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         value = getattr(importlib.import_module(module, package), name)
         globals_ = importlib.import_module(package).__dict__

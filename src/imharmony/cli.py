@@ -28,6 +28,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "images",
     "combat",
     "diagnose",
+    "phantom",
 )
 
 

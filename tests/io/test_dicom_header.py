@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
-from imharmony.io._dicom_header import frame_header
+from imharmony._dicom.framing import frame_header
 
 fac = importlib.import_module("dicom_factory")
 DEFER = 1 << 20

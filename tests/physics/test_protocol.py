@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom.uid import BasicTextSRStorage, JPEGBaseline8Bit
 
-import imharmony.physics.protocol as protocol
+import imharmony.protocols.scan as protocol
 from imharmony.errors import DataError
 from imharmony.io import read_table, write_table
 from imharmony.physics.protocol import (
@@ -385,10 +385,10 @@ def test_an_unforeseen_failure_rejects_one_file_not_the_scan(tmp_path, monkeypat
     paths = ct(tmp_path, n=3)
     real = protocol._extract
 
-    def flaky(ds, path):
+    def flaky(ds, path, series_uid):
         if path == paths[1]:
             raise ValueError("a value nobody expected")
-        return real(ds, path)
+        return real(ds, path, series_uid)
 
     monkeypatch.setattr(protocol, "_extract", flaky)
     table = scan_protocols(tmp_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any
 
 from ..errors import HarmonizationError
 from ..io._atomic import check_outputs
@@ -51,6 +52,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         ),
     )
     p.add_argument(
+        "--volume",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="write only volume N (from 1) of a 4-D series (fMRI, DWI, dynamic); default: all",
+    )
+    p.add_argument(
+        "--echo",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="write only echo N (from 1) of a multi-echo series; default: all echoes as volumes",
+    )
+    p.add_argument(
         "--max-pixels",
         type=positive_int,
         default=DEFAULT_MAX_PIXELS,
@@ -71,11 +86,17 @@ def run(args: argparse.Namespace) -> int:
         series_uid=args.series_uid,
         max_pixels=args.max_pixels,
         dtype="float32" if args.dtype == "float32" else args.dtype,
+        volume=args.volume,
+        echo=args.echo,
     )
     out_dtype = None
     if args.dtype == "auto" and img.array.dtype.kind == "f":
         out_dtype = "float32"  # float32 keeps 24 bits, finer than any scanner's quantization
+    if out_dtype == "float32":
+        _check_float32(img, args.output)
     path = write_image(img, args.output, dtype=out_dtype)
+    if "bvals" in img.meta:
+        _write_fsl_gradients(img, path)
     shape = "x".join(str(n) for n in img.shape)
     spacing = "x".join(f"{s:.4g}" for s in img.spacing)
     logger.info(
@@ -87,3 +108,49 @@ def run(args: argparse.Namespace) -> int:
         out_dtype or img.array.dtype,
     )
     return 0
+
+
+def _check_float32(img: Any, output: str) -> None:
+    """Refuse values that float32 would turn into infinity (never a silently wrong output)."""
+    import numpy as np
+
+    arr = img.array
+    finite = arr[np.isfinite(arr)]
+    if finite.size and float(np.abs(finite).max()) > float(np.finfo(np.float32).max):
+        raise HarmonizationError(
+            f"{output}: values up to {float(np.abs(finite).max()):.4g} exceed the float32 range "
+            "and would be written as infinity; the rescale tags are implausible. Use "
+            "--dtype float64 if they are genuine."
+        )
+
+
+def _write_fsl_gradients(img: Any, path: Any) -> None:
+    """FSL ``.bval`` / ``.bvec`` beside the image (same name), in the image's voxel frame.
+
+    FSL's convention: gradient directions are given along the voxel axes, with the first axis
+    flipped when the voxel-to-world matrix has a positive determinant.
+    """
+    import numpy as np
+
+    from ..io._atomic import atomic_path
+
+    bvals = np.asarray(img.meta["bvals"], dtype=float)
+    base = str(path)
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+            break
+    with atomic_path(base + ".bval") as tmp:
+        tmp.write_text(" ".join(f"{b:g}" for b in bvals) + "\n")
+    if "bvecs_lps" not in img.meta:
+        logger.warning("%s: b-values without gradient directions; no .bvec written", path)
+        return
+    direction = np.asarray(img.direction, dtype=float)
+    bvecs = np.asarray(img.meta["bvecs_lps"], dtype=float) @ direction  # rows: voxel frame
+    if np.linalg.det(direction) > 0:
+        bvecs[:, 0] = -bvecs[:, 0]
+    bvecs[np.abs(bvecs) < 5e-7] = 0.0  # no "-0"
+    with atomic_path(base + ".bvec") as tmp:
+        tmp.write_text(
+            "\n".join(" ".join(f"{v:.6g}" for v in row) for row in bvecs.T) + "\n"
+        )

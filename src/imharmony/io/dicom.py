@@ -25,7 +25,6 @@ a logged warning, while a DICOM file that is damaged is an error naming it.
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 import logging
 import math
@@ -33,19 +32,40 @@ import os
 import struct
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._dicom.header import (
+    DEFAULT_MAX_PIXELS,
+    DEFER_BYTES,
+    OTHER_PIXEL_TAGS,
+    DicomError,
+    DicomSeriesError,
+    DicomSizeError,
+    FileRejected,
+    Header,
+    decoding,
+    read_header,
+)
+from .._dicom.mosaic import csa_header, mosaic_layout, tile_positions, untile
+from .._dicom.tags import (
+    brief,
+    float_list,
+    group_item,
+    numbers,
+    plain,
+    private_value,
+    tag_label,
+)
+from .._dicom.walk import walk_files
 from ..errors import DataError, HarmonizationError
 from ..image import Image
 from ..physics import ct
-from ..physics.ct import tag_label
-from ._dicom_header import frame_header
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -63,25 +83,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Default limit on the number of voxels of a series (about 8.6 GB as float64).
-DEFAULT_MAX_PIXELS: int = 2**30
-
 #: Accepted values of ``units``.
-UNITS: tuple[str, ...] = ("hu", "raw", "suv", "suvbw", "suvlbm", "suvbsa", "suvibw")
-_SUV_UNITS = frozenset(UNITS[2:])
-
-_PIXEL_DATA_TAG = 0x7FE00010
-_OTHER_PIXEL_TAGS = {0x7FE00008: "Float Pixel Data", 0x7FE00009: "Double Float Pixel Data"}
-_DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
-_DEFLATED_TS = {"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"}
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
-             b"UV"}
-
-# Header values longer than this are not read while parsing (pydicom's ``defer_size``): a
-# hostile element length cannot make the parser allocate gigabytes.
-_DEFER_BYTES = 1 << 20
-# Bytes read at once from the start of each file; a header that does not fit is read by pydicom.
-_HEADER_BYTES = 1 << 14
+UNITS: tuple[str, ...] = (
+    "hu", "raw", "suv", "suvbw", "suvlbm", "suvbsa", "suvibw", "rescaled", "philips_fp"
+)
+_SUV_UNITS = frozenset(("suv", "suvbw", "suvlbm", "suvbsa", "suvibw"))
+_MR_UNITS = frozenset(("rescaled", "philips_fp"))
 
 # Position tolerances (mm): duplicates closer than this are the same slice position.
 _DUPLICATE_MM = 1e-3
@@ -108,18 +115,6 @@ META_KEYWORDS: tuple[str, ...] = (
     "AttenuationCorrectionMethod", "ReconstructionMethod", "PatientSex", "PatientAge",
     "PatientWeight", "PatientSize", "BitsAllocated", "BitsStored", "PixelRepresentation",
 )
-
-
-class DicomError(DataError):
-    """A DICOM file or series cannot be read as given."""
-
-
-class DicomSeriesError(DicomError):
-    """The files of a series do not form one regular volume (gaps, duplicates, mixed geometry)."""
-
-
-class DicomSizeError(DicomError):
-    """A header announces more pixels than ``max_pixels`` allows."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,40 +176,7 @@ def stored_values(
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Header:
-    """One DICOM file's header and where its pixel data sit."""
-
-    path: Path
-    name: str
-    ds: Dataset
-    file_size: int
-    pixel_tag: int | None = None  # 0x7FE00010 etc. found after the header, None if no pixels
-    value_offset: int | None = None  # byte offset of the pixel data value (native only)
-    value_length: int | None = None  # declared length; None for undefined (encapsulated)
-    native: bool = False  # uncompressed, readable straight from the file
-    n_frames: int = 1
-    rows: int = 0
-    columns: int = 0
-    bits_allocated: int = 16
-    bits_stored: int = 16
-    pixel_representation: int = 0
-
-
-@dataclass
-class _Skipped:
-    name: str
-    reason: str
-    warn: bool = True
-
-
-def _brief(exc: BaseException | str, limit: int = 300) -> str:
-    """An exception's message on one line (the CLI prints errors as one line)."""
-    text = str(exc)
-    if "ERROR:" in text:  # ITK: "Exception thrown in ...cxx:123:\nITK ERROR: what happened"
-        text = text.rsplit("ERROR:", 1)[1]
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+_brief = brief  # kept for imharmony.io.images
 
 
 def _fmt_list(names: Sequence[str], limit: int = 5) -> str:
@@ -222,110 +184,8 @@ def _fmt_list(names: Sequence[str], limit: int = 5) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def _list_files(source: Path) -> list[tuple[Path, str]]:
-    """Files under ``source`` (recursively, hidden entries ignored) with their display names."""
-    if source.is_file():
-        return [(source, source.name)]
-    if not source.is_dir():
-        raise DicomError(f"{source}: no such file or folder; give a DICOM series folder.")
-    files: list[tuple[Path, str]] = []
-    for root, dirs, names in os.walk(source):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for n in sorted(names):
-            if n.startswith("."):
-                continue
-            p = Path(root) / n
-            if p.is_file():
-                files.append((p, str(p.relative_to(source))))
-    return files
-
-
-def _peek_pixel_element(f: Any, little: bool, implicit: bool) -> tuple[int | None, int, int | None]:
-    """Read the element header at the current position: (tag, value offset, length)."""
-    start = f.tell()
-    head = f.read(8)
-    if len(head) < 8:
-        return None, start, None
-    endian = "<" if little else ">"
-    group, elem = struct.unpack(f"{endian}HH", head[:4])
-    tag = (group << 16) | elem
-    if implicit:
-        (length,) = struct.unpack(f"{endian}L", head[4:8])
-        value_offset = start + 8
-    elif head[4:6] in _LONG_VRS:
-        more = f.read(4)
-        if len(more) < 4:
-            return tag, start, None
-        (length,) = struct.unpack(f"{endian}L", more)
-        value_offset = start + 12
-    else:
-        (length,) = struct.unpack(f"{endian}H", head[6:8])
-        value_offset = start + 8
-    return tag, value_offset, (None if length == 0xFFFFFFFF else length)
-
-
-def _read_header(path: Path, name: str, max_pixels: int) -> _Header | _Skipped:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            start = f.read(_HEADER_BYTES)
-            if start[128:132] != b"DICM":
-                return _Skipped(name, "not a DICOM file (no 'DICM' prefix at byte 128)")
-            quick = frame_header(f, start, size, _DEFER_BYTES)
-            if quick is not None:
-                ds, pixel_element = quick
-                f.seek(size if pixel_element is None else pixel_element)
-            else:
-                f.seek(0)
-                try:
-                    ds = pydicom.dcmread(f, stop_before_pixels=True, defer_size=_DEFER_BYTES)
-                except InvalidDicomError as exc:
-                    return _Skipped(name, f"not a readable DICOM file ({_brief(exc)})")
-                except Exception as exc:
-                    raise DicomError(
-                        f"{name}: damaged DICOM file, the header cannot be parsed "
-                        f"({type(exc).__name__}: {_brief(exc)}); replace or remove the file."
-                    ) from exc
-            head = _Header(path=path, name=name, ds=ds, file_size=size)
-            ts = ds.file_meta.get("TransferSyntaxUID")
-            sop = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
-            if sop is None:
-                raise DicomError(
-                    f"{name}: {tag_label('SOPClassUID')} missing; the file is truncated or "
-                    "damaged. Replace or remove it."
-                )
-            if str(sop) == _DICOMDIR_SOP_CLASS:
-                return _Skipped(name, "a DICOMDIR (media directory), not an image", warn=False)
-            if ts is None or not ts.is_transfer_syntax:
-                raise DicomError(
-                    f"{name}: {tag_label('TransferSyntaxUID')} "
-                    + ("missing from the file meta information; the file is damaged."
-                       if ts is None else f"{ts} is not a known transfer syntax.")
-                )
-            if str(ts) in _DEFLATED_TS:
-                # The dataset was inflated in memory: the file offset says nothing.
-                head.pixel_tag = _PIXEL_DATA_TAG if "Rows" in ds else None
-            else:
-                tag, value_offset, length = _peek_pixel_element(
-                    f, ts.is_little_endian, ts.is_implicit_VR
-                )
-                if tag == _PIXEL_DATA_TAG or tag in _OTHER_PIXEL_TAGS:
-                    head.pixel_tag = tag
-                    head.value_offset = value_offset
-                    head.value_length = length
-                    head.native = not ts.is_compressed and length is not None
-    except OSError as exc:
-        raise DicomError(f"{name}: cannot be read ({exc.strerror or exc}).") from exc
-    if head.pixel_tag is not None:
-        _check_pixel_header(head, max_pixels)
-    return head
-
-
 def _int_tag(ds: Dataset, keyword: str, name: str, default: int | None = None) -> int:
-    value = _numbers(ds, keyword)
+    value = numbers(ds, keyword)
     if isinstance(value, list) and len(value) == 1:
         value = value[0]
     if value is None or value == "":
@@ -338,37 +198,24 @@ def _int_tag(ds: Dataset, keyword: str, name: str, default: int | None = None) -
         raise DicomError(f"{name}: {tag_label(keyword)} is {value!r}, not an integer.") from exc
 
 
-def _check_pixel_header(head: _Header, max_pixels: int) -> None:
-    """Validate the pixel description and announced size before any pixel is touched."""
+def _check_layout(head: Header) -> None:
+    """Refuse a pixel layout that cannot carry quantitative values; set the stored-value layout.
+
+    Checked for the files of the series being read only: an RGB or 1-bit file of another series
+    in the same folder does not stop anything.
+    """
     ds, name = head.ds, head.name
-    if head.pixel_tag in _OTHER_PIXEL_TAGS:
+    if head.pixel_tag in OTHER_PIXEL_TAGS:
         raise DicomError(
-            f"{name}: {_OTHER_PIXEL_TAGS[head.pixel_tag]} is not supported; only integer "
+            f"{name}: {OTHER_PIXEL_TAGS[head.pixel_tag]} is not supported; only integer "
             "Pixel Data (7FE0,0010) can be converted."
         )
-    rows = _int_tag(ds, "Rows", name)
-    cols = _int_tag(ds, "Columns", name)
-    frames = _int_tag(ds, "NumberOfFrames", name, default=1)
-    samples = _int_tag(ds, "SamplesPerPixel", name, default=1)
-    bits = _int_tag(ds, "BitsAllocated", name)
-    if rows < 1 or cols < 1 or frames < 1:
+    if head.samples != 1:
         raise DicomError(
-            f"{name}: {tag_label('Rows')} = {rows}, {tag_label('Columns')} = {cols}, "
-            f"{tag_label('NumberOfFrames')} = {frames}; an image needs at least one pixel."
-        )
-    n_pixels = rows * cols * frames * samples
-    if n_pixels > max_pixels:
-        raise DicomSizeError(
-            f"{name}: the header announces {rows} Rows x {cols} Columns x {frames} frames x "
-            f"{samples} samples = {n_pixels:.4g} pixels ({n_pixels * bits / 8 / 2**30:.3g} GiB "
-            f"stored), above max_pixels={max_pixels}; nothing was decoded. If the header is "
-            "genuine, raise max_pixels."
-        )
-    if samples != 1:
-        raise DicomError(
-            f"{name}: {tag_label('SamplesPerPixel')} is {samples}; only single-sample "
+            f"{name}: {tag_label('SamplesPerPixel')} is {head.samples}; only single-sample "
             "(grey-level) images carry quantitative values."
         )
+    bits = head.bits_allocated
     if bits not in (8, 16, 32):
         raise DicomError(
             f"{name}: {tag_label('BitsAllocated')} is {bits}; only 8, 16 or 32 are supported."
@@ -382,33 +229,25 @@ def _check_pixel_header(head: _Header, max_pixels: int) -> None:
             f"{tag_label('HighBit')} = {high_bit}, {tag_label('PixelRepresentation')} = {pixrep} "
             f"with {tag_label('BitsAllocated')} = {bits}."
         )
-    head.n_frames, head.rows, head.columns = frames, rows, cols
-    head.bits_allocated, head.bits_stored, head.pixel_representation = bits, bits_stored, pixrep
-    if head.native:
-        needed = n_pixels * bits // 8
-        assert head.value_length is not None and head.value_offset is not None
-        if head.value_length < needed:
-            raise DicomError(
-                f"{name}: Pixel Data (7FE0,0010) holds {head.value_length} bytes but Rows x "
-                f"Columns x frames x Bits Allocated need {needed}; the header and the pixels "
-                "disagree."
-            )
-        available = head.file_size - head.value_offset
-        if available < needed:
-            raise DicomError(
-                f"{name}: file truncated: it ends after {max(available, 0)} of the {needed} bytes "
-                "of Pixel Data (7FE0,0010). Copy the file again from its source."
-            )
+    head.bits_stored, head.pixel_representation = bits_stored, pixrep
 
 
-def _read_headers(files: Sequence[tuple[Path, str]], max_pixels: int) -> list[_Header | _Skipped]:
-    """Parse every file's header, in file order, in the calling thread.
+def _read_headers(
+    files: Sequence[tuple[Path, str]], max_pixels: int
+) -> list[Header | FileRejected]:
+    """Every file's header under the one acceptance policy, in file order, in this thread.
 
     Header parsing is pure Python and holds the GIL: a thread pool made it slower (300 CT headers:
     0.071 s in one thread, 0.112 s in two, with the files cached; no gain after dropping the page
     cache either), so only the pixel reads are spread over threads.
     """
-    return [_read_header(path, name, max_pixels) for path, name in files]
+    out: list[Header | FileRejected] = []
+    for path, name in files:
+        try:
+            out.append(read_header(path, name, max_pixels=max_pixels))
+        except FileRejected as rejected:
+            out.append(rejected)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,62 +256,7 @@ def _read_headers(files: Sequence[tuple[Path, str]], max_pixels: int) -> list[_H
 
 
 def _float_list(value: Any, n: int, keyword: str, name: str) -> list[float] | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, str | bytes):
-        text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
-        value = text.split("\\")
-    try:
-        values = [float(v) for v in (value if isinstance(value, Iterable) else [value])]
-    except (TypeError, ValueError) as exc:
-        raise DicomError(f"{name}: {tag_label(keyword)} is {value!r}, not numbers.") from exc
-    if len(values) != n or not all(math.isfinite(v) for v in values):
-        raise DicomError(
-            f"{name}: {tag_label(keyword)} is {values}; expected {n} finite number(s)."
-        )
-    return values
-
-
-@functools.cache
-def _tag_of(keyword: str) -> int:
-    from pydicom.datadict import tag_for_keyword
-
-    tag = tag_for_keyword(keyword)
-    if tag is None:  # pragma: no cover - programming error
-        raise KeyError(keyword)
-    return int(tag)
-
-
-_BINARY_INTS = {"US": "H", "SS": "h", "UL": "L", "SL": "l"}
-
-
-def _numbers(ds: Dataset, keyword: str) -> Any:
-    """The value of a numeric attribute, parsed from its raw bytes when pydicom has not yet.
-
-    pydicom's conversion of values (validated ``DSfloat`` objects, tag look-ups) dominates header
-    reading; splitting decimal strings and unpacking binary integers here is several times faster
-    and just as strict (:func:`_float_list` and :func:`_int_tag` report what does not parse).
-    Anything else (ambiguous VRs such as "US or SS", odd lengths) goes through pydicom.
-    """
-    from pydicom.datadict import dictionary_VR
-    from pydicom.dataelem import RawDataElement
-
-    tag = _tag_of(keyword)
-    elem = ds.get_item(tag)
-    if elem is None:
-        return None
-    raw = elem.value
-    if isinstance(elem, RawDataElement) and isinstance(raw, bytes):
-        vr = elem.VR or dictionary_VR(tag)
-        if vr in ("DS", "IS"):
-            text = raw.decode("ascii", "replace").strip(" \x00")
-            return text.split("\\") if text else None
-        code = _BINARY_INTS.get(vr)
-        if code is not None and raw and len(raw) % struct.calcsize(code) == 0:
-            endian = "<" if elem.is_little_endian else ">"
-            values = struct.unpack(f"{endian}{len(raw) // struct.calcsize(code)}{code}", raw)
-            return values[0] if len(values) == 1 else list(values)
-    return ds[tag].value
+    return float_list(value, n, keyword, name, DicomError)
 
 
 def _opt_float(value: Any, keyword: str, name: str) -> float | None:
@@ -480,16 +264,9 @@ def _opt_float(value: Any, keyword: str, name: str) -> float | None:
     return None if got is None else got[0]
 
 
-def _group_item(
-    per_frame: Dataset | None, shared: Dataset | None, sequence: str
-) -> Dataset | None:
-    """The functional group macro item for a frame: per-frame overrides shared."""
-    for holder in (per_frame, shared):
-        if holder is not None:
-            seq = holder.get(sequence)
-            if seq:
-                return seq[0]
-    return None
+_group_item = group_item
+_numbers = numbers
+_plain = plain
 
 
 @dataclass
@@ -507,6 +284,96 @@ class _Frames:
     rescale_type: list[str | None] = field(default_factory=list)
     thickness: list[float | None] = field(default_factory=list)
     between: list[float | None] = field(default_factory=list)
+    # What tells the volumes of a 4-D series apart (None when absent).
+    echo_number: list[int | None] = field(default_factory=list)
+    echo_time: list[float | None] = field(default_factory=list)
+    temporal: list[int | None] = field(default_factory=list)
+    instance_number: list[int | None] = field(default_factory=list)
+    b_value: list[float | None] = field(default_factory=list)
+    gradient: list[tuple[float, float, float] | None] = field(default_factory=list)
+
+
+def _subset(fr: _Frames, keep: Sequence[int]) -> _Frames:
+    """The frames ``keep`` (indices into ``fr``), in that order."""
+    out = _Frames()
+    for f in fields(_Frames):
+        values = getattr(fr, f.name)
+        setattr(out, f.name, [values[k] for k in keep])
+    return out
+
+
+def _safe_number(holder: Any, keyword: str, kind: type = float) -> Any:
+    """A single number from ``holder`` or None (absent, empty or unparseable: only a sort key)."""
+    if holder is None:
+        return None
+    try:
+        value = _numbers(holder, keyword)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if value is None or value == "":
+            return None
+        number = kind(float(value)) if kind is int else float(value)
+    except (TypeError, ValueError, KeyError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+_SIEMENS_MR = "SIEMENS MR HEADER"
+
+
+def _diffusion(
+    ds: Dataset, item: Any, shared: Any, name: str
+) -> tuple[float | None, tuple[float, float, float] | None]:
+    """b-value (s/mm²) and gradient direction (LPS, unit) of a frame; None when not given.
+
+    Standard MR Diffusion attributes (top level or in the MR Diffusion functional group),
+    else Siemens' (0019,xx0C) B_value and (0019,xx0E) DiffusionGradientDirection, else the CSA
+    image header's B_value and DiffusionGradientDirection.
+    """
+    holder = group_item(item, shared, "MRDiffusionSequence") if item is not None else ds
+    b = _safe_number(holder, "DiffusionBValue") if holder is not None else None
+    direction: Any = None
+    if holder is not None:
+        direction = _numbers(holder, "DiffusionGradientOrientation")
+        if direction is None:
+            seq = holder.get("DiffusionGradientDirectionSequence")
+            if seq:
+                direction = _numbers(seq[0], "DiffusionGradientOrientation")
+    if b is None and item is None:
+        value = private_value(ds, 0x0019, _SIEMENS_MR, 0x0C)
+        if value is not None and not isinstance(value, bytes):
+            b = _as_float(value)
+            direction = private_value(ds, 0x0019, _SIEMENS_MR, 0x0E)
+        else:
+            try:
+                csa = csa_header(ds, "image")
+            except (ValueError, struct.error):
+                csa = None
+            if csa and csa.get("B_value"):
+                b = _as_float(csa["B_value"][0])
+                direction = csa.get("DiffusionGradientDirection") or None
+    grad = None
+    if direction is not None and not isinstance(direction, bytes):
+        try:
+            vec = [float(v) for v in direction]
+        except (TypeError, ValueError):
+            vec = []
+        if len(vec) == 3 and all(math.isfinite(v) for v in vec):
+            norm = math.sqrt(sum(v * v for v in vec))
+            grad = tuple(v / norm for v in vec) if norm > 1e-6 else (0.0, 0.0, 0.0)
+    if b is not None and (b < 0 or b > 1e5):
+        raise DicomError(f"{name}: b-value {b} s/mm² is not plausible; the file is damaged.")
+    return b, grad  # type: ignore[return-value]
+
+
+def _as_float(value: Any) -> float | None:
+    try:
+        if isinstance(value, Sequence) and not isinstance(value, str):
+            value = value[0]
+        number = float(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _vector(ds: Dataset, keyword: str, n: int, label: str) -> list[float]:
@@ -517,61 +384,135 @@ def _vector(ds: Dataset, keyword: str, n: int, label: str) -> list[float]:
     return values
 
 
-def _collect_frames(headers: Sequence[_Header]) -> _Frames:
+def _unpack_mosaic(h: Header) -> None:
+    """Make a Siemens mosaic's header describe its slices (one tile each), not the tiled image."""
+    layout = mosaic_layout(h.ds, h.rows, h.columns, h.name, DicomError)
+    if layout is None:
+        return
+    if h.n_frames != 1:
+        raise DicomError(
+            f"{h.name}: a Siemens mosaic with {tag_label('NumberOfFrames')} {h.n_frames}; only "
+            "single-frame mosaics are known."
+        )
+    h.mosaic = layout
+    h.rows, h.columns, h.n_frames = layout.tile_rows, layout.tile_columns, layout.n_slices
+
+
+def _mosaic_positions(h: Header) -> np.ndarray:
+    """Image Position (Patient) of each slice of a mosaic instance, shape (n_slices, 3)."""
+    ds, name = h.ds, h.name
+    spacing = next(
+        (
+            v
+            for v in (
+                _opt_float(_numbers(ds, kw), kw, name)
+                for kw in ("SpacingBetweenSlices", "SliceThickness")
+            )
+            if v is not None and v > 0
+        ),
+        None,
+    )
+    if spacing is None:
+        raise DicomError(
+            f"{name}: a mosaic without a positive {tag_label('SpacingBetweenSlices')} or "
+            f"{tag_label('SliceThickness')}; its slices cannot be placed in space."
+        )
+    return tile_positions(
+        np.asarray(_vector(ds, "ImagePositionPatient", 3, name)),
+        np.asarray(_vector(ds, "ImageOrientationPatient", 6, name)),
+        np.asarray(_vector(ds, "PixelSpacing", 2, name)),
+        spacing,
+        h.mosaic,
+    )
+
+
+def _collect_frames(headers: Sequence[Header]) -> _Frames:
     fr = _Frames()
     for i, h in enumerate(headers):
-        ds = h.ds
-        per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-        shared_seq = ds.get("SharedFunctionalGroupsSequence")
-        shared = shared_seq[0] if shared_seq else None
-        if per_frame is None and h.n_frames > 1:
-            raise DicomError(
-                f"{h.name}: {h.n_frames} frames but no "
-                f"{tag_label('PerFrameFunctionalGroupsSequence')}; a multi-frame image without "
-                "per-frame positions cannot be placed in space."
+        with decoding(h.name):
+            _collect_instance(fr, i, h)
+    return fr
+
+
+def _collect_instance(fr: _Frames, i: int, h: Header) -> None:
+    """Append the frames of instance ``i`` to ``fr``."""
+    ds = h.ds
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    shared_seq = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared_seq[0] if shared_seq else None
+    layout = h.mosaic
+    tiles = None if layout is None else _mosaic_positions(h)
+    if per_frame is None and h.n_frames > 1 and layout is None:
+        raise DicomError(
+            f"{h.name}: {h.n_frames} frames but no "
+            f"{tag_label('PerFrameFunctionalGroupsSequence')}; a multi-frame image without "
+            "per-frame positions cannot be placed in space."
+        )
+    if per_frame is not None and len(per_frame) != h.n_frames:
+        raise DicomError(
+            f"{h.name}: {tag_label('PerFrameFunctionalGroupsSequence')} has "
+            f"{len(per_frame)} items but {tag_label('NumberOfFrames')} is {h.n_frames}."
+        )
+    for f in range(h.n_frames):
+        if per_frame is None:
+            label = h.name if layout is None else f"{h.name} slice {f + 1}"
+            pos_src = ori_src = pm_src = pvt_src = ds
+        else:
+            label = f"{h.name} frame {f + 1}"
+            item = per_frame[f]
+            pos_src = _group_item(item, shared, "PlanePositionSequence")
+            ori_src = _group_item(item, shared, "PlaneOrientationSequence")
+            pm_src = _group_item(item, shared, "PixelMeasuresSequence")
+            pvt_src = _group_item(item, shared, "PixelValueTransformationSequence")
+            # Legacy converted objects may keep the classic top-level attributes.
+            pos_src = pos_src if pos_src is not None else ds
+            ori_src = ori_src if ori_src is not None else ds
+            pm_src = pm_src if pm_src is not None else ds
+            pvt_src = pvt_src if pvt_src is not None else ds
+        fr.inst.append(i)
+        fr.frame.append(f)
+        fr.label.append(label)
+        fr.position.append(
+            _vector(pos_src, "ImagePositionPatient", 3, label) if tiles is None
+            else tiles[f].tolist()
+        )
+        fr.orientation.append(_vector(ori_src, "ImageOrientationPatient", 6, label))
+        fr.pixel_spacing.append(_vector(pm_src, "PixelSpacing", 2, label))
+        fr.slope.append(_opt_float(_numbers(pvt_src, "RescaleSlope"), "RescaleSlope", label))
+        fr.intercept.append(
+            _opt_float(_numbers(pvt_src, "RescaleIntercept"), "RescaleIntercept", label)
+        )
+        rtype = pvt_src.get("RescaleType")
+        fr.rescale_type.append(None if rtype is None else str(rtype))
+        fr.thickness.append(
+            _opt_float(_numbers(pm_src, "SliceThickness"), "SliceThickness", label)
+        )
+        fr.between.append(
+            _opt_float(
+                _numbers(pm_src, "SpacingBetweenSlices"), "SpacingBetweenSlices", label
             )
-        if per_frame is not None and len(per_frame) != h.n_frames:
-            raise DicomError(
-                f"{h.name}: {tag_label('PerFrameFunctionalGroupsSequence')} has "
-                f"{len(per_frame)} items but {tag_label('NumberOfFrames')} is {h.n_frames}."
+        )
+        if per_frame is None:
+            fr.echo_number.append(_safe_number(ds, "EchoNumbers", int))
+            fr.echo_time.append(_safe_number(ds, "EchoTime"))
+            fr.temporal.append(_safe_number(ds, "TemporalPositionIdentifier", int))
+            b, grad = _diffusion(ds, None, None, label)
+        else:
+            fr.echo_number.append(None)
+            fr.echo_time.append(
+                _safe_number(group_item(item, shared, "MREchoSequence"), "EffectiveEchoTime")
             )
-        for f in range(h.n_frames):
-            if per_frame is None:
-                label = h.name
-                pos_src = ori_src = pm_src = pvt_src = ds
-            else:
-                label = f"{h.name} frame {f + 1}"
-                item = per_frame[f]
-                pos_src = _group_item(item, shared, "PlanePositionSequence")
-                ori_src = _group_item(item, shared, "PlaneOrientationSequence")
-                pm_src = _group_item(item, shared, "PixelMeasuresSequence")
-                pvt_src = _group_item(item, shared, "PixelValueTransformationSequence")
-                # Legacy converted objects may keep the classic top-level attributes.
-                pos_src = pos_src if pos_src is not None else ds
-                ori_src = ori_src if ori_src is not None else ds
-                pm_src = pm_src if pm_src is not None else ds
-                pvt_src = pvt_src if pvt_src is not None else ds
-            fr.inst.append(i)
-            fr.frame.append(f)
-            fr.label.append(label)
-            fr.position.append(_vector(pos_src, "ImagePositionPatient", 3, label))
-            fr.orientation.append(_vector(ori_src, "ImageOrientationPatient", 6, label))
-            fr.pixel_spacing.append(_vector(pm_src, "PixelSpacing", 2, label))
-            fr.slope.append(_opt_float(_numbers(pvt_src, "RescaleSlope"), "RescaleSlope", label))
-            fr.intercept.append(
-                _opt_float(_numbers(pvt_src, "RescaleIntercept"), "RescaleIntercept", label)
-            )
-            rtype = pvt_src.get("RescaleType")
-            fr.rescale_type.append(None if rtype is None else str(rtype))
-            fr.thickness.append(
-                _opt_float(_numbers(pm_src, "SliceThickness"), "SliceThickness", label)
-            )
-            fr.between.append(
-                _opt_float(
-                    _numbers(pm_src, "SpacingBetweenSlices"), "SpacingBetweenSlices", label
+            fr.temporal.append(
+                _safe_number(
+                    group_item(item, shared, "FrameContentSequence"),
+                    "TemporalPositionIndex",
+                    int,
                 )
             )
-    return fr
+            b, grad = _diffusion(ds, item, shared, label)
+        fr.instance_number.append(_safe_number(ds, "InstanceNumber", int))
+        fr.b_value.append(b)
+        fr.gradient.append(grad)
 
 
 @dataclass
@@ -580,6 +521,11 @@ class _Geometry:
     spacing: tuple[float, float, float]
     origin: tuple[float, float, float]
     direction: np.ndarray
+    # Gantry tilt: per slice (in slice order) the shift in pixels (along columns i, rows j)
+    # that brings it onto the rectilinear grid, and the padding (i_low, i_high, j_low, j_high)
+    # that grid needs to hold every shifted slice; None for an unsheared stack.
+    shift: np.ndarray | None = None
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
 def _first_differing(values: np.ndarray, tol: float) -> int | None:
@@ -588,7 +534,8 @@ def _first_differing(values: np.ndarray, tol: float) -> int | None:
     return int(bad[0]) if bad.size else None
 
 
-def _geometry(fr: _Frames, headers: Sequence[_Header]) -> _Geometry:
+def _geometry_checks(fr: _Frames, headers: Sequence[Header]) -> None:
+    """Every frame has the same matrix size, orientation and pixel spacing."""
     labels = fr.label
     # Same matrix size everywhere.
     sizes = [(headers[i].rows, headers[i].columns) for i in fr.inst]
@@ -617,6 +564,14 @@ def _geometry(fr: _Frames, headers: Sequence[_Header]) -> _Geometry:
         )
     if np.any(ps[0] <= 0):
         raise DicomError(f"{labels[0]}: {tag_label('PixelSpacing')} {ps[0].tolist()} not positive.")
+
+
+def _geometry(fr: _Frames, headers: Sequence[Header]) -> _Geometry:
+    """Slice order, spacing, origin and direction of one volume (one frame per position)."""
+    _geometry_checks(fr, headers)
+    labels = fr.label
+    ori = np.asarray(fr.orientation)
+    ps = np.asarray(fr.pixel_spacing)
     row_cos, col_cos = ori[0, :3], ori[0, 3:]
     if (
         abs(np.linalg.norm(row_cos) - 1) > 1e-3
@@ -647,6 +602,7 @@ def _geometry(fr: _Frames, headers: Sequence[_Header]) -> _Geometry:
             "Keep one acquisition per folder, or choose one with series_uid."
         )
     n = len(order)
+    shift = None
     if n > 1:
         spacing_z = float((d_sorted[-1] - d_sorted[0]) / (n - 1))
         # Each slice must sit within a tenth of the spacing of the regular grid from the first to
@@ -661,27 +617,152 @@ def _geometry(fr: _Frames, headers: Sequence[_Header]) -> _Geometry:
                 f"series spans {d_sorted[-1] - d_sorted[0]:.4f} mm in {n} slices "
                 f"({spacing_z:.4f} mm on average). Check that no file is missing."
             )
-        # Positions must lie on the normal through the first slice (no gantry tilt / shear).
+        # Positions off the normal through the first slice: a sheared stack (gantry tilt).
         offsets = pos[order] - pos[order[0]]
         inplane = offsets - np.outer(offsets @ normal, normal)
         drift = np.linalg.norm(inplane, axis=1)
-        k = int(np.argmax(drift))
-        if drift[k] > max(0.05 * float(ps[0].min()), 1e-3):
-            raise DicomSeriesError(
-                f"sheared series: {labels[order[k]]} is displaced {drift[k]:.3f} mm within the "
-                f"slice plane relative to {labels[order[0]]} (gantry tilt?); "
-                f"{tag_label('ImagePositionPatient')} does not advance along the slice normal. "
-                "Sheared volumes are not supported; resample them first."
-            )
+        tolerance = max(0.05 * float(ps[0].min()), 1e-3)
+        if drift.max() > tolerance:
+            shift = _tilt_shift(inplane, d_sorted - d_sorted[0], row_cos, col_cos, ps[0],
+                                tolerance, labels, order)
+
     else:
         spacing_z = next(
             (v for v in (*fr.between, *fr.thickness) if v is not None and v > 0), 1.0
         )
     _check_nominal_spacing(fr, spacing_z)
     direction = np.column_stack([row_cos, col_cos, normal])
-    origin = tuple(float(v) for v in pos[order[0]])
     spacing = (float(ps[0, 1]), float(ps[0, 0]), spacing_z)
-    return _Geometry(order=order, spacing=spacing, origin=origin, direction=direction)  # type: ignore[arg-type]
+    first = pos[order[0]]
+    pad = (0, 0, 0, 0)
+    if shift is not None:
+        # Grow the grid to hold every shifted slice (dcm2niix's choice); (0, 0) moves with it.
+        low = np.ceil(np.maximum(-shift.min(axis=0), 0) - 1e-6).astype(int)
+        high = np.ceil(np.maximum(shift.max(axis=0), 0) - 1e-6).astype(int)
+        pad = (int(low[0]), int(high[0]), int(low[1]), int(high[1]))
+        first = first - low[0] * spacing[0] * row_cos - low[1] * spacing[1] * col_cos
+    origin = tuple(float(v) for v in first)
+    return _Geometry(
+        order=order, spacing=spacing, origin=origin, direction=direction,  # type: ignore[arg-type]
+        shift=shift, pad=pad,
+    )
+
+
+def _tilt_shift(
+    inplane: np.ndarray,
+    along: np.ndarray,
+    row_cos: np.ndarray,
+    col_cos: np.ndarray,
+    pixel_spacing: np.ndarray,
+    tolerance: float,
+    labels: Sequence[str],
+    order: np.ndarray,
+) -> np.ndarray:
+    """Per-slice pixel shifts undoing a gantry tilt; refuse a shear that is not one.
+
+    A tilted gantry shifts each slice within its plane in proportion to its distance along the
+    normal: ``offset_k = along_k × v``. Slice ``k`` then moves by ``offset_k`` (in pixels along
+    the columns and the rows) onto the rectilinear grid through the first slice, as dcm2niix
+    does. Any other in-plane drift cannot be undone without guessing: refused.
+    """
+    v, *_ = np.linalg.lstsq(along[:, None], inplane, rcond=None)
+    residual = np.linalg.norm(inplane - along[:, None] * v, axis=1)
+    k = int(np.argmax(residual))
+    if residual[k] > tolerance:
+        raise DicomSeriesError(
+            f"sheared series: {labels[order[k]]} is displaced {np.linalg.norm(inplane[k]):.3f} "
+            f"mm within the slice plane relative to {labels[order[0]]}, and the displacement "
+            f"does not grow linearly along the stack ({residual[k]:.3f} mm off), so it is not a "
+            f"gantry tilt that could be undone; {tag_label('ImagePositionPatient')} does not "
+            "advance along the slice normal. Resample the series first."
+        )
+    logger.warning(
+        "%s: gantry tilt, slices shifted by %.4g mm per mm along the stack; de-sheared by "
+        "linear interpolation within each slice onto a grid grown to hold them.",
+        labels[order[0]], float(np.linalg.norm(v)),
+    )
+    shift = np.column_stack(
+        [(inplane @ row_cos) / pixel_spacing[1], (inplane @ col_cos) / pixel_spacing[0]]
+    )
+    # Header decimals make a one-pixel shift 0.9999999 or 1.0000001: keep a micro-pixel, so
+    # a slice's edge row is not lost to rounding.
+    return np.round(shift, 6)
+
+
+def _echo_index(fr: _Frames) -> list[int | None]:
+    """1-based echo of each frame: Echo Numbers (0018,0086), else the rank of its echo time."""
+    if all(e is not None for e in fr.echo_number):
+        return list(fr.echo_number)
+    times = sorted({t for t in fr.echo_time if t is not None})
+    if len(times) <= 1:
+        return [None] * len(fr.inst)
+    return [None if t is None else times.index(t) + 1 for t in fr.echo_time]
+
+
+def _select_echo(fr: _Frames, echo: int, source: Path) -> list[int]:
+    index = _echo_index(fr)
+    keep = [k for k, e in enumerate(index) if e == echo]
+    if not keep:
+        found = sorted({e for e in index if e is not None})
+        raise DicomSeriesError(
+            f"{source}: no echo {echo} in the series; "
+            + (f"echoes found: {', '.join(map(str, found))}." if found else
+               "it has a single echo (no Echo Numbers (0018,0086) or echo times that differ).")
+        )
+    return keep
+
+
+def _volumes(fr: _Frames) -> list[list[int]]:
+    """Frames grouped into volumes: ``volumes[t][s]`` is the frame of volume t at slice s.
+
+    Frames are grouped by their position along the slice normal; a series whose every position
+    holds T frames is T volumes, the frames of each position ordered by echo, temporal
+    position, Instance Number and file order. Volumes whose slices disagree on echo time,
+    b-value or gradient direction mean that order is not trustworthy: refused.
+    """
+    ori = np.asarray(fr.orientation[0], dtype=float)
+    normal = np.cross(ori[:3], ori[3:])
+    dist = np.asarray(fr.position, dtype=float) @ normal
+    order = np.argsort(dist, kind="stable")
+    breaks = np.flatnonzero(np.diff(dist[order]) >= _DUPLICATE_MM) + 1
+    groups = [list(g) for g in np.split(order, breaks)]
+    sizes = Counter(len(g) for g in groups)
+    if len(sizes) > 1:
+        (common, _), *_ = sizes.most_common()
+        odd = next(g for g in groups if len(g) != common)
+        raise DicomSeriesError(
+            f"the slice positions hold unequal numbers of frames ({len(groups)} positions: "
+            + ", ".join(f"{n} with {size}" for size, n in sorted(sizes.items()))
+            + f"); e.g. {', '.join(fr.label[k] for k in odd[:4])} lie at "
+            f"{dist[odd[0]]:.4f} mm along the slice normal. A volume is incomplete, slices are "
+            "duplicated, or acquisitions are mixed: check that no file is missing, or keep one "
+            "acquisition per folder."
+        )
+    n_volumes = len(groups[0])
+    if n_volumes == 1:
+        return [[g[0] for g in groups]]
+    echo = _echo_index(fr)
+
+    def key(k: int) -> tuple[Any, ...]:
+        return (
+            echo[k] or 0, fr.temporal[k] or 0, fr.instance_number[k] or 0, fr.inst[k], fr.frame[k]
+        )
+
+    groups = [sorted(g, key=key) for g in groups]
+    volumes = [[g[t] for g in groups] for t in range(n_volumes)]
+    for t, vol in enumerate(volumes):
+        for what, values in (
+            ("echo", echo), ("b-value", fr.b_value), ("gradient direction", fr.gradient)
+        ):
+            seen = {values[k] for k in vol}
+            if len(seen) > 1:
+                raise DicomSeriesError(
+                    f"the {n_volumes} frames at each slice position cannot be sorted into "
+                    f"volumes with confidence: volume {t + 1} would mix slices of different "
+                    f"{what} ({', '.join(map(str, sorted(seen, key=str)[:4]))}). Choose one "
+                    "echo with echo=, or keep one acquisition per folder."
+                )
+    return volumes
 
 
 def _check_nominal_spacing(fr: _Frames, spacing_z: float) -> None:
@@ -709,8 +790,8 @@ def _check_nominal_spacing(fr: _Frames, spacing_z: float) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _file_dtype(h: _Header) -> np.dtype[Any]:
-    little = h.ds.file_meta.TransferSyntaxUID.is_little_endian
+def _file_dtype(h: Header) -> np.dtype[Any]:
+    little = h.little_endian
     kind = "i" if h.pixel_representation == 1 else "u"
     return np.dtype(f"{'<' if little else '>'}{kind}{h.bits_allocated // 8}")
 
@@ -729,11 +810,11 @@ def _holds_stored_values(lo: int, hi: int, bits_stored: int, pixrep: int, itemsi
     return 0 <= lo and hi < (1 << bits_stored)
 
 
-def _decode_with_pydicom(h: _Header) -> np.ndarray:
+def _decode_with_pydicom(h: Header) -> np.ndarray:
     import pydicom
 
     try:
-        ds = pydicom.dcmread(h.path, defer_size=_DEFER_BYTES)
+        ds = pydicom.dcmread(h.path, defer_size=DEFER_BYTES)
         arr = ds.pixel_array
     except Exception as exc:
         raise DicomError(
@@ -741,11 +822,32 @@ def _decode_with_pydicom(h: _Header) -> np.ndarray:
             f"{_brief(exc)}). For compressed transfer syntaxes install a pydicom decoder plugin "
             "(e.g. pylibjpeg)."
         ) from exc
-    return np.asarray(arr).reshape(h.n_frames, h.rows, h.columns)
+    arr = np.asarray(arr)
+    if h.mosaic is not None:
+        return arr
+    expected = h.n_frames * h.rows * h.columns
+    if arr.size != expected:
+        raise DicomError(
+            f"{h.name}: the decoded pixel data hold {arr.size} values but Rows x Columns x "
+            f"frames is {expected}; the header and the pixels disagree."
+        )
+    return arr.reshape(h.n_frames, h.rows, h.columns)
+
+
+def _read_native(h: Header, buf: np.ndarray) -> None:
+    """Fill ``buf`` with the uncompressed pixel data of ``h``, straight from the file."""
+    with open(h.path, "rb") as f:
+        f.seek(h.value_offset)  # type: ignore[arg-type]
+        got = f.readinto(memoryview(buf).cast("B"))
+    if got != buf.nbytes:
+        raise DicomError(
+            f"{h.name}: file truncated while reading Pixel Data (7FE0,0010) "
+            f"({got} of {buf.nbytes} bytes); the file changed while being read?"
+        )
 
 
 def _read_pixels(
-    headers: Sequence[_Header], fr: _Frames, rank: np.ndarray, workers: int
+    headers: Sequence[Header], fr: _Frames, rank: np.ndarray, workers: int
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Stored values, shape (n_frames, rows, columns), frames in slice order, and their range.
 
@@ -760,25 +862,30 @@ def _read_pixels(
     low = np.empty(n, dtype=np.float64)
     high = np.empty(n, dtype=np.float64)
     ranks_of: list[list[int]] = [[] for _ in headers]
+    frames_of: list[list[int]] = [[] for _ in headers]
     for k, i in enumerate(fr.inst):
         ranks_of[i].append(int(rank[k]))
+        frames_of[i].append(fr.frame[k])
 
     def one(i: int) -> None:
         h = headers[i]
         bits_stored, pixrep = h.bits_stored, h.pixel_representation
         dt = dtypes[h.name]
         ranks = ranks_of[i]
-        if h.native:
-            direct = len(ranks) == 1 and dt == vol_dtype
+        if not ranks:
+            return  # no frame of this file is read (another volume or echo was chosen)
+        if h.mosaic is not None:
+            layout = h.mosaic
+            if h.native:
+                image = np.empty((layout.mosaic_rows, layout.mosaic_columns), dtype=dt)
+                _read_native(h, image)
+            else:
+                image = _decode_with_pydicom(h).reshape(layout.mosaic_rows, layout.mosaic_columns)
+            raw = untile(image, layout)
+        elif h.native:
+            direct = len(ranks) == 1 and h.n_frames == 1 and dt == vol_dtype
             buf = stored[ranks[0]] if direct else np.empty((h.n_frames, rows, cols), dtype=dt)
-            with open(h.path, "rb") as f:
-                f.seek(h.value_offset)  # type: ignore[arg-type]
-                got = f.readinto(memoryview(buf).cast("B"))
-            if got != buf.nbytes:
-                raise DicomError(
-                    f"{h.name}: file truncated while reading Pixel Data (7FE0,0010) "
-                    f"({got} of {buf.nbytes} bytes); the file changed while being read?"
-                )
+            _read_native(h, buf)
             if direct:
                 lo, hi = buf.min(), buf.max()
                 if not _holds_stored_values(int(lo), int(hi), bits_stored, pixrep, buf.itemsize):
@@ -789,6 +896,8 @@ def _read_pixels(
             raw = buf
         else:
             raw = _decode_with_pydicom(h)
+        if len(frames_of[i]) != raw.shape[0] or frames_of[i] != list(range(raw.shape[0])):
+            raw = raw[frames_of[i]]
         values = stored_values(raw, bits_stored, pixrep)
         stored[ranks] = values
         flat = values.reshape(len(ranks), -1)
@@ -901,25 +1010,7 @@ def _to_values(
 # ---------------------------------------------------------------------------------------------
 
 
-def _plain(value: Any) -> Any:
-    """A header value as plain Python (str, int, float, list)."""
-    from pydicom.multival import MultiValue
-    from pydicom.valuerep import IS, DSfloat
-
-    if isinstance(value, MultiValue | list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, IS):
-        return int(value)
-    if isinstance(value, DSfloat | float):
-        return float(value)
-    if isinstance(value, int | bool):
-        return value
-    if isinstance(value, bytes):
-        return None
-    return str(value)
-
-
-def _series_summary(uid: str, members: Sequence[_Header]) -> str:
+def _series_summary(uid: str, members: Sequence[Header]) -> str:
     ds = members[0].ds
     desc = str(ds.get("SeriesDescription", "") or "").strip()
     return (
@@ -930,47 +1021,80 @@ def _series_summary(uid: str, members: Sequence[_Header]) -> str:
     )
 
 
-def _is_image_class(ds: Dataset) -> bool:
-    """Whether the SOP Class is an image storage class (its instances must carry pixels)."""
-    from pydicom.uid import UID
-
-    sop = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
-    return "Image Storage" in UID(str(sop)).name if sop else False
+_SKIPPED_WITH_WARNING = frozenset({"empty", "not_dicom"})
 
 
 def _group_series(
-    results: Sequence[_Header | _Skipped], source: Path
-) -> dict[str, list[_Header]]:
-    series: dict[str, list[_Header]] = {}
-    skipped = [r for r in results if isinstance(r, _Skipped)]
-    for s in skipped:
-        (logger.warning if s.warn else logger.info)("%s: skipped, %s.", s.name, s.reason)
+    results: Sequence[Header | FileRejected], source: Path
+) -> tuple[dict[str, list[Header]], list[FileRejected]]:
+    """Accepted files grouped by Series Instance UID, and the damaged files.
+
+    Files that are not DICOM are skipped with a warning, DICOM objects that are not images
+    (reports, DICOMDIR) with an info line; every other rejection is a damaged file, returned for
+    :func:`_choose_series` to weigh against the series chosen.
+    """
+    series: dict[str, list[Header]] = {}
+    damaged: list[FileRejected] = []
+    skipped: list[FileRejected] = []
     for r in results:
-        if not isinstance(r, _Header):
+        if isinstance(r, FileRejected):
+            if r.reason in _SKIPPED_WITH_WARNING:
+                logger.warning("%s: skipped, %s.", r.name, r.detail)
+                skipped.append(r)
+            elif r.reason == "not_an_image":
+                logger.info("%s: skipped, %s.", r.name, r.detail)
+                skipped.append(r)
+            else:
+                damaged.append(r)
             continue
-        uid = r.ds.get("SeriesInstanceUID")
-        if r.pixel_tag is None:
-            if "Rows" in r.ds or "ImagePositionPatient" in r.ds or _is_image_class(r.ds):
-                raise DicomError(
-                    f"{r.name}: an image header without Pixel Data (7FE0,0010); the file is "
-                    "truncated. Replace or remove it."
-                )
-            logger.info("%s: skipped, a DICOM object without pixel data.", r.name)
-            continue
-        if uid is None or str(uid) == "":
-            raise DicomError(
-                f"{r.name}: {tag_label('SeriesInstanceUID')} missing; the file is truncated or "
-                "damaged. Replace or remove it."
-            )
-        series.setdefault(str(uid), []).append(r)
+        series.setdefault(r.series_uid, []).append(r)
     if not series:
+        if damaged:
+            raise damaged[0]
         why = (
-            f" (skipped: {_fmt_list([f'{s.name}: {s.reason}' for s in skipped], 3)})"
+            f" (skipped: {_fmt_list([f'{s.name}: {s.detail}' for s in skipped], 3)})"
             if skipped
             else ""
         )
         raise DicomError(f"{source}: no DICOM image files found{why}.")
-    return series
+    return series, damaged
+
+
+def _choose_series(
+    groups: Mapping[str, list[Header]],
+    damaged: Sequence[FileRejected],
+    series_uid: str | None,
+    source: Path,
+) -> tuple[str, list[Header]]:
+    """The series to read, and a refusal when a damaged file may belong to it.
+
+    A damaged file of another series (its Series Instance UID could be read) is skipped with a
+    warning; one whose series is the chosen one, or unknown, stops the reading with its reason.
+    """
+    if series_uid is not None:
+        if series_uid not in groups:
+            own = [d for d in damaged if d.series_uid == series_uid]
+            if own:
+                raise own[0]
+            raise DicomSeriesError(
+                f"{source}: no image series with {tag_label('SeriesInstanceUID')} "
+                f"{series_uid}; found: "
+                + "; ".join(_series_summary(u, m) for u, m in groups.items())
+            )
+        chosen = series_uid
+    elif len(groups) > 1:
+        raise DicomSeriesError(
+            f"{source}: {len(groups)} image series found; choose one with series_uid "
+            "(--series-uid on the command line): "
+            + "; ".join(_series_summary(u, m) for u, m in groups.items())
+        )
+    else:
+        chosen = next(iter(groups))
+    for d in damaged:
+        if d.series_uid is None or d.series_uid == chosen:
+            raise d
+        logger.warning("%s: skipped, a file of another series: %s", d.name, d.detail)
+    return chosen, list(groups[chosen])
 
 
 def list_dicom_series(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -988,10 +1112,10 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
         ``SeriesNumber`` and ``n_files``, in order of first appearance.
     """
     source = Path(folder)
-    files = _list_files(source)
-    with _quiet_pydicom():
+    files = walk_files(source, error=DicomError)
+    with _quiet_pydicom(), decoding(str(source)):
         results = _read_headers(files, DEFAULT_MAX_PIXELS * 64)
-        groups = _group_series(results, source)
+        groups, _damaged = _group_series(results, source)
         return [
             {
                 "SeriesInstanceUID": uid,
@@ -1006,7 +1130,9 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 def _workers(workers: int | None) -> int:
     if workers is None:
-        return min(8, 2 * (os.cpu_count() or 1))
+        from .._threads import io_threads
+
+        return io_threads()
     if workers < 1:
         raise HarmonizationError(f"workers must be at least 1, got {workers}.")
     return int(workers)
@@ -1038,6 +1164,8 @@ def read_dicom_series(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     dtype: str = "float64",
     workers: int | None = None,
+    volume: int | None = None,
+    echo: int | None = None,
     **pet_options: Any,
 ) -> Image:
     """Read one DICOM series into an image in physical units.
@@ -1047,11 +1175,15 @@ def read_dicom_series(
     folder : path-like
         A folder holding the series (searched recursively; hidden entries ignored; files that are
         not DICOM are skipped with a logged warning), or a single DICOM file.
-    units : {None, "hu", "raw", "suv", "suvbw", "suvlbm", "suvbsa", "suvibw"}
+    units : {None, "hu", "raw", "suv", "suvbw", "suvlbm", "suvbsa", "suvibw", "rescaled", \
+"philips_fp"}
         ``None`` chooses by Modality: CT → ``"hu"``, PT → ``"suv"``, anything else → ``"raw"``.
         ``"hu"``: Hounsfield units (see :mod:`imharmony.physics.ct`); ``"raw"``: the stored values
         (after sign handling, no rescale); ``"suv*"``: standardized uptake values computed by
-        :func:`imharmony.physics.pet.suv_factors`.
+        :func:`imharmony.physics.pet.suv_factors`; ``"rescaled"``: Rescale Slope × stored +
+        Rescale Intercept (per frame; what dcm2niix writes); ``"philips_fp"``: Philips MR
+        floating-point values, the rescaled value divided by Rescale Slope × the private Scale
+        Slope (2005,xx0E) (see :func:`imharmony.physics.mr.mr_value_scale`).
     series_uid : str, optional
         Series Instance UID to read when the folder holds several image series.
     max_pixels : int
@@ -1062,8 +1194,14 @@ def read_dicom_series(
         when every frame's scale and offset are integers and nothing is padding (typical CT: HU in
         int16), float64 otherwise.
     workers : int, optional
-        Threads for reading and converting the pixel data; default ``min(8, 2 × CPUs)``
+        Threads for reading and converting the pixel data; default
+        :func:`imharmony._threads.io_threads` (the project's one thread-count policy)
         (headers are parsed in the calling thread).
+    volume : int, optional
+        Read only this volume of a 4-D series (counted from 1, in acquisition order).
+    echo : int, optional
+        Read only the frames of this echo (Echo Numbers (0018,0086), or the rank of the echo
+        time for enhanced objects), counted from 1.
     **pet_options
         Passed to :func:`imharmony.physics.pet.suv_factors` for SUV units (e.g. body size
         overrides).
@@ -1109,26 +1247,14 @@ def read_dicom_series(
         raise HarmonizationError(f"max_pixels must be positive, got {max_pixels}.")
     n_workers = _workers(workers)
     source = Path(folder)
-    files = _list_files(source)
-    with _quiet_pydicom():
+    files = walk_files(source, error=DicomError)
+    with _quiet_pydicom(), decoding(f"{source}"):
         results = _read_headers(files, int(max_pixels))
-        groups = _group_series(results, source)
-        if series_uid is not None:
-            if series_uid not in groups:
-                raise DicomSeriesError(
-                    f"{source}: no image series with {tag_label('SeriesInstanceUID')} "
-                    f"{series_uid}; found: "
-                    + "; ".join(_series_summary(u, m) for u, m in groups.items())
-                )
-            members = groups[series_uid]
-        elif len(groups) > 1:
-            raise DicomSeriesError(
-                f"{source}: {len(groups)} image series found; choose one with series_uid "
-                "(--series-uid on the command line): "
-                + "; ".join(_series_summary(u, m) for u, m in groups.items())
-            )
-        else:
-            series_uid, members = next(iter(groups.items()))
+        groups, damaged = _group_series(results, source)
+        series_uid, members = _choose_series(groups, damaged, series_uid, source)
+        for h in members:
+            _check_layout(h)
+            _unpack_mosaic(h)
         total = sum(h.rows * h.columns * h.n_frames for h in members)
         if total > max_pixels:
             raise DicomSizeError(
@@ -1137,7 +1263,35 @@ def read_dicom_series(
                 "series is genuine."
             )
         fr = _collect_frames(members)
-        geom = _geometry(fr, members)
+        uids = Counter(str(h.ds.get("SOPInstanceUID", "") or h.name) for h in members)
+        twice = [u for u, c in uids.items() if c > 1]
+        if twice:
+            names = [h.name for h in members if str(h.ds.get("SOPInstanceUID", "")) == twice[0]]
+            raise DicomSeriesError(
+                f"the same instance ({tag_label('SOPInstanceUID')} {twice[0]}) is in several "
+                f"files: {_fmt_list(names, 3)}; remove the copies."
+            )
+        if echo is not None:
+            fr = _subset(fr, _select_echo(fr, int(echo), source))
+        _geometry_checks(fr, members)
+        volumes = _volumes(fr)
+        if volume is not None:
+            if not 1 <= int(volume) <= len(volumes):
+                raise DicomSeriesError(
+                    f"{source}: volume {volume} asked but the series has {len(volumes)} "
+                    f"volume{'s' if len(volumes) > 1 else ''} (count from 1)."
+                )
+            volumes = [volumes[int(volume) - 1]]
+        first_volume = _subset(fr, volumes[0])
+        geom = _geometry(first_volume, members)
+        # Keep only the frames read, in (volume, slice) order.
+        fr = _subset(fr, np.concatenate([np.asarray(v)[geom.order] for v in volumes]).tolist())
+        n_slices = len(volumes[0])
+        volumes = [list(range(t * n_slices, (t + 1) * n_slices)) for t in range(len(volumes))]
+        geom = _Geometry(
+            order=np.arange(len(fr.inst)), spacing=geom.spacing, origin=geom.origin,
+            direction=geom.direction, shift=geom.shift, pad=geom.pad,
+        )
         first = members[fr.inst[geom.order[0]]]
         modality = str(first.ds.get("Modality", "") or "")
         mods = Counter(str(h.ds.get("Modality", "") or "") for h in members)
@@ -1165,9 +1319,14 @@ def read_dicom_series(
             if not mask.any():
                 mask = None
         values = _to_values(
-            stored, scale_sorted, offset_sorted, mask, dtype, value_range, n_workers
+            stored, scale_sorted, offset_sorted, mask,
+            dtype if geom.shift is None or dtype != "auto" else "float64", value_range, n_workers,
         )
         del stored
+        if geom.shift is not None:
+            values = _deshear(values, geom, n_slices)
+            if mask is not None:
+                mask = np.isnan(values)
         meta = _meta(first.ds)
         meta.update(
             units=units,
@@ -1190,13 +1349,61 @@ def read_dicom_series(
                     lowest,
                     tag_label("PixelPaddingValue"),
                 )
+    n_volumes = len(geom.order) // n_slices
+    if n_volumes > 1:
+        shape = (n_volumes, n_slices, *values.shape[1:])
+        values = values.reshape(shape)
+        if "fov_mask" in meta:
+            meta["fov_mask"] = meta["fov_mask"].reshape(
+                (*shape[::-1][:3], n_volumes), order="F"
+            )
+        meta.update(_volume_meta(fr, volumes))
     return Image(
-        values.transpose(2, 1, 0),
+        values.transpose(*range(values.ndim - 1, -1, -1)),
         spacing=geom.spacing,
         origin=geom.origin,
         direction=geom.direction,
         meta=meta,
     )
+
+
+def _deshear(values: np.ndarray, geom: _Geometry, n_slices: int) -> np.ndarray:
+    """Move each slice by its gantry-tilt shift onto the grown rectilinear grid.
+
+    Linear interpolation within the slice (the shift is fractional); the grid's new border,
+    outside every acquired slice, takes the series' lowest value, as dcm2niix fills it (air for
+    CT). NaN (padding) spreads to the pixels interpolated from it.
+    """
+    from scipy import ndimage
+
+    assert geom.shift is not None
+    i_lo, i_hi, j_lo, j_hi = geom.pad
+    n, rows, cols = values.shape
+    fill = float(np.nanmin(values)) if np.isfinite(values).any() else 0.0
+    out = np.full((n, rows + j_lo + j_hi, cols + i_lo + i_hi), fill, dtype=values.dtype)
+    for k in range(n):
+        di, dj = geom.shift[k % n_slices]
+        frame = np.full(out.shape[1:], fill, dtype=values.dtype)
+        frame[j_lo:j_lo + rows, i_lo:i_lo + cols] = values[k]
+        out[k] = ndimage.shift(frame, (dj, di), order=1, mode="constant", cval=fill,
+                               prefilter=False)
+    return out
+
+
+def _volume_meta(fr: _Frames, volumes: Sequence[Sequence[int]]) -> dict[str, Any]:
+    """Per-volume echo times, b-values and gradient directions (LPS) of a 4-D series."""
+    firsts = [v[0] for v in volumes]
+    meta: dict[str, Any] = {"n_volumes": len(volumes)}
+    times = [fr.echo_time[k] for k in firsts]
+    if any(t is not None for t in times):
+        meta["echo_times"] = times
+    bvals = [fr.b_value[k] for k in firsts]
+    if all(b is not None for b in bvals):
+        meta["bvals"] = bvals
+        grads = [fr.gradient[k] for k in firsts]
+        if all(g is not None or b == 0 for g, b in zip(grads, bvals, strict=True)):
+            meta["bvecs_lps"] = [list(g) if g is not None else [0.0, 0.0, 0.0] for g in grads]
+    return meta
 
 
 def _meta(ds: Dataset) -> dict[str, Any]:
@@ -1215,7 +1422,7 @@ def _meta(ds: Dataset) -> dict[str, Any]:
 def _rescale(
     units: str,
     modality: str,
-    members: Sequence[_Header],
+    members: Sequence[Header],
     fr: _Frames,
     geom: _Geometry,
     pet_options: Mapping[str, Any],
@@ -1242,6 +1449,22 @@ def _rescale(
             )
         padding = [ct.padding_range(h.ds, h.name) for h in members]
         return scale, offset, (padding if any(p is not None for p in padding) else None)
+    if units in _MR_UNITS:
+        if pet_options:
+            raise HarmonizationError(
+                f"options {sorted(pet_options)} only apply to SUV units, not units={units!r}."
+            )
+        from ..physics.mr import PHILIPS_SCALE_SLOPE, mr_value_scale
+
+        scale, offset = np.empty(n), np.empty(n)
+        for k in range(n):
+            ss = None
+            if units == "philips_fp":
+                ss = _philips_scale_slope(members[fr.inst[k]], fr.frame[k], PHILIPS_SCALE_SLOPE)
+            scale[k], offset[k] = mr_value_scale(
+                units, fr.slope[k], fr.intercept[k], ss, fr.label[k]
+            )
+        return scale, offset, None
     # SUV family
     assert units in _SUV_UNITS
     if modality != "PT":
@@ -1280,3 +1503,39 @@ def _rescale(
     per_inst[inst_sorted] = factors
     f = per_inst[np.asarray(fr.inst)]
     return slope * f, intercept * f, None
+
+
+def _philips_scale_slope(h: Header, frame: int, where: tuple[int, str, int]) -> float | None:
+    """Philips' private Scale Slope of one frame: in the frame's functional group items (enhanced
+    objects) or at the top level (classic objects); None when absent."""
+    group, creator, offset = where
+    holders: list[Any] = []
+    per_frame = h.ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame:
+        item = per_frame[frame]
+        holders.append(item)
+        holders.extend(
+            sub for elem in item if elem.VR == "SQ" for sub in (elem.value or [])[:1]
+        )
+    holders.append(h.ds)
+    for holder in holders:
+        value = private_value(holder, group, creator, offset)
+        if value is None or value == "":
+            continue
+        if isinstance(value, bytes):  # implicit VR: the private dictionary's FL, raw
+            if len(value) != 4:
+                raise DicomError(
+                    f"{h.name}: Philips Scale Slope (2005,xx0E) holds {len(value)} bytes, not "
+                    "one 4-byte float."
+                )
+            (number,) = struct.unpack("<f" if h.little_endian else ">f", value)
+            return float(number)
+        try:
+            many = isinstance(value, Sequence) and not isinstance(value, str)
+            number = float(value[0] if many else value)
+        except (TypeError, ValueError, IndexError):
+            raise DicomError(
+                f"{h.name}: Philips Scale Slope (2005,xx0E) is {value!r}, not a number."
+            ) from None
+        return number
+    return None

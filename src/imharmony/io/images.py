@@ -304,7 +304,8 @@ def write_image(
             f"{path}: cannot choose a format from the suffix; use one of .nii, .nii.gz, .nrrd, "
             ".mha, .mhd."
         )
-    if IMAGE_SUFFIXES[suffix] == "nifti" and img.ndim == 3 and img.array.ndim == 3:
+    if IMAGE_SUFFIXES[suffix] == "nifti" and img.ndim == 3 and img.array.ndim in (3, 4):
+        # 4-D: a trailing time/volume axis, written as NIfTI's fourth dimension (dcm2niix's)
         return _write_nifti_nibabel(img, path, dtype)
     import SimpleITK as sitk
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .._dicom.tags import tag_label  # re-exported: imharmony.physics.ct.tag_label
 from ..errors import DataError
 
 __all__ = [
@@ -52,32 +53,6 @@ CT_SOP_CLASS_UIDS: Mapping[str, str] = {
 
 class HounsfieldError(DataError):
     """A CT image cannot be converted to Hounsfield units as it stands."""
-
-
-def tag_label(keyword: str) -> str:
-    """Name and number of a DICOM attribute, as used in error messages.
-
-    Parameters
-    ----------
-    keyword : str
-        A DICOM keyword such as ``"RescaleSlope"``.
-
-    Returns
-    -------
-    str
-        E.g. ``"Rescale Slope (0028,1053)"``; the keyword itself if the dictionary does not know it.
-
-    Examples
-    --------
-    >>> tag_label("RescaleIntercept")
-    'Rescale Intercept (0028,1052)'
-    """
-    from pydicom.datadict import dictionary_description, tag_for_keyword
-
-    tag = tag_for_keyword(keyword)
-    if tag is None:
-        return keyword
-    return f"{dictionary_description(tag)} ({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
 def _sop_class(ds: Any) -> str:

@@ -31,16 +31,20 @@ from typing import Any
 
 import pandas as pd
 
+from .._dicom.tags import dicom_value, functional_item
 from ..errors import HarmonizationError
 
 __all__ = [
+    "PHILIPS_SCALE_SLOPE",
     "WEIGHTINGS",
     "MRParameters",
+    "MRScalingError",
     "NotHarmonizableError",
     "Verdict",
     "Weighting",
     "harmonizable",
     "mr_parameters",
+    "mr_value_scale",
     "mr_weighting",
     "require_harmonizable",
 ]
@@ -282,39 +286,7 @@ def _field_from_frequency(freq_mhz: float | None, nucleus: str | None) -> float 
     return round(freq_mhz / GAMMA_1H_MHZ_PER_T, 2)
 
 
-_TAG_CACHE: dict[str, Any] = {}
-
-
-def dicom_value(ds: Any, keyword: str) -> Any:
-    """The value of ``keyword`` in a pydicom Dataset, or None; faster than ``ds.get(keyword)``.
-
-    ``Dataset.get`` goes through attribute lookup and an exception for every absent keyword,
-    which dominated the cost of a header scan; this looks the tag up once and tests membership.
-    """
-    tag = _TAG_CACHE.get(keyword)
-    if tag is None:
-        from pydicom.datadict import tag_for_keyword
-        from pydicom.tag import Tag
-
-        number = tag_for_keyword(keyword)
-        if number is None:
-            raise KeyError(f"{keyword!r} is not a DICOM keyword")
-        tag = _TAG_CACHE[keyword] = Tag(number)
-    if tag not in ds:
-        return None
-    return ds[tag].value
-
-
-def _functional_item(ds: Any, keyword: str) -> Any:
-    """First item of a functional-group macro, from the first frame or the shared groups."""
-    for groups_kw in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
-        groups = dicom_value(ds, groups_kw)
-        if not groups:
-            continue
-        seq = dicom_value(groups[0], keyword)
-        if seq:
-            return seq[0]
-    return None
+_functional_item = functional_item
 
 
 def _from_dataset(ds: Any) -> MRParameters:
@@ -1046,3 +1018,87 @@ def require_harmonizable(metas: Any, *, mapping: Any = None, max_listed: int = 1
             warnings=warnings,
         )
     return verdict
+
+
+# ----------------------------------------------------------------------------------------------
+# MR value scaling: displayed values and Philips floating-point values
+# ----------------------------------------------------------------------------------------------
+
+#: Private creator and element of Philips' Scale Slope (2005,xx0E), a float (FL).
+PHILIPS_SCALE_SLOPE = (0x2005, "Philips MR Imaging DD 001", 0x0E)
+
+
+class MRScalingError(HarmonizationError):
+    """The values of an MR image cannot be scaled as asked (a needed tag is missing or wrong)."""
+
+
+def mr_value_scale(
+    units: str,
+    slope: float | None,
+    intercept: float | None,
+    scale_slope: float | None = None,
+    name: str = "dataset",
+) -> tuple[float, float]:
+    """Scale and offset turning stored MR values into the values of ``units``.
+
+    Parameters
+    ----------
+    units : {"rescaled", "philips_fp"}
+        ``"rescaled"``: the displayed value ``DV = RS × SV + RI`` of Rescale Slope (0028,1053)
+        and Rescale Intercept (0028,1052) (the identity when both are absent, as DICOM says),
+        what dcm2niix stores. ``"philips_fp"``: Philips' floating-point value
+        ``FP = DV / (RS × SS)`` with SS the private Scale Slope (2005,xx0E), the value
+        proportional to the signal across a Philips series (Chenevert et al. 2014).
+    slope, intercept : float or None
+        Rescale Slope and Rescale Intercept of the frame (None when absent).
+    scale_slope : float or None
+        Philips Scale Slope of the frame (``"philips_fp"`` only).
+    name : str
+        What to call the frame in messages.
+
+    Returns
+    -------
+    (float, float)
+        ``(a, b)`` with value ``= a × stored + b``.
+
+    Raises
+    ------
+    MRScalingError
+        A zero or missing slope where one is needed, or no Philips Scale Slope for
+        ``"philips_fp"``.
+
+    References
+    ----------
+    Chenevert TL et al. Errors in quantitative image analysis due to platform-dependent image
+    scaling. Transl Oncol 2014;7(1):65-71.
+
+    Examples
+    --------
+    >>> mr_value_scale("philips_fp", 2.0, 0.0, 0.5)  # FP = SV / SS
+    (2.0, 0.0)
+    >>> mr_value_scale("rescaled", 2.0, -3.0)
+    (2.0, -3.0)
+    """
+    rs = 1.0 if slope is None else float(slope)
+    ri = 0.0 if intercept is None else float(intercept)
+    if slope is None and intercept is not None:
+        raise MRScalingError(
+            f"{name}: Rescale Intercept (0028,1052) without Rescale Slope (0028,1053); the "
+            "rescale is incomplete."
+        )
+    if rs == 0:
+        raise MRScalingError(f"{name}: Rescale Slope (0028,1053) is 0; the file is damaged.")
+    if units == "rescaled":
+        return rs, ri
+    if units != "philips_fp":
+        raise MRScalingError(f"units={units!r}: expected 'rescaled' or 'philips_fp'.")
+    if scale_slope is None:
+        raise MRScalingError(
+            f"{name}: no Philips Scale Slope (2005,xx0E) of creator 'Philips MR Imaging DD 001'; "
+            "floating-point values need it (units='philips_fp' is for Philips MR only). Use "
+            "units='rescaled' for the displayed values."
+        )
+    ss = float(scale_slope)
+    if not math.isfinite(ss) or ss == 0:
+        raise MRScalingError(f"{name}: Philips Scale Slope (2005,xx0E) is {ss}; not usable.")
+    return 1.0 / ss, ri / (rs * ss)
