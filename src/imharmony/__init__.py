@@ -38,6 +38,8 @@ __getattr__, __dir__, _lazy_all = attach(
         "harmonize_images": ".imaging.batch",
         # feature level
         "ComBat": ".features.estimators",
+        "CovBat": ".features.covbat",
+        "LongitudinalComBat": ".features.longitudinal",
         "region_features": ".features.extract",
         # diagnostics
         "diagnose": ".diagnostics.verdict",

@@ -117,8 +117,10 @@ class HarmonizerMixin:
         """Type-check the loaded fields (naming a bad one) and return the arrays they imply."""
         raise NotImplementedError
 
-    def _restore(self, content: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        """Set the learned attributes from verified fields and arrays."""
+    def _restore(
+        self, path: Path, content: dict[str, Any], arrays: dict[str, np.ndarray]
+    ) -> None:
+        """Set the learned attributes from verified fields and arrays (errors name ``path``)."""
         raise NotImplementedError
 
     def _params_for_file(self) -> dict[str, Any]:
@@ -178,9 +180,6 @@ class HarmonizerMixin:
             path, kind=cls._model_kind, version=cls._model_version, validate=validate
         )
         model = made["model"]
-        try:
-            model._restore(loaded.content, loaded.arrays)
-        except ModelFileError as exc:
-            raise ModelFileError(f"{path}: {exc}") from None
+        model._restore(path, loaded.content, loaded.arrays)
         model.metadata_ = dict(loaded.content["metadata"])
         return model

@@ -9,6 +9,7 @@ the site, and optionally the biology and covariates. :func:`diagnose` runs them 
 - :mod:`~imharmony.diagnostics.multivariate`: PCA silhouette, guided PCA, site prediction;
 - :mod:`~imharmony.diagnostics.biology`: Fisher ratios and mixed-model coefficients before/after;
 - :mod:`~imharmony.diagnostics.confounding`: site x biology confounding, before any fit;
+- :mod:`~imharmony.diagnostics.covariance`: per-site covariance distance (what CovBat adds);
 - :mod:`~imharmony.diagnostics.agreement`: CCC, ICC(2,1), Bland-Altman, Koo & Li bands;
 - :mod:`~imharmony.diagnostics.bands`: what a radiometric normalization did to band ratios.
 
@@ -23,6 +24,7 @@ __getattr__, __dir__, __all__ = attach(
         "BlandAltman": ".agreement",
         "ConfoundingReport": ".confounding",
         "ConfoundingThresholds": ".confounding",
+        "CovarianceDistance": ".covariance",
         "Diagnosis": ".verdict",
         "GuidedPCA": ".multivariate",
         "SitePrediction": ".multivariate",
@@ -36,6 +38,7 @@ __getattr__, __dir__, __all__ = attach(
         "brown_forsythe": ".site",
         "check_confounding": ".confounding",
         "concordance_correlation": ".agreement",
+        "covariance_distance": ".covariance",
         "cramers_v": ".confounding",
         "diagnose": ".verdict",
         "fisher_preservation": ".biology",

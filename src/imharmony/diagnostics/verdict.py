@@ -21,6 +21,7 @@ from ..errors import DataError, DesignError
 from ._data import as_covariate_design, as_labels, as_pair, biology_kind, encode_labels
 from .biology import fisher_preservation, mixed_effects
 from .confounding import ConfoundingReport, check_confounding
+from .covariance import covariance_distance
 from .multivariate import PCAProjection, guided_pca, pca_projection, pca_silhouette, site_prediction
 from .site import SiteTests, residualize, site_tests
 
@@ -117,7 +118,9 @@ class Diagnosis:
     site_before, site_after : SiteTests
         Per-feature site tests (tables and summaries) before and after.
     multivariate : pandas.DataFrame
-        Rows ``silhouette``, ``gpca_delta``, ``gpca_p``, ``site_prediction`` (balanced accuracy)
+        Rows ``silhouette``, ``gpca_delta``, ``gpca_p``, ``covariance_distance`` (weighted mean
+        of :func:`~imharmony.diagnostics.covariance.covariance_distance`, when every site has
+        two samples), ``site_prediction`` (balanced accuracy)
         and, when a harmonizer was given, ``site_prediction_in_folds``; columns ``before``,
         ``after``, ``chance``.
     fisher : pandas.DataFrame or None
@@ -445,6 +448,9 @@ def diagnose(
     g_a = guided_pca(Ra, site, n_permutations=n_permutations, random_state=random_state)
     mv.loc["gpca_delta"] = [g_b.delta, g_a.delta, np.nan]
     mv.loc["gpca_p"] = [g_b.p_value, g_a.p_value, np.nan]
+    if np.bincount(site_codes).min() >= 2:  # per-site covariance (what CovBat harmonizes)
+        mv.loc["covariance_distance"] = [covariance_distance(Rb, site).mean,
+                                         covariance_distance(Ra, site).mean, np.nan]
     site_reasons: list[str] = []
     try:
         spk = {"adjust_for": resid_arg, "n_splits": n_splits, "random_state": random_state}

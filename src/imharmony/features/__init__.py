@@ -7,6 +7,8 @@ __getattr__, __dir__, __all__ = attach(
     {
         "ComBat": ".estimators",
         "CombatFit": ".combat",
+        "CovBat": ".covbat",
+        "LongitudinalComBat": ".longitudinal",
         "FIRST_ORDER_FEATURES": ".extract",
         "features_wide": ".extract",
         "radiomics_features": ".extract",

@@ -23,6 +23,7 @@ from ..errors import (
     DataError,
     DesignError,
     HarmonizationWarning,
+    ModelFileError,
     UnseenBatchError,
 )
 from .combat import (
@@ -102,6 +103,28 @@ def _as_feature_matrix(
                 "(NaN is accepted as missing and is ignored in estimation)."
             )
     return arr, names, missing_columns(arr, colsum)
+
+
+def _require_complete(nan_cols: np.ndarray, names: list[str] | None, method: str) -> None:
+    """Refuse missing values for a method that cannot skip them, naming the columns."""
+    if len(nan_cols):
+        labels = [names[i] if names else f"#{i}" for i in nan_cols]
+        raise DataError(
+            f"feature column(s) {_fmt(labels)} hold missing values, which {method} cannot skip: "
+            "impute them or drop those features or samples (ComBat itself ignores missing values)."
+        )
+
+
+def _check_shapes(
+    path: Path, arrays: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]]
+) -> None:
+    """Raise ModelFileError when an array of a model file does not have its expected shape."""
+    for k, shape in expected.items():
+        if arrays[k].shape != shape:
+            raise ModelFileError(
+                f"{path}: array {k!r} has shape {arrays[k].shape}, expected {shape}; the "
+                "model file is inconsistent."
+            )
 
 
 def _is_numeric_dtype(dt: Any) -> bool:
@@ -356,6 +379,9 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
     True
     """
 
+    #: ``format`` of the model file; subclasses that save more state set their own.
+    _model_format: ClassVar[str] = FORMAT
+
     def __init__(
         self,
         nonparametric: bool = False,
@@ -384,6 +410,10 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
     _fitted_attribute: ClassVar[str] = "fit_"
     _model_kind: ClassVar[str] = FORMAT
     _model_version: ClassVar[int] = FORMAT_VERSION
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._model_kind = cls._model_format  # a subclass's model files are of its own kind
 
     @property
     def _method(self) -> str:
@@ -665,7 +695,8 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
     # -- persistence (the envelope is imharmony._persist, through HarmonizerMixin) --------------
     def _params_for_file(self) -> dict[str, Any]:
         params = self.get_params(deep=False)
-        params["reference_batch"] = _label_key(params["reference_batch"])
+        if "reference_batch" in params:
+            params["reference_batch"] = _label_key(params["reference_batch"])
         return params
 
     def _model_content(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -682,7 +713,9 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
             "unadjusted": {str(k): v for k, v in self.unadjusted_features_.items()},
             "reasons": {str(k): v for k, v in self.fit_.reasons.items()},
         }
-        return content, {k: np.asarray(getattr(self.fit_, k)) for k in _ARRAYS}
+        extra_arrays, extra_fields = self._extra_state()  # a subclass's own state
+        arrays = {k: np.asarray(getattr(self.fit_, k)) for k in _ARRAYS}
+        return {**content, **extra_fields}, {**arrays, **extra_arrays}
 
     @classmethod
     def _model_arrays(cls, path: Path, content: dict[str, Any]) -> dict[str, ArraySpec]:
@@ -727,9 +760,16 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
             "tau2": ((J,), "f"), "a_prior": ((J,), "f"), "b_prior": ((J,), "f"),
             "adjusted": ((G,), "b"), "n_iter": ((J,), "iu"), "converged": ((J,), "b"),
         }
-        return {k: ArraySpec(*shapes[k]) for k in _ARRAYS}
+        specs = {k: ArraySpec(*shapes[k]) for k in _ARRAYS}
+        if cls._extra_state is not ComBat._extra_state:
+            # a subclass's arrays, bounded by the file's size here and shape-checked by its
+            # _restore_extra_state
+            specs["*"] = ArraySpec((), "fiub")
+        return specs
 
-    def _restore(self, content: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    def _restore(
+        self, path: Path, content: dict[str, Any], arrays: dict[str, np.ndarray]
+    ) -> None:
         names = content["feature_names"]
         self.batches_ = np.array(content["batches"], dtype=object)
         self.n_features_in_ = int(content["n_features"])
@@ -739,9 +779,23 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
         self.covariate_columns_ = _CovariateEncoder(content["covariates"]).columns
         self.reference_index_ = content["reference_index"]
         self.fit_ = CombatFit(
-            **arrays, reasons={int(k): v for k, v in content["reasons"].items()}
+            **{k: arrays[k] for k in _ARRAYS},
+            reasons={int(k): v for k, v in content["reasons"].items()},
         )
         self.unadjusted_features_ = dict(content["unadjusted"])
+        self._restore_extra_state(
+            {k: v for k, v in arrays.items() if k not in _ARRAYS}, content, path
+        )
+
+
+    def _extra_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Arrays and JSON entries a subclass saves beside ComBat's (none here)."""
+        return {}, {}
+
+    def _restore_extra_state(
+        self, arrays: dict[str, np.ndarray], doc: dict[str, Any], path: Path
+    ) -> None:
+        """Restore what :meth:`_extra_state` saved (raise ModelFileError when inconsistent)."""
 
 
 def _valid_covariate(s: Any) -> bool:
@@ -758,3 +812,4 @@ def _valid_covariate(s: Any) -> bool:
         and all(is_label(v) for v in levels)
         and len({(type(v), v) for v in levels}) == len(levels)
     )
+

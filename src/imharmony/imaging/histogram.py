@@ -954,7 +954,9 @@ class HistogramStandardizer(HarmonizerMixin, BaseEstimator):
             "image_landmarks_": ArraySpec((n, k)),
         }
 
-    def _restore(self, content: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    def _restore(
+        self, path: Path, content: dict[str, Any], arrays: dict[str, np.ndarray]
+    ) -> None:
         pct, _ = self._validated()
         std = arrays["standard_landmarks_"]
         if (
@@ -964,8 +966,8 @@ class HistogramStandardizer(HarmonizerMixin, BaseEstimator):
             or not np.all(np.isfinite(arrays["image_landmarks_"]))
         ):
             raise ModelFileError(
-                "inconsistent HistogramStandardizer file (landmark arrays do not agree with the "
-                "parameters, or are not finite and increasing); save the model again."
+                f"{path}: inconsistent HistogramStandardizer file (landmark arrays do not agree "
+                "with the parameters, or are not finite and increasing); save the model again."
             )
         self.output_range = tuple(self.output_range)
         self.landmarks_ = pct

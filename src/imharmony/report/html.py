@@ -329,6 +329,7 @@ def _multivariate_table(d: Diagnosis) -> dict[str, Any]:
         "silhouette": "silhouette of sites in PCA space",
         "gpca_delta": "guided PCA δ",
         "gpca_p": "guided PCA permutation p-value",
+        "covariance_distance": "site covariance distance from the pooled covariance",
         "site_prediction": "site prediction, balanced accuracy (data as given)",
         "site_prediction_in_folds": "site prediction, harmonizer fitted in the folds",
     }
