@@ -247,8 +247,8 @@ def test_feature_missing_in_a_whole_site_is_left_unchanged_as_the_warning_says(d
     X, site, cov = data
     X = X.copy()
     X.loc[site == "B", "feat3"] = np.nan
-    with pytest.warns(HarmonizationWarning, match=r"'feat3': no observed value in the whole "
-                      r"of site\(s\) 'B'; left unchanged in every site"):
+    with pytest.warns(HarmonizationWarning, match=r"'feat3': the design is singular on its "
+                      r"observed values \(e.g. no value in a whole site\); left unchanged in every"):
         out = ih.ComBat().fit_transform(X, batch=site, covariates=cov)
     pd.testing.assert_series_equal(out["feat3"], X["feat3"])  # unchanged, NaN where missing
     assert out.drop(columns="feat3").notna().all().all()

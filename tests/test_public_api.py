@@ -72,5 +72,6 @@ def test_subpackages_are_attributes_without_an_import() -> None:
         "print(ih.calibration.nema_recovery.__name__, ih.imaging.irmad.__name__, "
         "ih.diagnostics.band_distortion.__name__, hasattr(ih, '_cli'))"
     )
+    # in a fresh process: any test that imported imharmony._cli earlier made it an attribute
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["nema_recovery", "irmad", "band_distortion", "False"]

@@ -66,6 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="voxels outside the mask after normalization (default: keep)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="parallel worker processes (default: 1)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="tcp://HOST:PORT of a running Dask scheduler: run the rows on its "
+                   "workers (which must see the same files) instead of --workers processes")
     p.add_argument("--overwrite", action="store_true",
                    help="recompute rows that a previous run already finished")
     p.add_argument("--no-harmonizability-check", action="store_true",
@@ -113,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             check_harmonizable=not args.no_harmonizability_check,
             progress=progress,
+            scheduler=args.scheduler,
         )
 
     counts = summary["status"].value_counts()

@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from scipy import linalg
@@ -371,25 +371,6 @@ def _moments_missing(
     }
 
 
-def _priors(
-    gamma_hat: np.ndarray, delta_hat: np.ndarray, mean_only: bool
-) -> tuple[np.ndarray, ...]:
-    """Per-batch hyper-parameters across features (R's estimators, variances with n - 1)."""
-    gamma_bar = gamma_hat.mean(axis=1)
-    tau2 = (
-        gamma_hat.var(axis=1, ddof=1) if gamma_hat.shape[1] > 1 else np.full(len(gamma_bar), np.nan)
-    )
-    if mean_only or delta_hat.shape[1] < 2:
-        nan = np.full(gamma_hat.shape[0], np.nan)
-        return gamma_bar, tau2, nan, nan.copy()
-    m = delta_hat.mean(axis=1)
-    s2 = delta_hat.var(axis=1, ddof=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a = (2.0 * s2 + m**2) / s2
-        b = (m * s2 + m**3) / s2
-    return gamma_bar, tau2, a, b
-
-
 def _parametric_eb(
     gamma_hat: np.ndarray,
     delta_hat: np.ndarray,
@@ -402,12 +383,17 @@ def _parametric_eb(
     active: np.ndarray,
     tol: float,
     max_iter: int,
+    *,
+    steps: np.ndarray | None = None,
+    trace: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Fixed point of the posterior mean of gamma and the posterior variance of delta, per batch.
 
     Works on sufficient statistics only: sum_i (s_i - g)^2 = SS_centered + n (mean - g)^2.
     R: the stopping rule is R's ``max(abs(new - old) / old) <= tol`` over both parameters, per
     batch, including its signed denominator, so the iteration stops where R's does.
+    With ``steps`` (per batch) the iteration runs exactly that many times instead; ``trace``
+    (batches x horizon) then receives each iteration's largest relative change.
     """
     J = gamma_hat.shape[0]
     g_old = gamma_hat.copy()
@@ -419,6 +405,8 @@ def _parametric_eb(
     aa = a[:, None]
     bb = b[:, None]
     todo = active.copy()
+    if steps is not None:
+        todo &= steps > 0
     while todo.any():
         idx = np.flatnonzero(todo)
         nn = n[idx]
@@ -434,7 +422,12 @@ def _parametric_eb(
         )
         g_old[idx] = g_new
         d_old[idx] = d_new
+        if trace is not None:
+            trace[idx, n_iter[idx]] = change
         n_iter[idx] += 1
+        if steps is not None:
+            todo[idx[n_iter[idx] >= steps[idx]]] = False
+            continue
         done = change <= tol
         capped = (~done) & (n_iter[idx] >= max_iter)
         converged[idx[capped]] = False
@@ -519,7 +512,6 @@ def fit_combat(
     tol: float = 1e-4,
     max_iter: int = 1000,
     nan_columns: np.ndarray | None = None,
-    batch_names: list[Any] | None = None,
 ) -> CombatFit:
     """Estimate ComBat's site effects and their empirical Bayes adjustments.
 
@@ -543,8 +535,6 @@ def fit_combat(
         :class:`~imharmony.errors.ConvergenceWarning`.
     nan_columns : ndarray of int, optional
         Columns known to hold missing values (saves a pass over X when the caller has checked).
-    batch_names : list, optional
-        Labels of the batches, used in the reasons a feature is left unadjusted.
 
     Returns
     -------
@@ -566,45 +556,137 @@ def fit_combat(
     using empirical Bayes methods", Biostatistics 8(1):118-127, 2007.
     """
     X = np.asarray(X, dtype=np.float64)
+    counts = np.bincount(codes, minlength=n_batches)
+    mom = chunk_moments(X, codes, n_batches, C, nan_columns=nan_columns)
+    has_nan = chunk_has_missing(mom, counts, mean_only=mean_only)
+    st = standardize(mom, counts, ref=ref, mean_only=mean_only, has_nan=has_nan)
+    if method == "nonparametric":
+        budget = max(X.nbytes // 2, 8 * X.shape[1])  # working memory: at most half the data's
+    else:
+        budget = 0
+    return fit_from_standardized(
+        st,
+        counts,
+        method=method,
+        mean_only=mean_only,
+        ref=ref,
+        tol=tol,
+        max_iter=max_iter,
+        max_bytes=budget,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# the pieces of fit_combat, shared with the chunked (Dask) adapter in imharmony.scale: every
+# step that touches the data or one feature at a time works on any block of features; only the
+# priors (means and variances over features) and the stopping rule of the parametric EB couple
+# features, and both are computed from per-block partial results.
+
+#: Why a feature is left unadjusted, by the code :func:`standardize` stores in ``reason``.
+REASONS: dict[int, str] = {
+    1: "the design is singular on its observed values (e.g. no value in a whole site); left "
+    "unchanged in every site",
+    2: "fewer than 2 observed values in a batch",
+    3: "constant inside a batch (zero variance)",
+    4: "zero pooled variance",
+}
+
+
+def chunk_moments(
+    X: np.ndarray,
+    codes: np.ndarray,
+    n_batches: int,
+    C: np.ndarray | None = None,
+    *,
+    nan_columns: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Per-feature least-squares fit and per-batch residual moments of a block of features.
+
+    Parameters
+    ----------
+    X : ndarray of float64, shape (n_samples, n_block_features)
+        All samples of some features (features are independent here, so any column block works).
+    codes, n_batches, C
+        As for :func:`fit_combat`.
+    nan_columns : ndarray of int, optional
+        Columns of ``X`` known to hold NaN (found with one pass when not given).
+
+    Returns
+    -------
+    dict
+        ``Bb`` (batches x features) batch coefficients, ``beta`` (covariates x features),
+        ``rsum``, ``rss``, ``n`` (batches x features) residual sums, sums of squares and counts,
+        ``constant`` (batches x features, bool) and ``unusable`` (features, bool: design
+        singular on the observed values).
+    """
     n, G = X.shape
     C = np.zeros((n, 0)) if C is None else np.asarray(C, dtype=np.float64)
-    counts = np.bincount(codes, minlength=n_batches)
     if nan_columns is None:
         nan_columns = missing_columns(X)
     nan_cols = np.asarray(nan_columns, dtype=np.intp)
-
     batch_rows = [np.flatnonzero(codes == j) for j in range(n_batches)]
     chol = linalg.cho_factor(_design_gram(codes, n_batches, C))
     mom = _moments_complete(X, batch_rows, C, chol)
-    unusable = np.zeros(G, dtype=bool)
+    mom["unusable"] = np.zeros(G, dtype=bool)
     if nan_cols.size:
         mm = _moments_missing(X[:, nan_cols], codes, n_batches, C)
-        unusable[nan_cols[mm.pop("singular")]] = True
+        mom["unusable"][nan_cols[mm.pop("singular")]] = True
         for key, value in mm.items():
             mom[key][:, nan_cols] = value
-    Bb, beta, rsum, rss = mom["Bb"], mom["beta"], mom["rsum"], mom["rss"]
+    return mom
+
+
+def _usable(mom: dict[str, np.ndarray], mean_only: bool) -> np.ndarray:
+    """Reason code per feature before the pooled variance is known (0 = usable)."""
     nobs = mom["n"]
-
-    reasons: dict[int, str] = {}
-    # R: features constant inside any batch (with more than one sample) are not adjusted.
-    constant = mom["constant"].any(axis=0)
     few = (nobs < 2).any(axis=0) if not mean_only else (nobs < 1).any(axis=0)
-    for g in np.flatnonzero(unusable):
-        empty = [batch_names[j] if batch_names else j for j in np.flatnonzero(nobs[:, g] == 0)]
-        reasons[int(g)] = (
-            f"no observed value in the whole of site(s) {', '.join(map(repr, empty))}; left "
-            "unchanged in every site"
-            if empty
-            else "the design is singular on its observed values; left unchanged in every site"
-        )
-    for g in np.flatnonzero(few & ~unusable):
-        reasons[int(g)] = "fewer than 2 observed values in a batch"
-    for g in np.flatnonzero(constant & ~few & ~unusable):
-        reasons[int(g)] = "constant inside a batch (zero variance)"
-    adjusted = ~(constant | few | unusable)
-    keep = np.flatnonzero(adjusted)
-    has_nan = bool(np.isin(nan_cols, keep).any())
+    constant = mom["constant"].any(axis=0)
+    reason = np.zeros(nobs.shape[1], dtype=np.int8)
+    reason[constant] = 3
+    reason[few] = 2
+    reason[mom["unusable"]] = 1
+    return reason
 
+
+def chunk_has_missing(mom: dict[str, np.ndarray], counts: np.ndarray, *, mean_only: bool) -> bool:
+    """Whether a usable feature of the block has a missing value (R then changes the pooled
+    variance's divisor for every feature, so the flag is reduced with ``any`` over blocks)."""
+    missing = (mom["n"] != counts[:, None]).any(axis=0)
+    return bool((missing & (_usable(mom, mean_only) == 0)).any())
+
+
+def standardize(
+    mom: dict[str, np.ndarray],
+    counts: np.ndarray,
+    *,
+    ref: int | None,
+    mean_only: bool,
+    has_nan: bool,
+) -> dict[str, np.ndarray]:
+    """Grand mean, pooled variance and per-batch location/scale estimates of a block of features.
+
+    Parameters
+    ----------
+    mom : dict
+        Output of :func:`chunk_moments` for the block.
+    counts : ndarray of int, shape (n_batches,)
+        Samples per batch (all features).
+    ref : int, optional
+    mean_only : bool
+    has_nan : bool
+        Whether any usable feature of the whole data set has a missing value
+        (:func:`chunk_has_missing` reduced with ``any``).
+
+    Returns
+    -------
+    dict
+        ``grand``, ``var_pooled`` (features), ``beta``, ``gamma_hat``, ``delta_hat``, ``ss_std``
+        (centred sum of squares of the standardized data), ``nobs`` (batches x features), and
+        ``reason`` (features, int8: 0 adjusted, else a key of :data:`REASONS`).
+    """
+    Bb, rsum, rss, nobs = mom["Bb"], mom["rsum"], mom["rss"], mom["n"]
+    n = int(counts.sum())
+    reason = _usable(mom, mean_only)
     # grand mean and pooled variance
     if ref is None:
         grand = (counts / n) @ Bb
@@ -627,31 +709,98 @@ def fit_combat(
     # features whose pooled variance is zero cannot be standardized
     with np.errstate(invalid="ignore"):
         zero_var = ~(var_pooled > 0)
-    for g in np.flatnonzero(zero_var & adjusted):
-        reasons[int(g)] = "zero pooled variance"
-    adjusted &= ~zero_var
-    keep = np.flatnonzero(adjusted)
-
+    reason[zero_var & (reason == 0)] = 4
+    adjusted = reason == 0
     sd = np.sqrt(np.where(adjusted, var_pooled, 1.0))
     gamma_hat = (rmean + Bb - grand) / sd
     with np.errstate(divide="ignore", invalid="ignore"):
         delta_hat = ss_within / (nobs - 1) / sd**2
-    ss_std = ss_within / sd**2
+    return {
+        "grand": grand,
+        "var_pooled": var_pooled,
+        "beta": mom["beta"],
+        "gamma_hat": gamma_hat,
+        "delta_hat": delta_hat,
+        "ss_std": ss_within / sd**2,
+        "nobs": nobs,
+        "reason": reason,
+    }
 
-    J = n_batches
+
+def prior_sums(
+    st: dict[str, np.ndarray], mean_only: bool, centre: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
+    """Per-batch partial sums over the adjusted features of a block, for the priors.
+
+    Without ``centre``: rows (count, sum gamma_hat, sum delta_hat); with ``centre`` = (mean of
+    gamma_hat, mean of delta_hat) over all blocks: the sums of squared deviations from it (the
+    two-pass variance, as numpy's ``var`` computes it). Shape (3, n_batches) or (2, n_batches).
+    """
+    keep = st["reason"] == 0
+    gh = st["gamma_hat"][:, keep]
+    dh = np.ones_like(gh) if mean_only else st["delta_hat"][:, keep]
+    if centre is None:
+        return np.stack([np.full(gh.shape[0], float(gh.shape[1])), gh.sum(axis=1), dh.sum(axis=1)])
+    dg = gh - centre[0][:, None]
+    dd = dh - centre[1][:, None]
+    return np.stack([(dg * dg).sum(axis=1), (dd * dd).sum(axis=1)])
+
+
+def priors_from_sums(
+    first: np.ndarray, second: np.ndarray, mean_only: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(gamma_bar, tau2, a, b) per batch from :func:`prior_sums` added over blocks."""
+    count = first[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gamma_bar = first[1] / count
+        tau2 = second[0] / (count - 1) if count[0] > 1 else np.full(count.shape, np.nan)
+        if mean_only or count[0] < 2:
+            nan = np.full(count.shape, np.nan)
+            return gamma_bar, tau2, nan, nan.copy()
+        m = first[2] / count
+        s2 = second[1] / (count - 1)
+        a = (2.0 * s2 + m**2) / s2
+        b = (m * s2 + m**3) / s2
+    return gamma_bar, tau2, a, b
+
+
+def posterior(
+    st: dict[str, np.ndarray],
+    priors: tuple[np.ndarray, ...],
+    *,
+    method: Method,
+    mean_only: bool,
+    ref: int | None,
+    tol: float = 1e-4,
+    max_iter: int = 1000,
+    steps: np.ndarray | None = None,
+    trace: np.ndarray | None = None,
+    max_bytes: int = _BLOCK_BYTES,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """gamma* and delta* (batches x features) of a block, given the priors over all features.
+
+    ``steps`` (per batch) runs the parametric fixed point for exactly that many iterations
+    instead of stopping by ``tol``: a block of features then reproduces the estimates of the
+    whole data set once the global stopping iteration is known; ``trace`` (batches x horizon)
+    receives the largest relative change of each iteration, whose maximum over blocks gives that
+    iteration. The non-parametric prior averages over all features, so ``st`` must then hold
+    every feature.
+
+    Returns gamma_star, delta_star, n_iter, converged.
+    """
+    gamma_hat = st["gamma_hat"]
+    J, G = gamma_hat.shape
+    keep = np.flatnonzero(st["reason"] == 0)
     gamma_star = np.zeros((J, G))
     delta_star = np.ones((J, G))
     n_iter = np.zeros(J, dtype=int)
     converged = np.ones(J, dtype=bool)
-    nanJ = np.full(J, np.nan)
-    gamma_bar, tau2, a_prior, b_prior = nanJ, nanJ.copy(), nanJ.copy(), nanJ.copy()
-
+    gamma_bar, tau2, a_prior, b_prior = priors
     if keep.size:
         gh = gamma_hat[:, keep]
-        dh = np.ones_like(gh) if mean_only else delta_hat[:, keep]
-        ss = ss_std[:, keep]
-        nk = nobs[:, keep]
-        gamma_bar, tau2, a_prior, b_prior = _priors(gh, dh, mean_only)
+        dh = np.ones_like(gh) if mean_only else st["delta_hat"][:, keep]
+        ss = st["ss_std"][:, keep]
+        nk = st["nobs"][:, keep]
         active = np.ones(J, dtype=bool)
         if ref is not None:
             active[ref] = False
@@ -664,39 +813,21 @@ def fit_combat(
                 gs = (t * gh + gamma_bar[:, None]) / (t + 1.0)
                 ds = np.ones_like(gh)
             else:
-                if keep.size < 2:
-                    raise DesignError(
-                        "empirical Bayes needs at least 2 adjustable features to estimate its "
-                        "priors; use method='none' (no EB) for a single feature."
-                    )
                 gs, ds, n_iter, converged = _parametric_eb(
-                    gh, dh, ss, nk, gamma_bar, tau2, a_prior, b_prior, active, tol, max_iter
+                    gh, dh, ss, nk, gamma_bar, tau2, a_prior, b_prior, active, tol, max_iter,
+                    steps=steps, trace=trace,
                 )
-                for j in np.flatnonzero(~converged):
-                    warnings.warn(
-                        f"ComBat's empirical Bayes did not converge for batch #{j} within "
-                        f"max_iter={max_iter} iterations (tol={tol}); the estimates of the last "
-                        "iteration are used. Raise max_iter or check that batch's data.",
-                        ConvergenceWarning,
-                        stacklevel=3,
-                    )
         elif method == "nonparametric":
-            if keep.size < 2:
-                raise DesignError(
-                    "non-parametric empirical Bayes needs at least 2 adjustable features."
-                )
             gs = np.zeros_like(gh)
             ds = np.ones_like(gh)
             threads = cpu_threads()
             batches = np.flatnonzero(active)
-            # working memory of at most half the data's size (and a cache-sized block)
-            budget = max(X.nbytes // 2, 8 * gh.shape[1])
             # enough batches: one batch per thread; otherwise the rows of each batch are split
             per_batch = 1 if threads > 1 and batches.size >= threads else threads
 
             def prior(j: int) -> tuple[np.ndarray, np.ndarray]:
                 return _nonparametric_eb(
-                    gh[j], dh[j], ss[j], nk[j], max_bytes=budget // threads, threads=per_batch
+                    gh[j], dh[j], ss[j], nk[j], max_bytes=max_bytes // threads, threads=per_batch
                 )
 
             if per_batch == 1 and threads > 1:
@@ -715,24 +846,81 @@ def fit_combat(
     if ref is not None:
         gamma_star[ref] = 0.0
         delta_star[ref] = 1.0
+    return gamma_star, delta_star, n_iter, converged
 
+
+def check_adjustable(n_keep: int, method: Method, mean_only: bool) -> None:
+    """Refuse empirical Bayes with fewer than 2 adjustable features (no prior to estimate)."""
+    if n_keep >= 2 or n_keep == 0 or method == "none":
+        return
+    if method == "parametric" and not mean_only:
+        raise DesignError(
+            "empirical Bayes needs at least 2 adjustable features to estimate its "
+            "priors; use method='none' (no EB) for a single feature."
+        )
+    if method == "nonparametric":
+        raise DesignError("non-parametric empirical Bayes needs at least 2 adjustable features.")
+
+
+def warn_not_converged(converged: np.ndarray, tol: float, max_iter: int) -> None:
+    """One :class:`ConvergenceWarning` per batch whose parametric EB hit ``max_iter``."""
+    for j in np.flatnonzero(~converged):
+        warnings.warn(
+            f"ComBat's empirical Bayes did not converge for batch #{j} within "
+            f"max_iter={max_iter} iterations (tol={tol}); the estimates of the last "
+            "iteration are used. Raise max_iter or check that batch's data.",
+            ConvergenceWarning,
+            stacklevel=5,
+        )
+
+
+def reasons_of(reason: np.ndarray, offset: int = 0) -> dict[int, str]:
+    """Feature index -> why it was left unadjusted, from the codes of :func:`standardize`."""
+    return {int(g) + offset: REASONS[int(reason[g])] for g in np.flatnonzero(reason)}
+
+
+def fit_from_standardized(
+    st: dict[str, np.ndarray],
+    counts: np.ndarray,
+    *,
+    method: Method,
+    mean_only: bool,
+    ref: int | None,
+    tol: float,
+    max_iter: int,
+    max_bytes: int = _BLOCK_BYTES,
+) -> CombatFit:
+    """The empirical Bayes step on the standardized estimates of all features, in memory."""
+    first = prior_sums(st, mean_only)
+    centre = (first[1] / np.maximum(first[0], 1), first[2] / np.maximum(first[0], 1))
+    priors = priors_from_sums(first, prior_sums(st, mean_only, centre), mean_only)
+    n_keep = int((st["reason"] == 0).sum())
+    check_adjustable(n_keep, method, mean_only)
+    if not n_keep:
+        priors = tuple(np.full(counts.shape[0], np.nan) for _ in range(4))
+    gamma_star, delta_star, n_iter, converged = posterior(
+        st, priors, method=method, mean_only=mean_only, ref=ref, tol=tol, max_iter=max_iter,
+        max_bytes=max_bytes,
+    )
+    warn_not_converged(converged, tol, max_iter)
+    gamma_bar, tau2, a_prior, b_prior = priors
     return CombatFit(
         batch_sizes=counts,
-        grand_mean=grand,
-        var_pooled=var_pooled,
-        beta=beta,
-        gamma_hat=gamma_hat,
-        delta_hat=np.ones_like(delta_hat) if mean_only else delta_hat,
+        grand_mean=st["grand"],
+        var_pooled=st["var_pooled"],
+        beta=st["beta"],
+        gamma_hat=st["gamma_hat"],
+        delta_hat=np.ones_like(st["delta_hat"]) if mean_only else st["delta_hat"],
         gamma_star=gamma_star,
         delta_star=delta_star,
         gamma_bar=gamma_bar,
         tau2=tau2,
         a_prior=a_prior,
         b_prior=b_prior,
-        adjusted=adjusted,
+        adjusted=st["reason"] == 0,
         n_iter=n_iter,
         converged=converged,
-        reasons=reasons,
+        reasons=reasons_of(st["reason"]),
     )
 
 

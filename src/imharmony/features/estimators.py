@@ -8,6 +8,7 @@ as versioned JSON plus an ``.npz`` of arrays (never pickle).
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,6 +74,10 @@ def _as_feature_matrix(
     Returns float64 data (no copy when X already is), the column names if any, and the indices of
     the columns holding missing values.
     """
+    if _is_dask(X):  # out of core: checked block by block (imharmony.scale.combat)
+        if X.ndim != 2 or 0 in X.shape:
+            raise DataError(f"{what} must be a non-empty 2-D Dask array; got shape {X.shape}.")
+        return X, None, np.zeros(0, dtype=np.intp)
     if isinstance(X, pd.DataFrame):
         names = [str(c) for c in X.columns]
         bad = [str(c) for c, dt in X.dtypes.items() if not _is_numeric_dtype(dt)]
@@ -125,6 +130,11 @@ def _check_shapes(
                 f"{path}: array {k!r} has shape {arrays[k].shape}, expected {shape}; the "
                 "model file is inconsistent."
             )
+
+
+def _is_dask(X: Any) -> bool:
+    da = sys.modules.get("dask.array")
+    return da is not None and isinstance(X, da.Array)
 
 
 def _is_numeric_dtype(dt: Any) -> bool:
@@ -318,6 +328,15 @@ def _as_covariate_frame(covariates: Any, n: int) -> pd.DataFrame | None:
     return frame
 
 
+def _fit_dask(X: Any, codes: np.ndarray, n_batches: int, C: np.ndarray, *,
+              nan_columns: Any = None, **options: Any) -> CombatFit:
+    """fit_combat's contract on a Dask array (imharmony.scale.combat), estimates in memory."""
+    from ..scale.combat import fit_dask, fit_to_memory
+
+    estimates, info = fit_dask(X, codes, n_batches, C, **options)
+    return fit_to_memory(estimates, info, C.shape[1])
+
+
 # ------------------------------------------------------------------------------------------------
 # the estimator
 
@@ -491,7 +510,76 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
         biology: Any,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Fit on validated data; returns the batch codes and encoded covariates used."""
-        n = data.shape[0]
+        levels, codes, C, ref, encoder = self.learn_design(data.shape[0], batch, covariates,
+                                                           biology)
+        fit_core = _fit_dask if _is_dask(data) else fit_combat
+        fit = fit_core(
+            data,
+            codes,
+            len(levels),
+            C,
+            method=self._method,  # type: ignore[arg-type]
+            mean_only=self.mean_only,
+            ref=ref,
+            tol=float(self.tol),
+            max_iter=int(self.max_iter),
+            nan_columns=nan_cols,
+        )
+        self._set_design(levels, encoder, ref)
+        self.n_features_in_ = data.shape[1]
+        if names is not None:
+            self.feature_names_in_ = np.array(names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self.fit_ = fit
+        self.unadjusted_features_ = {
+            (names[g] if names else g): why for g, why in sorted(fit.reasons.items())
+        }
+        if self.unadjusted_features_:
+            warnings.warn(
+                f"{len(self.unadjusted_features_)} feature(s) left unadjusted: "
+                + "; ".join(f"{k!r}: {v}" for k, v in list(self.unadjusted_features_.items())[:5])
+                + (" ..." if len(self.unadjusted_features_) > 5 else ""),
+                HarmonizationWarning,
+                stacklevel=2,
+            )
+        logger.info(
+            "ComBat (%s%s) fitted on %d samples x %d features, %d sites, %d covariate column(s)",
+            self._method,
+            ", mean only" if self.mean_only else "",
+            data.shape[0],
+            data.shape[1],
+            len(levels),
+            C.shape[1],
+        )
+        return codes, C
+
+    def _set_design(self, levels: list[Any], encoder: _CovariateEncoder, ref: int | None) -> None:
+        self.batches_ = np.array(levels, dtype=object)
+        self.covariate_spec_ = encoder.spec
+        self.covariate_columns_ = encoder.columns
+        self.reference_index_ = ref
+
+    def learn_design(
+        self, n: int, batch: Any, covariates: Any = None, biology: Any = None
+    ) -> tuple[list[Any], np.ndarray, np.ndarray, int | None, _CovariateEncoder]:
+        """Validate and encode the sites and covariates of ``n`` training samples.
+
+        The checks :meth:`fit` makes before touching the data (at least two sites, single-sample
+        sites, reference batch, rank of the design, confounding). Out-of-core adapters
+        (:mod:`imharmony.scale`) call it, then the numerical core, then :meth:`set_design`.
+
+        Returns
+        -------
+        levels : list
+            The sites, sorted.
+        codes : ndarray of int, shape (n,)
+        C : ndarray of float64, shape (n, n_covariate_columns)
+        ref : int or None
+            Index of the reference batch.
+        encoder : object
+            The covariate encoding (its ``spec`` is what :meth:`save` stores).
+        """
         labels = _as_labels(batch, n)
         levels = _sorted_levels(_factorize(labels)[1])
         if len(levels) < 2:
@@ -536,51 +624,18 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
             ) from None
         if biology is not None or C.shape[1]:
             self._check_confounding(labels, covariates, biology)
+        return levels, codes, C, ref, encoder
 
-        fit = fit_combat(
-            data,
-            codes,
-            len(levels),
-            C,
-            method=self._method,  # type: ignore[arg-type]
-            mean_only=self.mean_only,
-            ref=ref,
-            tol=float(self.tol),
-            max_iter=int(self.max_iter),
-            nan_columns=nan_cols,
-            batch_names=levels,
-        )
-        self.batches_ = np.array(levels, dtype=object)
-        self.n_features_in_ = data.shape[1]
-        if names is not None:
-            self.feature_names_in_ = np.array(names, dtype=object)
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
-        self.covariate_spec_ = encoder.spec
-        self.covariate_columns_ = encoder.columns
-        self.reference_index_ = ref
-        self.fit_ = fit
-        self.unadjusted_features_ = {
-            (names[g] if names else g): why for g, why in sorted(fit.reasons.items())
-        }
-        if self.unadjusted_features_:
-            warnings.warn(
-                f"{len(self.unadjusted_features_)} feature(s) left unadjusted: "
-                + "; ".join(f"{k!r}: {v}" for k, v in list(self.unadjusted_features_.items())[:5])
-                + (" ..." if len(self.unadjusted_features_) > 5 else ""),
-                HarmonizationWarning,
-                stacklevel=2,
-            )
-        logger.info(
-            "ComBat (%s%s) fitted on %d samples x %d features, %d sites, %d covariate column(s)",
-            self._method,
-            ", mean only" if self.mean_only else "",
-            n,
-            data.shape[1],
-            len(levels),
-            C.shape[1],
-        )
-        return codes, C
+    def set_design(self, levels: list[Any], covariate_spec: list[dict[str, Any]],
+                   reference_index: int | None) -> None:
+        """Set the learned sites and covariate encoding (an out-of-core fit keeps its per-feature
+        estimates on disk, so :meth:`encode_samples` is then all this object is used for)."""
+        self._set_design(levels, _CovariateEncoder(covariate_spec), reference_index)
+
+    def encode_samples(self, n: int, batch: Any, covariates: Any = None) -> tuple[np.ndarray, Any]:
+        """Batch codes and covariate columns of ``n`` new samples, as :meth:`transform` encodes
+        them (an unseen site raises :class:`~imharmony.errors.UnseenBatchError`)."""
+        return self._codes(batch, n), _CovariateEncoder(self.covariate_spec_).encode(covariates, n)
 
     @staticmethod
     def _check_confounding(labels: np.ndarray, covariates: Any, biology: Any) -> None:
@@ -634,6 +689,11 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
         return self._apply(X, data, codes, C)
 
     def _apply(self, X: Any, data: np.ndarray, codes: np.ndarray, C: np.ndarray) -> Any:
+        if _is_dask(data):  # a lazy Dask array, corrected block by block
+            from ..scale.combat import apply_dask, pack_fit
+
+            return apply_dask(data, codes, pack_fit(self.fit_), self.fit_.batch_sizes, C,
+                              ref=self.reference_index_)
         out = apply_combat(data, codes, self.fit_, C, ref=self.reference_index_)
         if isinstance(X, pd.DataFrame):
             return pd.DataFrame(out, index=X.index, columns=X.columns, copy=False)

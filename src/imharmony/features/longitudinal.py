@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..errors import DataError, DesignError, HarmonizationError, ModelFileError
 from ._reml import MixedDesign, fit_reml, relative_factor, shrinkage
-from .combat import CombatFit, _priors
+from .combat import CombatFit, prior_sums, priors_from_sums
 from .estimators import (
     ComBat,
     _as_feature_matrix,
@@ -247,7 +247,12 @@ class LongitudinalComBat(ComBat):
         J = len(levels)
         gamma_hat = np.stack([s[codes == j].mean(axis=0) for j in range(J)])
         delta_hat = np.stack([s[codes == j].var(axis=0, ddof=1) for j in range(J)])
-        gamma_bar, tau2, a_prior, b_prior = _priors(gamma_hat, delta_hat, False)
+        # ComBat's priors (R's estimators, variances with n - 1), from its one implementation
+        stats = {"gamma_hat": gamma_hat, "delta_hat": delta_hat,
+                 "reason": np.zeros(gamma_hat.shape[1], dtype=np.int8)}
+        first = prior_sums(stats, False)
+        second = prior_sums(stats, False, centre=(first[1] / first[0], first[2] / first[0]))
+        gamma_bar, tau2, a_prior, b_prior = priors_from_sums(first, second, False)
         ss = delta_hat * (counts[:, None] - 1)
         gamma_star, delta_star = _eb_fixed_iterations(
             gamma_hat,

@@ -392,6 +392,29 @@ def _common_target(df: pd.DataFrame, fwhms: list[Any]) -> tuple[float, ...] | fl
     return tuple(float(v) for v in worst)
 
 
+def _worker_failed(task: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+    return {"row": task["row"], "status": "failed",
+            "reason": f"worker process failed: {type(exc).__name__}: {exc}",
+            "error_kind": "internal", "output": "", "mask_output": "", "seconds": 0.0}
+
+
+def _run_on_cluster(scheduler: str, pending: list[dict[str, Any]],
+                    record: Callable[[dict[str, Any]], None]) -> None:
+    """Run the rows as tasks on a Dask cluster (one task per row), recording as they finish."""
+    from distributed import as_completed
+
+    from ..scale.cluster import dask_client
+
+    with dask_client(scheduler) as client:
+        futures = {client.submit(_process_row, task, pure=False): task for task in pending}
+        for fut in as_completed(list(futures)):
+            try:
+                res = fut.result()
+            except Exception as exc:  # a worker died or lost the task
+                res = _worker_failed(futures[fut], exc)
+            record(res)
+
+
 def harmonize_images(
     manifest: str | os.PathLike[str] | pd.DataFrame,
     output_dir: str | os.PathLike[str],
@@ -408,6 +431,7 @@ def harmonize_images(
     suffix: str = ".nii.gz",
     base_dir: str | os.PathLike[str] | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    scheduler: str | None = None,
 ) -> pd.DataFrame:
     """Harmonize every image of a manifest and write the results and a summary.
 
@@ -445,6 +469,10 @@ def harmonize_images(
         Folder relative manifest paths are resolved against (default: the manifest's folder).
     progress : callable, optional
         Called in this process with each row's result (a dict) as soon as it is known.
+    scheduler : str, optional
+        ``tcp://HOST:PORT`` of a running Dask scheduler: the rows run as tasks on its workers
+        (which must see the same filesystem) instead of local processes; ``workers`` is then
+        ignored. See :func:`imharmony.scale.cluster.dask_client`.
 
     Returns
     -------
@@ -575,7 +603,9 @@ def harmonize_images(
                     "error_kind": "input", "output": "", "mask_output": "", "seconds": 0.0})
         else:
             pending.append(task)
-    if workers == 1 or len(pending) <= 1:
+    if scheduler is not None:
+        _run_on_cluster(scheduler, pending, record)
+    elif workers == 1 or len(pending) <= 1:
         for task in pending:
             record(_process_row(task))
     else:
@@ -587,10 +617,7 @@ def harmonize_images(
                 try:
                     res = fut.result()
                 except Exception as exc:  # a worker died (e.g. killed for memory)
-                    res = {"row": task["row"], "status": "failed",
-                           "reason": f"worker process failed: {type(exc).__name__}: {exc}",
-                           "error_kind": "internal", "output": "", "mask_output": "",
-                           "seconds": 0.0}
+                    res = _worker_failed(task, exc)
                 record(res)
 
     def fmt(v: Any) -> str:

@@ -35,7 +35,7 @@ from ..image import Image
 from ._atomic import atomic_path, temporary_path
 from .dicom import _brief, read_dicom_series
 
-__all__ = ["IMAGE_SUFFIXES", "ImageFormatError", "read_image", "write_image"]
+__all__ = ["IMAGE_SUFFIXES", "ImageFormatError", "read_image", "read_nifti_grid", "write_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -231,18 +231,37 @@ def _read_nifti_nibabel(path: Path, itk_error: Exception) -> Image:
         ) from exc
     if arr.ndim < 3:
         raise ImageFormatError(f"{path}: NIfTI with {arr.ndim} axes read by nibabel; expected 3+.")
+    logger.info("%s: read with nibabel (SimpleITK refused it: %s)", path, _brief(itk_error))
+    meta = {"source": str(path), "format": "nifti"}
+    return Image(arr, **_nifti_geometry(affine, path), meta=meta)
+
+
+def _nifti_geometry(affine: np.ndarray, path: Path) -> dict[str, Any]:
+    """Image geometry (LPS spacing, origin, direction) of a NIfTI (RAS) affine."""
     linear = _LPS_RAS @ affine[:3, :3]
     spacing = np.linalg.norm(linear, axis=0)
     if np.any(spacing <= 0):
         raise ImageFormatError(f"{path}: the NIfTI affine is singular; the header is damaged.")
-    logger.info("%s: read with nibabel (SimpleITK refused it: %s)", path, _brief(itk_error))
-    return Image(
-        arr,
-        spacing=spacing,
-        origin=_LPS_RAS @ affine[:3, 3],
-        direction=linear / spacing,
-        meta={"source": str(path), "format": "nifti"},
-    )
+    return {"spacing": spacing, "origin": _LPS_RAS @ affine[:3, 3], "direction": linear / spacing}
+
+
+def read_nifti_grid(path: str | os.PathLike[str]) -> Image:
+    """The voxel grid of a NIfTI file from its header alone (no voxel is read).
+
+    Returns an :class:`~imharmony.image.Image` whose array is a read-only zero view of the file's
+    shape (no memory), for :meth:`Image.same_grid <imharmony.image.Image.same_grid>` checks of
+    many files before any of them is read.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    try:
+        nii = nib.load(str(path))
+        affine = np.asarray(nii.affine, dtype=float)
+    except Exception as exc:  # nibabel raises several types for unreadable files
+        raise ImageFormatError(f"{path}: cannot be read as NIfTI ({_brief(exc)}).") from exc
+    view = np.broadcast_to(np.zeros((), dtype=np.uint8), tuple(nii.shape))
+    return Image(view, **_nifti_geometry(affine, path), meta={"source": str(path)})
 
 
 def _to_sitk(img: Image, dtype: Any) -> Any:

@@ -1,0 +1,96 @@
+"""Voxel-wise ComBat of image stacks (imharmony.scale.voxelwise): parity, geometry, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import imharmony as ih
+from imharmony.scale import voxelwise
+from imharmony.scale.voxelwise import WORK_NAME, apply_voxelwise, fit_voxelwise
+from voxel_stack import make_stack, stacked
+
+
+class Interrupt(Exception):
+    """Stands for the run being stopped from outside at a given point."""
+
+
+def _outputs(out: Path, table, mask_path: Path) -> np.ndarray:
+    return stacked(out, table.assign(image=[Path(p).name for p in table["image"]]), mask_path)
+
+
+def test_fit_matches_in_memory_combat_and_keeps_geometry(tmp_path: Path, monkeypatch) -> None:
+    # blocks of 7 voxels: the 60 voxels span 9 blocks, the last partial; 5 images per task
+    monkeypatch.setattr(voxelwise, "_chunk_voxels", lambda n, V, limit: 7)
+    monkeypatch.setattr(voxelwise, "_rows_per_task", lambda V: 5)
+    s = make_stack(tmp_path / "data")
+    out, model = tmp_path / "out", tmp_path / "model"
+    result = fit_voxelwise(s["manifest"], mask=s["mask"], batch="site", covariates=["age"],
+                           model_dir=model, output_dir=out)
+    X = stacked(s["root"], s["table"], s["mask"])
+    expected = ih.ComBat().fit_transform(X, batch=s["table"]["site"],
+                                         covariates=s["table"][["age"]])
+    got = _outputs(out, s["table"], s["mask"])
+    # outputs are float32 like the inputs: equal to the in-memory result rounded to float32
+    np.testing.assert_array_equal(got, expected.astype(np.float32).astype(np.float64))
+    assert result["n_voxels"] == X.shape[1] == 60
+    assert result["n_iter"] == [int(k) for k in ih.ComBat().fit(
+        X, batch=s["table"]["site"], covariates=s["table"][["age"]]).fit_.n_iter]
+    assert not (out / WORK_NAME).exists()
+    mask = np.asanyarray(nib.load(s["mask"]).dataobj) != 0
+    for rel in s["table"]["image"][:3]:
+        src, dst = nib.load(s["root"] / rel), nib.load(out / Path(rel).name)
+        np.testing.assert_array_equal(dst.affine, src.affine)
+        assert dst.shape == src.shape
+        np.testing.assert_array_equal(dst.get_fdata()[~mask], src.get_fdata()[~mask])
+        assert not np.allclose(dst.get_fdata()[mask], src.get_fdata()[mask])
+
+
+def test_apply_to_new_images_of_the_learned_sites(tmp_path: Path) -> None:
+    train = make_stack(tmp_path / "train", n=18)
+    new = make_stack(tmp_path / "new", n=6, seed=1)
+    model = tmp_path / "model"
+    fit_voxelwise(train["manifest"], mask=train["mask"], batch="site", covariates=["age"],
+                  model_dir=model, output_dir=tmp_path / "out")
+    apply_voxelwise(new["manifest"], model_dir=model, output_dir=tmp_path / "applied")
+    X = stacked(train["root"], train["table"], train["mask"])
+    ref = ih.ComBat().fit(X, batch=train["table"]["site"], covariates=train["table"][["age"]])
+    Xn = stacked(new["root"], new["table"], new["mask"])
+    expected = ref.transform(Xn, batch=new["table"]["site"], covariates=new["table"][["age"]])
+    got = _outputs(tmp_path / "applied", new["table"], new["mask"])
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_an_interrupted_run_resumes_without_reading_again(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(voxelwise, "_rows_per_task", lambda V: 4)  # 18 images: 5 tasks
+    s = make_stack(tmp_path / "data")
+    out, model = tmp_path / "out", tmp_path / "model"
+    calls: list[tuple[str, int, int]] = []
+
+    def stop_while_writing(stage: str, done: int, total: int) -> None:
+        calls.append((stage, done, total))
+        if stage == "write" and done >= 3:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit_voxelwise(s["manifest"], mask=s["mask"], batch="site", covariates=["age"],
+                      model_dir=model, output_dir=out, progress=stop_while_writing)
+    markers = {p.name for p in (out / WORK_NAME / "done").iterdir()}
+    assert {f"read-{i}" for i in range(18)} <= markers
+    written = {m for m in markers if m.startswith("write-")}
+    assert len(written) >= 3
+    calls.clear()
+    fit_voxelwise(s["manifest"], mask=s["mask"], batch="site", covariates=["age"],
+                  model_dir=model, output_dir=out, progress=lambda *a: calls.append(a))
+    assert calls[0] == ("read", 18, 18)  # every image was already in the store
+    first_write = next(c for c in calls if c[0] == "write")
+    assert first_write[1] == len(written)
+    X = stacked(s["root"], s["table"], s["mask"])
+    expected = ih.ComBat().fit_transform(X, batch=s["table"]["site"],
+                                         covariates=s["table"][["age"]])
+    np.testing.assert_array_equal(_outputs(out, s["table"], s["mask"]),
+                                  expected.astype(np.float32).astype(np.float64))
+    assert not (out / WORK_NAME).exists()
