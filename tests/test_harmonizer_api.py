@@ -248,7 +248,7 @@ def test_feature_missing_in_a_whole_site_is_left_unchanged_as_the_warning_says(d
     X = X.copy()
     X.loc[site == "B", "feat3"] = np.nan
     with pytest.warns(HarmonizationWarning, match=r"'feat3': the design is singular on its "
-                      r"observed values \(e.g. no value in a whole site\); left unchanged in every"):
+                      r"observed values \(e.g. no value in a whole site\); left unchanged"):
         out = ih.ComBat().fit_transform(X, batch=site, covariates=cov)
     pd.testing.assert_series_equal(out["feat3"], X["feat3"])  # unchanged, NaN where missing
     assert out.drop(columns="feat3").notna().all().all()
