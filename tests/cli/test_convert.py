@@ -139,6 +139,22 @@ def test_pet_series_converts_to_suv(tmp_path, main):
     )
 
 
+def test_pet_series_converts_to_bqml(tmp_path, main, capsys):
+    stored = RNG.integers(0, 20000, size=(3, 2, 4)).astype(np.int16)
+    fac.write_series(tmp_path / "pet", stored, modality="PT",
+                     tags={"RescaleSlope": 2.0, "RescaleIntercept": 3.0, "Units": "BQML"})
+    out = tmp_path / "bqml.nii.gz"
+    assert main(["convert", str(tmp_path / "pet"), "-o", str(out), "--units", "bqml"]) == 0
+    np.testing.assert_allclose(np.asarray(nib.load(out).dataobj), (2.0 * stored + 3.0).T,
+                               rtol=1e-6)
+    # Stored SUVs are not turned back into Bq/mL: one line, exit 2, nothing written.
+    fac.write_series(tmp_path / "gml", stored, modality="PT", tags={"Units": "GML"})
+    refused = tmp_path / "gml.nii.gz"
+    assert main(["convert", str(tmp_path / "gml"), "-o", str(refused), "--units", "bqml"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already SUV" in err[0] and not refused.exists()
+
+
 def test_help_lists_the_options(main, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["convert", "--help"])

@@ -70,12 +70,15 @@ def test_nema_reads_a_dicom_series(tmp_path: Path) -> None:
 
     fac = importlib.import_module("dicom_factory")
     ph = make_nema_phantom(6.0, 4.0)
-    stored = np.round(ph.image.array * 1000).astype(np.int16)  # Bq/mL with slope 1
+    # Stored as twice the Bq/mL with Rescale Slope 0.5, Units BQML: only a reader that applies
+    # the rescale (the default for a DICOM folder, --units bqml) gets the concentrations back.
+    stored = np.round(ph.image.array * 2000).astype(np.int16)
     folder = tmp_path / "pet"
     fac.write_series(folder, np.ascontiguousarray(stored.transpose(2, 1, 0)), modality="PT",
-                     pixel_spacing=(4.0, 4.0), slice_spacing=4.0)
+                     pixel_spacing=(4.0, 4.0), slice_spacing=4.0,
+                     tags={"Units": "BQML", "RescaleSlope": 0.5, "RescaleIntercept": 0})
     js = tmp_path / "s.json"
-    code = main(["-q", "phantom", "nema", str(folder), "--units", "raw", "--background", "1000",
+    code = main(["-q", "phantom", "nema", str(folder), "--background", "1000",
                  "--spheres", "10000", "--output", str(tmp_path / "rc.csv"), "--json", str(js)])
     assert code == 0
     summary = json.loads(js.read_text())

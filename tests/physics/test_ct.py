@@ -17,6 +17,7 @@ from hypothesis.extra import numpy as hnp
 from pydicom.data import get_testdata_file
 from pydicom.sequence import Sequence as DicomSequence
 
+from imharmony.imaging.resample import resample
 from imharmony.io.dicom import read_dicom_series
 from imharmony.physics.ct import (
     HounsfieldError,
@@ -55,9 +56,11 @@ def test_ct_small_converts_to_the_standard_formula():
     assert img.shape == (ds.Columns, ds.Rows, 1)
     assert img.array.dtype == np.float64
     np.testing.assert_array_equal(img.array[:, :, 0].T, expected)
-    # The file declares Pixel Padding Value -2000, which no pixel holds: the mask is all inside.
+    # The file declares Pixel Padding Value -2000, which no pixel holds: no voxel is padding (NaN),
+    # and no stale-able mask array is kept in meta.
     assert int(ds.PixelPaddingValue) == -2000
-    assert img.meta["fov_mask"].shape == img.shape and img.meta["fov_mask"].all()
+    assert not np.isnan(img.array).any()
+    assert "fov_mask" not in img.meta
     assert img.spacing[:2] == pytest.approx((float(ds.PixelSpacing[1]), float(ds.PixelSpacing[0])))
     assert img.origin == pytest.approx([float(v) for v in ds.ImagePositionPatient])
 
@@ -169,7 +172,7 @@ def test_per_slice_rescale_in_a_classic_series(tmp_path):
     np.testing.assert_array_equal(read_dicom_series(tmp_path).array, expected.transpose(2, 1, 0))
 
 
-def test_padding_is_nan_and_the_field_of_view_mask_is_exposed(tmp_path):
+def test_padding_is_nan_and_the_field_of_view_follows_resampling(tmp_path):
     stored = _stored(low=0, high=2000).astype(np.uint16)
     stored[:, 0, :] = 3000  # padding rows at the top of every slice
     stored[1, 2, 3] = 2995  # inside the padding range on one slice
@@ -180,7 +183,13 @@ def test_padding_is_nan_and_the_field_of_view_mask_is_exposed(tmp_path):
     pad = (stored >= 2990) & (stored <= 3000)
     hu = np.where(pad, np.nan, stored.astype(float) - 1024).transpose(2, 1, 0)
     np.testing.assert_array_equal(img.array, hu)
-    np.testing.assert_array_equal(img.meta["fov_mask"], ~pad.transpose(2, 1, 0))
+    np.testing.assert_array_equal(~np.isnan(img.array), ~pad.transpose(2, 1, 0))
+    assert "fov_mask" not in img.meta  # an array in meta would go stale after resample
+    # Resampled, the field of view is still exactly where the values are (nearest neighbour).
+    finer = resample(img, (img.spacing[0] / 2, None, None), interpolation="nearest")
+    np.testing.assert_array_equal(
+        np.isnan(finer.array), np.repeat(pad.transpose(2, 1, 0), 2, axis=0)
+    )
     # dtype="auto" cannot give integers when there is padding.
     assert read_dicom_series(tmp_path, dtype="auto").array.dtype == np.float64
 

@@ -21,6 +21,7 @@ from imharmony.errors import DataError, HarmonizationError, HarmonizationWarning
 from imharmony.physics.pet import (
     SUVError,
     SUVParameters,
+    activity_factors,
     body_surface_area,
     decay_factor,
     ideal_body_weight,
@@ -251,6 +252,39 @@ def test_cnts_without_any_factor_refused(tmp_path):
     series = write_series(pet_series(Units="CNTS", Manufacturer="Philips"), tmp_path)
     with pytest.raises(SUVError, match=r"CNTS.*PT_0001\.dcm"):
         suv_factors(series)
+
+
+def test_activity_factors_bqml_needs_no_dose_time_or_body_size():
+    series = pet_series(PatientWeight=None, DecayCorrection=None, no_radio=True)
+    np.testing.assert_array_equal(activity_factors(series), [1.0, 1.0, 1.0])
+
+
+def test_activity_factors_cnts_use_the_philips_activity_factor_only():
+    series = pet_series(Units="CNTS", Manufacturer="Philips")
+    for ds, f in zip(series, ["1.5", "1.5", "2.0"], strict=True):
+        add_philips(ds, suv="0.0003", activity=f)  # the SUV factor must not be used for Bq/ml
+    np.testing.assert_allclose(activity_factors(series), [1.5, 1.5, 2.0], rtol=1e-15)
+    suv_only = pet_series(Units="CNTS", Manufacturer="Philips")
+    for ds in suv_only:
+        add_philips(ds, suv="0.0003")
+    with pytest.raises(SUVError, match=r"CNTS.*Activity Concentration Scale Factor \(7053,xx09\)"):
+        activity_factors(suv_only)
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        ({"Units": "GML"}, "already SUV"),
+        ({"Units": "CM2ML", "SUVType": "BSA"}, "already SUV"),
+        ({"Units": "PROPCNTS"}, "proportional to counts"),
+        ({"Units": "XYZ"}, "not an activity unit"),
+        ({"Units": None}, r"Units \(0054,1001\)"),
+        ({"Modality": "CT"}, "Bq/ml applies to PET images only"),
+    ],
+)
+def test_activity_factors_refused_with_the_reason(header, reason):
+    with pytest.raises(SUVError, match=reason):
+        activity_factors(pet_series(**header))
 
 
 @pytest.mark.parametrize("suv_type", [None, "", "BW"])
@@ -492,6 +526,36 @@ def test_injection_datetime_prefers_datetime_and_drops_zone():
         },
     )[0]
     assert injection_datetime(ds) == datetime(2025, 1, 1, 9, 45, 0, 500000)
+
+
+@pytest.mark.parametrize(
+    ("start_datetime", "start_time", "series_date", "expected"),
+    [
+        ("20250101094500.123456-0500", None, "20250101", datetime(2025, 1, 1, 9, 45, 0, 123456)),
+        ("2025010109", None, "20250101", datetime(2025, 1, 1, 9)),  # DT to the hour
+        (None, "094500.25", "20250101", datetime(2025, 1, 1, 9, 45, 0, 250000)),
+        (None, "09:45:00.25", "2025.01.01", datetime(2025, 1, 1, 9, 45, 0, 250000)),  # legacy
+        (None, " 0945 ", "20250101", datetime(2025, 1, 1, 9, 45)),  # padded, no seconds
+        (None, "000000", "20250102", datetime(2025, 1, 2, 0, 0)),  # midnight, same day
+    ],
+)
+def test_dicom_date_time_forms(start_datetime, start_time, series_date, expected):
+    with pydicom.config.disable_value_validation():  # pydicom warns on writing legacy forms
+        ds = pet_series(
+            n=1, SeriesDate=series_date, SeriesTime="120000",
+            radio={"RadiopharmaceuticalStartDateTime": start_datetime,
+                   "RadiopharmaceuticalStartTime": start_time},
+        )[0]
+    assert injection_datetime(ds) == expected
+
+
+@pytest.mark.parametrize("bad", ["235960", "2460", "094500.1234567", "9:45"])
+def test_invalid_dicom_times_are_refused_with_the_tag(bad):
+    with pydicom.config.disable_value_validation():
+        ds = pet_series(n=1, radio={"RadiopharmaceuticalStartDateTime": None,
+                                    "RadiopharmaceuticalStartTime": bad})[0]
+    with pytest.raises(SUVError, match=r"Radiopharmaceutical Start Time \(0018,1072\)"):
+        injection_datetime(ds)
 
 
 def test_injection_datetime_midnight_default_scan_time():

@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--units",
         choices=UNITS,
         default=None,
-        help="value units (default: hu for CT, suv for PET, raw stored values otherwise)",
+        help="value units (default: hu for CT, suv for PET, raw stored values otherwise; "
+        "bqml: PET activity concentration in Bq/mL)",
     )
     p.add_argument(
         "--series-uid",

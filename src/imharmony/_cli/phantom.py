@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 __all__ = ["register", "run_nema"]
 
@@ -34,8 +35,9 @@ def _register_nema(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.add_argument("--spheres", type=float, required=True, metavar="S",
                    help="true sphere concentration at scan time, in the image's units")
     p.add_argument("--units", default=None, metavar="UNITS",
-                   help="value units when IMAGE is a DICOM series (as for 'convert': suv, "
-                   "raw, ...; default: SUV for PET); --background and --spheres are in them")
+                   help="value units when IMAGE is a DICOM series folder (as for 'convert': "
+                   "bqml, suv, raw, ...; default: bqml, activity concentration in Bq/mL); "
+                   "--background and --spheres are in them")
     p.add_argument("--standard", choices=["earl1", "earl2"], type=str.lower, default=None,
                    help="EARL standard to check and meet with a Gaussian post-filter")
     p.add_argument("--bands", metavar="BANDS.csv", default=None,
@@ -84,7 +86,8 @@ def run_nema(args: argparse.Namespace) -> int:
         bands = read_table(args.bands)
         bands.attrs["standard"] = (args.standard or "custom").upper()
         bands.attrs["source"] = f"bands from {args.bands}"
-    dicom_options = {"units": args.units} if args.units else {}
+    units = args.units or ("bqml" if Path(args.image).is_dir() else None)
+    dicom_options = {"units": units} if units else {}
     img = read_image(args.image, **dicom_options)
     cols = ["diameter_mm", "rc_max", "rc_mean", "rc_peak"]
     if args.standard or bands is not None:

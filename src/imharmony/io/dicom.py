@@ -85,7 +85,7 @@ logger = logging.getLogger(__name__)
 
 #: Accepted values of ``units``.
 UNITS: tuple[str, ...] = (
-    "hu", "raw", "suv", "suvbw", "suvlbm", "suvbsa", "suvibw", "rescaled", "philips_fp"
+    "hu", "raw", "suv", "suvbw", "suvlbm", "suvbsa", "suvibw", "bqml", "rescaled", "philips_fp"
 )
 _SUV_UNITS = frozenset(("suv", "suvbw", "suvlbm", "suvbsa", "suvibw"))
 _MR_UNITS = frozenset(("rescaled", "philips_fp"))
@@ -1175,12 +1175,15 @@ def read_dicom_series(
     folder : path-like
         A folder holding the series (searched recursively; hidden entries ignored; files that are
         not DICOM are skipped with a logged warning), or a single DICOM file.
-    units : {None, "hu", "raw", "suv", "suvbw", "suvlbm", "suvbsa", "suvibw", "rescaled", \
-"philips_fp"}
+    units : {None, "hu", "raw", "suv", "suvbw", "suvlbm", "suvbsa", "suvibw", "bqml", \
+"rescaled", "philips_fp"}
         ``None`` chooses by Modality: CT → ``"hu"``, PT → ``"suv"``, anything else → ``"raw"``.
         ``"hu"``: Hounsfield units (see :mod:`imharmony.physics.ct`); ``"raw"``: the stored values
         (after sign handling, no rescale); ``"suv*"``: standardized uptake values computed by
-        :func:`imharmony.physics.pet.suv_factors`; ``"rescaled"``: Rescale Slope × stored +
+        :func:`imharmony.physics.pet.suv_factors`; ``"bqml"``: PET activity concentration in
+        Bq/ml (Units BQML rescaled; CNTS through Philips' Activity Concentration Scale Factor; other
+        Units refused with the reason — :func:`imharmony.physics.pet.activity_factors`);
+        ``"rescaled"``: Rescale Slope × stored +
         Rescale Intercept (per frame; what dcm2niix writes); ``"philips_fp"``: Philips MR
         floating-point values, the rescaled value divided by Rescale Slope × the private Scale
         Slope (2005,xx0E) (see :func:`imharmony.physics.mr.mr_value_scale`).
@@ -1214,8 +1217,10 @@ def read_dicom_series(
         ``origin`` and ``direction`` in the DICOM patient frame (LPS). ``meta`` holds the first
         slice's useful keywords (``Modality``, ``Manufacturer``, ``SeriesInstanceUID``, ...), plus
         ``"units"``, ``"source"`` (the folder), ``"files"`` (file names in slice order),
-        ``"slice_spacing"``, and for HU with Pixel Padding Value ``"fov_mask"``: a bool array of
-        the image's shape, True inside the field of view (padding voxels are NaN).
+        ``"slice_spacing"``. Voxels outside the field of view (Pixel Padding Value and Padding
+        Range Limit, compared with the stored values) are NaN: the field of view is
+        ``~numpy.isnan(image.array)``, which stays right after any resampling because the NaN
+        travel with the values (no separate mask is kept, so none can go stale).
 
     Raises
     ------
@@ -1334,11 +1339,7 @@ def read_dicom_series(
             files=[fr.label[k] for k in geom.order],
             slice_spacing=geom.spacing[2],
         )
-        if padding is not None:
-            meta["fov_mask"] = (
-                np.ones(values.shape, dtype=bool) if mask is None else ~mask
-            ).transpose(2, 1, 0)
-        elif units == "hu":
+        if padding is None and units == "hu":
             ends = np.minimum(value_range[0] * scale_sorted, value_range[1] * scale_sorted)
             lowest = float((ends + offset_sorted).min())
             if lowest <= -2000:
@@ -1353,10 +1354,6 @@ def read_dicom_series(
     if n_volumes > 1:
         shape = (n_volumes, n_slices, *values.shape[1:])
         values = values.reshape(shape)
-        if "fov_mask" in meta:
-            meta["fov_mask"] = meta["fov_mask"].reshape(
-                (*shape[::-1][:3], n_volumes), order="F"
-            )
         meta.update(_volume_meta(fr, volumes))
     return Image(
         values.transpose(*range(values.ndim - 1, -1, -1)),
@@ -1465,8 +1462,12 @@ def _rescale(
                 units, fr.slope[k], fr.intercept[k], ss, fr.label[k]
             )
         return scale, offset, None
-    # SUV family
-    assert units in _SUV_UNITS
+    # PET: SUV family and Bq/ml
+    assert units in _SUV_UNITS or units == "bqml"
+    if units == "bqml" and pet_options:
+        raise HarmonizationError(
+            f"options {sorted(pet_options)} only apply to SUV units, not units='bqml'."
+        )
     if modality != "PT":
         raise HarmonizationError(
             f"units={units!r} needs a PET series (Modality 'PT'); this one is {modality!r}."
@@ -1484,7 +1485,7 @@ def _rescale(
                     "converted without it."
                 )
             dst[k] = src[k]
-    from ..physics.pet import suv_factors
+    from ..physics.pet import activity_factors, suv_factors
 
     # Instances in slice order (the order of their first frame).
     inst_sorted: list[int] = []
@@ -1492,8 +1493,11 @@ def _rescale(
         i = fr.inst[k]
         if i not in inst_sorted:
             inst_sorted.append(i)
+    datasets = [members[i].ds for i in inst_sorted]
     factors = np.asarray(
-        suv_factors([members[i].ds for i in inst_sorted], units, **pet_options), dtype=np.float64
+        activity_factors(datasets) if units == "bqml"
+        else suv_factors(datasets, units, **pet_options),
+        dtype=np.float64,
     )
     if factors.shape != (len(inst_sorted),):
         raise RuntimeError(

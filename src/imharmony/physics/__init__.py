@@ -26,6 +26,7 @@ __getattr__, __dir__, __all__ = attach(
         "WEIGHTINGS": ".mr",
         "Weighting": ".mr",
         "audit_protocols": ".protocol",
+        "activity_factors": ".pet",
         "body_surface_area": ".pet",
         "check_ct_instance": ".ct",
         "check_ct_rescale": ".ct",
