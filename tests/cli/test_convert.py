@@ -151,7 +151,7 @@ def test_pet_series_converts_to_bqml(tmp_path, main, capsys):
     fac.write_series(tmp_path / "gml", stored, modality="PT", tags={"Units": "GML"})
     refused = tmp_path / "gml.nii.gz"
     assert main(["convert", str(tmp_path / "gml"), "-o", str(refused), "--units", "bqml"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = _error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "already SUV" in err[0] and not refused.exists()
 
 
