@@ -304,7 +304,13 @@ class CovariateEncoder:
                     raise DataError(
                         f"covariate column {name!r} was continuous at fit but is not numeric now."
                     )
-                blocks.append(col.to_numpy(dtype=np.float64)[:, None])
+                values = col.to_numpy(dtype=np.float64)
+                if not np.isfinite(values).all():
+                    raise DataError(
+                        f"covariate column {name!r} has infinite values; replace them (or drop "
+                        "those samples)."
+                    )
+                blocks.append(values[:, None])
             else:
                 levels = s["levels"]
                 idx, unseen_keys = encode_labels(col.to_numpy(), levels)

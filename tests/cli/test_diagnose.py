@@ -89,9 +89,12 @@ def test_feature_columns_matched_by_name_when_after_reorders_them(
 
 
 def _error(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0, err  # one line, no traceback
-    assert err.startswith("imharmony diagnose: error: ")
+    # log records also go to stderr (before the error): the error is the last line, alone
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(lines), lines
+    err = lines[-1]
+    assert err.startswith("imharmony diagnose: error: "), lines
+    assert not any(line.startswith("imharmony diagnose: error: ") for line in lines[:-1])
     return err
 
 

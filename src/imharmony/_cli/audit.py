@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..io._atomic import check_outputs
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -94,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     from ..io.tables import read_table, write_table
     from ..physics.protocol import audit_protocols, summarize_audit
 
+    default = default_summary_path(Path(args.output)) if args.output else None
+    check_outputs([args.table, args.reference], [args.output, args.summary or default])
     table = read_table(args.table)
     deviations = audit_protocols(table, args.reference)
     summary = summarize_audit(deviations, table)

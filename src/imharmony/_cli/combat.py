@@ -14,6 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError
+from ..io._atomic import check_outputs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -126,11 +127,20 @@ def _covariates(df: pd.DataFrame, cols: list[str], categorical: list[str]) -> pd
 
 def _write(df: pd.DataFrame, harmonized: Any, features: list[str], out: str) -> None:
     import numpy as np
+    import pandas as pd
 
     from ..io.tables import write_table
 
-    result = df.copy()
-    result[features] = np.asarray(harmonized)
+    # one block for the features, put back by position: assigning 10^5 columns by name splits
+    # the frame's block once per column (quadratic; minutes on a wide table)
+    values = pd.DataFrame(np.asarray(harmonized), index=df.index, columns=features)
+    slot = {name: len(df.columns) + k for k, name in enumerate(features)}
+    others = [i for i, name in enumerate(df.columns) if name not in slot]
+    rank = {i: k for k, i in enumerate(others)}
+    n_others = len(others)
+    order = [rank[i] if i in rank else slot[name] - len(df.columns) + n_others
+             for i, name in enumerate(df.columns)]
+    result = pd.concat([df.iloc[:, others], values], axis=1).iloc[:, order]
     write_table(result, out)
 
 
@@ -141,6 +151,7 @@ def run_fit(args: argparse.Namespace) -> int:
     from ..features.estimators import ComBat
     from ..io.tables import read_table, write_json
 
+    check_outputs([args.features], [args.model, args.output])
     df = read_table(args.features)
     require_columns(df, [args.batch], args.features, "batch (--batch)")
     require_columns(df, args.covariate, args.features, "covariate (--covariate)")
@@ -203,6 +214,7 @@ def run_apply(args: argparse.Namespace) -> int:
     from ..features.estimators import ComBat
     from ..io.tables import read_table, write_json
 
+    check_outputs([args.features, args.model], [args.output])
     model = ComBat.load(args.model)
     meta = model.metadata_
     if "batch_column" not in meta:

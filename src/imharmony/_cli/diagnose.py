@@ -16,6 +16,7 @@ import shlex
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError
+from ..io._atomic import check_outputs
 from . import non_negative_int, positive_int
 
 if TYPE_CHECKING:
@@ -175,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io.tables import read_table, write_json
     from ..report.html import file_record
 
+    check_outputs([args.before, args.after], [args.output])
     before = read_table(args.before)
     after = read_table(args.after)
     roles = [args.batch, args.biology, *args.covariate, *args.id]

@@ -7,10 +7,7 @@ as versioned JSON plus an ``.npz`` of arrays (never pickle).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -20,6 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from .._persist import ArraySpec, check, is_int, is_label, is_str_list
 from .._validation import CovariateEncoder as _CovariateEncoder
 from .._validation import as_covariate_frame as _as_covariate_frame
 from .._validation import as_label_array, label_text, sorted_levels
@@ -29,17 +27,14 @@ from .._validation import format_items as _fmt
 from .._validation import is_numeric_column as _is_numeric_dtype
 from .._validation import label_key as _label_key
 from .._validation import sorted_levels as _sorted_levels  # noqa: F401 (the family imports it)
-from .._version import __version__
+from ..base import HarmonizerMixin, Rule
 from ..errors import (
     DataError,
     DesignError,
-    HarmonizationError,
     HarmonizationWarning,
     ModelFileError,
-    NotFittedError,
     UnseenBatchError,
 )
-from ..io._atomic import atomic_path
 from .combat import (
     CombatFit,
     _RankDeficient,
@@ -54,7 +49,7 @@ __all__ = ["ComBat"]
 logger = logging.getLogger(__name__)
 
 FORMAT = "imharmony.combat"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the common model envelope (imharmony._persist)
 
 _ARRAYS = (
     "batch_sizes",
@@ -198,7 +193,7 @@ def _fit_dask(X: Any, codes: np.ndarray, n_batches: int, C: np.ndarray, *,
 # the estimator
 
 
-class ComBat(TransformerMixin, BaseEstimator):
+class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
     """Remove site (batch) effects from features with ComBat, keeping chosen covariates.
 
     Parameters
@@ -274,31 +269,22 @@ class ComBat(TransformerMixin, BaseEstimator):
         self.tol = tol
         self.max_iter = max_iter
 
-    # -- parameters --------------------------------------------------------------------------
-    _parameter_constraints: ClassVar[dict[str, tuple[type, ...]]] = {
-        "nonparametric": (bool, np.bool_),
-        "mean_only": (bool, np.bool_),
-        "eb": (bool, np.bool_),
-        "tol": (float, int),
-        "max_iter": (int, np.integer),
+    # -- parameters (one rule for every harmonizer: HarmonizerMixin._validate_params) ---------
+    _parameter_constraints: ClassVar[dict[str, Rule]] = {
+        "nonparametric": Rule.boolean(),
+        "mean_only": Rule.boolean(),
+        "reference_batch": Rule.label_or_none(),
+        "eb": Rule.boolean(),
+        "tol": Rule.real(0),
+        "max_iter": Rule.integer(1),
     }
+    _fitted_attribute: ClassVar[str] = "fit_"
+    _model_kind: ClassVar[str] = FORMAT
+    _model_version: ClassVar[int] = FORMAT_VERSION
 
-    def _validate_params(self) -> None:
-        for name, types in self._parameter_constraints.items():
-            value = getattr(self, name)
-            if not isinstance(value, types) or (
-                isinstance(value, bool) and bool not in types and np.bool_ not in types
-            ):
-                raise HarmonizationError(
-                    f"The {name!r} parameter of ComBat must be of type "
-                    f"{' or '.join(t.__name__ for t in types)}; got {value!r}."
-                )
-        if not self.tol > 0:
-            raise HarmonizationError(f"The 'tol' parameter of ComBat must be > 0; got {self.tol}.")
-        if self.max_iter < 1:
-            raise HarmonizationError(
-                f"The 'max_iter' parameter of ComBat must be >= 1; got {self.max_iter}."
-            )
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._model_kind = cls._model_format  # a subclass's model files are of its own kind
 
     @property
     def _method(self) -> str:
@@ -519,13 +505,6 @@ class ComBat(TransformerMixin, BaseEstimator):
             else:
                 logger.info("%s", finding.message)
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "fit_"):
-            raise NotFittedError(
-                "This ComBat instance is not fitted yet; call fit(X, batch=...) first or load a "
-                "saved model with ComBat.load(path)."
-            )
-
     def _codes(self, batch: Any, n: int) -> np.ndarray:
         labels = _as_labels(batch, n)
         codes, unseen_keys = _encode(labels, self.batches_.tolist())
@@ -626,32 +605,15 @@ class ComBat(TransformerMixin, BaseEstimator):
         tags.input_tags.allow_nan = True
         return tags
 
-    # -- persistence -----------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str], *, metadata: dict[str, Any] | None = None) -> Path:
-        """Save the fitted model: ``path`` (JSON) and its arrays beside it (same stem, ``.npz``).
+    # -- persistence (the envelope is imharmony._persist, through HarmonizerMixin) --------------
+    def _params_for_file(self) -> dict[str, Any]:
+        params = self.get_params(deep=False)
+        if "reference_batch" in params:
+            params["reference_batch"] = _label_key(params["reference_batch"])
+        return params
 
-        ``metadata`` is any JSON-serializable mapping stored with the model (the command line keeps
-        the table's column roles there); it comes back as ``metadata_`` after :meth:`load`.
-        Both files are written atomically. The JSON records the format version, the
-        hyper-parameters, the sites, covariate encoding, feature names and a SHA-256 of the
-        ``.npz`` so a mismatched or corrupted pair is detected at load.
-        """
-        self._check_fitted()
-        path = Path(path)
-        if path.suffix.lower() != ".json":
-            raise HarmonizationError(f"{path}: a ComBat model is saved as .json (plus .npz).")
-        npz_path = path.with_suffix(".npz")
-        arrays = {k: np.asarray(getattr(self.fit_, k)) for k in _ARRAYS}
-        arrays.update(self._extra_state()[0])
-        with atomic_path(npz_path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
-        digest = hashlib.sha256(npz_path.read_bytes()).hexdigest()
-        doc = {
-            "format": self._model_format,
-            "format_version": FORMAT_VERSION,
-            "imharmony_version": __version__,
-            "params": self.get_params(),
+    def _model_content(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        content = {
             "batches": [_label_key(b) for b in self.batches_.tolist()],
             "reference_index": self.reference_index_,
             "n_features": int(self.n_features_in_),
@@ -663,99 +625,81 @@ class ComBat(TransformerMixin, BaseEstimator):
             "covariates": self.covariate_spec_,
             "unadjusted": {str(k): v for k, v in self.unadjusted_features_.items()},
             "reasons": {str(k): v for k, v in self.fit_.reasons.items()},
-            "arrays": {"file": npz_path.name, "sha256": digest},
-            "metadata": dict(metadata or getattr(self, "metadata_", {}) or {}),
-            **self._extra_state()[1],
         }
-        if "reference_batch" in doc["params"]:
-            doc["params"]["reference_batch"] = _label_key(doc["params"]["reference_batch"])
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(doc, indent=2, allow_nan=False))
-        return path
+        extra_arrays, extra_fields = self._extra_state()  # a subclass's own state
+        arrays = {k: np.asarray(getattr(self.fit_, k)) for k in _ARRAYS}
+        return {**content, **extra_fields}, {**arrays, **extra_arrays}
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> ComBat:
-        """Load a model written by :meth:`save` (safe: JSON and a pickle-free ``.npz``)."""
-        path = Path(path)
-        if not path.is_file():
-            raise ModelFileError(f"{path}: no such model file.")
-        try:
-            doc = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelFileError(f"{path}: not a ComBat model (invalid JSON: {exc}).") from exc
-        if not isinstance(doc, dict) or doc.get("format") != cls._model_format:
-            raise ModelFileError(f"{path}: not an imharmony ComBat model file.")
-        version = doc.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ModelFileError(
-                f"{path}: model format version {version!r} is not supported by imharmony "
-                f"{__version__} (it reads version {FORMAT_VERSION}); refit the model or use the "
-                "imharmony version that wrote it."
-            )
-        try:
-            npz_path = path.with_name(doc["arrays"]["file"])
-            if Path(doc["arrays"]["file"]).name != doc["arrays"]["file"]:
-                raise ModelFileError(f"{path}: invalid array file name in the model.")
-            if not npz_path.is_file():
-                raise ModelFileError(
-                    f"{path}: its arrays file {npz_path.name} is missing; keep the .json and .npz "
-                    "together."
-                )
-            blob = npz_path.read_bytes()
-            if hashlib.sha256(blob).hexdigest() != doc["arrays"]["sha256"]:
-                raise ModelFileError(
-                    f"{npz_path}: checksum does not match {path.name}; the files are corrupted or "
-                    "from different models."
-                )
-            with np.load(npz_path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in _ARRAYS}
-                extra = {k: z[k] for k in z.files if k not in _ARRAYS}
-            params = doc["params"]
-            model = cls(**params)
-            model._validate_params()
-            batches = doc["batches"]
-            J, G = len(batches), int(doc["n_features"])
-            fit = CombatFit(**arrays, reasons={int(k): v for k, v in doc["reasons"].items()})
-            q = len(_CovariateEncoder(doc["covariates"]).columns)
-            expected = {
-                "batch_sizes": (J,),
-                "grand_mean": (G,),
-                "var_pooled": (G,),
-                "beta": (q, G),
-                "gamma_hat": (J, G),
-                "delta_hat": (J, G),
-                "gamma_star": (J, G),
-                "delta_star": (J, G),
-                "gamma_bar": (J,),
-                "tau2": (J,),
-                "a_prior": (J,),
-                "b_prior": (J,),
-                "adjusted": (G,),
-                "n_iter": (J,),
-                "converged": (J,),
-            }
-            _check_shapes(path, arrays, expected)
-            names = doc["feature_names"]
-            if names is not None and len(names) != G:
-                raise ModelFileError(f"{path}: {len(names)} feature names for {G} features.")
-        except ModelFileError:
-            raise
-        except (KeyError, TypeError, ValueError, OSError) as exc:
-            raise ModelFileError(
-                f"{path}: corrupted ComBat model ({type(exc).__name__}: {exc})."
-            ) from exc
-        model.batches_ = np.array(batches, dtype=object)
-        model.n_features_in_ = G
+    def _model_arrays(cls, path: Path, content: dict[str, Any]) -> dict[str, ArraySpec]:
+        c = content
+        batches = check(
+            path, "batches", c.get("batches"),
+            isinstance(c.get("batches"), list) and len(c["batches"]) >= 2
+            and all(is_label(b) for b in c["batches"])
+            and len({(type(b), b) for b in c["batches"]}) == len(c["batches"]),
+            "a list of at least 2 distinct site labels",
+        )
+        J = len(batches)
+        G = check(path, "n_features", c.get("n_features"), is_int(c.get("n_features"), 1),
+                  "an int >= 1")
+        ref = c.get("reference_index")
+        check(path, "reference_index", ref, ref is None or is_int(ref, 0, J - 1),
+              f"null or an int in [0, {J - 1}]")
+        rb = c["params"].get("reference_batch")
+        check(path, "reference_index", ref,
+              (ref is None) == (rb is None) and (ref is None or str(batches[ref]) == str(rb)),
+              f"the position of params.reference_batch ({rb!r}) among the sites")
+        names = c.get("feature_names")
+        check(path, "feature_names", names,
+              names is None or (is_str_list(names) and len(names) == G),
+              f"null or a list of {G} str")
+        spec = c.get("covariates")
+        check(path, "covariates", spec,
+              isinstance(spec, list) and all(_valid_covariate(s) for s in spec),
+              "a list of {name, kind: continuous} or {name, kind: categorical, levels: [>= 2 "
+              "distinct labels]}")
+        for key, idx_ok in (("unadjusted", False), ("reasons", True)):
+            v = c.get(key)
+            check(path, key, v,
+                  isinstance(v, dict) and all(isinstance(t, str) for t in v.values())
+                  and (not idx_ok or all(k.isdigit() and int(k) < G for k in v)),
+                  "an object of str" + (" keyed by feature index" if idx_ok else ""))
+        q = len(_CovariateEncoder(spec).columns)
+        shapes = {
+            "batch_sizes": ((J,), "iu"), "grand_mean": ((G,), "f"), "var_pooled": ((G,), "f"),
+            "beta": ((q, G), "f"), "gamma_hat": ((J, G), "f"), "delta_hat": ((J, G), "f"),
+            "gamma_star": ((J, G), "f"), "delta_star": ((J, G), "f"), "gamma_bar": ((J,), "f"),
+            "tau2": ((J,), "f"), "a_prior": ((J,), "f"), "b_prior": ((J,), "f"),
+            "adjusted": ((G,), "b"), "n_iter": ((J,), "iu"), "converged": ((J,), "b"),
+        }
+        specs = {k: ArraySpec(*shapes[k]) for k in _ARRAYS}
+        if cls._extra_state is not ComBat._extra_state:
+            # a subclass's arrays, bounded by the file's size here and shape-checked by its
+            # _restore_extra_state
+            specs["*"] = ArraySpec((), "fiub")
+        return specs
+
+    def _restore(
+        self, path: Path, content: dict[str, Any], arrays: dict[str, np.ndarray]
+    ) -> None:
+        names = content["feature_names"]
+        self.batches_ = np.array(content["batches"], dtype=object)
+        self.n_features_in_ = int(content["n_features"])
         if names is not None:
-            model.feature_names_in_ = np.array(names, dtype=object)
-        model.covariate_spec_ = doc["covariates"]
-        model.covariate_columns_ = _CovariateEncoder(doc["covariates"]).columns
-        model.reference_index_ = doc["reference_index"]
-        model.fit_ = fit
-        model.unadjusted_features_ = dict(doc["unadjusted"])
-        model.metadata_ = dict(doc.get("metadata") or {})
-        model._restore_extra_state(extra, doc, path)
-        return model
+            self.feature_names_in_ = np.array(names, dtype=object)
+        self.covariate_spec_ = content["covariates"]
+        self.covariate_columns_ = _CovariateEncoder(content["covariates"]).columns
+        self.reference_index_ = content["reference_index"]
+        self.fit_ = CombatFit(
+            **{k: arrays[k] for k in _ARRAYS},
+            reasons={int(k): v for k, v in content["reasons"].items()},
+        )
+        self.unadjusted_features_ = dict(content["unadjusted"])
+        self._restore_extra_state(
+            {k: v for k, v in arrays.items() if k not in _ARRAYS}, content, path
+        )
+
 
     def _extra_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Arrays and JSON entries a subclass saves beside ComBat's (none here)."""
@@ -765,3 +709,20 @@ class ComBat(TransformerMixin, BaseEstimator):
         self, arrays: dict[str, np.ndarray], doc: dict[str, Any], path: Path
     ) -> None:
         """Restore what :meth:`_extra_state` saved (raise ModelFileError when inconsistent)."""
+
+
+def _valid_covariate(s: Any) -> bool:
+    if not isinstance(s, dict) or not isinstance(s.get("name"), str):
+        return False
+    if s.get("kind") == "continuous":
+        return set(s) == {"name", "kind"}
+    levels = s.get("levels")
+    return (
+        s.get("kind") == "categorical"
+        and set(s) == {"name", "kind", "levels"}
+        and isinstance(levels, list)
+        and len(levels) >= 2
+        and all(is_label(v) for v in levels)
+        and len({(type(v), v) for v in levels}) == len(levels)
+    )
+

@@ -107,7 +107,10 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
             df.to_parquet(tmp, index=False)
         else:
             sep = "\t" if path.suffix.lower() in {".tsv", ".tab"} else ","
-            df.to_csv(tmp, index=False, sep=sep, float_format="%.17g")
+            # chunks of >= 256 rows: pandas' default (10^5 cells) is one row per chunk on a
+            # 10^5-column table, and every chunk walks every column
+            chunk = max(256, 100_000 // max(1, df.shape[1]))
+            df.to_csv(tmp, index=False, sep=sep, float_format="%.17g", chunksize=chunk)
     return path
 
 
