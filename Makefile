@@ -6,17 +6,25 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install demo test lint bench clean
 
-$(STAMP): pyproject.toml
+RUNTIME := $(VENV)/.runtime
+
+# the runtime dependencies only: all `make demo` needs
+$(RUNTIME): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'" >&2; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e .
 	$(BIN)/python -m compileall -q src  # an editable install compiles nothing: byte-code now, not per run
+	@touch $(RUNTIME)
+
+# the test extra on top, for `make test`
+$(STAMP): $(RUNTIME)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(RUNTIME)
 	$(BIN)/imharmony demo --output demo-output
 
 test: $(STAMP)

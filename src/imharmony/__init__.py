@@ -41,6 +41,10 @@ __getattr__, __dir__, _lazy_all = attach(
         "CovBat": ".features.covbat",
         "LongitudinalComBat": ".features.longitudinal",
         "region_features": ".features.extract",
+        # calibration from physical truth
+        "PhantomCalibration": ".calibration.inserts",
+        "TravellingSubjects": ".calibration.travelling",
+        "AcquisitionMapping": ".calibration.mapping",
         # diagnostics
         "diagnose": ".diagnostics.verdict",
         "Diagnosis": ".diagnostics.verdict",

@@ -29,6 +29,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "combat",
     "diagnose",
     "phantom",
+    "travelling",
     "voxelwise",
 )
 
@@ -66,10 +67,15 @@ class _RichOnFirstUse(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if self._rich is None:
+            from rich.console import Console
             from rich.logging import RichHandler
 
-            self._rich = RichHandler(
-                show_time=False, show_path=False, markup=False, rich_tracebacks=False
+            self._rich = RichHandler(  # log lines go to stderr: stdout is for results
+                console=Console(stderr=True),
+                show_time=False,
+                show_path=False,
+                markup=False,
+                rich_tracebacks=False,
             )
             self._rich.setFormatter(self.formatter or logging.Formatter("%(message)s"))
         self._rich.handle(record)
@@ -85,6 +91,11 @@ def _configure_logging(quiet: bool) -> None:
     logging.captureWarnings(True)
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message on one line (third-party text quoted in it may span several)."""
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 internal error, 2 user error)."""
     parser = build_parser()
@@ -96,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except HarmonizationError as exc:
-        print(f"imharmony {args.command}: error: {exc}", file=sys.stderr)
+        print(f"imharmony {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("imharmony: interrupted; no output was left half-written.", file=sys.stderr)

@@ -6,6 +6,26 @@ command line prints the message without a traceback and exits with status 2.
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+from typing import Any
+
+# Errors defined beside the code that raises them, importable from here too.
+_ELSEWHERE: dict[str, str] = {
+    "DicomError": "imharmony.io.dicom",
+    "DicomSeriesError": "imharmony.io.dicom",
+    "DicomSizeError": "imharmony.io.dicom",
+    "EARLError": "imharmony.calibration.earl",
+    "HounsfieldError": "imharmony.physics.ct",
+    "ManifestError": "imharmony.imaging.batch",
+    "MRScalingError": "imharmony.physics.mr",
+    "NemaError": "imharmony.calibration.nema",
+    "NotHarmonizableError": "imharmony.physics.mr",
+    "ProtocolReferenceError": "imharmony.protocols.reference",
+    "ResolutionError": "imharmony.imaging.resolution",
+    "SUVError": "imharmony.physics.pet",
+}
+
 __all__ = [
     "ConfoundingError",
     "ConvergenceWarning",
@@ -13,9 +33,14 @@ __all__ = [
     "DesignError",
     "HarmonizationError",
     "HarmonizationWarning",
+    "ImageFormatError",
     "ModelFileError",
     "NotFittedError",
+    "OptionalDependencyError",
+    "OutputError",
     "UnseenBatchError",
+    "optional_import",
+    *_ELSEWHERE,
 ]
 
 
@@ -43,6 +68,21 @@ class ModelFileError(HarmonizationError):
     """A saved model file is missing, corrupted, of an unknown version, or inconsistent."""
 
 
+class ImageFormatError(DataError):
+    """An image file is missing, of an unknown format, truncated, or cannot be decoded."""
+
+
+class OutputError(HarmonizationError, OSError):
+    """An output cannot be written where asked: an input, a folder, read-only or full.
+
+    Also an :class:`OSError`, so code that handles failed writes as OS errors still does.
+    """
+
+
+class OptionalDependencyError(HarmonizationError):
+    """An optional package needed for this input, output or method is not installed."""
+
+
 class NotFittedError(HarmonizationError, AttributeError):
     """A harmonizer was used before ``fit``."""
 
@@ -53,3 +93,36 @@ class HarmonizationWarning(UserWarning):
 
 class ConvergenceWarning(HarmonizationWarning):
     """An iterative estimate stopped at its iteration cap before reaching its tolerance."""
+
+
+def optional_import(module: str, purpose: str, extra: str) -> ModuleType:
+    """Import an optional dependency, or say what needs it and what to install.
+
+    Parameters
+    ----------
+    module : str
+        The module to import (e.g. ``"rasterio"``).
+    purpose : str
+        What needs it, for the message (e.g. ``"reading GeoTIFF files"``).
+    extra : str
+        What to install: a pip requirement or an imharmony extra (``"imharmony[raster]"``).
+
+    Raises
+    ------
+    OptionalDependencyError
+        If the module cannot be imported.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise OptionalDependencyError(
+            f"{purpose} needs the optional package '{module}', which is not installed; install "
+            f"it with 'pip install {extra}'."
+        ) from exc
+
+
+def __getattr__(name: str) -> Any:
+    module = _ELSEWHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -127,7 +127,7 @@ def test_reference_batch_and_mean_only_options(table: Path, tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--batch", "nosuch"], "named column(s) ['nosuch'] not found"),
+        (["--batch", "nosuch"], "'nosuch' not found"),
         (["--batch", "site", "--covariate", "site"], "confounded"),
         (["--batch", "site", "--reference-batch", "siteZ"], "reference_batch='siteZ'"),
         (["--batch", "site", "--categorical", "age"], "--categorical ['age']"),
@@ -207,12 +207,43 @@ def test_demo_writes_outputs_and_reports(
         "features_harmonized.csv",
         "features_harmonized_no_disease.csv",
         "combat_model.json",
-        "combat_model.npz",
         "report_combat_with_disease.html",
         "report_combat_without_disease.html",
         "images/manifest.csv",
     ):
         assert (tmp_path / "demo" / name).is_file(), name
     assert len(list((tmp_path / "demo" / "images" / "raw").glob("sub-*_brainmask.nii.gz"))) == 24
+    assert len(list((tmp_path / "demo").glob("combat_model.*.npz"))) == 1
     model = ih.ComBat.load(tmp_path / "demo" / "combat_model.json")
     assert model.metadata_["batch_column"] == "site"
+
+
+def test_exclude_globs_and_json_summaries_of_fit_and_apply(
+    table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    model, out, js = tmp_path / "m.json", tmp_path / "h.csv", tmp_path / "fit.json"
+    common = ["--batch", "site", "--covariate", "age", "--model", str(model)]
+    assert run("combat", "fit", str(table), *common, "--exclude", "scan_*", "--exclude",
+               "f01?", "--exclude", "disease", "--output", str(out), "--json", str(js)) == 0
+    fit = json.loads(js.read_text())
+    assert fit["excluded_columns"] == ["scan_no", "disease", "f010", "f011", "f012", "f013",
+                                       "f014"]
+    assert fit["features"] == 10 and fit["sites"] == {"siteA": 20, "siteB": 25, "siteC": 30}
+    assert fit["warnings"] == [] and fit["samples"] == 75
+    raw, h = pd.read_csv(table), pd.read_csv(out)
+    pd.testing.assert_series_equal(h["f012"], raw["f012"])  # excluded: carried along unchanged
+    assert not np.allclose(h["f001"], raw["f001"])
+    # apply: the model's excludes hold; its json says what was harmonized
+    aj, out2 = tmp_path / "apply.json", tmp_path / "h2.csv"
+    assert run("combat", "apply", str(table), "--model", str(model), "--output", str(out2),
+               "--json", str(aj)) == 0
+    applied = json.loads(aj.read_text())
+    assert applied["command"] == "combat apply"
+    assert applied["feature_columns"] == fit["feature_columns"]
+    pd.testing.assert_frame_equal(pd.read_csv(out2), h)
+    # excluding a column the model harmonizes is an error
+    assert run("combat", "apply", str(table), "--model", str(model), "--output", str(out2),
+               "--exclude", "f001") == 2
+    assert "--exclude matches ['f001']" in capsys.readouterr().err

@@ -74,12 +74,17 @@ def test_units_and_dtype_options(tmp_path, main):
     assert out.is_file()
 
 
+def _error_lines(err: str) -> list[str]:
+    """stderr without the log records (logs go to stderr; rich indents their wrapped lines)."""
+    return [ln for ln in err.strip().splitlines() if not ln.startswith(("INFO", "WARNING", " "))]
+
+
 def test_series_uid_selects_one_of_several(tmp_path, main, capsys):
     _ct(tmp_path / "dcm", series_uid="1.2.840.1", filenames="A{index}.dcm")
     stored, _ = _ct(tmp_path / "dcm", n=2, series_uid="1.2.840.2", filenames="B{index}.dcm")
     out = tmp_path / "b.nii.gz"
     assert main(["convert", str(tmp_path / "dcm"), "-o", str(out)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = _error_lines(capsys.readouterr().err)
     assert len(err) == 1
     assert "2 image series found" in err[0] and "1.2.840.1" in err[0] and "1.2.840.2" in err[0]
     assert not out.exists()
@@ -115,7 +120,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, main, caps
         argv_extra = ["--max-pixels", "50"]
     out = tmp_path / "out" / "x.nii.gz"
     assert main(["convert", str(folder), "--output", str(out), *argv_extra]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = _error_lines(capsys.readouterr().err)
     assert len(err) == 1, err
     assert err[0].startswith("imharmony convert: error: ")
     assert message in err[0]
@@ -146,7 +151,7 @@ def test_pet_series_converts_to_bqml(tmp_path, main, capsys):
     fac.write_series(tmp_path / "gml", stored, modality="PT", tags={"Units": "GML"})
     refused = tmp_path / "gml.nii.gz"
     assert main(["convert", str(tmp_path / "gml"), "-o", str(refused), "--units", "bqml"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = _error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "already SUV" in err[0] and not refused.exists()
 
 

@@ -8,7 +8,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from imharmony.diagnostics import fisher_preservation, fisher_ratio, mixed_effects
+from imharmony.diagnostics import (
+    fisher_preservation,
+    fisher_ratio,
+    mixed_effects,
+    within_site_fisher,
+)
 from imharmony.errors import DataError, DesignError
 
 
@@ -147,3 +152,52 @@ def test_mixed_collinear_design_is_an_error():
     raw, clean, site, dx, _ = _mixed_data()
     with pytest.raises(DesignError, match="collinear"):
         mixed_effects(raw, clean, dx, site, covariates=pd.DataFrame({"dx_copy": dx * 2.0}))
+
+
+def test_within_site_fisher_uses_the_sites_that_mix_classes():
+    rng = np.random.default_rng(2)
+    site = np.repeat(["a", "b", "c"], [12, 8, 10])
+    dx = np.r_[np.tile([0, 1], 6), np.ones(8, int), np.tile([0, 1], 5)]
+    X = rng.normal(size=(30, 3)) + dx[:, None] * [1.0, 0.0, 2.0]
+    ratio, used = within_site_fisher(X, dx, site)
+    assert used == ["a", "c"]  # site b holds one class
+    a, c = site == "a", site == "c"
+    expected = (12 * fisher_ratio(X[a], dx[a]) + 10 * fisher_ratio(X[c], dx[c])) / 22
+    np.testing.assert_allclose(ratio, expected, rtol=1e-12)
+    none, used = within_site_fisher(X, (site == "a").astype(int), site)  # complete confounding
+    assert used == [] and np.isnan(none).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.floats(0.2, 5.0), min_size=3, max_size=3),
+       st.lists(st.floats(-50, 50), min_size=3, max_size=3), st.integers(0, 1000))
+def test_within_site_fisher_ignores_a_per_site_affine_map(gain, offset, seed):
+    # what a location-scale harmonizer (ComBat without covariates) does inside a site
+    rng = np.random.default_rng(seed)
+    codes = np.repeat([0, 1, 2], 10)
+    dx = np.tile([0, 1], 15)
+    X = rng.normal(size=(30, 4)) + dx[:, None]
+    Y = X * np.asarray(gain)[codes, None] + np.asarray(offset)[codes, None]
+    np.testing.assert_allclose(within_site_fisher(Y, dx, codes)[0],
+                               within_site_fisher(X, dx, codes)[0], rtol=1e-8)
+
+
+def test_missing_values_use_each_features_complete_cases():
+    rng = np.random.default_rng(5)
+    site = np.repeat(["a", "b", "c"], 16)
+    dx = np.tile([0, 1], 24)
+    X = rng.normal(size=(48, 2)) + dx[:, None] * [1.5, 1.0] + (site == "b")[:, None]
+    after = X - (site == "b")[:, None]
+    holes_b, holes_a = X.copy(), after.copy()
+    holes_b[[1, 20], 0] = np.nan
+    holes_a[[33], 0] = np.nan  # missing after only: that sample is left out too
+    keep = ~np.isin(np.arange(48), [1, 20, 33])
+    tab = fisher_preservation(holes_b, holes_a, dx, batch=site)
+    alone = fisher_preservation(X[keep][:, [0]], after[keep][:, [0]], dx[keep], batch=site[keep])
+    for col in ("fisher_before", "fisher_after", "within_before", "within_after"):
+        assert tab[col].iloc[0] == pytest.approx(alone[col].iloc[0], rel=1e-12)
+    mixed = mixed_effects(holes_b, holes_a, dx, site, max_features=None)
+    ref = mixed_effects(X[keep][:, [0]], after[keep][:, [0]], dx[keep], site[keep])
+    assert mixed.loc["feature_0", "beta_raw"] == pytest.approx(ref["beta_raw"].iloc[0], rel=1e-6)
+    assert mixed.loc["feature_0", "shrinkage"] == pytest.approx(ref["shrinkage"].iloc[0],
+                                                                rel=1e-6)

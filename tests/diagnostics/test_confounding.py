@@ -54,15 +54,37 @@ def test_levels_from_site_by_class_table():
         rep.raise_if_complete()
 
 
-def test_a_site_holding_one_class_is_complete_by_default_and_settable():
-    site, dx = _labels({"a": (20, 0), "b": (20, 20), "c": (20, 20)})
+def test_a_site_holding_one_class_is_strong_not_complete_and_settable():
+    # issue 9: one single-class site among mixed ones is strong confounding; the mixed sites
+    # still separate site from biology
+    site, dx = _labels({"a": (20, 0), "b": (20, 20), "c": (20, 15)})
     rep = check_confounding(site, pd.DataFrame({"dx": dx}), biology="dx")
-    assert rep.level == "complete"
+    assert rep.level == "strong" and rep.biology_level == "strong"
     assert rep.variables.loc["dx", "single_class_sites"] == ("a",)
-    assert any("'a'" in m for m in rep.messages)
-    relaxed = check_confounding(site, pd.DataFrame({"dx": dx}), biology="dx",
-                                thresholds=ConfoundingThresholds(single_class_site_level="strong"))
-    assert relaxed.level == "strong"
+    assert rep.variables.loc["dx", "single_class_detail"] == ("site a: 20 sample(s), all AD",)
+    assert rep.mixed_sites == ("b", "c")
+    assert any("site a: 20 sample(s), all AD" in m for m in rep.messages)
+    rep.raise_if_complete()  # does not raise
+    strict = check_confounding(site, pd.DataFrame({"dx": dx}), biology="dx",
+                               thresholds=ConfoundingThresholds(single_class_site_level="complete"))
+    assert strict.level == "complete"
+    # every site holding one class (some sharing it, so V < 1 is impossible to use): complete
+    site, dx = _labels({"a": (20, 0), "b": (15, 0), "c": (0, 20)})
+    rep = check_confounding(site, pd.DataFrame({"dx": dx}), biology="dx")
+    assert rep.level == "complete" and rep.mixed_sites == ()
+
+
+def test_covariate_imbalance_in_a_tiny_site_is_reported_as_such():
+    rng = np.random.default_rng(1)
+    site = np.repeat(["big1", "big2", "tiny"], [40, 40, 3])
+    sex = np.where(site == "tiny", "F", rng.choice(["F", "M"], site.size))
+    dx = np.tile(["AD", "CN"], 42)[: site.size]
+    cov = pd.DataFrame({"dx": dx, "sex": sex})
+    rep = check_confounding(site, cov, biology="dx")
+    assert rep.biology_level == "none"
+    assert rep.variables.loc["sex", "level"] == "strong"
+    msg = next(f.message for f in rep.findings if f.variable == "sex")
+    assert "site tiny: 3 sample(s), all F" in msg and "imbalance of covariate 'sex'" in msg
 
 
 def test_biology_not_given_as_covariate_is_reported():

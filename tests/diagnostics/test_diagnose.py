@@ -216,3 +216,69 @@ def test_continuous_biology_kept_by_an_oracle():
     assert d.confounding.variables.loc["biology", "kind"] == "continuous"
     with pytest.raises(DataError, match="covariates: 2 row"):
         diagnose(raw, clean, batch=site, covariates=pd.DataFrame({"x": [1, 2]}))
+
+
+# --- issue 9: some sites hold one class, others mix them (the bladderbatch pattern) -------------
+
+
+def single_class_cohort(seed: int = 3):
+    """3 single-class sites (two all cases, one all controls) and 2 mixed sites, strong batch
+    effects; 5 of 60 features carry a disease effect of 2 within-site standard deviations."""
+    from imharmony.datasets import make_multisite_features
+
+    return make_multisite_features(
+        n_per_site=(11, 14, 9, 10, 13), prevalence=(1, 1, 0, 0.5, 0.5), n_features=60,
+        n_disease_features=5, disease_effect=2.0, site_shift_sd=2.0, site_scale_range=(0.5, 2.0),
+        random_state=seed)
+
+
+@pytest.fixture(scope="module")
+def single_class():
+    import imharmony as ih
+
+    d = single_class_cohort()
+    X, site = d.table[d.feature_columns], d.table["site"]
+    dx = d.table["disease"].map({0: "normal", 1: "cancer"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the confounding warnings are tested elsewhere
+        without = ih.ComBat().fit_transform(X, batch=site)
+        with_label = ih.ComBat().fit_transform(X, batch=site, covariates=pd.DataFrame({"dx": dx}))
+    kw = {"batch": site, "biology": dx, "n_permutations": 0, "random_state": 0,
+          "max_features": 6}
+    return {"without": diagnose(X, without, **kw), "with": diagnose(X, with_label, **kw)}
+
+
+def test_single_class_sites_are_strong_confounding_and_assessed(single_class):
+    for d in single_class.values():
+        assert d.confounding.biology_level == "strong"
+        assert d.confounding.variables.iloc[0]["single_class_sites"] == ("siteA", "siteB", "siteC")
+        assert d.confounding.mixed_sites == ("siteD", "siteE")
+        # the site tests work on residuals after the biology, even with single-class sites
+        assert d.site_after.summary["residualized_on"] == ["disease[normal]"]
+        assert set(d.biology_evidence.index) == {
+            "pooled Fisher ratio", "within-site Fisher ratio", "mixed-model coefficient"}
+
+
+def test_combat_without_the_label_erases_the_biology(single_class):
+    d = single_class["without"]
+    assert d.verdicts == {"site effect": "removed", "biology": "erased"}
+    ev = d.biology_evidence
+    assert ev.loc["mixed-model coefficient", "ratio"] < 0.6
+    assert ev.loc["pooled Fisher ratio", "reading"] == "erased"
+    # ComBat is an affine map per site: inside the mixed sites the separation is untouched
+    assert ev.loc["within-site Fisher ratio", "ratio"] == pytest.approx(1.0, abs=0.01)
+    assert any("siteA, siteB, siteC hold a single class" in r for r in d.reasons["biology"])
+    assert any(r.startswith("the fix: give the biology to the harmonizer as a covariate")
+               for r in d.reasons["biology"])
+
+
+def test_combat_with_the_label_keeps_it_and_explains_the_inflation(single_class):
+    d = single_class["with"]
+    assert d.verdicts == {"site effect": "removed", "biology": "kept"}
+    ev = d.biology_evidence
+    assert 0.9 <= ev.loc["mixed-model coefficient", "ratio"] <= 1.1
+    # the pooled Fisher ratio before carries the site effect: after/before reads inflated, and
+    # the report explains why (Nygaard et al. 2016)
+    assert ev.loc["pooled Fisher ratio", "reading"] == "inflated"
+    assert any("Nygaard" in r for r in d.reasons["biology"])
+    assert d.site_after.summary["frac_site_effect"] == 0.0

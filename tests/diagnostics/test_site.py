@@ -165,14 +165,33 @@ def test_dataframe_input_and_errors():
     df = pd.DataFrame({"vol": [1.0, 2, 3, 4], "id": ["a", "b", "c", "d"]})
     with pytest.raises(DataError, match=r"\['id'\]"):
         site_tests(df, [0, 0, 1, 1])
-    with pytest.raises(DataError, match="vol"):
-        site_tests(pd.DataFrame({"vol": [1.0, np.nan, 3, 4]}), [0, 0, 1, 1])
-    with pytest.raises(DataError, match="one value per sample"):
+    with pytest.raises(DataError, match=r"infinite value.*vol"):
+        site_tests(pd.DataFrame({"vol": [1.0, np.inf, 3, 4]}), [0, 0, 1, 1])
+    with pytest.raises(DataError, match="one label per sample"):
         site_tests(df[["vol"]], [0, 1, 1])
     with pytest.raises(DesignError, match="only one site"):
         site_tests(df[["vol"]], [0, 0, 0, 0])
     res = site_tests(df[["vol"]], ["x", "x", "y", "y"])
     assert list(res.table.index) == ["vol"]
+
+
+def test_missing_values_are_tested_per_feature_on_complete_cases():
+    rng = np.random.default_rng(4)
+    site = np.repeat(["a", "b", "c"], 12)
+    age = pd.DataFrame({"age": rng.uniform(30, 80, site.size)})
+    X = rng.normal(size=(site.size, 4)) + (site == "b")[:, None] * np.array([2.0, 0, 1, 0])
+    holes = X.copy()
+    holes[[0, 13, 30], 0] = np.nan  # feature 0 misses three samples
+    holes[[5], 2] = np.nan  # feature 2 misses one
+    res = site_tests(holes, site, covariates=age).table
+    assert res["n_complete"].tolist() == [33, 36, 35, 36]
+    for j, keep in ((0, ~np.isin(np.arange(36), [0, 13, 30])), (2, np.arange(36) != 5),
+                    (1, np.ones(36, bool))):
+        alone = site_tests(X[keep][:, [j]], site[keep], covariates=age[keep]).table.iloc[0]
+        for col in ("kruskal_p", "anova_p", "levene_p", "ancova_p", "epsilon2"):
+            assert res[col].iloc[j] == pytest.approx(alone[col], rel=1e-10)
+    # the false-discovery adjustment runs over all features together
+    np.testing.assert_allclose(res["kruskal_q"], benjamini_hochberg(res["kruskal_p"]))
 
 
 @settings(max_examples=30, deadline=None)

@@ -78,7 +78,7 @@ def test_save_load_round_trip_and_format(tmp_path: Path) -> None:
     model = ih.CovBat(n_components=3, standardize_scores=False).fit(X, batch=site, covariates=cov)
     path = model.save(tmp_path / "m.json")
     doc = json.loads(path.read_text())
-    assert doc["format"] == "imharmony.covbat" and doc["covbat"]["n_components"] == 3
+    assert doc["kind"] == "imharmony.covbat" and doc["content"]["covbat"]["n_components"] == 3
     loaded = ih.CovBat.load(path)
     assert loaded.get_params() == model.get_params()
     pd.testing.assert_frame_equal(
@@ -86,13 +86,16 @@ def test_save_load_round_trip_and_format(tmp_path: Path) -> None:
         model.transform(X, batch=site, covariates=cov),
         check_exact=True,
     )
-    with pytest.raises(ModelFileError, match="not an imharmony ComBat model"):
+    with pytest.raises(ModelFileError, match=r"not a 'imharmony\.combat' model"):
         ih.ComBat.load(path)  # a CovBat file is not silently read as plain ComBat
     combat_path = ih.ComBat().fit(X, batch=site).save(tmp_path / "c.json")
-    with pytest.raises(ModelFileError, match="not an imharmony ComBat model"):
+    with pytest.raises(ModelFileError, match=r"not a 'imharmony\.covbat' model"):
         ih.CovBat.load(combat_path)
-    bad = {**doc, "covbat": {"n_components": 4}}
-    path.write_text(json.dumps(bad))
+    from imharmony._persist import _digest
+
+    doc["content"]["covbat"] = {"n_components": 4}  # a consistent-looking but edited file
+    doc["checksums"]["covbat"] = _digest(doc["content"]["covbat"])
+    path.write_text(json.dumps(doc))
     with pytest.raises(ModelFileError, match="covbat_components"):
         ih.CovBat.load(path)
 

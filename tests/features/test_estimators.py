@@ -13,7 +13,6 @@ from sklearn.pipeline import make_pipeline
 
 import imharmony as ih
 from imharmony.errors import (
-    ConfoundingError,
     DataError,
     DesignError,
     HarmonizationError,
@@ -178,11 +177,17 @@ def test_integer_site_labels_and_cli_style_reference() -> None:
 def test_confounding_is_checked_before_fitting() -> None:
     X, y, site, cov = cohort(seed=8)
     disease = pd.Series(y.astype(str), name="disease")
-    # a site holding a single class: complete confounding, refused with the site named
+    # a site holding a single class while others mix them: strong, warned with the site named
     only_cases = np.where(site == "site3", "1", disease)
-    with pytest.raises(ConfoundingError, match="site3"):
+    with pytest.warns(HarmonizationWarning, match="site site3: .* all 1"):
         ih.ComBat().fit(
             X, batch=site, covariates=pd.DataFrame({"disease": only_cases}), biology="disease"
+        )
+    # every site holding one class: complete confounding (a rank-deficient design), refused
+    one_each = np.where(np.isin(site, ["site0", "site1"]), "0", "1")
+    with pytest.raises(DesignError, match="disease"):
+        ih.ComBat().fit(
+            X, batch=site, covariates=pd.DataFrame({"disease": one_each}), biology="disease"
         )
     # the biology named but not given as a covariate: ComBat would remove it
     with pytest.warns(HarmonizationWarning, match="not among the covariates"):
@@ -216,6 +221,7 @@ def test_acquisitions_that_measure_different_things_are_refused() -> None:
     # the same weighting everywhere (TR varying by 10%) is harmonizable
     same = pd.DataFrame([{**t1, "RepetitionTime": 500.0 + 50 * (s == "site2")} for s in site])
     ih.ComBat().fit(X, batch=site, acquisitions=same)
-    # a mapping learned from travelling subjects lets the user go ahead
-    out = ih.ComBat().fit_transform(X, batch=site, acquisitions=mixed, mapping=object())
-    assert np.isfinite(out).all()
+    # only a fitted AcquisitionMapping between these acquisitions lifts the refusal
+    # (tests/calibration/test_mapping.py); any other object is refused
+    with pytest.raises(DataError, match=r"fitted imharmony\.AcquisitionMapping"):
+        ih.ComBat().fit_transform(X, batch=site, acquisitions=mixed, mapping=object())

@@ -160,6 +160,34 @@ def test_save_load_keeps_knots_and_penalties(tmp_path: Path) -> None:
         model.transform(X, batch=site, covariates=cov),
     )
     assert back.covariate_columns_[0] == "age[s1]" and len(back.covariate_columns_) == 10
+    assert back.covariate_spec_[0]["knots"] == model.covariate_spec_[0]["knots"]
+
+
+def test_gam_file_is_type_checked_in_the_model_envelope(tmp_path: Path) -> None:
+    from imharmony._persist import _digest
+    from imharmony.errors import ModelFileError
+
+    X, site, cov = _simulate()
+    path = ih.ComBat(smooth=["age"], smooth_penalty=5.0).fit(X, batch=site, covariates=cov).save(
+        tmp_path / "gam.json"
+    )
+    good = json.loads(path.read_text())
+    edits = {  # consistent checksums, inconsistent content: each names its field
+        "covariates": lambda c: c["covariates"][0].update(knots=c["covariates"][0]["knots"][::-1]),
+        "params": lambda c: c["params"].update(smooth_degree=1),
+    }
+    for field, edit in edits.items():
+        doc = json.loads(json.dumps(good))
+        edit(doc["content"])
+        doc["checksums"][field] = _digest(doc["content"][field])
+        path.write_text(json.dumps(doc))
+        with pytest.raises(ModelFileError, match=f"field '{field}'"):
+            ih.ComBat.load(path)
+    edited = json.loads(json.dumps(good))
+    edited["content"]["covariates"][0]["knots"][-1] += 1.0  # without re-signing
+    path.write_text(json.dumps(edited))
+    with pytest.raises(ModelFileError, match="covariates"):
+        ih.ComBat.load(path)
 
 
 def test_missing_values_with_a_given_penalty() -> None:

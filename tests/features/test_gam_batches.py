@@ -70,6 +70,32 @@ def test_one_column_frame_is_plain_combat_and_smooth_terms_work_per_stage() -> N
     assert all(s.smooth_penalty_.shape == (12, 1) for s in gam.stages_)
 
 
+def test_staged_gam_model_file_round_trip_and_checks(tmp_path: Path) -> None:
+    import json
+
+    from imharmony._persist import _digest
+    from imharmony.errors import ModelFileError
+
+    X, batch, cov = _data(1)
+    gam = ih.ComBat(smooth=["age"], smooth_penalty="gcv").fit(X, batch=batch, covariates=cov)
+    path = gam.save(tmp_path / "staged.json")
+    back = ih.ComBat.load(path)
+    assert back.batch_columns_ == ["scanner", "kernel"]
+    for a, b in zip(back.stages_, gam.stages_, strict=True):
+        np.testing.assert_array_equal(a.smooth_penalty_, b.smooth_penalty_)
+        assert a.covariate_spec_ == b.covariate_spec_
+    np.testing.assert_array_equal(
+        back.transform(X, batch=batch, covariates=cov).to_numpy(),
+        gam.transform(X, batch=batch, covariates=cov).to_numpy(),
+    )
+    doc = json.loads(path.read_text())
+    doc["content"]["stages"] = doc["content"]["stages"][:1]  # re-signed, but one stage short
+    doc["checksums"]["stages"] = _digest(doc["content"]["stages"])
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ModelFileError, match="field 'stages'"):
+        ih.ComBat.load(path)
+
+
 def test_diagnostics_per_batch_variable() -> None:
     X, batch, cov = _data(2)
     out = ih.ComBat().fit_transform(X, batch=batch, covariates=cov)

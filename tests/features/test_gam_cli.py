@@ -60,7 +60,7 @@ def test_smooth_and_several_batches_fit_and_apply_as_the_api(table: Path, tmp_pa
         got = pd.read_csv(path)
         assert list(got.columns) == list(raw.columns)
         np.testing.assert_allclose(got[feats].to_numpy(), expected.to_numpy(), rtol=1e-9)
-    meta = json.loads(model.read_text())["metadata"]
+    meta = json.loads(model.read_text())["content"]["metadata"]
     assert meta["method"] == "combat" and meta["batch_columns"] == ["scanner", "kernel"]
 
 
@@ -77,7 +77,7 @@ def test_method_registry_lists_only_methods_that_exist(table: Path, tmp_path: Pa
         run("combat", "fit", str(table), "--batch", "scanner", "--model", str(model)) == 0
     )
     doc = json.loads(model.read_text())
-    doc["metadata"]["method"] = "nope"
+    doc["kind"] = "imharmony.nope"  # a method this imharmony does not have
     model.write_text(json.dumps(doc))
     out = tmp_path / "x.csv"
     assert run("combat", "apply", str(table), "--model", str(model), "--output", str(out)) == 2

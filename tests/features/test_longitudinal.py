@@ -110,7 +110,7 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     )
     path = model.save(tmp_path / "long.json")
     doc = json.loads(path.read_text())
-    assert doc["format"] == "imharmony.longitudinal_combat"
+    assert doc["kind"] == "imharmony.longitudinal_combat"
     loaded = ih.LongitudinalComBat.load(path)
     assert loaded.get_params() == model.get_params()
     renamed = subject.where(subject != "s03", "new")
@@ -120,9 +120,13 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
             model.transform(X, batch=scanner, covariates=cov, subject=subj),
             check_exact=True,
         )
-    with pytest.raises(ModelFileError, match="not an imharmony ComBat model"):
+    with pytest.raises(ModelFileError, match=r"not a 'imharmony\.combat' model"):
         ih.ComBat.load(path)
-    doc["longitudinal"]["subjects"] = doc["longitudinal"]["subjects"][:-1]
+    from imharmony._persist import _digest
+
+    extra = doc["content"]["longitudinal"]
+    extra["subjects"] = extra["subjects"][:-1]  # a consistent-looking but edited file
+    doc["checksums"]["longitudinal"] = _digest(extra)
     path.write_text(json.dumps(doc))
     with pytest.raises(ModelFileError, match="long_random_effects"):
         ih.LongitudinalComBat.load(path)

@@ -201,3 +201,28 @@ def test_mr_metadata_is_checked_before_processing(tmp_path: Path) -> None:
     df.to_csv(manifest, index=False)
     summary = harmonize_images(manifest, tmp_path / "out")
     assert list(summary["status"]) == ["done"] * 3
+
+
+def test_output_dir_equal_to_the_images_folder_is_refused(tmp_path: Path) -> None:
+    from imharmony.errors import OutputError
+
+    manifest = _make_dataset(tmp_path / "in")
+    before = {p: p.read_bytes() for p in (tmp_path / "in").rglob("*") if p.is_file()}
+    # s1/s2 are in in/a: writing there would overwrite in/a/s1.nii.gz and its mask
+    with pytest.raises(OutputError, match=r"s1\.nii\.gz: is also an input"):
+        harmonize_images(manifest, tmp_path / "in" / "a", spacing=1.5, normalize="zscore")
+    after = {p: p.read_bytes() for p in (tmp_path / "in").rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_resume_redoes_rows_whose_input_or_output_changed(tmp_path: Path) -> None:
+    manifest = _make_dataset(tmp_path / "in")
+    out = tmp_path / "out"
+    harmonize_images(manifest, out, spacing=1.5, normalize="zscore")
+    # the input of s1 is replaced (same parameters), the output of s2 is damaged
+    img = read_image(tmp_path / "in" / "a" / "s1.nii.gz")
+    write_image(img.with_array(img.array * 2), tmp_path / "in" / "a" / "s1.nii.gz")
+    (out / "s2.nii.gz").write_bytes(b"not an image")
+    again = harmonize_images(manifest, out, spacing=1.5, normalize="zscore")
+    assert list(again["status"]) == ["done", "done", "skipped"]
+    assert read_image(out / "s2.nii.gz").shape == (16, 16, 16)

@@ -309,7 +309,7 @@ def test_reference_distribution_with_mask_and_json_round_trip(tmp_path) -> None:
     assert dist.values[0] == arr[mask].min() and dist.values[-1] == arr[mask].max()
     path = dist.save(tmp_path / "ref.json")
     data = json.loads(path.read_text())
-    assert data["format"] == "imharmony.ReferenceDistribution" and data["version"] == 1
+    assert data["kind"] == "imharmony.ReferenceDistribution" and data["kind_version"] == 2
     back = ReferenceDistribution.load(path)
     np.testing.assert_array_equal(back.values, dist.values)
     np.testing.assert_array_equal(back.probabilities, dist.probabilities)
@@ -321,14 +321,21 @@ def test_reference_distribution_with_mask_and_json_round_trip(tmp_path) -> None:
 
 
 def test_reference_distribution_file_errors(tmp_path) -> None:
+    from imharmony._persist import _digest
+
     dist = ReferenceDistribution.from_values(np.arange(10.0), n_quantiles=11)
-    good = dist.to_dict()
+    good = json.loads(dist.save(tmp_path / "good.json").read_text())
+    signed = json.loads(json.dumps(good))
+    signed["content"]["n_quantiles"] = 12
+    signed["checksums"]["n_quantiles"] = _digest(12)
     cases = {
         "missing.json": None,
-        "corrupt.json": '{"format": "imharmony.ReferenceDistribution", "vers',
-        "other.json": json.dumps({**good, "format": "something.else"}),
-        "future.json": json.dumps({**good, "version": 99}),
-        "broken.json": json.dumps({**good, "values": good["values"][::-1]}),
+        "corrupt.json": '{"format": "imharmony.model", "vers',
+        "other.json": json.dumps({**good, "kind": "something.else"}),
+        "future.json": json.dumps({**good, "kind_version": 99}),
+        "old.json": json.dumps({**dist.to_dict(), "version": 1}),
+        "edited.json": json.dumps({**good, "content": {**good["content"], "meta": {"a": 1}}}),
+        "shape.json": json.dumps(signed),
         "list.json": "[1, 2, 3]",
     }
     for name, text in cases.items():

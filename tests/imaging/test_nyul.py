@@ -297,7 +297,7 @@ def test_save_load_round_trip_is_json(tmp_path) -> None:
     model = fitted_by_hand()
     path = model.save(tmp_path / "nyul.json")
     data = json.loads(path.read_text())
-    assert data["format"] == "imharmony.HistogramStandardizer" and data["version"] == 1
+    assert data["kind"] == "imharmony.HistogramStandardizer" and data["kind_version"] == 2
     back = HistogramStandardizer.load(path)
     assert back.get_params() == {
         "landmarks": [1.0, 50.0, 99.0],
@@ -315,23 +315,42 @@ def test_save_load_round_trip_is_json(tmp_path) -> None:
 
 
 def test_load_refuses_bad_files(tmp_path) -> None:
+    from imharmony._persist import _digest
+
     good = json.loads(fitted_by_hand().save(tmp_path / "good.json").read_text())
+
+    def signed(field: str, value: object) -> str:
+        doc = json.loads(json.dumps(good))
+        doc["content"][field] = value
+        doc["checksums"][field] = _digest(value)
+        return json.dumps(doc)
+
     cases = {
-        "missing.json": None,
-        "truncated.json": json.dumps(good)[:40],
-        "binary.json": b"\x80\x04\x95pickle",
-        "format.json": json.dumps({**good, "format": "imharmony.ComBat"}),
-        "version.json": json.dumps({**good, "version": 2}),
-        "noparams.json": json.dumps({k: v for k, v in good.items() if k != "params"}),
-        "shape.json": json.dumps({**good, "standard_landmarks_": [0.0, 100.0]}),
-        "badparam.json": json.dumps({**good, "params": {**good["params"], "foreground": "?"}}),
-        "count.json": json.dumps({**good, "n_images_": 5}),
+        "missing.json": (None, "no such model file"),
+        "truncated.json": (json.dumps(good)[:40], "invalid JSON"),
+        "binary.json": (b"\x80\x04\x95pickle", "invalid JSON"),
+        "format.json": (json.dumps({**good, "kind": "imharmony.combat"}), "not a"),
+        "version.json": (json.dumps({**good, "kind_version": 1}), "re-fit"),
+        "old.json": (json.dumps({"format": "imharmony.HistogramStandardizer"}), "re-fit"),
+        "edited.json": (
+            json.dumps({**good, "content": {**good["content"], "n_images": 5}}),
+            "'n_images' do not match their checksum",
+        ),
+        "count.json": (signed("n_images", 5), "'image_landmarks_' is declared as"),
+        "badparam.json": (
+            signed("params", {**good["content"]["params"], "foreground": "?"}),
+            "field 'params'.*'foreground'",
+        ),
+        "fewer.json": (
+            signed("params", {**good["content"]["params"], "landmarks": [1.0, 99.0]}),
+            "'landmarks_' is declared as",
+        ),
     }
-    for name, content in cases.items():
+    for name, (content, message) in cases.items():
         path = tmp_path / name
         if isinstance(content, bytes):
             path.write_bytes(content)
         elif content is not None:
             path.write_text(content)
-        with pytest.raises(ModelFileError):
+        with pytest.raises(ModelFileError, match=message):
             HistogramStandardizer.load(path)

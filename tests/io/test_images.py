@@ -237,3 +237,44 @@ def test_uncompressed_nifti_is_byte_identical_to_nibabel_save(tmp_path, dtype, o
     ref.header.set_xyzt_units("mm")
     nib.save(ref, tmp_path / "nibabel.nii")
     assert (tmp_path / "ours.nii").read_bytes() == (tmp_path / "nibabel.nii").read_bytes()
+
+
+# ---------------------------------------------------------------- hostile files
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".nrrd", ".mha"])
+def test_non_finite_voxels_survive_a_round_trip(tmp_path: Path, suffix: str) -> None:
+    arr = np.arange(60, dtype=np.float32).reshape(3, 4, 5)
+    arr[0, 0, 0], arr[1, 2, 3], arr[2, 3, 4] = np.nan, np.inf, -np.inf
+    back = read_image(write_image(Image(arr, spacing=(1.0, 2.0, 3.0)), tmp_path / f"x{suffix}"))
+    np.testing.assert_array_equal(back.array, arr)  # NaN == NaN for assert_array_equal
+    assert np.isnan(back.array[0, 0, 0]) and back.array[1, 2, 3] == np.inf
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".nrrd", ".mha"])
+def test_truncated_files_are_refused(tmp_path: Path, suffix: str) -> None:
+    arr = RNG.normal(size=(20, 20, 20)).astype(np.float32)
+    path = write_image(Image(arr), tmp_path / f"x{suffix}")
+    blob = path.read_bytes()
+    for cut in (len(blob) - 16, len(blob) // 2):
+        short = tmp_path / f"short{suffix}"
+        short.write_bytes(blob[:cut])
+        with pytest.raises(ImageFormatError, match="short"):
+            read_image(short)
+
+
+def test_header_voxel_count_is_guarded_before_allocating(tmp_path: Path) -> None:
+    # a 352-byte NIfTI header declaring 30000^3 float64 voxels (216 TB), and one declaring 4 GB
+    # with no data: both refused from the header alone
+    for dims, message in [((30000, 30000, 30000), "more than this machine's memory"),
+                          ((1024, 1024, 512), "truncated NIfTI file")]:
+        hdr = nib.Nifti1Header()
+        hdr.set_data_dtype(np.float64)
+        hdr.set_data_shape(dims)
+        hdr.set_qform(np.eye(4), code=1)
+        path = tmp_path / "huge.nii"
+        with open(path, "wb") as fh:
+            hdr.write_to(fh)
+            fh.write(b"\0" * 4)
+        with pytest.raises(DataError, match=message):
+            read_image(path)

@@ -148,6 +148,8 @@ _PAGE_STATE = """JSON.stringify({
       alt: i.alt.slice(0, 40)})),
   sections: Array.from(document.querySelectorAll("section")).map(s => s.id),
   verdicts: Array.from(document.querySelectorAll(".card .verdict")).map(v => v.innerText),
+  compares: (document.querySelector("header .compares") || {innerText: ""}).innerText,
+  numbers: Array.from(document.querySelectorAll(".card .number")).map(n => n.innerText),
   height: document.documentElement.scrollHeight,
   overflowX: document.documentElement.scrollWidth > window.innerWidth + 1
 })"""
@@ -263,6 +265,10 @@ def test_report_renders_with_its_figures_and_no_console_error(browser: Browser,
     assert state["sections"] == ["verdict", "distributions", "pca", "fisher", "mixed",
                                  "confounding", "site-tests", "provenance"]
     assert [v.split()[-1] for v in state["verdicts"]] == ["REMOVED", "KEPT"]
+    # what the page compares, under its title, and each number shown beside its threshold
+    assert state["compares"] == "before = before.csv, after = after.csv"
+    assert any("compared with 0.9–1.1" in n and "mixed-model coefficient" in n
+               for n in state["numbers"]), state["numbers"]
     images = state["images"]
     assert len(images) == 4
     assert all(img["ok"] for img in images), images

@@ -91,9 +91,19 @@ def test_verdict_panel_states_both_verdicts_with_thresholds(page: Page, rendered
     assert [(c["class"], c["data-verdict"]) for c in cards] == [("card good", "removed"),
                                                                 ("card good", "kept")]
     # the numbers and thresholds behind the verdicts are printed, not only the words
-    assert "removed ≤ 5%" in text and "kept 0.9–1.1" in text and "inflated below 0.5" in text
+    assert "removed ≤ 5%" in text and "inflated below 0.5" in text
+    ev = d.biology_evidence
+    assert list(ev.index) == ["pooled Fisher ratio", "within-site Fisher ratio",
+                              "mixed-model coefficient"] or "within-site" not in " ".join(ev.index)
+    r = ev.loc["mixed-model coefficient"]
+    # each measure: its numbers, the band it was compared with and what the comparison means
+    assert (f"{r['before']:.3g}" in text or f"{r['before']:.3f}" in text) and \
+        f"ratio {r['ratio']:.2f}: {r['reading']}" in text
+    assert "compared with 0.9–1.1: below is erased, inside kept, above inflated" in text
+    assert "compared with 0.8–1.25" in text
     for reason in d.reasons["site effect"] + d.reasons["biology"]:
         assert " ".join(reason.split()) in text
+        assert "mixed.note" not in reason and "_" not in reason.replace("q_", "")  # no code
 
 
 def test_figures_are_inline_svg_data_uris(page: Page, rendered) -> None:
@@ -283,3 +293,41 @@ def test_mixed_model_rows_with_a_signal_come_first_and_alone_are_drawn() -> None
     fig = figures.mixed_figure(mixed, Thresholds())
     assert fig is not None and "2 of the 4 modelled" in fig.alt
     assert figures.mixed_figure(mixed.iloc[[0, 2]], Thresholds()) is None
+
+
+def test_says_what_it_compares_and_lists_fits_that_did_not_converge(
+        rendered, tmp_path: Path, fast_figures) -> None:
+    page = Page(rendered.html)
+    # the title is given here; the line under it names both files
+    assert "before = before.csv, after = after.csv" in " ".join(rendered.html.split())
+    mixed = rendered.diagnosis.mixed.copy()
+    mixed.iloc[0, mixed.columns.get_loc("converged_raw")] = False
+    mixed.iloc[0, mixed.columns.get_loc("note")] = "raw: the Hessian is not positive definite"
+    mixed.iloc[0, mixed.columns.get_loc("verdict")] = "not converged"
+    d = dataclasses.replace(rendered.diagnosis, mixed=mixed)
+    out = render_report(d, tmp_path / "nc.html", provenance={
+        "inputs": {"before": rendered.before_csv, "after": rendered.after_csv}})
+    page = Page(out.read_text(encoding="utf-8"))
+    assert page.title == "Harmonization diagnosis: before.csv vs after.csv"
+    text = page.text("mixed")
+    n_bad = int((~mixed["converged_raw"] | ~mixed["converged_after"]).sum())
+    assert n_bad >= 1
+    assert f"Fits that did not converge ({n_bad})" in text
+    assert f"{mixed.index[0]} : raw: the Hessian is not positive definite" in text
+    # without provenance the line still says what is compared
+    bare = render_report(rendered.diagnosis, tmp_path / "bare.html").read_text(encoding="utf-8")
+    assert "before = the data before harmonization, after = the data after harmonization" in bare
+
+
+def test_box_plots_have_labelled_axes(rendered, monkeypatch: pytest.MonkeyPatch) -> None:
+    from imharmony.report import figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "_embed", lambda fig, alt: drawn.append(fig))
+    d = rendered.diagnosis
+    feats = rendered.features[:2]
+    scores = pd.DataFrame({"before": [0.5, 0.4], "after": [0.0, 0.1]}, index=feats)
+    figures.site_distributions_figure(d.data, feats, scores)
+    axes = [ax for ax in drawn[0].axes if ax.get_visible()]
+    assert [ax.get_xlabel() for ax in axes] == ["site", "site"]
+    assert [ax.get_ylabel() for ax in axes] == [f"{f} (feature units)" for f in feats]

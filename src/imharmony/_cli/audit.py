@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..io._atomic import check_outputs
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -14,7 +16,8 @@ __all__ = ["EXIT_DEVIATIONS", "default_summary_path", "register", "run"]
 
 logger = logging.getLogger(__name__)
 
-#: Exit status of ``--strict`` when a deviation of severity "error" is found.
+#: Exit status when a deviation of severity "error" is found (unless ``--no-fail``): a pipeline
+#: that runs the audit stops on a collection that breaks the reference protocol.
 EXIT_DEVIATIONS = 3
 
 
@@ -34,7 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "Compare the protocol table written by 'imharmony scan' with a reference protocol "
             "(YAML: exact values, [min, max] ranges, value ± tol or ± percent, per modality and "
             "weighting; see examples/reference_protocol.yaml). Prints a summary per site; "
-            "--output writes one row per deviation and, beside it, the per-site summary."
+            "--output writes one row per deviation and, beside it, the per-site summary. "
+            f"Exits with status {EXIT_DEVIATIONS} when a deviation of severity 'error' is found "
+            "(--no-fail: 0)."
         ),
     )
     p.add_argument("table", metavar="PROTOCOLS", help="protocol table (.csv, .tsv or .parquet)")
@@ -49,11 +54,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--summary", default=None, metavar="TABLE", help="where to write the per-site summary"
     )
-    p.add_argument(
-        "--strict",
-        action="store_true",
-        help=f"exit with status {EXIT_DEVIATIONS} when any deviation has severity 'error'",
+    fail = p.add_mutually_exclusive_group()
+    fail.add_argument(
+        "--no-fail",
+        dest="fail",
+        action="store_false",
+        help=f"exit with status 0 even when deviations of severity 'error' are found (by "
+        f"default the status is {EXIT_DEVIATIONS})",
     )
+    fail.add_argument(
+        "--strict",
+        dest="fail",
+        action="store_true",
+        help="the default, kept for scripts written when it was not",
+    )
+    p.set_defaults(fail=True)
     p.set_defaults(func=run)
 
 
@@ -76,10 +91,13 @@ def _show(summary: pd.DataFrame, deviations: pd.DataFrame, quiet: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Audit ``args.table`` against ``args.reference``; returns 0 (or 3 with --strict)."""
+    """Audit ``args.table`` against ``args.reference``; returns 0, or 3 on errors (unless
+    ``--no-fail``)."""
     from ..io.tables import read_table, write_table
     from ..physics.protocol import audit_protocols, summarize_audit
 
+    default = default_summary_path(Path(args.output)) if args.output else None
+    check_outputs([args.table, args.reference], [args.output, args.summary or default])
     table = read_table(args.table)
     deviations = audit_protocols(table, args.reference)
     summary = summarize_audit(deviations, table)
@@ -100,4 +118,4 @@ def run(args: argparse.Namespace) -> int:
             n_errors,
             deviations["series_uid"].nunique(),
         )
-    return EXIT_DEVIATIONS if args.strict and n_errors else 0
+    return EXIT_DEVIATIONS if args.fail and n_errors else 0

@@ -1,8 +1,10 @@
 """``imharmony combat fit`` and ``imharmony combat apply`` on CSV / Parquet feature tables.
 
 Column roles: the batch column(s) and the covariate columns are named on the command line; every
-other numeric column is a feature unless listed with ``--id``; non-numeric columns pass through
-unchanged. The output keeps every column, in order, with the features harmonized.
+other numeric column is a feature unless listed with ``--id`` or matched by ``--exclude`` (and
+pyradiomics' ``diagnostics_*`` columns, which are never features); non-numeric columns pass
+through unchanged. The output keeps every column, in order, with the features harmonized.
+``--json`` writes what was done (sites, samples, features, warnings) for pipelines.
 
 Methods (``--method``) come from :data:`METHODS`: each entry names its estimator class (imported
 on use), and the command-line options it takes beyond the common ones (from :data:`_OPTIONS`).
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError
+from ..io._atomic import check_outputs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -187,6 +190,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     f.add_argument("--max-iter", type=int, default=1000, help="EB iteration cap (default 1000)")
     f.add_argument("--model", required=True, metavar="MODEL.json", help="where to save the model")
     f.add_argument("--output", metavar="OUT.csv", help="write the harmonized training table")
+    _add_table_options(f)
     f.set_defaults(func=run_fit)
 
     a = csub.add_parser(
@@ -197,16 +201,51 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     a.add_argument("features", metavar="FEATURES", help="feature table (.csv, .tsv, .parquet)")
     a.add_argument("--model", required=True, metavar="MODEL.json", help="model file")
     a.add_argument("--output", required=True, metavar="OUT.csv", help="harmonized table")
+    _add_table_options(a)
     a.set_defaults(func=run_apply)
 
 
-def _require_columns(df: pd.DataFrame, cols: list[str], path: str, what: str) -> None:
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise DataError(
-            f"{path}: {what} column(s) {missing} not found; columns are {list(df.columns)[:12]}"
-            + (" ..." if df.shape[1] > 12 else "")
-        )
+def _add_table_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="numeric columns matching this glob are carried along unharmonized "
+                        "(repeatable; pyradiomics' diagnostics_* columns always are)")
+    p.add_argument("--json", metavar="PATH",
+                   help="also write a machine-readable summary (sites, samples, features, "
+                        "warnings) as JSON")
+
+
+def _fit_summary(command: str, args: argparse.Namespace, df: pd.DataFrame, batch: Any,
+                 cols: Any, caught: list[Any]) -> dict[str, Any]:
+    import pandas as pd
+
+    if isinstance(batch, pd.DataFrame):  # several batch variables: the sites of each
+        sites: dict[str, Any] = {
+            str(c): {str(k): int(v) for k, v in batch[c].astype(str).value_counts(
+                sort=False).items()}
+            for c in batch.columns
+        }
+    else:
+        counts = batch.astype(str).value_counts(sort=False)
+        sites = {str(k): int(v) for k, v in counts.items()}
+    return {
+        "command": command,
+        "input": str(args.features),
+        "model": str(args.model),
+        "output": None if args.output is None else str(args.output),
+        "samples": len(df),
+        "sites": sites,
+        "features": len(cols.features),
+        "feature_columns": cols.features,
+        "excluded_columns": cols.excluded,
+        "passthrough_columns": cols.passthrough,
+        "missing_values": int(df[cols.features].isna().to_numpy().sum()),
+        "warnings": [str(w.message) for w in caught],
+    }
+
+
+def _relog(caught: list[Any]) -> None:
+    for w in caught:
+        logger.warning("%s", w.message)
 
 
 def _covariates(df: pd.DataFrame, cols: list[str], categorical: list[str]) -> pd.DataFrame | None:
@@ -220,11 +259,20 @@ def _covariates(df: pd.DataFrame, cols: list[str], categorical: list[str]) -> pd
 
 def _write(df: pd.DataFrame, harmonized: Any, features: list[str], out: str) -> None:
     import numpy as np
+    import pandas as pd
 
     from ..io.tables import write_table
 
-    result = df.copy()
-    result[features] = np.asarray(harmonized)
+    # one block for the features, put back by position: assigning 10^5 columns by name splits
+    # the frame's block once per column (quadratic; minutes on a wide table)
+    values = pd.DataFrame(np.asarray(harmonized), index=df.index, columns=features)
+    slot = {name: len(df.columns) + k for k, name in enumerate(features)}
+    others = [i for i, name in enumerate(df.columns) if name not in slot]
+    rank = {i: k for k, i in enumerate(others)}
+    n_others = len(others)
+    order = [rank[i] if i in rank else slot[name] - len(df.columns) + n_others
+             for i, name in enumerate(df.columns)]
+    result = pd.concat([df.iloc[:, others], values], axis=1).iloc[:, order]
     write_table(result, out)
 
 
@@ -261,27 +309,31 @@ def _batch(df: pd.DataFrame, cols: list[str]) -> Any:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from ..features.estimators import _is_numeric_dtype
-    from ..io.tables import read_table
+    import warnings
 
+    from .._validation import require_columns, split_feature_table
+    from ..io.tables import read_table, write_json
+
+    check_outputs([args.features], [args.model, args.output])
     df = read_table(args.features)
     extra, columns = _method_options(args, args.method)
     for col in extra.get("smooth", []):
         if col not in args.covariate:
             args.covariate.append(col)  # a smooth covariate is a covariate
+    require_columns(df, args.batch, args.features, "batch (--batch)")
+    require_columns(df, args.covariate, args.features, "covariate (--covariate)")
+    require_columns(df, args.id, args.features, "id (--id)")
+    require_columns(df, list(columns.values()), args.features, "per-sample")
     roles = [*args.batch, *args.covariate, *args.id, *columns.values()]
-    _require_columns(df, roles, args.features, "named")
     unknown_cat = [c for c in args.categorical if c not in args.covariate]
     if unknown_cat:
         raise DataError(f"--categorical {unknown_cat}: give these columns as --covariate too.")
-    features = [c for c in df.columns if c not in roles and _is_numeric_dtype(df[c].dtype)]
-    if not features:
-        raise DataError(
-            f"{args.features}: no numeric feature columns besides the batch/covariate/id columns."
-        )
-    passthrough = [c for c in df.columns if c not in roles and c not in features]
-    if passthrough:
-        logger.info("passing through non-numeric columns: %s", ", ".join(map(str, passthrough)))
+    cols = split_feature_table(df, roles, exclude=args.exclude, source=args.features)
+    features = cols.features
+    if cols.passthrough:
+        logger.info("passing through non-numeric columns: %s", ", ".join(cols.passthrough))
+    if cols.excluded:
+        logger.info("carried along unharmonized (excluded): %s", ", ".join(cols.excluded))
     estimator = METHODS[args.method].load_class()
     accepted = set(estimator().get_params())
     common = {}
@@ -301,7 +353,13 @@ def run_fit(args: argparse.Namespace) -> int:
     batch = _batch(df, args.batch)
     cov = _covariates(df, args.covariate, args.categorical)
     per_sample = {k: df[c] for k, c in columns.items()}
-    model.fit(X, batch=batch, covariates=cov, **per_sample)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(X, batch=batch, covariates=cov, **per_sample)
+        harmonized = (
+            model.transform(X, batch=batch, covariates=cov, **per_sample) if args.output else None
+        )
+    _relog(caught)
     model.save(
         args.model,
         metadata={
@@ -312,6 +370,7 @@ def run_fit(args: argparse.Namespace) -> int:
             "covariate_columns": [str(c) for c in args.covariate],
             "categorical_columns": [str(c) for c in args.categorical],
             "id_columns": [str(c) for c in args.id],
+            "exclude": [str(c) for c in args.exclude],
             "source": str(args.features),
         },
     )
@@ -324,35 +383,40 @@ def run_fit(args: argparse.Namespace) -> int:
         args.model,
     )
     if args.output:
-        harmonized = model.transform(X, batch=batch, covariates=cov, **per_sample)
         _write(df, harmonized, features, args.output)
         logger.info("harmonized table written to %s", args.output)
+    if args.json:
+        write_json(_fit_summary("combat fit", args, df, batch, cols, caught), args.json)
     return 0
 
 
 def _load_model(path: str) -> Any:
-    """The model of any registered method, from the method its file records."""
+    """The model of any registered method, from the kind its file records."""
     import json
     from pathlib import Path
 
     from ..errors import ModelFileError
 
     try:
-        meta = json.loads(Path(path).read_text()).get("metadata") or {}
+        kind = json.loads(Path(path).read_text()).get("kind")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        meta = {}  # the estimator's loader reports what is wrong with the file
-    method = meta.get("method", "combat")
-    if method not in METHODS:
+        kind = None  # the estimator's loader reports what is wrong with the file
+    by_kind = {m.load_class()._model_kind: m for m in METHODS.values()}
+    if kind is not None and kind not in by_kind:
         raise ModelFileError(
-            f"{path}: fitted with --method {method}, which this imharmony does not have "
+            f"{path}: holds a {kind!r} model, which no --method of this imharmony fits "
             f"(methods: {', '.join(METHODS)}); apply it with the imharmony that wrote it."
         )
-    return METHODS[method].load_class().load(path)
+    return by_kind.get(kind, METHODS["combat"]).load_class().load(path)
 
 
 def run_apply(args: argparse.Namespace) -> int:
-    from ..io.tables import read_table
+    import warnings
 
+    from .._validation import require_columns, split_feature_table
+    from ..io.tables import read_table, write_json
+
+    check_outputs([args.features, args.model], [args.output])
     model = _load_model(args.model)
     meta = model.metadata_
     if "batch_column" not in meta:
@@ -364,17 +428,40 @@ def run_apply(args: argparse.Namespace) -> int:
     features = [str(x) for x in model.feature_names_in_]
     batch_cols = meta.get("batch_columns", [meta["batch_column"]])
     sample_cols = meta.get("sample_columns", {})
-    _require_columns(df, batch_cols, args.features, "batch")
-    _require_columns(df, list(sample_cols.values()), args.features, "per-sample")
-    _require_columns(df, meta.get("covariate_columns", []), args.features, "covariate")
-    _require_columns(df, features, args.features, "feature")
+    require_columns(df, batch_cols, args.features, "batch")
+    require_columns(df, list(sample_cols.values()), args.features, "per-sample")
+    require_columns(df, meta.get("covariate_columns", []), args.features, "covariate")
+    require_columns(df, features, args.features, "feature")
+    roles = [*batch_cols, *sample_cols.values(), *meta.get("covariate_columns", []),
+             *meta.get("id_columns", [])]
+    cols = split_feature_table(df, roles, exclude=[*meta.get("exclude", []), *args.exclude],
+                               source=args.features)
+    excluded = [c for c in features if c in cols.excluded]
+    if excluded:
+        raise DataError(
+            f"--exclude matches {excluded[:5]}, which the model {args.model} harmonizes; refit "
+            "without those columns, or drop the --exclude."
+        )
+    not_numeric = [c for c in features if c not in cols.features]
+    if not_numeric:
+        raise DataError(
+            f"{args.features}: feature column(s) {not_numeric[:5]} are not numeric here; the "
+            "model needs them as numbers."
+        )
     cov = _covariates(df, meta.get("covariate_columns", []), meta.get("categorical_columns", []))
     per_sample = {k: df[c] for k, c in sample_cols.items()}
-    harmonized = model.transform(
-        df[features], batch=_batch(df, batch_cols), covariates=cov, **per_sample
-    )
+    batch = _batch(df, batch_cols)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        harmonized = model.transform(df[features], batch=batch, covariates=cov, **per_sample)
+    _relog(caught)
     _write(df, harmonized, features, args.output)
     logger.info(
         "harmonized %d samples x %d features -> %s", df.shape[0], len(features), args.output
     )
+    if args.json:
+        used = type(cols)(features=features, passthrough=cols.passthrough,
+                          excluded=cols.excluded + [c for c in cols.features
+                                                    if c not in features])
+        write_json(_fit_summary("combat apply", args, df, batch, used, caught), args.json)
     return 0

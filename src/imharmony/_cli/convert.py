@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from ..errors import HarmonizationError
+from ..io._atomic import check_outputs
 from ..io.dicom import DEFAULT_MAX_PIXELS, UNITS, read_dicom_series
 from ..io.images import write_image
 from . import positive_int
@@ -79,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     """Convert ``args.dicom_dir`` to ``args.output``; returns the exit status (0)."""
     if args.dtype not in ("auto", "float32", "float64"):
         raise HarmonizationError(f"--dtype {args.dtype!r}: choose auto, float32 or float64.")
+    check_outputs([args.dicom_dir], [args.output])
     img = read_dicom_series(
         args.dicom_dir,
         args.units,

@@ -159,6 +159,15 @@ def _print_files(console: Console, result: DemoResult) -> None:
         f"  imharmony combat apply NEW.csv --model {result.files['combat_model']} --output OUT.csv",
         soft_wrap=True,
     )
+    if result.travelling is not None:
+        console.print(
+            f"\nTravelling subjects (travelling/): error against the truth "
+            f"{result.travelling['rmse'].iloc[0]:.3f} vs ComBat "
+            f"{result.travelling['rmse'].iloc[1]:.3f}; sites' population differences kept "
+            f"x{result.travelling['population_difference_kept'].iloc[0]:.2f} vs ComBat "
+            f"x{result.travelling['population_difference_kept'].iloc[1]:.2f}.",
+            soft_wrap=True,
+        )
     console.print(f"Finished in {result.seconds:.0f} s.")
 
 

@@ -2,8 +2,10 @@
 
 BEFORE and AFTER are the same feature table before and after harmonization (CSV, TSV or
 Parquet, one row per sample, in the same order). Column roles follow ``imharmony combat``: the
-batch, biology, covariate and id columns are named on the command line; every other numeric
-column is a feature; non-numeric columns are carried along (and must agree between the files).
+batch, biology, covariate and id columns are named on the command line; pyradiomics'
+``diagnostics_*`` columns and those matched by ``--exclude`` are not diagnosed; every other
+numeric column is a feature (missing values are allowed: each feature is analysed on its
+complete cases); non-numeric columns are carried along (and must agree between the files).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import shlex
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError
+from ..io._atomic import check_outputs
 from . import non_negative_int, positive_int
 
 if TYPE_CHECKING:
@@ -60,31 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="site shuffles of the guided-PCA p-value (default 1000; 0 skips)")
     p.add_argument("--folds", type=positive_int, default=5, metavar="N",
                    help="cross-validation folds of the site prediction (default 5)")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="numeric columns matching this glob are not diagnosed (repeatable; "
+                        "pyradiomics' diagnostics_* columns never are)")
+    p.add_argument("--json", metavar="PATH",
+                   help="also write the verdicts, reasons, thresholds and key numbers as JSON")
     p.set_defaults(func=run)
-
-
-def _require_columns(df: pd.DataFrame, cols: list[str], path: str) -> None:
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        shown = [str(c) for c in list(df.columns)[:12]]
-        raise DataError(
-            f"{path}: column(s) {missing} named on the command line not found; the columns are "
-            f"{shown}{' ...' if df.shape[1] > 12 else ''}. Check --batch/--biology/--covariate/"
-            "--id."
-        )
-
-
-def _split_columns(df: pd.DataFrame, roles: list[str]) -> tuple[list[str], list[str]]:
-    """(feature columns, other non-role columns) of a table."""
-    from pandas.api.types import is_bool_dtype, is_numeric_dtype
-
-    features, other = [], []
-    for c in df.columns:
-        if c in roles:
-            continue
-        numeric = is_numeric_dtype(df[c].dtype) and not is_bool_dtype(df[c].dtype)
-        (features if numeric else other).append(c)
-    return features, other
 
 
 def _check_same_samples(before: pd.DataFrame, after: pd.DataFrame, cols: list[str],
@@ -110,9 +94,12 @@ def _check_same_samples(before: pd.DataFrame, after: pd.DataFrame, cols: list[st
             )
 
 
-def _check_features(before: pd.DataFrame, after: pd.DataFrame, features: list[str],
-                    args: argparse.Namespace, roles: list[str]) -> None:
-    feats_after, _ = _split_columns(after, roles)
+def _check_features(after: pd.DataFrame, features: list[str], args: argparse.Namespace,
+                    roles: list[str]) -> None:
+    from .._validation import split_feature_table
+
+    feats_after = split_feature_table(after, roles, exclude=args.exclude,
+                                      source=args.after).features
     if feats_after != features:
         missing = [c for c in features if c not in feats_after]
         extra = [c for c in feats_after if c not in features]
@@ -126,18 +113,10 @@ def _check_features(before: pd.DataFrame, after: pd.DataFrame, features: list[st
             raise DataError(
                 f"{args.after}: not the same feature columns as {args.before} ("
                 + "; ".join(detail) + "). Pass the same features, or name extra numeric "
-                "columns with --id."
+                "columns with --id or --exclude."
             )
         # same set, other order: follow BEFORE's order
         logger.info("AFTER lists the features in another order; they are matched by name")
-    for path, df in ((args.before, before), (args.after, after)):
-        bad = df[features].isna().any()
-        if bad.any():
-            cols = [str(c) for c in bad[bad].index[:5]]
-            raise DataError(
-                f"{path}: missing values in feature column(s) {cols}"
-                f"{' ...' if int(bad.sum()) > 5 else ''}; impute or drop them before diagnosing."
-            )
 
 
 def _command_line(args: argparse.Namespace) -> str:
@@ -147,6 +126,8 @@ def _command_line(args: argparse.Namespace) -> str:
         parts += ["--covariate", c]
     for c in args.id:
         parts += ["--id", c]
+    for c in args.exclude:
+        parts += ["--exclude", c]
     parts += ["--output", args.output, "--random-state", str(args.random_state),
               "--max-features", str(args.max_features), "--permutations",
               str(args.permutations), "--folds", str(args.folds)]
@@ -173,19 +154,29 @@ def _print_verdicts(diagnosis: Any, output: str) -> None:
         table.add_row(question, f"[{_STYLE.get(verdict, 'bold')}]{verdict.upper()}[/]",
                       "\n".join(diagnosis.reasons[question]))
     console.print(table)
-    console.print(f"confounding of site and biology: {diagnosis.confounding.level}",
+    conf = diagnosis.confounding
+    console.print(f"confounding of site and biology: {conf.biology_level or 'not assessed'}",
                   highlight=False)
+    for f in conf.findings:  # other findings (a covariate, the sample sizes), named as such
+        if f.role != "biology" and f.level in ("strong", "complete"):
+            console.print(f"note: {f.message}", highlight=False, soft_wrap=True)
+    if diagnosis.missing.get("cells"):
+        m = diagnosis.missing
+        console.print(f"missing values: {m['cells']} cell(s) in {m['features']} feature(s), each "
+                      "feature analysed on its complete cases", highlight=False)
     console.print(f"report: {output}", highlight=False, soft_wrap=True)
 
 
 def run(args: argparse.Namespace) -> int:
     import warnings
 
+    from .._validation import require_columns, split_feature_table
     from ..diagnostics.verdict import diagnose
     from ..errors import HarmonizationWarning
-    from ..io.tables import read_table
+    from ..io.tables import read_table, write_json
     from ..report.html import file_record
 
+    check_outputs([args.before, args.after], [args.output])
     before = read_table(args.before)
     after = read_table(args.after)
     roles = [args.batch, args.biology, *args.covariate, *args.id]
@@ -193,15 +184,14 @@ def run(args: argparse.Namespace) -> int:
     if dup:
         raise DataError(f"column(s) {dup} named for more than one role (batch, biology, "
                         "covariate, id); give each column one role.")
-    _require_columns(before, roles, args.before)
-    _require_columns(after, roles, args.after)
-    features, other = _split_columns(before, roles)
-    if not features:
-        raise DataError(
-            f"{args.before}: no numeric feature columns besides the batch/biology/covariate/id "
-            "columns."
-        )
-    _check_features(before, after, features, args, roles)
+    for path, df in ((args.before, before), (args.after, after)):
+        require_columns(df, [args.batch], path, "batch (--batch)")
+        require_columns(df, [args.biology], path, "biology (--biology)")
+        require_columns(df, args.covariate, path, "covariate (--covariate)")
+        require_columns(df, args.id, path, "id (--id)")
+    cols = split_feature_table(before, roles, exclude=args.exclude, source=args.before)
+    features, other = cols.features, cols.passthrough + cols.excluded
+    _check_features(after, features, args, roles)
     shared = roles + [c for c in other if c in after.columns]
     _check_same_samples(before, after, shared, args)
     for c in (args.batch, args.biology, *args.covariate):
@@ -210,8 +200,10 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.before}: column {c!r} has {int(before[c].isna().sum())} missing "
                 "value(s); fill or drop those samples."
             )
-    if other:
-        logger.info("not features (non-numeric): %s", ", ".join(map(str, other)))
+    if cols.passthrough:
+        logger.info("not features (non-numeric): %s", ", ".join(cols.passthrough))
+    if cols.excluded:
+        logger.info("not diagnosed (excluded): %s", ", ".join(cols.excluded))
     logger.info("diagnosing %d samples x %d features (batch %r, biology %r)", len(before),
                 len(features), args.batch, args.biology)
 
@@ -239,5 +231,13 @@ def run(args: argparse.Namespace) -> int:
                     f"{list(args.covariate)}, ids {list(args.id)}, {len(features)} features"),
     }
     path = diagnosis.to_html(args.output, title=args.title, provenance=provenance)
+    if args.json:
+        doc = diagnosis.to_dict()
+        doc.update(command=provenance["command"], report=str(path),
+                   columns={"batch": args.batch, "biology": args.biology,
+                            "covariates": list(args.covariate), "ids": list(args.id),
+                            "excluded": cols.excluded, "features": features},
+                   warnings=[str(w.message) for w in caught])
+        write_json(doc, args.json)
     _print_verdicts(diagnosis, str(path))
     return 0

@@ -12,6 +12,8 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from .phantom_tables import add_apply, add_calibrate
+
 __all__ = ["register", "run_nema"]
 
 logger = logging.getLogger(__name__)
@@ -55,6 +57,8 @@ def _register_nema(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
 #: Sub-commands of ``phantom``, in the order ``imharmony phantom --help`` lists them.
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [  # type: ignore[type-arg]
     _register_nema,
+    add_calibrate,
+    add_apply,
 ]
 
 

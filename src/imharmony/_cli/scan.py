@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import DataError
+from ..io._atomic import check_outputs
 from ..io.dicom import DEFAULT_MAX_PIXELS  # the same header-size limit as reading series
 from . import positive_int
 
@@ -79,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     errors_path = Path(args.errors) if args.errors else default_errors_path(output)
     if errors_path.resolve() == output.resolve():
         raise DataError(f"--errors {errors_path}: the same file as --output; choose another name.")
+    check_outputs(args.paths, [output, errors_path])
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),

@@ -1,4 +1,5 @@
-"""Calibration from physical truth: phantoms (NEMA/EARL PET, measured resolution).
+"""Calibration from physical truth: phantoms (NEMA/EARL PET, insert phantoms, measured
+resolution), travelling subjects and acquisition mappings.
 
 Names are imported lazily, on first use.
 """
@@ -20,5 +21,10 @@ __getattr__, __dir__, __all__ = attach(
         "earl_filter": ".earl",
         # measured resolution
         "measure_fwhm": ".resolution",
+        # insert phantoms, travelling subjects, acquisition mappings
+        "PhantomCalibration": ".inserts",
+        "TravellingSubjects": ".travelling",
+        "AcquisitionMapping": ".mapping",
+        "make_travelling_study": ".cohorts",
     },
 )

@@ -50,8 +50,10 @@ __getattr__, __dir__, __all__ = attach(
         "kruskal_wallis": ".site",
         "mixed_effects": ".biology",
         "pca_silhouette": ".multivariate",
+        "phantom_agreement": ".agreement",
         "residualize": ".site",
         "site_prediction": ".multivariate",
         "site_tests": ".site",
+        "within_site_fisher": ".biology",
     },
 )

@@ -13,6 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._validation import (
+    CovariateEncoder,
+    as_label_array,
+    levels_and_codes,
+)
 from ..errors import DataError, DesignError
 
 __all__ = [
@@ -27,9 +32,10 @@ __all__ = [
 
 
 def as_matrix(
-    X: Any, *, name: str = "X", feature_names: Sequence[str] | None = None
+    X: Any, *, name: str = "X", feature_names: Sequence[str] | None = None,
+    allow_missing: bool = False,
 ) -> tuple[np.ndarray, list[str]]:
-    """Return ``X`` as a finite float array of shape (n_samples, n_features) and feature names.
+    """Return ``X`` as a float array of shape (n_samples, n_features) and feature names.
 
     Parameters
     ----------
@@ -39,11 +45,14 @@ def as_matrix(
         Name of the argument, used in error messages.
     feature_names : sequence of str, optional
         Names to use when ``X`` is an array; defaults to ``feature_0``, ``feature_1``, ...
+    allow_missing : bool
+        Accept NaN (missing values, analysed per feature on complete cases by the callers).
 
     Raises
     ------
     DataError
-        If ``X`` is not two-dimensional, holds non-numeric columns or non-finite values.
+        If ``X`` is not two-dimensional, holds non-numeric columns, infinite values, or NaN
+        when ``allow_missing`` is False.
     """
     if isinstance(X, pd.DataFrame):
         bad = [str(c) for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]
@@ -53,7 +62,7 @@ def as_matrix(
                 "(drop ids, batch and covariate columns)."
             )
         names = [str(c) for c in X.columns]
-        arr = X.to_numpy(dtype=float)
+        arr = X.to_numpy(dtype=float, na_value=np.nan)
     else:
         try:
             arr = np.asarray(X, dtype=float)
@@ -74,48 +83,41 @@ def as_matrix(
         raise DataError(
             f"{name}: {len(names)} feature names for {arr.shape[1]} columns; pass one name each."
         )
-    finite = np.isfinite(arr)
+    finite = np.isfinite(arr) | (np.isnan(arr) if allow_missing else False)
     if not finite.all():
         cols = np.flatnonzero(~finite.all(axis=0))
         shown = [names[j] for j in cols[:5]]
+        what = "infinite" if allow_missing else "missing or infinite"
         raise DataError(
-            f"{name}: {int((~finite).sum())} missing or infinite value(s) in feature(s) {shown}"
-            f"{' ...' if cols.size > 5 else ''}; impute or drop them before the diagnostics."
+            f"{name}: {int((~finite).sum())} {what} value(s) in feature(s) {shown}"
+            f"{' ...' if cols.size > 5 else ''}; "
+            + ("replace them (NaN is read as missing)." if allow_missing else
+               "impute or drop them before the diagnostics.")
         )
     return arr, names
 
 
 def as_labels(values: Any, n: int, *, name: str) -> np.ndarray:
-    """Return one label per sample as a 1-D object-free numpy array; check length and gaps.
+    """Return one label per sample as a 1-D numpy array; check length and gaps.
+
+    The one rule of :func:`imharmony._validation.as_label_array`.
 
     Raises
     ------
     DataError
         If the length differs from ``n`` or a label is missing.
     """
-    if isinstance(values, pd.DataFrame):
-        if values.shape[1] != 1:
-            raise DataError(f"{name}: expected one column, got {values.shape[1]}.")
-        values = values.iloc[:, 0]
-    series = pd.Series(np.asarray(values).ravel() if not isinstance(values, pd.Series) else values)
-    if len(series) != n:
-        raise DataError(
-            f"{name}: {len(series)} value(s) for {n} sample(s); pass one value per sample, in the "
-            "order of the rows."
-        )
-    if series.isna().any():
-        raise DataError(
-            f"{name}: {int(series.isna().sum())} missing value(s) (rows "
-            f"{list(np.flatnonzero(series.isna().to_numpy())[:5])}); fill or drop those samples."
-        )
-    return series.to_numpy()
+    return as_label_array(values, n, name=name)
 
 
 def encode_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return (levels, codes): sorted unique labels and each sample's integer code."""
-    levels, codes = np.unique(labels.astype(str) if labels.dtype == object else labels,
-                              return_inverse=True)
-    return levels, codes.ravel()
+    """Return (levels, codes): the sorted distinct labels and each sample's integer code.
+
+    Labels follow the one rule of :mod:`imharmony._validation` (``1`` and ``"1"`` are one label;
+    numbers sorted by value, then text), as ComBat's sites do.
+    """
+    levels, codes = levels_and_codes(labels)
+    return np.array(levels, dtype=object), codes
 
 
 def group_indicator(codes: np.ndarray, k: int) -> np.ndarray:
@@ -150,9 +152,11 @@ def biology_kind(values: np.ndarray, kind: str = "auto") -> str:
 def as_covariate_design(covariates: Any, n: int, *, name: str = "covariates") -> pd.DataFrame:
     """Encode covariates as a numeric design (no intercept), one column per parameter.
 
-    Numeric columns are kept as they are; categorical (non-numeric, boolean or ``category``)
-    columns are one-hot encoded with their first sorted level dropped. Returns an empty frame
-    with ``n`` rows when ``covariates`` is None.
+    The one encoder of :class:`imharmony._validation.CovariateEncoder`, as ComBat's: numeric
+    columns kept as they are; categorical (non-numeric, boolean or ``category``) columns one-hot
+    encoded with their first level dropped, named ``sex[M]``. A categorical column with a
+    single level has no column. Returns an empty frame with ``n`` rows when ``covariates`` is
+    None.
 
     Raises
     ------
@@ -161,33 +165,13 @@ def as_covariate_design(covariates: Any, n: int, *, name: str = "covariates") ->
     """
     if covariates is None:
         return pd.DataFrame(index=range(n))
-    if isinstance(covariates, pd.Series):
-        covariates = covariates.to_frame()
-    if not isinstance(covariates, pd.DataFrame):
-        arr = np.asarray(covariates)
-        if arr.ndim == 1:
-            arr = arr[:, None]
-        covariates = pd.DataFrame(arr, columns=[f"covariate_{j}" for j in range(arr.shape[1])])
-    if covariates.shape[0] != n:
-        raise DataError(
-            f"{name}: {covariates.shape[0]} row(s) for {n} sample(s); pass one row per sample."
-        )
-    parts = []
-    for col in covariates.columns:
-        s = covariates[col].reset_index(drop=True)
-        if s.isna().any():
-            raise DataError(
-                f"{name}: column {col!r} has {int(s.isna().sum())} missing value(s); fill or drop "
-                "those samples."
-            )
-        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-            parts.append(s.astype(float).rename(str(col)).to_frame())
-        else:
-            d = pd.get_dummies(s.astype(str), prefix=str(col), drop_first=True, dtype=float)
-            parts.append(d)
-    if not parts:
+    try:
+        encoder, frame = CovariateEncoder.learn(covariates, n, single_level="drop")
+    except DataError as exc:
+        raise DataError(f"{name}: {exc}") from None
+    if frame is None or not encoder.spec:
         return pd.DataFrame(index=range(n))
-    return pd.concat(parts, axis=1)
+    return encoder.design(frame, n)
 
 
 def check_min_group_size(codes: np.ndarray, levels: np.ndarray, *, minimum: int, what: str) -> None:
@@ -206,6 +190,7 @@ def as_pair(
     *,
     names: tuple[str, str] = ("before", "after"),
     feature_names: Sequence[str] | None = None,
+    allow_missing: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Read two tables of the same samples and features (e.g. before/after harmonization).
 
@@ -214,8 +199,9 @@ def as_pair(
     DataError
         If the shapes differ, or DataFrame columns differ in name or order.
     """
-    A, cols = as_matrix(before, name=names[0], feature_names=feature_names)
-    B, cols_b = as_matrix(after, name=names[1])
+    A, cols = as_matrix(before, name=names[0], feature_names=feature_names,
+                        allow_missing=allow_missing)
+    B, cols_b = as_matrix(after, name=names[1], allow_missing=allow_missing)
     if A.shape != B.shape:
         raise DataError(
             f"{names[0]} has shape {A.shape} but {names[1]} has shape {B.shape}; pass the same "

@@ -35,6 +35,7 @@ __all__ = [
     "concordance_correlation",
     "icc_2_1",
     "koo_li_band",
+    "phantom_agreement",
 ]
 
 
@@ -214,4 +215,43 @@ def agreement(
         {"ccc": ccc, "icc_2_1": icc, "icc_band": [koo_li_band(v) for v in icc],
          "bias": ba.bias, "loa_lower": ba.lower, "loa_upper": ba.upper},
         index=pd.Index(names, name="feature"),
+    )
+
+
+def phantom_agreement(reference: Any, before: Any, after: Any) -> pd.DataFrame:
+    """Do the inserts' known physical differences survive a harmonization?
+
+    Agreement of the insert measurements with their reference values, before and after: Lin's
+    CCC, ICC(2,1) (measurement and reference as two raters) with its Koo & Li band, and the
+    Bland-Altman bias and limits of (measurement - reference), from
+    :func:`agreement`.
+
+    Parameters
+    ----------
+    reference : array-like, shape (n_inserts,) or (n_inserts, n_features)
+        Known values of the inserts (one row per insert measurement).
+    before, after : array-like, same shape
+        The measurements, raw and harmonized.
+
+    Returns
+    -------
+    DataFrame
+        Index ``("before" | "after", feature)``; columns ``ccc``, ``icc_2_1``, ``icc_band``,
+        ``bias``, ``loa_lower``, ``loa_upper``.
+    """
+    def frame(v: Any) -> pd.DataFrame:
+        if isinstance(v, pd.DataFrame):
+            return v.reset_index(drop=True)
+        arr = np.asarray(v, dtype=float)
+        return pd.DataFrame(arr.reshape(arr.shape[0], -1))
+
+    ref, b, a = frame(reference), frame(before), frame(after)
+    if ref.shape != b.shape and ref.shape[1] == 1:
+        ref = pd.DataFrame(np.repeat(ref.to_numpy(), b.shape[1], axis=1), columns=b.columns)
+    ref.columns = b.columns
+    names = [str(c) for c in b.columns]
+    return pd.concat(
+        {"before": agreement(b, ref, feature_names=names),
+         "after": agreement(a, ref, feature_names=names)},
+        names=["stage", "feature"],
     )

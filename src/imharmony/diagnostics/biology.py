@@ -36,12 +36,14 @@ from ._data import (
     encode_labels,
     group_indicator,
 )
+from ._missing import missing_patterns
 from .site import benjamini_hochberg, kruskal_wallis
 
 __all__ = [
     "fisher_preservation",
     "fisher_ratio",
     "mixed_effects",
+    "within_site_fisher",
 ]
 
 logger = logging.getLogger(__name__)
@@ -99,9 +101,80 @@ def fisher_ratio(X: Any, biology: Any, *, kind: str = "auto") -> np.ndarray:
     return np.where((num == 0) & (den == 0), np.nan, out)
 
 
-def _biology_signal_p(Xa: np.ndarray, b: np.ndarray, kind: str) -> np.ndarray:
-    """p-value of an association of each feature with the biology (ANOVA or regression F)."""
+def _varying_sites(b: np.ndarray, site_codes: np.ndarray, kind: str) -> np.ndarray:
+    """Codes of the sites inside which the biology varies (more than one class or value)."""
+    keys = b.astype(str) if kind == "categorical" else b.astype(float)
+    frame = pd.DataFrame({"site": site_codes, "b": keys})
+    held = frame.groupby("site")["b"].nunique()
+    return held.index[held.to_numpy() > 1].to_numpy()
+
+
+def within_site_fisher(
+    X: Any, biology: Any, batch: Any, *, kind: str = "auto"
+) -> tuple[np.ndarray, list[str]]:
+    """Fisher ratio of the biology inside the sites where it varies, averaged over those sites.
+
+    A site holding one class says nothing about the biology apart from the site; the sites that
+    mix classes do. Inside each of them the Fisher ratio (:func:`fisher_ratio`, over the classes
+    that site holds) is free of the site effect; the average is weighted by the site's size.
+
+    Parameters
+    ----------
+    X : array-like or pandas.DataFrame, shape (n_samples, n_features)
+    biology, batch : array-like, shape (n_samples,)
+    kind : {"auto", "categorical", "continuous"}
+
+    Returns
+    -------
+    ratio : numpy.ndarray, shape (n_features,)
+        NaN everywhere when no site mixes classes (complete confounding).
+    sites : list of str
+        The sites used.
+    """
+    Xa, _ = as_matrix(X, name="X")
     n = Xa.shape[0]
+    b = as_labels(biology, n, name="biology")
+    levels, codes = encode_labels(as_labels(batch, n, name="batch"))
+    k = biology_kind(b, kind)
+    used = _varying_sites(b, codes, k)
+    out = np.zeros(Xa.shape[1])
+    weight = 0
+    for g in used:  # loop over sites, vectorized over features
+        rows = codes == g
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = out + rows.sum() * fisher_ratio(Xa[rows], b[rows], kind=k)
+        weight += int(rows.sum())
+    if not weight:
+        return np.full(Xa.shape[1], np.nan), []
+    return out / weight, [str(levels[g]) for g in used]
+
+
+def _biology_signal_p(Xa: np.ndarray, b: np.ndarray, kind: str,
+                      site_codes: np.ndarray | None = None) -> np.ndarray:
+    """p-value of an association of each feature with the biology (ANOVA or regression F).
+
+    With ``site_codes``, the partial F test of the biology in ``x ~ site + biology``: the
+    association inside sites, which a site effect aligned with the biology cannot fake.
+    """
+    n = Xa.shape[0]
+    if site_codes is not None:
+        if kind == "continuous":
+            B = b.astype(float)[:, None]
+        else:
+            _, bcodes = encode_labels(b)
+            B = group_indicator(bcodes, int(bcodes.max()) + 1)[:, 1:]
+        S = group_indicator(site_codes, int(site_codes.max()) + 1)[:, 1:]
+        full = np.column_stack([np.ones(n), S, B])
+        reduced = np.column_stack([np.ones(n), S])
+        rss_f = ((Xa - full @ np.linalg.lstsq(full, Xa, rcond=None)[0]) ** 2).sum(axis=0)
+        rss_r = ((Xa - reduced @ np.linalg.lstsq(reduced, Xa, rcond=None)[0]) ** 2).sum(axis=0)
+        df1 = np.linalg.matrix_rank(full) - np.linalg.matrix_rank(reduced)
+        df2 = n - np.linalg.matrix_rank(full)
+        if df1 < 1 or df2 < 1:
+            return np.full(Xa.shape[1], np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            F = (np.maximum(rss_r - rss_f, 0.0) / df1) / (rss_f / df2)
+        return stats.f.sf(F, df1, df2)
     if kind == "continuous":
         bf = b.astype(float)
         bc = bf - bf.mean()
@@ -123,6 +196,32 @@ def _biology_signal_p(Xa: np.ndarray, b: np.ndarray, kind: str) -> np.ndarray:
     return stats.f.sf(F, k - 1, n - k)
 
 
+def _fisher_columns(Xb: np.ndarray, Xa: np.ndarray, b: np.ndarray, k: str,
+                    site_labels: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Pooled (and within-site) Fisher ratios and the signal p-value, on complete data."""
+    nan = np.full(Xb.shape[1], np.nan)
+    out: dict[str, np.ndarray] = {}
+    if np.unique(b.astype(str)).size < 2 or Xb.shape[0] < 3:
+        return out  # too few complete cases: the columns stay NaN
+    out["fisher_before"] = fisher_ratio(Xb, b, kind=k)
+    out["fisher_after"] = fisher_ratio(Xa, b, kind=k)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["fisher_ratio"] = out["fisher_after"] / out["fisher_before"]
+    site_codes = None
+    if site_labels is not None:
+        site_codes = encode_labels(site_labels)[1]
+        if _varying_sites(b, site_codes, k).size:
+            wb, _ = within_site_fisher(Xb, b, site_labels, kind=k)
+            wa, _ = within_site_fisher(Xa, b, site_labels, kind=k)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out.update(within_before=wb, within_after=wa, within_ratio=wa / wb)
+        else:
+            site_codes = None
+            out.update(within_before=nan, within_after=nan, within_ratio=nan)
+    out["signal_p"] = _biology_signal_p(Xb, b, k, site_codes)
+    return out
+
+
 def fisher_preservation(
     before: Any,
     after: Any,
@@ -133,6 +232,7 @@ def fisher_preservation(
     inflated_above: float = 1.25,
     alpha: float = 0.05,
     feature_names: list[str] | None = None,
+    batch: Any = None,
 ) -> pd.DataFrame:
     """Fisher ratio of the biology before and after harmonization, their ratio and a verdict.
 
@@ -151,12 +251,18 @@ def fisher_preservation(
         (Benjamini-Hochberg q >= alpha, ANOVA or regression F test) gets the verdict
         "no signal": a ratio of two near-zero numbers says nothing.
     feature_names : list of str, optional
+    batch : array-like, shape (n_samples,), optional
+        Site of each sample. When given and some site mixes classes, the signal test is the
+        partial F test of the biology given the site (``x ~ site + biology``: a site effect
+        aligned with the biology is not taken for a signal), and the within-site Fisher ratio
+        (:func:`within_site_fisher`) is added before and after.
 
     Returns
     -------
     pandas.DataFrame
-        Index: feature. Columns ``fisher_before``, ``fisher_after``, ``fisher_ratio``,
-        ``signal_q`` and ``verdict``.
+        Index: feature. Columns ``fisher_before``, ``fisher_after``, ``fisher_ratio`` (pooled
+        over all samples), with ``batch`` ``within_before``, ``within_after``,
+        ``within_ratio``, then ``signal_q`` and ``verdict`` (from the pooled ratio).
 
     Notes
     -----
@@ -164,23 +270,33 @@ def fisher_preservation(
     spread is a genuine gain, but the same appears when the label was a ComBat covariate in an
     unbalanced design (Nygaard et al. 2016). Read it together with :func:`mixed_effects`.
     """
-    Xb, Xa, names = as_pair(before, after, feature_names=feature_names)
-    b = as_labels(biology, Xb.shape[0], name="biology")
+    Xb, Xa, names = as_pair(before, after, feature_names=feature_names, allow_missing=True)
+    n, p = Xb.shape
+    b = as_labels(biology, n, name="biology")
     k = biology_kind(b, kind)
-    fb = fisher_ratio(Xb, b, kind=k)
-    fa = fisher_ratio(Xa, b, kind=k)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = fa / fb
-    q = benjamini_hochberg(_biology_signal_p(Xb, b, k))
+    site_labels = None if batch is None else as_labels(batch, n, name="batch")
+    within = site_labels is not None and \
+        _varying_sites(b, encode_labels(site_labels)[1], k).size > 0
+    keys = ["fisher_before", "fisher_after", "fisher_ratio"]
+    if within:
+        keys += ["within_before", "within_after", "within_ratio"]
+    columns: dict[str, Any] = {key: np.full(p, np.nan) for key in [*keys, "signal_p"]}
+    for rows, cols in missing_patterns(np.isnan(Xb) | np.isnan(Xa)):
+        part = _fisher_columns(Xb[np.ix_(rows, cols)], Xa[np.ix_(rows, cols)], b[rows], k,
+                               None if not within else site_labels[rows])
+        for key, values in part.items():
+            columns[key][cols] = values
+    ratio = columns["fisher_ratio"]
+    q = benjamini_hochberg(columns.pop("signal_p"))
     verdict = np.where(
         ~(q < alpha),
         "no signal",
         np.where(ratio < erased_below, "erased",
                  np.where(ratio > inflated_above, "inflated", "kept")),
     )
+    columns.update(signal_q=q, verdict=verdict)
     return pd.DataFrame(
-        {"fisher_before": fb, "fisher_after": fa, "fisher_ratio": ratio, "signal_q": q,
-         "verdict": verdict},
+        columns,
         index=pd.Index(names, name="feature"),
     )
 
@@ -244,6 +360,66 @@ def _wald_p(beta: np.ndarray, cov: np.ndarray) -> float:
     except np.linalg.LinAlgError:
         return float("nan")
     return float(stats.chi2.sf(stat, beta.size))
+
+
+def _mixed_rows(Xb: np.ndarray, Xa: np.ndarray, D: np.ndarray, terms: list[str], m: int,
+                site_codes: np.ndarray) -> list[dict[str, Any]]:
+    """Mixed model on ``Xb`` and OLS on ``Xa``, per column, with design ``D`` (complete data)."""
+    n = Xb.shape[0]
+    scale = Xb.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    Yb = Xb / scale
+    Ya = Xa / scale
+
+    # OLS on the harmonized data, every modelled feature at once.
+    dof = n - D.shape[1]
+    if dof < 1:
+        raise DesignError(
+            f"{n} samples for {D.shape[1]} fixed effects; add samples or drop covariates."
+        )
+    XtX_inv = np.linalg.inv(D.T @ D)
+    coef = XtX_inv @ D.T @ Ya
+    sigma2 = ((Ya - D @ coef) ** 2).sum(axis=0) / dof
+    ols_beta = coef[1:1 + m].T  # (features, m)
+    ols_cov = XtX_inv[1:1 + m, 1:1 + m]
+
+    rows = []
+    for i in range(Xb.shape[1]):
+        raw = _fit_mixed(Yb[:, i], D, site_codes, m)
+        aft = _fit_mixed(Ya[:, i], D, site_codes, m)
+        cov_a = sigma2[i] * ols_cov
+        # a failed mixed fit can leave a non-finite or indefinite covariance: no SE then
+        var_r = np.diag(raw["cov"]) if np.all(np.isfinite(raw["cov"])) else np.full(m, np.nan)
+        se_r = np.sqrt(np.where(var_r >= 0, var_r, np.nan))
+        se_a = np.sqrt(np.diag(cov_a))
+        br, ba = raw["beta"], ols_beta[i]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shrink = float(ba @ br / (br @ br))
+            se_ratio = float(np.mean(se_a / se_r))
+            t = np.abs(br / se_r)
+        show = int(np.nanargmax(t)) if np.any(np.isfinite(t)) else 0
+        notes = []
+        if raw["note"]:
+            notes.append(f"raw: {raw['note']}")
+        if aft["note"]:
+            notes.append(f"after: {aft['note']}")
+        rows.append({
+            "term": terms[show],
+            "beta_raw": br[show] * scale[i],
+            "se_raw": se_r[show] * scale[i],
+            "beta_after": ba[show] * scale[i],
+            "se_after": se_a[show] * scale[i],
+            "p_raw": _wald_p(br, raw["cov"]),
+            "p_after": _wald_p(ba, cov_a),
+            "shrinkage": shrink,
+            "se_ratio": se_ratio,
+            "icc_before": raw["icc"],
+            "icc_after": aft["icc"],
+            "converged_raw": raw["converged"],
+            "converged_after": aft["converged"],
+            "note": " | ".join(notes),
+        })
+    return rows
 
 
 def mixed_effects(
@@ -313,7 +489,7 @@ def mixed_effects(
     and recorded in ``note``; a fit whose optimizer did not converge, or whose standard errors are
     not finite, is marked in ``converged_raw`` / ``converged_after``.
     """
-    Xb, Xa, names = as_pair(before, after, feature_names=feature_names)
+    Xb, Xa, names = as_pair(before, after, feature_names=feature_names, allow_missing=True)
     n, p = Xb.shape
     b = as_labels(biology, n, name="biology")
     site = as_labels(batch, n, name="batch")
@@ -322,10 +498,10 @@ def mixed_effects(
         raise DesignError("batch: only one site; the random site intercept needs at least two.")
     Z = as_covariate_design(covariates, n)
     k = biology_kind(b, kind)
-    D, terms, m = _design(b, k, Z)
+    _design(b, k, Z)  # the full design must be estimable
 
     if rank_by is None:
-        score = kruskal_wallis(Xb, site_codes)["epsilon2"]
+        score = kruskal_wallis(np.nan_to_num(Xb), site_codes)["epsilon2"]
     else:
         score = np.asarray(rank_by, dtype=float).ravel()
         if score.size != p:
@@ -335,61 +511,27 @@ def mixed_effects(
         order = order[:max_features]
         logger.info("mixed models on the %d most site-affected of %d features", order.size, p)
 
-    scale = Xb[:, order].std(axis=0)
-    scale = np.where(scale > 0, scale, 1.0)
-    Yb = Xb[:, order] / scale
-    Ya = Xa[:, order] / scale
-
-    # OLS on the harmonized data, every modelled feature at once.
-    dof = n - D.shape[1]
-    if dof < 1:
-        raise DesignError(
-            f"{n} samples for {D.shape[1]} fixed effects; add samples or drop covariates."
-        )
-    XtX_inv = np.linalg.inv(D.T @ D)
-    coef = XtX_inv @ D.T @ Ya
-    sigma2 = ((Ya - D @ coef) ** 2).sum(axis=0) / dof
-    ols_beta = coef[1:1 + m].T  # (features, m)
-    ols_cov = XtX_inv[1:1 + m, 1:1 + m]
-
-    rows = []
-    for i, j in enumerate(order):
-        raw = _fit_mixed(Yb[:, i], D, site_codes, m)
-        aft = _fit_mixed(Ya[:, i], D, site_codes, m)
-        cov_a = sigma2[i] * ols_cov
-        # a failed mixed fit can leave a non-finite or indefinite covariance: no SE then
-        var_r = np.diag(raw["cov"]) if np.all(np.isfinite(raw["cov"])) else np.full(m, np.nan)
-        se_r = np.sqrt(np.where(var_r >= 0, var_r, np.nan))
-        se_a = np.sqrt(np.diag(cov_a))
-        br, ba = raw["beta"], ols_beta[i]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            shrink = float(ba @ br / (br @ br))
-            se_ratio = float(np.mean(se_a / se_r))
-            t = np.abs(br / se_r)
-        show = int(np.nanargmax(t)) if np.any(np.isfinite(t)) else 0
-        notes = []
-        if raw["note"]:
-            notes.append(f"raw: {raw['note']}")
-        if aft["note"]:
-            notes.append(f"after: {aft['note']}")
-        rows.append({
-            "feature": names[j],
-            "term": terms[show],
-            "beta_raw": br[show] * scale[i],
-            "se_raw": se_r[show] * scale[i],
-            "beta_after": ba[show] * scale[i],
-            "se_after": se_a[show] * scale[i],
-            "p_raw": _wald_p(br, raw["cov"]),
-            "p_after": _wald_p(ba, cov_a),
-            "shrinkage": shrink,
-            "se_ratio": se_ratio,
-            "icc_before": raw["icc"],
-            "icc_after": aft["icc"],
-            "converged_raw": raw["converged"],
-            "converged_after": aft["converged"],
-            "note": " | ".join(notes),
-        })
-    table = pd.DataFrame(rows).set_index("feature")
+    rows: dict[int, dict[str, Any]] = {}
+    missing = np.isnan(Xb[:, order]) | np.isnan(Xa[:, order])
+    for keep, cols in missing_patterns(missing):
+        feats = order[cols]
+        try:
+            D, terms, m = _design(b[keep], k, Z[keep].reset_index(drop=True))
+            fitted = _mixed_rows(Xb[np.ix_(keep, feats)], Xa[np.ix_(keep, feats)], D, terms, m,
+                                 encode_labels(site_codes[keep])[1])
+        except DesignError as exc:  # too few complete cases, or they lack a class
+            if keep.all():
+                raise
+            fitted = [{"converged_raw": False, "converged_after": False,
+                       "note": f"complete cases ({int(keep.sum())} samples): {exc}"}] * feats.size
+        for j, row in zip(feats, fitted, strict=True):
+            rows[j] = {"feature": names[j], **row}
+    columns = ["feature", "term", "beta_raw", "se_raw", "beta_after", "se_after", "p_raw",
+               "p_after", "shrinkage", "se_ratio", "icc_before", "icc_after", "converged_raw",
+               "converged_after", "note"]
+    table = pd.DataFrame([rows[j] for j in order], columns=columns).set_index("feature")
+    table[["converged_raw", "converged_after"]] = table[
+        ["converged_raw", "converged_after"]].astype(bool)
     table.insert(table.columns.get_loc("p_after"), "q_raw", benjamini_hochberg(table["p_raw"]))
     lo, hi = kept
     r, se_ratio = table["shrinkage"].to_numpy(), table["se_ratio"].to_numpy()

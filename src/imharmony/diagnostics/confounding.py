@@ -10,10 +10,13 @@ Levels and thresholds (all in :class:`ConfoundingThresholds`)
 ------------------------------------------------------------
 For each variable (the biology and every covariate column):
 
-- categorical: site x level table, χ² test and Cramér's V. "complete" when V >= 1 - 1e-9 (each
-  site holds its own levels) or, for the biology only, when a site holds a single class (by
-  default; ``single_class_site_level``); "strong" when V >= 0.5, or a site holds a single level
-  of a covariate; "moderate" when V >= 0.3 (Cohen's medium and large effects).
+- categorical: site x level table, χ² test and Cramér's V. "complete" when no site holds more
+  than one level (the variable does not vary inside any site: nothing in the data can tell the
+  site from it); "strong" when V >= 0.5, or some sites hold a single level while others mix
+  them (``single_class_site_level``; the mixed sites still let the site and the biology be told
+  apart, and the diagnostics use them); "moderate" when V >= 0.3 (Cohen's medium and large
+  effects). The single-level sites are listed (``single_class_sites``), and so are the sites
+  that mix levels (``mixed_sites``).
 - continuous: η² of the variable on site and the largest standardized mean difference (SMD)
   between two sites, (m_i - m_j) / sqrt((s_i² + s_j²) / 2). "complete" when η² >= 1 - 1e-9
   (the variable is constant within each site); "strong" when |SMD| >= 1; "moderate" when
@@ -42,10 +45,17 @@ import pandas as pd
 from scipy import stats
 from scipy.stats import contingency
 
+from .._validation import is_numeric_column
 from ..errors import ConfoundingError, HarmonizationWarning
 from ._data import as_covariate_design, as_labels, biology_kind, encode_labels, group_indicator
 
-__all__ = ["ConfoundingReport", "ConfoundingThresholds", "check_confounding", "cramers_v"]
+__all__ = [
+    "ConfoundingReport",
+    "ConfoundingThresholds",
+    "Finding",
+    "check_confounding",
+    "cramers_v",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +74,34 @@ class ConfoundingThresholds:
     smd_strong: float = 1.0
     condition_moderate: float = 30.0
     condition_strong: float = 100.0
-    single_class_site_level: Level = "complete"
+    single_class_site_level: Level = "strong"
     min_site_size: int = 2
     small_site_size: int = 20
     max_site_ratio: float = 20.0
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One finding of :func:`check_confounding`, as data (callers decide on these, not on text).
+
+    Attributes
+    ----------
+    level : {"none", "moderate", "strong", "complete"}
+    topic : {"variable", "biology_not_covariate", "design", "sample_size"}
+        What the finding is about.
+    role : {"biology", "covariate"} or None
+        For ``topic="variable"``: the role of the variable.
+    variable : str or None
+        The column concerned, when there is one.
+    message : str
+        The sentence shown to the user.
+    """
+
+    level: Level
+    topic: str
+    message: str
+    role: str | None = None
+    variable: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,18 +141,40 @@ class ConfoundingReport:
     condition_number: float
     biology_in_covariates: bool | None
     thresholds: ConfoundingThresholds = field(default_factory=ConfoundingThresholds)
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def biology_level(self) -> Level | None:
+        """Confounding level of site with the biology alone (None when no biology was named).
+
+        This is what a headline about "site and biology" should say: an imbalance of a
+        covariate (e.g. a small site holding one sex) is a finding about that covariate.
+        """
+        if self.variables.empty or "role" not in self.variables:
+            return None
+        sel = self.variables[self.variables["role"] == "biology"]
+        return sel["level"].iloc[0] if len(sel) else None
+
+    @property
+    def mixed_sites(self) -> tuple[str, ...]:
+        """Sites holding more than one class of a categorical biology (empty otherwise)."""
+        if self.table is None:
+            return ()
+        t = self.table.to_numpy()
+        return tuple(str(s) for s in self.table.index[(t > 0).sum(axis=1) > 1])
 
     def raise_if_complete(self) -> None:
         """Raise :class:`~imharmony.errors.ConfoundingError` when the level is "complete"."""
         if self.level == "complete":
-            detail = " ".join(m for m in self.messages if m.startswith("complete"))
+            detail = " ".join(f.message for f in self.findings
+                              if f.level == "complete" and f.topic in ("variable", "design"))
             raise ConfoundingError(detail or "site and biology are completely confounded.")
 
     def warn(self, stacklevel: int = 2) -> None:
         """Issue a :class:`~imharmony.errors.HarmonizationWarning` per moderate-or-worse message."""
-        for msg in self.messages:
-            if not msg.startswith("note"):
-                warnings.warn(msg, HarmonizationWarning, stacklevel=stacklevel + 1)
+        for f in self.findings:
+            if _ORDER[f.level] >= _ORDER["moderate"]:
+                warnings.warn(f.message, HarmonizationWarning, stacklevel=stacklevel + 1)
 
 
 def cramers_v(table: Any) -> float:
@@ -145,14 +201,16 @@ def _categorical(values: np.ndarray, site: np.ndarray, th: ConfoundingThresholds
     table = pd.crosstab(pd.Series(site, name="site"), pd.Series(values.astype(str), name="class"))
     row: dict[str, Any] = {"kind": "categorical", "chi2": np.nan, "p_value": np.nan,
                            "cramers_v": np.nan, "eta2": np.nan, "max_smd": np.nan,
-                           "single_class_sites": (), "level": "none"}
+                           "single_class_sites": (), "single_class_detail": (),
+                           "level": "none"}
     if table.shape[1] < 2:
         return row, table
     chi2, p, _, _ = stats.chi2_contingency(table.to_numpy(), correction=False)
     v = cramers_v(table.to_numpy())
-    single = tuple(str(s) for s in table.index[(table.to_numpy() > 0).sum(axis=1) == 1])
+    held = (table.to_numpy() > 0).sum(axis=1)
+    single = tuple(str(s) for s in table.index[held == 1])
     level: Level = "none"
-    if v >= _EXACT:
+    if not (held > 1).any():
         level = "complete"
     elif single:
         level = th.single_class_site_level if role == "biology" else "strong"
@@ -164,6 +222,10 @@ def _categorical(values: np.ndarray, site: np.ndarray, th: ConfoundingThresholds
         level = "moderate"
     row.update(chi2=float(chi2), p_value=float(p), cramers_v=v, single_class_sites=single,
                level=level)
+    if single:
+        row["single_class_detail"] = tuple(
+            f"site {s}: {int(table.loc[s].sum())} sample(s), all "
+            f"{table.columns[table.loc[s].to_numpy() > 0][0]}" for s in single)
     return row, table
 
 
@@ -192,7 +254,8 @@ def _continuous(values: np.ndarray, codes: np.ndarray, k: int,
     elif smd >= th.smd_moderate:
         level = "moderate"
     return {"kind": "continuous", "chi2": np.nan, "p_value": np.nan, "cramers_v": np.nan,
-            "eta2": eta2, "max_smd": smd, "single_class_sites": (), "level": level}
+            "eta2": eta2, "max_smd": smd, "single_class_sites": (), "single_class_detail": (),
+            "level": level}
 
 
 def _describe(name: str, role: str, row: dict[str, Any]) -> str:
@@ -203,9 +266,18 @@ def _describe(name: str, role: str, row: dict[str, Any]) -> str:
            if level == "complete" else
            "keep it as a covariate of the harmonizer and read the biology diagnostics with care")
     if row["kind"] == "categorical":
+        if role == "covariate" and row["single_class_detail"] and level != "complete":
+            # an imbalance inside a few sites is reported as that, not as a global confounding
+            return (f"{level} imbalance of covariate {name!r} inside site(s): "
+                    + "; ".join(row["single_class_detail"])
+                    + f" (Cramér's V = {row['cramers_v']:.2f}): keep it as a covariate; the "
+                    "harmonizer cannot estimate its effect from those sites alone.")
         stat = f"Cramér's V = {row['cramers_v']:.2f}"
         if row["single_class_sites"]:
-            stat += f"; site(s) {list(row['single_class_sites'])} hold a single class"
+            stat += ("; " + "; ".join(row["single_class_detail"])
+                     + " (the sites mixing classes let the biology be told apart from site)"
+                     if level != "complete" else
+                     f"; site(s) {list(row['single_class_sites'])} hold a single class")
     else:
         stat = f"η² on site = {row['eta2']:.2f}, largest SMD between sites = {row['max_smd']:.2f}"
     return f"{level} confounding of site with {what} {name!r} ({stat}): {fix}."
@@ -265,7 +337,7 @@ def check_confounding(
 
         raise DataError(f"covariates: {len(cov)} row(s) for {n} sample(s); pass one per sample.")
 
-    messages: list[tuple[int, str]] = []
+    findings: list[Finding] = []
     rows: dict[str, dict[str, Any]] = {}
     bio_table = None
     bio_in_cov: bool | None = None
@@ -292,10 +364,10 @@ def check_confounding(
                             bio_in_cov, bio_name = True, str(c)
                             break
         if not bio_in_cov:
-            messages.append((2, (
+            findings.append(Finding("strong", "biology_not_covariate", (
                 f"the biology {bio_name!r} is not among the covariates: a harmonizer would treat "
                 "its differences between sites as site effect and remove them; pass it as a "
-                "covariate.")))
+                "covariate."), role="biology", variable=bio_name))
     if bio_values is not None:
         kind = biology_kind(bio_values, biology_type)
         if kind == "categorical":
@@ -309,15 +381,15 @@ def check_confounding(
                 continue
             s = cov[c]
             vals = as_labels(s, n, name=f"covariates[{c!r}]")
-            numeric = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
-            if numeric:
+            if is_numeric_column(s.dtype):
                 row = _continuous(vals, codes, levels.size, th)
             else:
                 row, _ = _categorical(vals, site_str, th, "covariate")
             rows[str(c)] = {"role": "covariate", **row}
     for name, row in rows.items():
         if row["level"] != "none":
-            messages.append((_ORDER[row["level"]], _describe(name, row["role"], row)))
+            findings.append(Finding(row["level"], "variable", _describe(name, row["role"], row),
+                                    role=row["role"], variable=name))
 
     # The design the harmonizer fits.
     Zdf = as_covariate_design(cov, n) if cov is not None else pd.DataFrame(index=range(n))
@@ -334,42 +406,46 @@ def check_confounding(
     design_level: Level = "none"
     if rank < D.shape[1]:
         design_level = "complete"
-        messages.append((3, (
+        findings.append(Finding("complete", "design", (
             f"complete: the design [intercept, site, covariates {list(Zdf.columns)}] has rank "
             f"{rank} < {D.shape[1]} columns: a covariate is constant or a function of site; "
             "drop it or merge sites.")))
     elif cond >= th.condition_strong:
         design_level = "strong"
-        messages.append((2, f"strong: the design is ill-conditioned (condition number "
-                            f"{cond:.0f}); check nearly collinear covariates."))
+        findings.append(Finding("strong", "design", f"strong: the design is ill-conditioned "
+                                f"(condition number {cond:.0f}); check nearly collinear "
+                                "covariates."))
     elif cond >= th.condition_moderate:
         design_level = "moderate"
-        messages.append((1, f"moderate: the design condition number is {cond:.0f}; check "
-                            "nearly collinear covariates."))
+        findings.append(Finding("moderate", "design", f"moderate: the design condition number "
+                                f"is {cond:.0f}; check nearly collinear covariates."))
 
     sizes = pd.Series(np.bincount(codes, minlength=levels.size), index=levels.astype(str),
                       name="n_samples")
     tiny = list(sizes.index[sizes < th.min_site_size])
     small = list(sizes.index[(sizes >= th.min_site_size) & (sizes < th.small_site_size)])
     if tiny:
-        messages.append((3, f"sample size: site(s) {tiny} have fewer than {th.min_site_size} "
-                            "samples and cannot be harmonized; drop or merge them."))
+        findings.append(Finding("complete", "sample_size", (
+            f"sample size: site(s) {tiny} have fewer than {th.min_site_size} samples and cannot "
+            "be harmonized; drop or merge them.")))
     if small:
-        messages.append((1, f"sample size: site(s) {small} have fewer than {th.small_site_size} "
-                            "samples; their site estimates are unstable."))
+        findings.append(Finding("moderate", "sample_size", (
+            f"sample size: site(s) {small} have fewer than {th.small_site_size} samples; their "
+            "site estimates are unstable.")))
     if sizes.min() > 0 and sizes.max() / sizes.min() > th.max_site_ratio:
-        messages.append((1, f"sample size: the largest site is {sizes.max() / sizes.min():.0f} "
-                            "times the smallest; the large site dominates pooled estimates."))
+        findings.append(Finding("moderate", "sample_size", (
+            f"sample size: the largest site is {sizes.max() / sizes.min():.0f} times the "
+            "smallest; the large site dominates pooled estimates.")))
 
     var_levels = [r["level"] for r in rows.values()]
     level = _max([*var_levels, design_level])
     variables = pd.DataFrame.from_dict(rows, orient="index")
     if not variables.empty:
         variables.index.name = "variable"
-    messages.sort(key=lambda t: -t[0])
+    findings.sort(key=lambda f: -_ORDER[f.level])
     report = ConfoundingReport(
         level=level,
-        messages=tuple(m for _, m in messages),
+        messages=tuple(f.message for f in findings),
         variables=variables,
         table=bio_table,
         site_sizes=sizes,
@@ -378,6 +454,7 @@ def check_confounding(
         condition_number=cond,
         biology_in_covariates=bio_in_cov,
         thresholds=th,
+        findings=tuple(findings),
     )
     logger.debug("confounding level %s: %s", level, report.messages)
     return report

@@ -37,6 +37,7 @@ from ._data import (
     encode_labels,
     group_indicator,
 )
+from ._missing import missing_patterns
 
 __all__ = [
     "SiteTests",
@@ -248,8 +249,8 @@ class SiteTests:
         ``kruskal_q``, ``epsilon2``, ``anova_F``, ``anova_p``, ``anova_q``, ``eta2``,
         ``levene_W``, ``levene_p``, ``levene_q``, ``levene_eta2``; with covariates also
         ``ancova_F``, ``ancova_p``, ``ancova_q``, ``partial_eta2``; with ``anderson=True`` also
-        ``anderson_stat``, ``anderson_p``, ``anderson_q``; and ``site_effect`` (bool, see
-        :func:`site_tests`).
+        ``anderson_stat``, ``anderson_p``, ``anderson_q``; ``n_complete`` (samples where the
+        feature is present); and ``site_effect`` (bool, see :func:`site_tests`).
     summary : dict
         ``n_samples``, ``n_features``, ``n_sites``, ``alpha``, ``negligible``, ``residualized_on``
         (covariate columns), ``frac_<test>`` (fraction of features with q < alpha for each test),
@@ -258,6 +259,36 @@ class SiteTests:
 
     table: pd.DataFrame
     summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _site_statistics(X: np.ndarray, codes: np.ndarray, Z: np.ndarray, *,
+                     anderson: bool) -> dict[str, np.ndarray]:
+    """Every per-feature statistic of :func:`site_tests` on complete data (no adjustment)."""
+    nan = np.full(X.shape[1], np.nan)
+    present, codes = np.unique(codes, return_inverse=True)
+    codes = codes.ravel()
+    keys = ["kruskal_H", "kruskal_p", "epsilon2", "anova_F", "anova_p", "eta2", "levene_W",
+            "levene_p", "levene_eta2"]
+    if Z.shape[1]:
+        keys += ["ancova_F", "ancova_p", "partial_eta2"]
+    if anderson:
+        keys += ["anderson_stat", "anderson_p"]
+    if present.size < 2 or X.shape[0] <= present.size:
+        return {k: nan for k in keys}  # too few complete cases in this group of features
+    data = X
+    out: dict[str, np.ndarray] = {}
+    if Z.shape[1]:
+        data, anc = residualize(X, codes, Z)
+        out.update(ancova_F=anc["F"], ancova_p=anc["p"], partial_eta2=anc["partial_eta2"])
+    kw = kruskal_wallis(data, codes)
+    an = anova_oneway(data, codes)
+    bf = brown_forsythe(data, codes)
+    out.update(kruskal_H=kw["H"], kruskal_p=kw["p"], epsilon2=kw["epsilon2"], anova_F=an["F"],
+               anova_p=an["p"], eta2=an["eta2"], levene_W=bf["W"], levene_p=bf["p"],
+               levene_eta2=bf["eta2"])
+    if anderson:
+        out["anderson_stat"], out["anderson_p"] = _anderson(data, codes)
+    return out
 
 
 def site_tests(
@@ -275,6 +306,7 @@ def site_tests(
     Parameters
     ----------
     X : array-like or pandas.DataFrame, shape (n_samples, n_features)
+        Missing values (NaN) are allowed: each feature is tested on its complete cases.
     batch : array-like, shape (n_samples,)
         Site label of each sample.
     covariates : pandas.DataFrame or array-like, shape (n_samples, n_covariates), optional
@@ -302,7 +334,7 @@ def site_tests(
     ε² = H / (n - 1) for Kruskal-Wallis; η² = SSB / SST for the one-way ANOVA; partial
     η² = SS_site / (SS_site + SS_residual) for the ANCOVA. η² < 0.01 is conventionally negligible.
     """
-    Xa, names = as_matrix(X, name="X", feature_names=feature_names)
+    Xa, names = as_matrix(X, name="X", feature_names=feature_names, allow_missing=True)
     n = Xa.shape[0]
     labels = as_labels(batch, n, name="batch")
     levels, codes = encode_labels(labels)
@@ -312,28 +344,33 @@ def site_tests(
         raise DesignError(f"batch: only one site ({levels[0]!r}); site tests need at least two.")
     Zdf = as_covariate_design(covariates, n)
     table = pd.DataFrame(index=pd.Index(names, name="feature"))
-    data = Xa
-    if Zdf.shape[1]:
-        data, anc = residualize(Xa, codes, Zdf.to_numpy(dtype=float))
-    kw = kruskal_wallis(data, codes)
-    an = anova_oneway(data, codes)
-    bf = brown_forsythe(data, codes)
-    table["kruskal_H"], table["kruskal_p"] = kw["H"], kw["p"]
-    table["kruskal_q"], table["epsilon2"] = benjamini_hochberg(kw["p"]), kw["epsilon2"]
-    table["anova_F"], table["anova_p"] = an["F"], an["p"]
-    table["anova_q"], table["eta2"] = benjamini_hochberg(an["p"]), an["eta2"]
-    table["levene_W"], table["levene_p"] = bf["W"], bf["p"]
-    table["levene_q"], table["levene_eta2"] = benjamini_hochberg(bf["p"]), bf["eta2"]
+    missing = np.isnan(Xa)
+    stats_: dict[str, np.ndarray] = {}
+    for rows, cols in missing_patterns(missing):
+        part = _site_statistics(Xa[np.ix_(rows, cols)], codes[rows],
+                                Zdf.to_numpy(dtype=float)[rows], anderson=anderson)
+        for key, values in part.items():
+            stats_.setdefault(key, np.full(Xa.shape[1], np.nan))[cols] = values
+    table["kruskal_H"], table["kruskal_p"] = stats_["kruskal_H"], stats_["kruskal_p"]
+    table["kruskal_q"], table["epsilon2"] = benjamini_hochberg(stats_["kruskal_p"]), \
+        stats_["epsilon2"]
+    table["anova_F"], table["anova_p"] = stats_["anova_F"], stats_["anova_p"]
+    table["anova_q"], table["eta2"] = benjamini_hochberg(stats_["anova_p"]), stats_["eta2"]
+    table["levene_W"], table["levene_p"] = stats_["levene_W"], stats_["levene_p"]
+    table["levene_q"], table["levene_eta2"] = benjamini_hochberg(stats_["levene_p"]), \
+        stats_["levene_eta2"]
     tests = ["kruskal", "anova", "levene"]
     if Zdf.shape[1]:
-        table["ancova_F"], table["ancova_p"] = anc["F"], anc["p"]
-        table["ancova_q"], table["partial_eta2"] = benjamini_hochberg(anc["p"]), anc["partial_eta2"]
+        table["ancova_F"], table["ancova_p"] = stats_["ancova_F"], stats_["ancova_p"]
+        table["ancova_q"] = benjamini_hochberg(stats_["ancova_p"])
+        table["partial_eta2"] = stats_["partial_eta2"]
         tests.append("ancova")
     if anderson:
-        stat, pval = _anderson(data, codes)
-        table["anderson_stat"], table["anderson_p"] = stat, pval
-        table["anderson_q"] = benjamini_hochberg(pval)
+        table["anderson_stat"], table["anderson_p"] = stats_["anderson_stat"], \
+            stats_["anderson_p"]
+        table["anderson_q"] = benjamini_hochberg(stats_["anderson_p"])
         tests.append("anderson")
+    table["n_complete"] = (~missing).sum(axis=0)
     location = (table["kruskal_q"] < alpha) & (table["epsilon2"] >= negligible)
     scale = (table["levene_q"] < alpha) & (table["levene_eta2"] >= negligible)
     table["site_effect"] = (location | scale).to_numpy()

@@ -19,6 +19,7 @@ import pandas as pd
 
 from ..errors import DataError, DesignError
 from ._data import as_covariate_design, as_labels, as_pair, biology_kind, encode_labels
+from .agreement import phantom_agreement
 from .biology import fisher_preservation, mixed_effects
 from .confounding import ConfoundingReport, check_confounding
 from .covariance import covariance_distance
@@ -90,7 +91,10 @@ class DiagnosisData:
     pca : PCAProjection
         Scores on the first two principal axes of the standardized data before, the data after
         projected on the same axes (:func:`~imharmony.diagnostics.pca_projection`; the features
-        as given, not the residuals after the biology, so that the biology shows).
+        as given, not the residuals after the biology, so that the biology shows), over the
+        block without missing values.
+    pca_rows : numpy.ndarray of bool, shape (n_samples,), or None
+        The samples of ``pca`` (None: all).
     """
 
     before: pd.DataFrame
@@ -102,6 +106,7 @@ class DiagnosisData:
     pca: PCAProjection
     batch_name: str = "site"
     biology_name: str = "biology"
+    pca_rows: np.ndarray | None = None
 
 
 @dataclass
@@ -130,11 +135,24 @@ class Diagnosis:
         ``max_features=0``).
     confounding : ConfoundingReport
     thresholds : Thresholds
+    biology_evidence : pandas.DataFrame or None
+        One row per measure of the biology (``pooled Fisher ratio``, ``within-site Fisher
+        ratio`` over the sites that mix classes, ``mixed-model coefficient``); columns
+        ``n_features``, ``before``, ``after``, ``ratio``, ``low``, ``high`` (the band called
+        kept) and ``reading`` ("kept", "erased" or "inflated").
+    missing : dict
+        Missing values (NaN before or after): ``cells``, ``features`` (with any),
+        ``min_complete_cases`` (the fewest samples a feature was tested on), and the complete
+        block the multivariate measures used (``multivariate_samples``,
+        ``multivariate_features``).
     n_samples, n_features, n_sites : int
     data : DiagnosisData or None
         The inputs, kept for the report's figures (None when built by hand).
     parameters : dict
         The arguments of :func:`diagnose` other than the data (for the report's provenance).
+    phantom : pandas.DataFrame or None
+        :func:`~imharmony.diagnostics.phantom_agreement` of phantom inserts with their known
+        values, before and after (None when no phantom was given).
     """
 
     verdicts: dict[str, str]
@@ -146,11 +164,14 @@ class Diagnosis:
     mixed: pd.DataFrame | None
     confounding: ConfoundingReport
     thresholds: Thresholds = field(default_factory=Thresholds)
+    biology_evidence: pd.DataFrame | None = None
+    missing: dict[str, int] = field(default_factory=dict)
     n_samples: int = 0
     n_features: int = 0
     n_sites: int = 0
     data: DiagnosisData | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    phantom: pd.DataFrame | None = None
 
     @property
     def site_table(self) -> pd.DataFrame:
@@ -168,7 +189,8 @@ class Diagnosis:
         for question in ("site effect", "biology"):
             lines.append(f"{question}: {self.verdicts[question].upper()}")
             lines.extend(f"  - {r}" for r in self.reasons[question])
-        lines.append(f"confounding: {self.confounding.level}")
+        lines.append("confounding of site and biology: "
+                     f"{self.confounding.biology_level or 'not assessed'}")
         lines.extend(f"  - {m}" for m in self.confounding.messages)
         lines.append("")
         lines.append("multivariate (before -> after):")
@@ -179,6 +201,51 @@ class Diagnosis:
         lines.append("thresholds: " + ", ".join(
             f"{k}={v}" for k, v in asdict(self.thresholds).items()))
         return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Machine-readable results: verdicts, reasons, thresholds and the key numbers.
+
+        Plain Python types (NaN where a number could not be computed); what ``imharmony
+        diagnose --json`` writes.
+        """
+        def numbers(d: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in d.items() if isinstance(v, (int, float, np.number))}
+
+        conf = self.confounding
+        evidence = self.biology_evidence
+        return {
+            "verdicts": dict(self.verdicts),
+            "reasons": {k: list(v) for k, v in self.reasons.items()},
+            "samples": self.n_samples,
+            "features": self.n_features,
+            "sites": self.n_sites,
+            "site_sizes": {str(k): int(v) for k, v in conf.site_sizes.items()},
+            "site_tests": {"before": numbers(self.site_before.summary),
+                           "after": numbers(self.site_after.summary),
+                           "residualized_on": list(self.site_after.summary["residualized_on"])},
+            "multivariate": {str(k): {c: float(v) for c, v in row.items()}
+                             for k, row in self.multivariate.iterrows()},
+            "biology": {} if evidence is None else {
+                str(k): {c: (v if isinstance(v, str) else int(v) if c == "n_features" else
+                             float(v)) for c, v in row.items()}
+                for k, row in evidence.iterrows()},
+            "mixed_models_not_converged": [] if self.mixed is None else [
+                str(f) for f in self.mixed.index[self.mixed["verdict"] == "not converged"]],
+            "confounding": {
+                "level": conf.level,
+                "biology_level": conf.biology_level,
+                "single_class_sites": [] if conf.variables.empty else
+                list(conf.variables.iloc[0]["single_class_sites"])
+                if conf.variables.iloc[0]["role"] == "biology" else [],
+                "mixed_sites": list(conf.mixed_sites),
+                "findings": [{"level": f.level, "topic": f.topic, "role": f.role,
+                              "variable": f.variable, "message": f.message}
+                             for f in conf.findings],
+            },
+            "missing": dict(self.missing),
+            "thresholds": asdict(self.thresholds),
+            "parameters": dict(self.parameters),
+        }
 
     def to_html(self, path: str | os.PathLike[str], *, title: str | None = None,
                 provenance: dict[str, Any] | None = None) -> Path:
@@ -216,6 +283,70 @@ def _fmt(v: Any) -> str:
     return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.3f}"
 
 
+def _complete_block(missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the largest simple block without missing values.
+
+    Either the samples complete in every feature, or the features complete in every sample,
+    whichever keeps more values (the multivariate measures need one complete matrix).
+    """
+    n, p = missing.shape
+    full_rows = ~missing.any(axis=1)
+    full_cols = ~missing.any(axis=0)
+    all_rows, all_cols = np.ones(n, bool), np.ones(p, bool)
+    if full_rows.all():
+        return all_rows, all_cols
+    if full_rows.sum() * p >= n * full_cols.sum():
+        return full_rows, all_cols
+    return all_rows, full_cols
+
+
+def _multivariate(mv: pd.DataFrame, Xb: np.ndarray, Xa: np.ndarray, site: np.ndarray,
+                  resid_arg: pd.DataFrame | None, *, n_permutations: int, n_splits: int,
+                  random_state: int | None, harmonizer: Any, harmonizer_covariates: Any,
+                  conf_cov: pd.DataFrame, reasons: list[str]) -> None:
+    """Fill ``mv`` with the silhouette, guided PCA and site prediction (complete data)."""
+    if Xb.shape[1] < 2 or encode_labels(site)[0].size < 2:
+        raise DesignError(f"{Xb.shape[0]} samples x {Xb.shape[1]} features without missing "
+                          "values, in fewer than 2 sites or with fewer than 2 features")
+    codes = encode_labels(site)[1]
+    Rb, Ra = Xb, Xa
+    if resid_arg is not None:
+        Zd = as_covariate_design(resid_arg, len(site)).to_numpy(dtype=float)
+        Rb, _ = residualize(Xb, codes, Zd)
+        Ra, _ = residualize(Xa, codes, Zd)
+    sil_b, sil_a = pca_silhouette(Rb, site, Ra)
+    mv.loc["silhouette"] = [sil_b, sil_a, np.nan]
+    g_b = guided_pca(Rb, site, n_permutations=n_permutations, random_state=random_state)
+    g_a = guided_pca(Ra, site, n_permutations=n_permutations, random_state=random_state)
+    mv.loc["gpca_delta"] = [g_b.delta, g_a.delta, np.nan]
+    mv.loc["gpca_p"] = [g_b.p_value, g_a.p_value, np.nan]
+    if np.bincount(codes).min() >= 2:  # per-site covariance (what CovBat harmonizes)
+        mv.loc["covariance_distance"] = [covariance_distance(Rb, site).mean,
+                                         covariance_distance(Ra, site).mean, np.nan]
+    try:
+        spk = {"adjust_for": resid_arg, "n_splits": n_splits, "random_state": random_state}
+        sp_b = site_prediction(Xb, site, **spk)
+        sp_a = site_prediction(Xa, site, **spk)
+        mv.loc["site_prediction"] = [sp_b.balanced_accuracy, sp_a.balanced_accuracy, sp_b.chance]
+        if harmonizer is not None:
+            hcov = harmonizer_covariates
+            if hcov is None and conf_cov.shape[1]:
+                hcov = conf_cov
+            sp_h = site_prediction(Xb, site, harmonizer=harmonizer, covariates=hcov, **spk)
+            mv.loc["site_prediction_in_folds"] = [sp_b.balanced_accuracy, sp_h.balanced_accuracy,
+                                                  sp_h.chance]
+    except DesignError as exc:
+        reasons.append(f"site prediction skipped: {exc}")
+
+
+def _signal_rank(signal_q: np.ndarray, site_effect: np.ndarray) -> np.ndarray:
+    """Order of the mixed models: strongest biology signal first, then most site-affected."""
+    with np.errstate(divide="ignore"):
+        strength = -np.log10(np.nan_to_num(signal_q, nan=1.0))
+    tie = np.nan_to_num(site_effect, nan=0.0)
+    return strength + 1e-6 * tie / (1.0 + np.abs(tie).max())
+
+
 def _site_verdict(before: SiteTests, after: SiteTests, mv: pd.DataFrame,
                   th: Thresholds) -> tuple[str, list[str]]:
     fb = before.summary["frac_site_effect"]
@@ -226,16 +357,21 @@ def _site_verdict(before: SiteTests, after: SiteTests, mv: pd.DataFrame,
     reasons = [f"features with a site effect: {fb:.1%} before, {fa:.1%} after {what}."]
     if fa <= th.site_removed_max_fraction:
         verdict = "removed"
-        reasons.append(f"{fa:.1%} <= {th.site_removed_max_fraction:.0%} "
-                       "(site_removed_max_fraction).")
+        reasons.append(f"{fa:.1%} after is at most {th.site_removed_max_fraction:.0%}, the "
+                       "largest fraction still called removed.")
         if fb <= th.site_removed_max_fraction:
             reasons.append("no site effect was detectable before harmonization either.")
     elif fa <= th.site_reduced_ratio * fb:
         verdict = "reduced"
-        reasons.append(f"{fa:.1%} <= {th.site_reduced_ratio} x {fb:.1%} (site_reduced_ratio).")
+        reasons.append(f"{fa:.1%} after is at most {th.site_reduced_ratio:g} x {fb:.1%} before "
+                       "(reduced), above the "
+                       f"{th.site_removed_max_fraction:.0%} called removed.")
     else:
         verdict = "not removed"
-        reasons.append(f"{fa:.1%} > {th.site_reduced_ratio} x {fb:.1%} (site_reduced_ratio).")
+        reasons.append(f"{fa:.1%} after is more than {th.site_reduced_ratio:g} x {fb:.1%} "
+                       "before: not even halved." if th.site_reduced_ratio == 0.5 else
+                       f"{fa:.1%} after is more than {th.site_reduced_ratio:g} x {fb:.1%} "
+                       "before, the most still called reduced.")
     row = "site_prediction_in_folds" if "site_prediction_in_folds" in mv.index else \
         "site_prediction"
     if row in mv.index and np.isfinite(mv.loc[row, "after"]):
@@ -245,74 +381,114 @@ def _site_verdict(before: SiteTests, after: SiteTests, mv: pd.DataFrame,
                        f"{chance:.2f}{how}).")
         if verdict == "removed" and ba > chance + th.site_prediction_margin:
             verdict = "reduced"
-            reasons.append(f"a multivariate site signature remains: {ba:.2f} > chance + "
-                           f"{th.site_prediction_margin} (site_prediction_margin).")
+            reasons.append(f"a multivariate site signature remains: {ba:.2f} is more than "
+                           f"chance + {th.site_prediction_margin:g}, so the site can still be "
+                           "recognised from the features together.")
     return verdict, reasons
 
 
-def _biology_verdict(fisher: pd.DataFrame | None, mixed: pd.DataFrame | None,
-                     confounding: ConfoundingReport, th: Thresholds) -> tuple[str, list[str]]:
-    if fisher is None:
-        return "not assessed", ["no biology was given."]
-    bio_rows = confounding.variables
-    bio_level = None
-    if not bio_rows.empty and "role" in bio_rows:
-        sel = bio_rows[bio_rows["role"] == "biology"]
-        bio_level = sel["level"].iloc[0] if len(sel) else None
-    if bio_level == "complete":
-        return "not assessed", [
-            "site and biology are completely confounded: no data can tell whether the biology "
-            "survived harmonization."]
-    reasons: list[str] = []
-    lo, hi = th.shrinkage_kept
-    fis = fisher[fisher["verdict"] != "no signal"]
-    fisher_median = float(fis["fisher_ratio"].median()) if len(fis) else float("nan")
-    if len(fis):
-        reasons.append(
-            f"Fisher ratio after/before: median {fisher_median:.2f} over {len(fis)} feature(s) "
-            f"with a biology signal (erased < {th.fisher_erased_below}, inflated > "
-            f"{th.fisher_inflated_above}).")
-    verdict = "not assessed"
+_NYGAARD = ("with the biology as a covariate of the harmonizer in an unbalanced design (sites "
+            "holding one class), the group differences after harmonization are overstated and "
+            "their confidence exaggerated (Nygaard, Rødland & Hovig, Biostatistics 2016): read "
+            "'inflated' as a warning, and test the biology on the raw data with site in the "
+            "model (the mixed model below) rather than on the harmonized data.")
+
+
+def _reading(ratio: float, low: float, high: float) -> str:
+    if not np.isfinite(ratio):
+        return "n/a"
+    return "erased" if ratio < low else "inflated" if ratio > high else "kept"
+
+
+def _biology_evidence(fisher: pd.DataFrame | None, mixed: pd.DataFrame | None,
+                      th: Thresholds) -> pd.DataFrame:
+    """One row per measure of the biology: medians before/after, their ratio, the band, reading.
+
+    Medians are over the features with a biology signal before harmonization.
+    """
+    cols = ["n_features", "before", "after", "ratio", "low", "high", "reading"]
+    ev = pd.DataFrame(columns=cols, dtype=object)
+    if fisher is not None:
+        fis = fisher[fisher["verdict"] != "no signal"]
+        lo, hi = th.fisher_erased_below, th.fisher_inflated_above
+        for name, b, a, r in (("pooled Fisher ratio", "fisher_before", "fisher_after",
+                               "fisher_ratio"),
+                              ("within-site Fisher ratio", "within_before", "within_after",
+                               "within_ratio")):
+            if b not in fis or not len(fis):
+                continue
+            ratio = float(fis[r].median())
+            ev.loc[name] = [len(fis), float(fis[b].median()), float(fis[a].median()), ratio,
+                            lo, hi, _reading(ratio, lo, hi)]
     if mixed is not None:
         mx = mixed[mixed["verdict"].isin(["kept", "erased", "inflated"])]
-        n_nc = int((mixed["verdict"] == "not converged").sum())
-        if n_nc:
-            reasons.append(f"{n_nc} raw mixed-model fit(s) did not converge (see mixed.note).")
         if len(mx):
+            lo, hi = th.shrinkage_kept
             r = float(mx["shrinkage"].median())
             se = float(mx["se_ratio"].median())
-            counts = mx["verdict"].value_counts()
-            reasons.append(
-                f"mixed model (raw, random site intercept) vs OLS (after): median shrinkage "
-                f"r = {r:.2f}, median SE ratio {se:.2f} over {len(mx)} feature(s) with a "
-                f"biology signal (kept {lo}-{hi}, inflated SE ratio < {th.se_inflated_below}); "
-                + ", ".join(f"{c} {k}" for k, c in counts.items()) + ".")
-            if r < lo:
-                verdict = "erased"
-            elif r > hi or se < th.se_inflated_below:
-                verdict = "inflated"
-            else:
-                verdict = "kept"
-            if np.isfinite(fisher_median):
-                fv = ("erased" if fisher_median < th.fisher_erased_below else "inflated"
-                      if fisher_median > th.fisher_inflated_above else "kept")
-                if fv != verdict:
-                    reasons.append(
-                        f"the Fisher ratio alone says {fv!r}; the verdict follows the mixed "
-                        "model, which separates site from biology (a raw Fisher ratio mixes them).")
-            return verdict, reasons
-    if len(fis):
-        if fisher_median < th.fisher_erased_below:
-            verdict = "erased"
-        elif fisher_median > th.fisher_inflated_above:
-            verdict = "inflated"
-            reasons.append("a Fisher ratio well above 1 can be a genuine gain or the artificial "
-                           "separation of an unbalanced design (Nygaard et al. 2016).")
-        else:
-            verdict = "kept"
-        return verdict, reasons
-    reasons.append("no feature carried a detectable biology effect before harmonization.")
-    return "not assessed", reasons
+            reading = _reading(r, lo, hi)
+            if reading == "kept" and se < th.se_inflated_below:
+                reading = "inflated"
+            ev.loc["mixed-model coefficient"] = [
+                len(mx), float(mx["beta_raw"].abs().median()),
+                float(mx["beta_after"].abs().median()), r, lo, hi, reading]
+    return ev
+
+
+def _biology_verdict(fisher: pd.DataFrame | None, mixed: pd.DataFrame | None,
+                     confounding: ConfoundingReport, th: Thresholds,
+                     evidence: pd.DataFrame) -> tuple[str, list[str]]:
+    if fisher is None:
+        return "not assessed", ["no biology was given."]
+    if confounding.biology_level == "complete":
+        return "not assessed", [
+            "site and biology are completely confounded (no site holds more than one class, or "
+            "the biology is constant within every site): no data can tell whether the biology "
+            "survived harmonization."]
+    reasons: list[str] = []
+    single = confounding.variables.iloc[0]["single_class_sites"] \
+        if not confounding.variables.empty else ()
+    if single:
+        reasons.append(
+            f"site(s) {', '.join(single)} hold a single class; the biology is told apart from "
+            f"site by the {len(confounding.mixed_sites)} site(s) that mix classes "
+            f"({', '.join(confounding.mixed_sites)}).")
+    for name, row in evidence.iterrows():
+        what = ("median |coefficient| of the biology, mixed model with a random site intercept "
+                "on the data before, least squares after; ratio = shrinkage"
+                if name == "mixed-model coefficient" else "median over features")
+        reasons.append(
+            f"{name}: {row['before']:.3g} before, {row['after']:.3g} after, ratio "
+            f"{row['ratio']:.2f} ({what}, {int(row['n_features'])} feature(s) with a biology "
+            f"signal); below {row['low']} is erased, above {row['high']} inflated: "
+            f"{row['reading']}.")
+    if mixed is not None:
+        n_nc = int((mixed["verdict"] == "not converged").sum())
+        if n_nc:
+            shown = ", ".join(map(str, mixed.index[mixed["verdict"] == "not converged"][:5]))
+            reasons.append(f"{n_nc} mixed-model fit(s) on the data before did not converge "
+                           f"(features {shown}{' ...' if n_nc > 5 else ''}); they are left out.")
+    if evidence.empty:
+        reasons.append("no feature carried a detectable biology effect before harmonization.")
+        return "not assessed", reasons
+    # The mixed model separates site from biology; the pooled Fisher ratio mixes them (its
+    # "before" carries the site effect), so it decides only when the mixed model is absent.
+    primary = "mixed-model coefficient" if "mixed-model coefficient" in evidence.index else \
+        "pooled Fisher ratio" if "pooled Fisher ratio" in evidence.index else evidence.index[0]
+    verdict = str(evidence.loc[primary, "reading"])
+    others = {n: r for n, r in evidence["reading"].items() if n != primary and r != verdict}
+    if others:
+        reasons.append(
+            f"the verdict follows the {primary}"
+            + (", which separates site from biology" if primary.startswith("mixed") else "")
+            + "; " + "; ".join(f"the {n} alone reads {r!r}" for n, r in others.items()) + ".")
+    if verdict == "inflated" or "inflated" in others.values():
+        reasons.append(_NYGAARD)
+    if verdict == "erased":
+        reasons.append("the fix: give the biology to the harmonizer as a covariate (ComBat's "
+                       "covariates, or imharmony combat fit --covariate), so that its "
+                       "differences between sites are kept, and diagnose again.")
+    return verdict, reasons
 
 
 def diagnose(
@@ -331,6 +507,7 @@ def diagnose(
     harmonizer_covariates: Any = None,
     n_splits: int = 5,
     anderson: bool = False,
+    phantom: Any = None,
 ) -> Diagnosis:
     """Diagnose a harmonization: was the site effect removed, and was the biology kept?
 
@@ -338,6 +515,9 @@ def diagnose(
     ----------
     before, after : array-like or pandas.DataFrame, shape (n_samples, n_features)
         The same samples and features before and after harmonization (numeric columns only).
+        Missing values (NaN, e.g. kept by ComBat) are allowed: every per-feature measure uses
+        that feature's complete cases; the multivariate measures use the largest block without
+        missing values (see ``Diagnosis.missing``).
     batch : array-like, shape (n_samples,)
         Site of each sample.
     biology : array-like, shape (n_samples,), optional
@@ -352,8 +532,8 @@ def diagnose(
     biology_type : {"auto", "categorical", "continuous"}
         How to read ``biology`` (see :func:`imharmony.diagnostics.fisher_ratio`).
     max_features : int or None
-        Cap on the per-feature mixed models (the most site-affected features are modelled); 0
-        skips them, None models all.
+        Cap on the per-feature mixed models (the features with the strongest biology signal
+        inside sites are modelled, then the most site-affected); 0 skips them, None models all.
     n_permutations : int
         Site shuffles of the guided-PCA p-value.
     harmonizer : estimator or callable, optional
@@ -367,6 +547,11 @@ def diagnose(
         Folds of the site prediction (skipped, with a reason, when a site is smaller).
     anderson : bool
         Add the k-sample Anderson-Darling test to the site tests (slow for many features).
+    phantom : tuple (reference, before, after), optional
+        Phantom inserts of known value measured at the sites, raw and harmonized the same way:
+        their agreement with the known values (CCC, ICC(2,1), Bland-Altman) before and after
+        shows whether real physical differences survived (``Diagnosis.phantom``, and a section
+        of the report).
 
     Returns
     -------
@@ -383,10 +568,10 @@ def diagnose(
     Fisher ratio otherwise.
     """
     th = thresholds if thresholds is not None else Thresholds()
-    Xb, Xa, names = as_pair(before, after)
+    Xb, Xa, names = as_pair(before, after, allow_missing=True)
     n = Xb.shape[0]
     site = as_labels(batch, n, name="batch")
-    levels, site_codes = encode_labels(site)
+    levels, _ = encode_labels(site)
     if levels.size < 2:
         raise DesignError("batch: only one site; there is no site effect to diagnose.")
     cov_df = None
@@ -414,9 +599,12 @@ def diagnose(
     confounding = check_confounding(site, conf_cov if conf_cov.shape[1] else None,
                                     biology=bio_col if bio is not None else None,
                                     biology_type=kind or "auto")
-    complete = bio is not None and confounding.variables.loc[bio_col, "level"] == "complete"
+    complete = bio is not None and confounding.biology_level == "complete"
 
-    # Site tests on residuals after the biology and covariates (unless completely confounded).
+    # Site tests on residuals after the biology and covariates, always: a strong confounding
+    # (single-class sites beside mixed ones) still lets the sites that mix classes estimate the
+    # biology's effect. Only when it is complete (no site mixes classes) is the biology a function
+    # of site, and it cannot be removed without removing the site effect with it.
     resid_cov = conf_cov
     if complete:
         resid_cov = conf_cov.drop(columns=bio_col)
@@ -435,49 +623,42 @@ def diagnose(
     st_b = site_tests(Xb, site, **kw)
     st_a = site_tests(Xa, site, **kw)
 
-    # Multivariate views, on the same residuals as the site tests.
-    Rb, Ra = Xb, Xa
-    if resid_arg is not None:
-        Zd = as_covariate_design(resid_arg, n).to_numpy(dtype=float)
-        Rb, _ = residualize(Xb, site_codes, Zd)
-        Ra, _ = residualize(Xa, site_codes, Zd)
-    mv = pd.DataFrame(columns=["before", "after", "chance"], dtype=float)
-    sil_b, sil_a = pca_silhouette(Rb, site, Ra)
-    mv.loc["silhouette"] = [sil_b, sil_a, np.nan]
-    g_b = guided_pca(Rb, site, n_permutations=n_permutations, random_state=random_state)
-    g_a = guided_pca(Ra, site, n_permutations=n_permutations, random_state=random_state)
-    mv.loc["gpca_delta"] = [g_b.delta, g_a.delta, np.nan]
-    mv.loc["gpca_p"] = [g_b.p_value, g_a.p_value, np.nan]
-    if np.bincount(site_codes).min() >= 2:  # per-site covariance (what CovBat harmonizes)
-        mv.loc["covariance_distance"] = [covariance_distance(Rb, site).mean,
-                                         covariance_distance(Ra, site).mean, np.nan]
+    # Multivariate views, on the same residuals as the site tests, over the complete block.
     site_reasons: list[str] = []
+    missing = np.isnan(Xb) | np.isnan(Xa)
+    rows, cols = _complete_block(missing)
+    mv = pd.DataFrame(columns=["before", "after", "chance"], dtype=float)
+    if missing.any():
+        n_miss = int(missing.any(axis=0).sum())
+        site_reasons.append(
+            f"{n_miss} feature(s) have missing values ({int(missing.sum())} cell(s) before or "
+            f"after); each is tested on its complete cases (at least "
+            f"{int((~missing).sum(axis=0).min())} of {n} samples). The multivariate measures use "
+            f"the {int(rows.sum())} samples x {int(cols.sum())} features without any.")
     try:
-        spk = {"adjust_for": resid_arg, "n_splits": n_splits, "random_state": random_state}
-        sp_b = site_prediction(Xb, site, **spk)
-        sp_a = site_prediction(Xa, site, **spk)
-        mv.loc["site_prediction"] = [sp_b.balanced_accuracy, sp_a.balanced_accuracy, sp_b.chance]
-        if harmonizer is not None:
-            hcov = harmonizer_covariates
-            if hcov is None and conf_cov.shape[1]:
-                hcov = conf_cov
-            sp_h = site_prediction(Xb, site, harmonizer=harmonizer, covariates=hcov, **spk)
-            mv.loc["site_prediction_in_folds"] = [sp_b.balanced_accuracy, sp_h.balanced_accuracy,
-                                                  sp_h.chance]
+        _multivariate(mv, Xb[np.ix_(rows, cols)], Xa[np.ix_(rows, cols)], site[rows],
+                      None if resid_arg is None else resid_arg[rows].reset_index(drop=True),
+                      n_permutations=n_permutations, n_splits=n_splits,
+                      random_state=random_state, harmonizer=harmonizer,
+                      harmonizer_covariates=None if harmonizer_covariates is None else
+                      pd.DataFrame(harmonizer_covariates).reset_index(drop=True)[rows],
+                      conf_cov=conf_cov[rows].reset_index(drop=True), reasons=site_reasons)
     except DesignError as exc:
-        site_reasons.append(f"site prediction skipped: {exc}")
+        site_reasons.append(f"multivariate measures skipped: {exc}")
 
     # Biology.
     fisher = mixed = None
     if bio is not None:
         fisher = fisher_preservation(Xb, Xa, bio, kind=kind, erased_below=th.fisher_erased_below,
                                      inflated_above=th.fisher_inflated_above, alpha=th.alpha,
-                                     feature_names=names)
+                                     feature_names=names, batch=site)
         if (max_features is None or max_features > 0) and not complete:
             try:
                 mixed = mixed_effects(
                     Xb, Xa, bio, site, covariates=cov_df, kind=kind, max_features=max_features,
-                    rank_by=st_b.table["epsilon2"].to_numpy(), kept=th.shrinkage_kept,
+                    rank_by=_signal_rank(fisher["signal_q"].to_numpy(),
+                                         st_b.table["epsilon2"].to_numpy()),
+                    kept=th.shrinkage_kept,
                     se_inflated_below=th.se_inflated_below, alpha=th.alpha,
                     feature_names=names)
             except DesignError as exc:
@@ -486,8 +667,10 @@ def diagnose(
     frame = lambda a: pd.DataFrame(a, columns=names)  # noqa: E731
     data = DiagnosisData(
         before=frame(Xb), after=frame(Xa), batch=site, biology=bio, biology_kind=kind,
-        covariates=cov_df, pca=pca_projection(Xb, Xa, n_components=2),
-        batch_name=_name_of(batch, "site"), biology_name=_name_of(biology, "biology"))
+        covariates=cov_df, pca=pca_projection(Xb[np.ix_(rows, cols)], Xa[np.ix_(rows, cols)],
+                                              n_components=2),
+        batch_name=_name_of(batch, "site"), biology_name=_name_of(biology, "biology"),
+        pca_rows=None if rows.all() else rows)
     parameters = {
         "covariates": [] if cov_df is None else [str(c) for c in cov_df.columns],
         "random_state": random_state,
@@ -502,7 +685,8 @@ def diagnose(
     }
 
     site_verdict, reasons_s = _site_verdict(st_b, st_a, mv, th)
-    bio_verdict, reasons_b = _biology_verdict(fisher, mixed, confounding, th)
+    evidence = _biology_evidence(fisher, mixed, th)
+    bio_verdict, reasons_b = _biology_verdict(fisher, mixed, confounding, th, evidence)
     diagnosis = Diagnosis(
         verdicts={"site effect": site_verdict, "biology": bio_verdict},
         reasons={"site effect": reasons_s + site_reasons, "biology": reasons_b},
@@ -513,11 +697,17 @@ def diagnose(
         mixed=mixed,
         confounding=confounding,
         thresholds=th,
+        biology_evidence=evidence,
+        missing={"cells": int(missing.sum()), "features": int(missing.any(axis=0).sum()),
+                 "min_complete_cases": int((~missing).sum(axis=0).min()),
+                 "multivariate_samples": int(rows.sum()),
+                 "multivariate_features": int(cols.sum())},
         n_samples=n,
         n_features=len(names),
         n_sites=int(levels.size),
         data=data,
         parameters=parameters,
+        phantom=None if phantom is None else phantom_agreement(*phantom),
     )
     logger.info("diagnosis: site effect %s, biology %s", site_verdict, bio_verdict)
     return diagnosis

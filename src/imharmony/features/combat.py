@@ -600,7 +600,8 @@ def fit_combat(
 
 #: Why a feature is left unadjusted, by the code :func:`standardize` stores in ``reason``.
 REASONS: dict[int, str] = {
-    1: "the design is singular on its observed values",
+    1: "the design is singular on its observed values (e.g. no value in a whole site); left "
+    "unchanged in every site",
     2: "fewer than 2 observed values in a batch",
     3: "constant inside a batch (zero variance)",
     4: "zero pooled variance",
@@ -1010,7 +1011,13 @@ def apply_combat(
     const = fit.grand_mean * (1.0 - scale) - sd * fit.gamma_star * scale
     const[:, ~fit.adjusted] = 0.0
     # the covariate term a_j (C beta) + (1 - a_j) C beta reduces to C (beta (1 - a_j))
-    beta_j = [fit.beta * (1.0 - scale[j]) for j in range(fit.n_batches)] if q else []
+    # (features left unadjusted pass through unchanged: their beta may be NaN, e.g. a feature
+    # with no value in a whole site, and must not reach the output as 0 * NaN)
+    beta_j = (
+        [np.where(fit.adjusted, fit.beta * (1.0 - scale[j]), 0.0) for j in range(fit.n_batches)]
+        if q
+        else []
+    )
     batch_rows = [np.flatnonzero(codes == j) for j in range(fit.n_batches)]
     if ref is not None and batch_rows[ref].size:
         out[batch_rows[ref]] = X[batch_rows[ref]]

@@ -7,10 +7,7 @@ as versioned JSON plus an ``.npz`` of arrays (never pickle).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -21,17 +18,25 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 
-from .._version import __version__
+from .._persist import ArraySpec, check, is_int, is_label, is_str_list
+from .._validation import CovariateEncoder as _CovariateEncoder
+from .._validation import as_covariate_frame as _as_covariate_frame
+from .._validation import as_label_array, label_text, sorted_levels
+from .._validation import encode_labels as _encode
+from .._validation import factorize_labels as _factorize
+from .._validation import format_items as _fmt
+from .._validation import is_numeric_column as _is_numeric_dtype
+from .._validation import label_key as _label_key
+from .._validation import sorted_levels as _sorted_levels  # noqa: F401 (the family imports it)
+from ..base import HarmonizerMixin, Rule
 from ..errors import (
     DataError,
     DesignError,
     HarmonizationError,
     HarmonizationWarning,
     ModelFileError,
-    NotFittedError,
     UnseenBatchError,
 )
-from ..io._atomic import atomic_path
 from .combat import (
     CombatFit,
     _RankDeficient,
@@ -46,7 +51,7 @@ __all__ = ["ComBat"]
 logger = logging.getLogger(__name__)
 
 FORMAT = "imharmony.combat"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the common model envelope (imharmony._persist)
 
 _ARRAYS = (
     "batch_sizes",
@@ -142,65 +147,19 @@ def _is_dask(X: Any) -> bool:
     return da is not None and isinstance(X, da.Array)
 
 
-def _is_numeric_dtype(dt: Any) -> bool:
-    return bool(pd.api.types.is_numeric_dtype(dt)) and not pd.api.types.is_bool_dtype(dt)
+def _as_labels(batch: Any, n: int, what: str = "batch") -> np.ndarray:
+    return as_label_array(batch, n, name=what)
 
 
-def _fmt(items: Sequence[Any], limit: int = 8) -> str:
-    shown = ", ".join(repr(x) for x in list(items)[:limit])
-    more = len(items) - limit
-    return shown + (f" and {more} more" if more > 0 else "")
-
-
-def _as_labels(batch: Any, n: int) -> np.ndarray:
-    if batch is None:
-        raise DataError("batch is required: give one site/batch label per sample.")
-    arr = np.asarray(batch.to_numpy() if isinstance(batch, pd.Series) else batch)
-    if arr.ndim != 1:
-        arr = arr.reshape(-1) if arr.ndim == 2 and 1 in arr.shape else arr
-    if arr.ndim != 1 or arr.shape[0] != n:
-        raise DataError(f"batch must have one label per sample ({n}); got shape {arr.shape}.")
-    missing = pd.isna(arr)
-    if missing.any():
-        raise DataError(
-            f"batch has {int(missing.sum())} missing label(s) (first at row "
-            f"{int(np.flatnonzero(missing)[0])}); every sample needs a site/batch."
-        )
-    return arr
-
-
-def _label_key(value: Any) -> Any:
-    """A JSON-friendly, hashable version of a label (numpy scalars to Python)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-def _factorize(values: Any) -> tuple[np.ndarray, list[Any]]:
-    """Hash-based factorization: (codes into uniques, uniques as JSON-friendly keys)."""
-    codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=False)
-    return codes.astype(np.intp), [_label_key(u) for u in uniques]
-
-
-def _sorted_levels(keys: list[Any]) -> list[Any]:
-    return sorted(set(keys), key=lambda v: (str(type(v)), v))
-
-
-def _encode(values: Any, levels: list[Any]) -> tuple[np.ndarray, list[Any]]:
-    """Codes of ``values`` in ``levels`` (-1 where absent) and the absent keys."""
-    codes, uniques = _factorize(values)
-    lookup = {lvl: i for i, lvl in enumerate(levels)}
-    mapped = np.array([lookup.get(u, -1) for u in uniques], dtype=np.intp)
-    unseen = [u for u, m in zip(uniques, mapped, strict=True) if m < 0]
-    return (mapped[codes] if codes.size else codes), unseen
-
-
-def _check_acquisitions(acquisitions: Any, n: int, mapping: Any) -> None:
-    """Refuse to harmonize acquisitions that measure different things (unless mapped)."""
+def _check_acquisitions(acquisitions: Any, data: np.ndarray, mapping: Any) -> np.ndarray:
+    """Refuse to harmonize acquisitions that measure different things, unless ``mapping`` is a
+    fitted :class:`~imharmony.AcquisitionMapping` between exactly those two acquisitions: then
+    the data come back with the source acquisition's rows mapped onto the target."""
+    n = data.shape[0]
     if acquisitions is None:
-        return
+        if mapping is not None:
+            raise DataError("mapping=... needs acquisitions=... (one row per sample) to apply.")
+        return data
     if not isinstance(acquisitions, pd.DataFrame) or len(acquisitions) != n:
         raise DataError(
             "acquisitions must be a DataFrame with one row per sample (DICOM keywords such as "
@@ -209,20 +168,26 @@ def _check_acquisitions(acquisitions: Any, n: int, mapping: Any) -> None:
         )
     from ..physics.mr import require_harmonizable
 
+    if mapping is not None:
+        from ..calibration.mapping import AcquisitionMapping
+
+        if not isinstance(mapping, AcquisitionMapping) or not hasattr(mapping, "source_"):
+            raise DataError(
+                f"mapping must be a fitted imharmony.AcquisitionMapping learned between these "
+                f"acquisitions; got {type(mapping).__name__}."
+            )
+        data = mapping.apply_to_rows(data, acquisitions)
     distinct = acquisitions.astype(str).drop_duplicates().index
     require_harmonizable(acquisitions.loc[distinct].reset_index(drop=True), mapping=mapping)
+    return data
 
 
-class _CovariateEncoder:
-    """Turns a covariate table into the design columns: continuous as is, categorical one-hot
-    with the first level dropped (R's treatment contrasts; levels sorted, or the categorical
-    dtype's own order), smooth terms as their penalized B-spline basis (knots learned at fit)."""
-
-    def __init__(self, spec: list[dict[str, Any]]) -> None:
-        self.spec = spec
+class _SmoothEncoder(_CovariateEncoder):
+    """The covariate encoding of :mod:`imharmony._validation` plus smooth terms: a column named
+    in ``smooth`` enters the design as its penalized B-spline basis (knots learned at fit)."""
 
     @classmethod
-    def learn(
+    def learn_smooth(
         cls,
         covariates: Any,
         n: int,
@@ -230,7 +195,7 @@ class _CovariateEncoder:
         df: int = 10,
         degree: int = 3,
         bounds: Any = None,
-    ) -> tuple[_CovariateEncoder, pd.DataFrame | None]:
+    ) -> tuple[_SmoothEncoder, pd.DataFrame | None]:
         frame = _as_covariate_frame(covariates, n)
         if frame is None:
             if smooth:
@@ -245,54 +210,36 @@ class _CovariateEncoder:
                 f"smooth covariate(s) {_fmt(missing)} are not covariate columns (columns: "
                 f"{_fmt(list(frame.columns))}); add them to the covariates."
             )
-        spec: list[dict[str, Any]] = []
-        for name in frame.columns:
+        smooth_specs = {}
+        for name in smooth:
             col = frame[name]
             if col.isna().any():
                 raise DataError(
                     f"covariate column {name!r} has {int(col.isna().sum())} missing value(s); "
                     "impute them or drop those samples."
                 )
-            if name in smooth:
-                spec.append(_learn_smooth(name, col, df, degree, bounds, len(smooth)))
-            elif _is_numeric_dtype(col.dtype):
-                spec.append({"name": str(name), "kind": "continuous"})
-            else:
-                if isinstance(col.dtype, pd.CategoricalDtype):
-                    levels = [_label_key(v) for v in col.cat.categories if (col == v).any()]
-                else:
-                    levels = _sorted_levels(_factorize(col.to_numpy())[1])
-                if len(levels) < 2:
-                    raise DesignError(
-                        f"covariate column {name!r} has a single level ({levels[0]!r}); it carries "
-                        "no information to preserve: drop it."
-                    )
-                spec.append({"name": str(name), "kind": "categorical", "levels": levels})
+            smooth_specs[name] = _learn_smooth(name, col, df, degree, bounds, len(smooth))
+        base, _ = _CovariateEncoder.learn(frame.drop(columns=list(smooth)), n)
+        linear = {s["name"]: s for s in base.spec}
+        spec = [smooth_specs.get(c) or linear[c] for c in frame.columns
+                if c in smooth_specs or c in linear]
         return cls(spec), frame
 
     @property
     def columns(self) -> list[str]:
         names: list[str] = []
         for s in self.spec:
-            if s["kind"] == "continuous":
-                names.append(s["name"])
-            elif s["kind"] == "smooth":
+            if s["kind"] == "smooth":
                 names.extend(f"{s['name']}[s{k}]" for k in range(1, _term(s).n_basis + 1))
             else:
-                names.extend(f"{s['name']}[{lvl}]" for lvl in s["levels"][1:])
+                names.extend(_CovariateEncoder([s]).columns)
         return names
 
     def smooth_terms(self) -> list[tuple[str, Any, np.ndarray]]:
         """(name, SmoothTerm, positions of its basis among the encoded columns) per smooth term."""
         out, pos = [], 0
         for s in self.spec:
-            width = (
-                1
-                if s["kind"] == "continuous"
-                else _term(s).n_basis
-                if s["kind"] == "smooth"
-                else len(s["levels"]) - 1
-            )
+            width = len(_SmoothEncoder([s]).columns)
             if s["kind"] == "smooth":
                 out.append((s["name"], _term(s), np.arange(pos, pos + width)))
             pos += width
@@ -301,61 +248,30 @@ class _CovariateEncoder:
     def encode(self, covariates: Any, n: int, *, raw_smooth: bool = False) -> np.ndarray:
         """The design's covariate columns (``raw_smooth``: smooth terms as one linear column,
         for the rank checks)."""
-        if not self.spec:
-            if covariates is not None and _as_covariate_frame(covariates, n) is not None:
-                raise DataError(
-                    "covariates were given but the model was fitted without covariates."
-                )
-            return np.zeros((n, 0))
         frame = _as_covariate_frame(covariates, n)
-        if frame is None:
-            raise DataError(
-                "the model was fitted with covariates "
-                f"{_fmt([s['name'] for s in self.spec])}; give them for these samples too."
-            )
+        if frame is None or not any(s["kind"] == "smooth" for s in self.spec):
+            return super().encode(covariates, n)
         blocks: list[np.ndarray] = []
         for s in self.spec:
+            if s["kind"] != "smooth" or raw_smooth:
+                linear = {**s, "kind": "continuous"} if s["kind"] == "smooth" else s
+                blocks.append(_CovariateEncoder([linear]).encode(frame, n))
+                continue
             name = s["name"]
-            if name not in frame.columns:
-                raise DataError(f"covariate column {name!r} is missing; the model needs it.")
-            col = frame[name]
-            if col.isna().any():
-                raise DataError(f"covariate column {name!r} has missing values.")
-            if s["kind"] in ("continuous", "smooth"):
-                if not _is_numeric_dtype(col.dtype):
-                    raise DataError(
-                        f"covariate column {name!r} was continuous at fit but is not numeric now."
-                    )
-                x = col.to_numpy(dtype=np.float64)
-                if s["kind"] == "continuous" or raw_smooth:
-                    blocks.append(x[:, None])
-                    continue
-                term = _term(s)
-                lo, hi = term.bounds
-                outside = (x < lo) | (x > hi)
-                if outside.any():
-                    warnings.warn(
-                        f"smooth covariate {name!r}: {int(outside.sum())} value(s) outside the "
-                        f"fitted range [{lo:g}, {hi:g}] (from {x.min():g} to {x.max():g}); its "
-                        "effect is extrapolated linearly there. Fit with smooth_bounds covering "
-                        "them to model them.",
-                        HarmonizationWarning,
-                        stacklevel=4,
-                    )
-                blocks.append(term.basis(x))
-            else:
-                levels = s["levels"]
-                idx, unseen_keys = _encode(col.to_numpy(), levels)
-                if unseen_keys:
-                    unseen = sorted(str(k) for k in unseen_keys)
-                    raise DataError(
-                        f"covariate column {name!r} has level(s) {_fmt(unseen)} not seen at fit "
-                        f"(known: {_fmt(levels)})."
-                    )
-                block = np.zeros((n, len(levels) - 1))
-                rows = np.flatnonzero(idx > 0)
-                block[rows, idx[rows] - 1] = 1.0
-                blocks.append(block)
+            x = _CovariateEncoder([{"name": name, "kind": "continuous"}]).encode(frame, n)[:, 0]
+            term = _term(s)
+            lo, hi = term.bounds
+            outside = (x < lo) | (x > hi)
+            if outside.any():
+                warnings.warn(
+                    f"smooth covariate {name!r}: {int(outside.sum())} value(s) outside the "
+                    f"fitted range [{lo:g}, {hi:g}] (from {x.min():g} to {x.max():g}); its "
+                    "effect is extrapolated linearly there. Fit with smooth_bounds covering "
+                    "them to model them.",
+                    HarmonizationWarning,
+                    stacklevel=4,
+                )
+            blocks.append(term.basis(x))
         return np.hstack(blocks)
 
 
@@ -432,29 +348,43 @@ def _learn_smooth(
     return {"name": name, "kind": "smooth", "degree": int(degree), "knots": knots.tolist()}
 
 
-def _as_covariate_frame(covariates: Any, n: int) -> pd.DataFrame | None:
-    if covariates is None:
-        return None
-    if isinstance(covariates, pd.Series):
-        frame = covariates.to_frame(name=covariates.name if covariates.name is not None else "cov0")
-    elif isinstance(covariates, pd.DataFrame):
-        frame = covariates
-    else:
-        arr = np.asarray(covariates)
-        if arr.ndim == 1:
-            arr = arr[:, None]
-        if arr.ndim != 2:
-            raise DataError(f"covariates must be 2-D (samples x covariates); got {arr.shape}.")
-        frame = pd.DataFrame(arr, columns=[f"cov{i}" for i in range(arr.shape[1])])
-    if frame.shape[1] == 0:
-        return None
-    if frame.shape[0] != n:
-        raise DataError(
-            f"covariates have {frame.shape[0]} rows but X has {n} samples; give one row per sample."
-        )
-    frame = frame.reset_index(drop=True)
-    frame.columns = [str(c) for c in frame.columns]
-    return frame
+def _is_str_columns(v: Any) -> bool:
+    return v is None or (
+        isinstance(v, list | tuple) and all(isinstance(c, str) for c in v)
+    )
+
+
+def _is_penalty(v: Any) -> bool:
+    if isinstance(v, str):
+        return v in ("cv", "gcv")
+    if isinstance(v, bool | np.bool_):
+        return False
+    try:
+        arr = np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return arr.ndim <= 2 and bool(np.all(np.isfinite(arr)) and np.all(arr >= 0))
+
+
+def _is_pair(v: Any) -> bool:
+    return (
+        isinstance(v, list | tuple) and len(v) == 2
+        and all(isinstance(x, int | float | np.number) and not isinstance(x, bool)
+                and np.isfinite(x) for x in v)
+        and float(v[0]) < float(v[1])
+    )
+
+
+def _is_bounds(v: Any) -> bool:
+    if v is None or _is_pair(v):
+        return True
+    return isinstance(v, dict) and all(isinstance(k, str) and _is_pair(b) for k, b in v.items())
+
+
+def _is_random_state(v: Any) -> bool:
+    if v is None or isinstance(v, np.random.Generator):
+        return True
+    return isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 0
 
 
 def _fit_dask(X: Any, codes: np.ndarray, n_batches: int, C: np.ndarray, *,
@@ -470,7 +400,7 @@ def _fit_dask(X: Any, codes: np.ndarray, n_batches: int, C: np.ndarray, *,
 # the estimator
 
 
-class ComBat(TransformerMixin, BaseEstimator):
+class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
     """Remove site (batch) effects from features with ComBat, keeping chosen covariates.
 
     Parameters
@@ -588,66 +518,38 @@ class ComBat(TransformerMixin, BaseEstimator):
         self.smooth_bounds = smooth_bounds
         self.random_state = random_state
 
-    # -- parameters --------------------------------------------------------------------------
-    _parameter_constraints: ClassVar[dict[str, tuple[type, ...]]] = {
-        "nonparametric": (bool, np.bool_),
-        "mean_only": (bool, np.bool_),
-        "eb": (bool, np.bool_),
-        "tol": (float, int),
-        "max_iter": (int, np.integer),
+    # -- parameters (one rule for every harmonizer: HarmonizerMixin._validate_params) ---------
+    _parameter_constraints: ClassVar[dict[str, Rule]] = {
+        "nonparametric": Rule.boolean(),
+        "mean_only": Rule.boolean(),
+        "reference_batch": Rule.label_or_none(),
+        "eb": Rule.boolean(),
+        "tol": Rule.real(0),
+        "max_iter": Rule.integer(1),
+        "smooth": Rule(_is_str_columns, "None or a list of covariate column names "
+                       "(smooth=['age'] for one column)"),
+        "smooth_penalty": Rule(_is_penalty, "'cv', 'gcv', a number >= 0 or an array of one "
+                               "finite value >= 0 per feature (and smooth term)"),
+        "smooth_df": Rule.integer(3),
+        "smooth_degree": Rule.integer(2),  # the penalty is the curvature
+        "smooth_bounds": Rule(_is_bounds, "None, a (low, high) pair with low < high or a dict "
+                              "{column: (low, high)}"),
+        "random_state": Rule(_is_random_state, "None, an int >= 0 or a numpy Generator"),
     }
+    _fitted_attribute: ClassVar[str] = "fit_"
+    _model_kind: ClassVar[str] = FORMAT
+    _model_version: ClassVar[int] = FORMAT_VERSION
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._model_kind = cls._model_format  # a subclass's model files are of its own kind
 
     def _validate_params(self) -> None:
-        for name, types in self._parameter_constraints.items():
-            value = getattr(self, name)
-            if not isinstance(value, types) or (
-                isinstance(value, bool) and bool not in types and np.bool_ not in types
-            ):
-                raise HarmonizationError(
-                    f"The {name!r} parameter of ComBat must be of type "
-                    f"{' or '.join(t.__name__ for t in types)}; got {value!r}."
-                )
-        if not self.tol > 0:
-            raise HarmonizationError(f"The 'tol' parameter of ComBat must be > 0; got {self.tol}.")
-        if self.max_iter < 1:
+        super()._validate_params()
+        if hasattr(self, "smooth_degree") and self.smooth_df < self.smooth_degree + 1:
             raise HarmonizationError(
-                f"The 'max_iter' parameter of ComBat must be >= 1; got {self.max_iter}."
-            )
-        if hasattr(self, "smooth_penalty"):  # subclasses without smooth terms skip these
-            self._validate_smooth_params()
-
-    def _validate_smooth_params(self) -> None:
-        for name in ("smooth_df", "smooth_degree"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer):
-                raise HarmonizationError(
-                    f"The {name!r} parameter of ComBat must be of type int; got {value!r}."
-                )
-        if self.smooth is not None and (
-            isinstance(self.smooth, str) or not all(isinstance(c, str) for c in self.smooth)
-        ):
-            raise HarmonizationError(
-                f"The 'smooth' parameter of ComBat must be a list of covariate column names; "
-                f"got {self.smooth!r} (write smooth=['age'] for one column)."
-            )
-        pen = self.smooth_penalty
-        if isinstance(pen, str):
-            if pen not in ("cv", "gcv"):
-                raise HarmonizationError(
-                    f"The 'smooth_penalty' parameter of ComBat must be 'cv', 'gcv', a number or "
-                    f"an array of one value per feature; got {pen!r}."
-                )
-        elif not np.all(np.isfinite(np.asarray(pen, dtype=float))) or np.any(
-            np.asarray(pen, dtype=float) < 0
-        ):
-            raise HarmonizationError(
-                "The 'smooth_penalty' parameter of ComBat must be >= 0 and finite everywhere."
-            )
-        if self.smooth_degree < 2 or self.smooth_df < self.smooth_degree + 1:
-            raise HarmonizationError(
-                f"smooth_degree must be >= 2 (the penalty is the curvature) and smooth_df >= "
-                f"smooth_degree + 1; got "
-                f"smooth_df={self.smooth_df}, smooth_degree={self.smooth_degree}."
+                f"smooth_df must be >= smooth_degree + 1; got smooth_df={self.smooth_df}, "
+                f"smooth_degree={self.smooth_degree}."
             )
 
     @property
@@ -700,9 +602,13 @@ class ComBat(TransformerMixin, BaseEstimator):
             weightings, pre vs post contrast, magnitude vs phase or quantitative maps are refused
             (:class:`~imharmony.physics.mr.NotHarmonizableError`) — ComBat cannot turn a T1w
             feature into a T2w one.
-        mapping : object, optional
-            A mapping between those acquisitions learned from travelling subjects; with it the
-            hard stops are reported but not refused.
+        mapping : AcquisitionMapping, optional
+            A fitted :class:`~imharmony.AcquisitionMapping` between exactly the two acquisitions
+            in ``acquisitions``, learned from subjects scanned with both: the source
+            acquisition's samples are mapped onto the target before ComBat, and the hard stops
+            are reported but not refused. Any other object, or a mapping between other
+            acquisitions, is refused. ``transform`` expects data already on the target
+            acquisition (apply ``mapping.transform`` to source-acquisition samples first).
 
         Returns
         -------
@@ -715,7 +621,7 @@ class ComBat(TransformerMixin, BaseEstimator):
         """
         self._validate_params()
         data, names, nan_cols = _as_feature_matrix(X)
-        _check_acquisitions(acquisitions, data.shape[0], mapping)
+        data = _check_acquisitions(acquisitions, data, mapping)
         batch = _one_batch_column(batch)
         if isinstance(batch, pd.DataFrame):
             self._fit_sequential(data, names, nan_cols, batch, covariates, biology)
@@ -843,7 +749,7 @@ class ComBat(TransformerMixin, BaseEstimator):
         )
         return codes, C
 
-    def _set_design(self, levels: list[Any], encoder: _CovariateEncoder, ref: int | None) -> None:
+    def _set_design(self, levels: list[Any], encoder: _SmoothEncoder, ref: int | None) -> None:
         self.batches_ = np.array(levels, dtype=object)
         self.covariate_spec_ = encoder.spec
         self.covariate_columns_ = encoder.columns
@@ -851,7 +757,7 @@ class ComBat(TransformerMixin, BaseEstimator):
 
     def learn_design(
         self, n: int, batch: Any, covariates: Any = None, biology: Any = None
-    ) -> tuple[list[Any], np.ndarray, np.ndarray, int | None, _CovariateEncoder]:
+    ) -> tuple[list[Any], np.ndarray, np.ndarray, int | None, _SmoothEncoder]:
         """Validate and encode the sites and covariates of ``n`` training samples.
 
         The checks :meth:`fit` makes before touching the data (at least two sites, single-sample
@@ -870,12 +776,11 @@ class ComBat(TransformerMixin, BaseEstimator):
             The covariate encoding (its ``spec`` is what :meth:`save` stores).
         """
         labels = _as_labels(batch, n)
-        levels = _sorted_levels(_factorize(labels)[1])
+        levels = sorted_levels(_factorize(labels)[1])
         if len(levels) < 2:
             raise DesignError(
                 f"batch has a single site ({levels[0]!r}); ComBat needs at least two sites."
             )
-        lookup = {lvl: i for i, lvl in enumerate(levels)}
         codes = _encode(labels, levels)[0]
         counts = np.bincount(codes, minlength=len(levels))
         singles = [levels[i] for i in np.flatnonzero(counts < 2)]
@@ -887,23 +792,18 @@ class ComBat(TransformerMixin, BaseEstimator):
             )
         ref = None
         if self.reference_batch is not None:
-            rkey = _label_key(self.reference_batch)
-            if rkey not in lookup:
-                # allow "1" to name the label 1 (CLI strings)
-                alt = {str(k): k for k in levels}
-                if str(rkey) in alt:
-                    rkey = alt[str(rkey)]
-                else:
-                    raise DesignError(
-                        f"reference_batch={self.reference_batch!r} is not one of the sites "
-                        f"{_fmt(levels)}."
-                    )
-            ref = lookup[rkey]
-        smooth = list(getattr(self, "smooth", None) or [])
-        encoder, _ = _CovariateEncoder.learn(
+            # one label rule (imharmony._validation): "1" names the site 1
+            by_text = {label_text(k): i for i, k in enumerate(levels)}
+            if label_text(self.reference_batch) not in by_text:
+                raise DesignError(
+                    f"reference_batch={self.reference_batch!r} is not one of the sites "
+                    f"{_fmt(levels)}."
+                )
+            ref = by_text[label_text(self.reference_batch)]
+        encoder, _ = _SmoothEncoder.learn_smooth(
             covariates,
             n,
-            smooth,
+            list(getattr(self, "smooth", None) or []),
             getattr(self, "smooth_df", 10),
             getattr(self, "smooth_degree", 3),
             getattr(self, "smooth_bounds", None),
@@ -912,7 +812,7 @@ class ComBat(TransformerMixin, BaseEstimator):
         try:
             check_design(codes, len(levels), encoder.encode(covariates, n, raw_smooth=True))
         except _RankDeficient as exc:
-            raw = _CovariateEncoder([{**s, "kind": "continuous"} if s["kind"] == "smooth" else s
+            raw = _SmoothEncoder([{**s, "kind": "continuous"} if s["kind"] == "smooth" else s
                                      for s in encoder.spec])
             cols = [raw.columns[k] for k in exc.columns]
             raise DesignError(
@@ -929,12 +829,12 @@ class ComBat(TransformerMixin, BaseEstimator):
                    reference_index: int | None) -> None:
         """Set the learned sites and covariate encoding (an out-of-core fit keeps its per-feature
         estimates on disk, so :meth:`encode_samples` is then all this object is used for)."""
-        self._set_design(levels, _CovariateEncoder(covariate_spec), reference_index)
+        self._set_design(levels, _SmoothEncoder(covariate_spec), reference_index)
 
     def encode_samples(self, n: int, batch: Any, covariates: Any = None) -> tuple[np.ndarray, Any]:
         """Batch codes and covariate columns of ``n`` new samples, as :meth:`transform` encodes
         them (an unseen site raises :class:`~imharmony.errors.UnseenBatchError`)."""
-        return self._codes(batch, n), _CovariateEncoder(self.covariate_spec_).encode(covariates, n)
+        return self._codes(batch, n), _SmoothEncoder(self.covariate_spec_).encode(covariates, n)
 
     def _smooth_alphas(
         self,
@@ -989,20 +889,19 @@ class ComBat(TransformerMixin, BaseEstimator):
         frame = _as_covariate_frame(covariates, labels.shape[0])
         report = check_confounding(labels, frame, biology=biology)
         report.raise_if_complete()
-        for message in report.messages:
+        for finding in report.findings:
             # the biology is what must survive: its strong confounding with site, or its absence
             # from the covariates, is worth a warning; covariates are preserved by design.
-            if message.startswith(("strong confounding of site with the biology", "the biology")):
-                warnings.warn(message, HarmonizationWarning, stacklevel=3)
+            if finding.role == "biology" and (
+                finding.topic == "biology_not_covariate" or finding.level == "strong"
+            ):
+                warnings.warn(finding.message, HarmonizationWarning, stacklevel=3)
             else:
-                logger.info("%s", message)
+                logger.info("%s", finding.message)
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "fit_") and not hasattr(self, "stages_"):
-            raise NotFittedError(
-                "This ComBat instance is not fitted yet; call fit(X, batch=...) first or load a "
-                "saved model with ComBat.load(path)."
-            )
+        if not hasattr(self, "stages_"):  # a sequential model is fitted through its stages
+            super()._check_fitted()
 
     def _codes(self, batch: Any, n: int) -> np.ndarray:
         labels = _as_labels(batch, n)
@@ -1048,11 +947,11 @@ class ComBat(TransformerMixin, BaseEstimator):
             current = data
             for col, stage in zip(self.batch_columns_, self.stages_, strict=True):
                 codes = stage._codes(frame[col], n)
-                C = _CovariateEncoder(stage.covariate_spec_).encode(covariates, n)
+                C = _SmoothEncoder(stage.covariate_spec_).encode(covariates, n)
                 current = stage._apply(current, current, codes, C)
             return _like(X, current)
         codes = self._codes(_one_batch_column(batch), n)
-        C = _CovariateEncoder(self.covariate_spec_).encode(covariates, n)
+        C = _SmoothEncoder(self.covariate_spec_).encode(covariates, n)
         return self._apply(X, data, codes, C)
 
     def _apply(self, X: Any, data: np.ndarray, codes: np.ndarray, C: np.ndarray) -> Any:
@@ -1098,7 +997,7 @@ class ComBat(TransformerMixin, BaseEstimator):
         """
         self._validate_params()
         data, names, nan_cols = _as_feature_matrix(X)
-        _check_acquisitions(acquisitions, data.shape[0], mapping)
+        data = _check_acquisitions(acquisitions, data, mapping)
         batch = _one_batch_column(batch)
         if isinstance(batch, pd.DataFrame):
             return _like(
@@ -1121,198 +1020,191 @@ class ComBat(TransformerMixin, BaseEstimator):
         tags.input_tags.allow_nan = True
         return tags
 
-    # -- persistence -----------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str], *, metadata: dict[str, Any] | None = None) -> Path:
-        """Save the fitted model: ``path`` (JSON) and its arrays beside it (same stem, ``.npz``).
-
-        ``metadata`` is any JSON-serializable mapping stored with the model (the command line keeps
-        the table's column roles there); it comes back as ``metadata_`` after :meth:`load`.
-        Both files are written atomically. The JSON records the format version, the
-        hyper-parameters, the sites, covariate encoding, feature names and a SHA-256 of the
-        ``.npz`` so a mismatched or corrupted pair is detected at load.
-        """
-        self._check_fitted()
-        path = Path(path)
-        if path.suffix.lower() != ".json":
-            raise HarmonizationError(f"{path}: a ComBat model is saved as .json (plus .npz).")
-        npz_path = path.with_suffix(".npz")
-        if hasattr(self, "stages_"):
-            arrays: dict[str, np.ndarray] = {}
-            stage_docs = []
-            for i, stage in enumerate(self.stages_):
-                stage_doc, stage_arrays = stage._state()
-                stage_docs.append(stage_doc)
-                arrays.update({f"stage{i}__{k}": v for k, v in stage_arrays.items()})
-            body = {
-                "params": self._json_params(),
-                "n_features": int(self.n_features_in_),
-                "feature_names": self._feature_names_or_none(),
-                "batch_columns": list(self.batch_columns_),
-                "stages": stage_docs,
-            }
-        else:
-            body, arrays = self._state()
-        with atomic_path(npz_path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
-        digest = hashlib.sha256(npz_path.read_bytes()).hexdigest()
-        doc = {
-            "format": self._model_format,
-            "format_version": FORMAT_VERSION,
-            "imharmony_version": __version__,
-            **body,
-            "arrays": {"file": npz_path.name, "sha256": digest},
-            "metadata": dict(metadata or getattr(self, "metadata_", {}) or {}),
-        }
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(doc, indent=2, allow_nan=False))
-        return path
-
-    def _feature_names_or_none(self) -> list[str] | None:
-        if hasattr(self, "feature_names_in_"):
-            return [str(x) for x in self.feature_names_in_]
-        return None
-
-    def _json_params(self) -> dict[str, Any]:
-        params = self.get_params()  # a subclass may not have all of ComBat's
+    # -- persistence (the envelope is imharmony._persist, through HarmonizerMixin) --------------
+    def _params_for_file(self) -> dict[str, Any]:
+        params = self.get_params(deep=False)  # a subclass may not have all of ComBat's
         if "reference_batch" in params:
             params["reference_batch"] = _label_key(params["reference_batch"])
         if not isinstance(params.get("smooth_penalty", "cv"), str | int | float):
             params["smooth_penalty"] = np.asarray(params["smooth_penalty"], float).tolist()
         if params.get("smooth") is not None:
             params["smooth"] = list(params["smooth"])
-        if not isinstance(params.get("random_state"), int | None):
+        if isinstance(params.get("smooth_bounds"), tuple):
+            params["smooth_bounds"] = list(params["smooth_bounds"])
+        if isinstance(params.get("random_state"), np.integer):
+            params["random_state"] = int(params["random_state"])
+        elif not isinstance(params.get("random_state"), int | None):
             params["random_state"] = None  # a Generator: the penalties are saved anyway
         return params
 
-    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """The JSON part and the arrays of a one-batch-variable model."""
-        extra_arrays, extra_doc = self._extra_state()
-        arrays = {k: np.asarray(getattr(self.fit_, k)) for k in _ARRAYS}
-        arrays.update(extra_arrays)
-        if hasattr(self, "smooth_penalty_"):
-            arrays["smooth_penalty"] = np.asarray(self.smooth_penalty_)
-        doc = {
-            "params": self._json_params(),
+    def _model_content(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        if not hasattr(self, "stages_"):
+            return self._single_content()
+        arrays: dict[str, np.ndarray] = {}
+        stages = []
+        for i, stage in enumerate(self.stages_):
+            fields, stage_arrays = stage._single_content()
+            stages.append(fields)
+            arrays.update({f"stage{i}__{k}": v for k, v in stage_arrays.items()})
+        content = {
+            "n_features": int(self.n_features_in_),
+            "feature_names": (
+                [str(x) for x in self.feature_names_in_]
+                if hasattr(self, "feature_names_in_")
+                else None
+            ),
+            "batch_columns": list(self.batch_columns_),
+            "stages": stages,
+        }
+        return content, arrays
+
+    def _single_content(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The fields and arrays of a one-batch-variable model (or of one stage)."""
+        content = {
             "batches": [_label_key(b) for b in self.batches_.tolist()],
             "reference_index": self.reference_index_,
             "n_features": int(self.n_features_in_),
-            "feature_names": self._feature_names_or_none(),
+            "feature_names": (
+                [str(x) for x in self.feature_names_in_]
+                if hasattr(self, "feature_names_in_")
+                else None
+            ),
             "covariates": self.covariate_spec_,
             "unadjusted": {str(k): v for k, v in self.unadjusted_features_.items()},
             "reasons": {str(k): v for k, v in self.fit_.reasons.items()},
-            **extra_doc,
         }
-        return doc, arrays
+        extra_arrays, extra_fields = self._extra_state()  # a subclass's own state
+        arrays = {k: np.asarray(getattr(self.fit_, k)) for k in _ARRAYS}
+        if hasattr(self, "smooth_penalty_"):
+            arrays["smooth_penalty"] = np.asarray(self.smooth_penalty_, dtype=np.float64)
+        return {**content, **extra_fields}, {**arrays, **extra_arrays}
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> ComBat:
-        """Load a model written by :meth:`save` (safe: JSON and a pickle-free ``.npz``)."""
-        path = Path(path)
-        if not path.is_file():
-            raise ModelFileError(f"{path}: no such model file.")
-        try:
-            doc = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelFileError(f"{path}: not a ComBat model (invalid JSON: {exc}).") from exc
-        if not isinstance(doc, dict) or doc.get("format") != cls._model_format:
-            raise ModelFileError(f"{path}: not an imharmony ComBat model file.")
-        version = doc.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ModelFileError(
-                f"{path}: model format version {version!r} is not supported by imharmony "
-                f"{__version__} (it reads version {FORMAT_VERSION}); refit the model or use the "
-                "imharmony version that wrote it."
+    def _model_arrays(cls, path: Path, content: dict[str, Any]) -> dict[str, ArraySpec]:
+        if "stages" not in content:
+            return cls._single_arrays(path, content, content["params"], "")
+        c = content
+        columns = check(path, "batch_columns", c.get("batch_columns"),
+                        is_str_list(c.get("batch_columns")) and len(c["batch_columns"]) >= 2,
+                        "a list of at least 2 batch column names")
+        stages = check(path, "stages", c.get("stages"),
+                       isinstance(c.get("stages"), list) and len(c["stages"]) == len(columns)
+                       and all(isinstance(s, dict) for s in c["stages"]),
+                       f"a list of {len(columns)} stage objects (one per batch column)")
+        G = check(path, "n_features", c.get("n_features"), is_int(c.get("n_features"), 1),
+                  "an int >= 1")
+        names = c.get("feature_names")
+        check(path, "feature_names", names,
+              names is None or (is_str_list(names) and len(names) == G),
+              f"null or a list of {G} str")
+        specs: dict[str, ArraySpec] = {}
+        for i, stage in enumerate(stages):
+            check(path, f"stages[{i}].n_features", stage.get("n_features"),
+                  stage.get("n_features") == G, f"{G}, the model's n_features")
+            own = cls._single_arrays(path, stage, c["params"], f"stages[{i}].")
+            specs.update({k if k == "*" else f"stage{i}__{k}": v for k, v in own.items()})
+        return specs
+
+    @classmethod
+    def _single_arrays(
+        cls, path: Path, c: dict[str, Any], params: dict[str, Any], where: str
+    ) -> dict[str, ArraySpec]:
+        """Type-check the fields of a one-batch-variable model (``where`` prefixes their names
+        for a stage) and return the arrays they imply."""
+        batches = check(
+            path, f"{where}batches", c.get("batches"),
+            isinstance(c.get("batches"), list) and len(c["batches"]) >= 2
+            and all(is_label(b) for b in c["batches"])
+            and len({(type(b), b) for b in c["batches"]}) == len(c["batches"]),
+            "a list of at least 2 distinct site labels",
+        )
+        J = len(batches)
+        G = check(path, f"{where}n_features", c.get("n_features"),
+                  is_int(c.get("n_features"), 1), "an int >= 1")
+        ref = c.get("reference_index")
+        check(path, f"{where}reference_index", ref, ref is None or is_int(ref, 0, J - 1),
+              f"null or an int in [0, {J - 1}]")
+        rb = params.get("reference_batch")
+        check(path, f"{where}reference_index", ref,
+              (ref is None) == (rb is None) and (ref is None or str(batches[ref]) == str(rb)),
+              f"the position of params.reference_batch ({rb!r}) among the sites")
+        names = c.get("feature_names")
+        check(path, f"{where}feature_names", names,
+              names is None or (is_str_list(names) and len(names) == G),
+              f"null or a list of {G} str")
+        spec = c.get("covariates")
+        check(path, f"{where}covariates", spec,
+              isinstance(spec, list) and all(_valid_covariate(s) for s in spec),
+              "a list of {name, kind: continuous}, {name, kind: categorical, levels: [>= 2 "
+              "distinct labels]} or {name, kind: smooth, degree: int >= 1, knots: [ascending "
+              "numbers]}")
+        for key, idx_ok in (("unadjusted", False), ("reasons", True)):
+            v = c.get(key)
+            check(path, f"{where}{key}", v,
+                  isinstance(v, dict) and all(isinstance(t, str) for t in v.values())
+                  and (not idx_ok or all(k.isdigit() and int(k) < G for k in v)),
+                  "an object of str" + (" keyed by feature index" if idx_ok else ""))
+        q = len(_SmoothEncoder(spec).columns)
+        shapes = {
+            "batch_sizes": ((J,), "iu"), "grand_mean": ((G,), "f"), "var_pooled": ((G,), "f"),
+            "beta": ((q, G), "f"), "gamma_hat": ((J, G), "f"), "delta_hat": ((J, G), "f"),
+            "gamma_star": ((J, G), "f"), "delta_star": ((J, G), "f"), "gamma_bar": ((J,), "f"),
+            "tau2": ((J,), "f"), "a_prior": ((J,), "f"), "b_prior": ((J,), "f"),
+            "adjusted": ((G,), "b"), "n_iter": ((J,), "iu"), "converged": ((J,), "b"),
+        }
+        specs = {k: ArraySpec(*shapes[k]) for k in _ARRAYS}
+        n_smooth = sum(s["kind"] == "smooth" for s in spec)
+        if n_smooth:
+            specs["smooth_penalty"] = ArraySpec((G, n_smooth), "f")
+        if cls._extra_state is not ComBat._extra_state:
+            # a subclass's arrays, bounded by the file's size here and shape-checked by its
+            # _restore_extra_state
+            specs["*"] = ArraySpec((), "fiub")
+        return specs
+
+    def _restore(
+        self, path: Path, content: dict[str, Any], arrays: dict[str, np.ndarray]
+    ) -> None:
+        if "stages" not in content:
+            self._restore_single(path, content, arrays)
+            return
+        stages = []
+        for i, stage_content in enumerate(content["stages"]):
+            prefix = f"stage{i}__"
+            stage = clone(self)
+            stage._restore_single(
+                path, stage_content,
+                {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)},
             )
-        try:
-            npz_path = path.with_name(doc["arrays"]["file"])
-            if Path(doc["arrays"]["file"]).name != doc["arrays"]["file"]:
-                raise ModelFileError(f"{path}: invalid array file name in the model.")
-            if not npz_path.is_file():
-                raise ModelFileError(
-                    f"{path}: its arrays file {npz_path.name} is missing; keep the .json and .npz "
-                    "together."
-                )
-            blob = npz_path.read_bytes()
-            if hashlib.sha256(blob).hexdigest() != doc["arrays"]["sha256"]:
-                raise ModelFileError(
-                    f"{npz_path}: checksum does not match {path.name}; the files are corrupted or "
-                    "from different models."
-                )
-            with np.load(npz_path, allow_pickle=False) as z:
-                stored = {k: z[k] for k in z.files}
-            if "stages" in doc:
-                model = cls(**doc["params"])
-                model._validate_params()
-                stages = []
-                for i, stage_doc in enumerate(doc["stages"]):
-                    prefix = f"stage{i}__"
-                    own = {k[len(prefix) :]: v for k, v in stored.items() if k.startswith(prefix)}
-                    stages.append(cls._from_state(stage_doc, own, path))
-                model.stages_ = stages
-                model.batch_columns_ = [str(c) for c in doc["batch_columns"]]
-                if len(stages) != len(model.batch_columns_) or len(stages) < 2:
-                    raise ModelFileError(f"{path}: inconsistent batch variables and stages.")
-                model.n_features_in_ = int(doc["n_features"])
-                if doc["feature_names"] is not None:
-                    model.feature_names_in_ = np.array(doc["feature_names"], dtype=object)
-            else:
-                model = cls._from_state(doc, stored, path)
-        except ModelFileError:
-            raise
-        except (KeyError, TypeError, ValueError, OSError) as exc:
-            raise ModelFileError(
-                f"{path}: corrupted ComBat model ({type(exc).__name__}: {exc})."
-            ) from exc
-        model.metadata_ = dict(doc.get("metadata") or {})
-        return model
+            stages.append(stage)
+        self.stages_ = stages
+        self.batch_columns_ = [str(c) for c in content["batch_columns"]]
+        self.n_features_in_ = int(content["n_features"])
+        if content["feature_names"] is not None:
+            self.feature_names_in_ = np.array(content["feature_names"], dtype=object)
 
-    @classmethod
-    def _from_state(cls, doc: dict[str, Any], stored: dict[str, np.ndarray], path: Path) -> ComBat:
-        """A one-batch-variable model from its JSON part and arrays (checked for consistency)."""
-        arrays = {k: stored[k] for k in _ARRAYS}
-        smooth_penalty = stored.get("smooth_penalty")
-        extra = {k: v for k, v in stored.items() if k not in _ARRAYS and k != "smooth_penalty"}
-        model = cls(**doc["params"])
-        model._validate_params()
-        batches = doc["batches"]
-        J, G = len(batches), int(doc["n_features"])
-        fit = CombatFit(**arrays, reasons={int(k): v for k, v in doc["reasons"].items()})
-        q = len(_CovariateEncoder(doc["covariates"]).columns)
-        expected = {
-            "batch_sizes": (J,),
-            "grand_mean": (G,),
-            "var_pooled": (G,),
-            "beta": (q, G),
-            "gamma_hat": (J, G),
-            "delta_hat": (J, G),
-            "gamma_star": (J, G),
-            "delta_star": (J, G),
-            "gamma_bar": (J,),
-            "tau2": (J,),
-            "a_prior": (J,),
-            "b_prior": (J,),
-            "adjusted": (G,),
-            "n_iter": (J,),
-            "converged": (J,),
-        }
-        _check_shapes(path, arrays, expected)
-        names = doc["feature_names"]
-        if names is not None and len(names) != G:
-            raise ModelFileError(f"{path}: {len(names)} feature names for {G} features.")
-        model.batches_ = np.array(batches, dtype=object)
-        model.n_features_in_ = G
+    def _restore_single(
+        self, path: Path, content: dict[str, Any], arrays: dict[str, np.ndarray]
+    ) -> None:
+        names = content["feature_names"]
+        self.batches_ = np.array(content["batches"], dtype=object)
+        self.n_features_in_ = int(content["n_features"])
         if names is not None:
-            model.feature_names_in_ = np.array(names, dtype=object)
-        model.covariate_spec_ = doc["covariates"]
-        model.covariate_columns_ = _CovariateEncoder(doc["covariates"]).columns
-        if smooth_penalty is not None:
-            model.smooth_penalty_ = smooth_penalty
-        model.reference_index_ = doc["reference_index"]
-        model.fit_ = fit
-        model.unadjusted_features_ = dict(doc["unadjusted"])
-        model._restore_extra_state(extra, doc, path)
-        return model
+            self.feature_names_in_ = np.array(names, dtype=object)
+        self.covariate_spec_ = content["covariates"]
+        self.covariate_columns_ = _SmoothEncoder(content["covariates"]).columns
+        self.reference_index_ = content["reference_index"]
+        self.fit_ = CombatFit(
+            **{k: arrays[k] for k in _ARRAYS},
+            reasons={int(k): v for k, v in content["reasons"].items()},
+        )
+        if "smooth_penalty" in arrays:
+            self.smooth_penalty_ = arrays["smooth_penalty"]
+        self.unadjusted_features_ = dict(content["unadjusted"])
+        self._restore_extra_state(
+            {k: v for k, v in arrays.items() if k not in _ARRAYS and k != "smooth_penalty"},
+            content, path,
+        )
 
     def _extra_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Arrays and JSON entries a subclass saves beside ComBat's (none here)."""
@@ -1322,3 +1214,31 @@ class ComBat(TransformerMixin, BaseEstimator):
         self, arrays: dict[str, np.ndarray], doc: dict[str, Any], path: Path
     ) -> None:
         """Restore what :meth:`_extra_state` saved (raise ModelFileError when inconsistent)."""
+
+
+def _valid_covariate(s: Any) -> bool:
+    if not isinstance(s, dict) or not isinstance(s.get("name"), str):
+        return False
+    if s.get("kind") == "continuous":
+        return set(s) == {"name", "kind"}
+    if s.get("kind") == "smooth":
+        knots, degree = s.get("knots"), s.get("degree")
+        return (
+            set(s) == {"name", "kind", "degree", "knots"}
+            and is_int(degree, 1)
+            and isinstance(knots, list)
+            and len(knots) >= 2 * (degree + 1)
+            and all(isinstance(k, int | float) and not isinstance(k, bool) for k in knots)
+            and bool(np.all(np.isfinite(knots)) and np.all(np.diff(knots) >= 0))
+            and knots[0] < knots[-1]
+        )
+    levels = s.get("levels")
+    return (
+        s.get("kind") == "categorical"
+        and set(s) == {"name", "kind", "levels"}
+        and isinstance(levels, list)
+        and len(levels) >= 2
+        and all(is_label(v) for v in levels)
+        and len({(type(v), v) for v in levels}) == len(levels)
+    )
+

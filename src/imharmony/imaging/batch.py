@@ -45,9 +45,9 @@ import numpy as np
 import pandas as pd
 
 from .._version import __version__
-from ..errors import DataError, HarmonizationError
+from ..errors import DataError, HarmonizationError, OutputError
 from ..image import Image
-from ..io._atomic import atomic_path
+from ..io._atomic import atomic_path, check_outputs
 from ..io.tables import read_table, write_table
 
 __all__ = [
@@ -245,15 +245,44 @@ def _write_json(obj: Any, path: Path) -> None:
         tmp.write_text(json.dumps(_jsonable(obj), indent=2, allow_nan=True) + "\n")
 
 
-def _done_before(sidecar: Path, params: dict[str, Any]) -> bool:
-    """True when a previous run completed this row with the same parameters."""
+def _fingerprint(path: str | Path | None) -> Any:
+    """Size and modification time of a file, or of every file under a folder (stat only)."""
+    if path is None:
+        return None
+    p = Path(path)
+    try:
+        if p.is_dir():
+            return sorted(
+                [str(f.relative_to(p)), f.stat().st_size, f.stat().st_mtime_ns]
+                for f in p.rglob("*")
+                if f.is_file()
+            )
+        st = p.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _done_before(
+    sidecar: Path, params: dict[str, Any], inputs: dict[str, Any], outputs: list[Path]
+) -> bool:
+    """True when a previous run completed this row with the same parameters, from the same
+    inputs (unchanged since), and its outputs are still the files it wrote."""
     try:
         previous = json.loads(sidecar.read_text())
     except (OSError, ValueError):
         return False
-    if previous.get("parameters") != _jsonable(params):
+    if not isinstance(previous, dict) or previous.get("parameters") != _jsonable(params):
         return False
-    return all(Path(p).is_file() for p in previous.get("outputs", []))
+    if previous.get("input_fingerprints") != _jsonable(inputs):
+        return False
+    recorded = previous.get("output_fingerprints")
+    if not isinstance(recorded, dict):
+        return False
+    return all(
+        recorded.get(str(p)) is not None and recorded.get(str(p)) == _fingerprint(p)
+        for p in outputs
+    )
 
 
 def _process_row(task: dict[str, Any]) -> dict[str, Any]:
@@ -271,8 +300,10 @@ def _process_row(task: dict[str, Any]) -> dict[str, Any]:
     out_path = out_dir / f"{name}{task['suffix']}"
     mask_out = out_dir / f"{name}_mask{task['suffix']}"
     sidecar = out_dir / f"{name}.json"
+    inputs = {"image": _fingerprint(task["path"]), "mask": _fingerprint(task["mask"])}
+    expected = [out_path, mask_out] if task["mask"] else [out_path]
     try:
-        if not task["overwrite"] and _done_before(sidecar, params):
+        if not task["overwrite"] and _done_before(sidecar, params, inputs, expected):
             result.update(status="skipped", reason="already done with the same parameters",
                           output=str(out_path),
                           mask_output=str(mask_out) if task["mask"] else "")
@@ -320,6 +351,8 @@ def _process_row(task: dict[str, Any]) -> dict[str, Any]:
             "site": task["site"],
             "parameters": params,
             "outputs": outputs,
+            "input_fingerprints": inputs,
+            "output_fingerprints": {p: _fingerprint(p) for p in outputs},
             "history": img.meta.get("history", []),
         }, sidecar)
         result.update(status="done", output=str(out_path))
@@ -476,7 +509,13 @@ def harmonize_images(
     if check_harmonizable:
         _check_harmonizable(df)
     out_dir = Path(output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"{out_dir}: cannot be used as the output folder ({exc.strerror or exc}); give a "
+            "writable folder."
+        ) from exc
 
     # per-row source FWHM; a bad cell fails that row only
     fwhms: list[Any] = []
@@ -534,6 +573,18 @@ def harmonize_images(
             "site": str(row["site"]), "params": params, "output_dir": str(out_dir),
             "suffix": suffix, "overwrite": overwrite,
         })
+
+    # no output may overwrite an input (e.g. --output-dir = the images' own folder)
+    written = [out_dir / SUMMARY_NAME]
+    for task in tasks:
+        written += [out_dir / f"{task['name']}{suffix}", out_dir / f"{task['name']}.json"]
+        if task["mask"]:
+            written.append(out_dir / f"{task['name']}_mask{suffix}")
+    check_outputs(
+        [None if isinstance(manifest, pd.DataFrame) else manifest,
+         *(t["path"] for t in tasks), *(t["mask"] for t in tasks)],
+        written,
+    )
 
     results: dict[int, dict[str, Any]] = {}
 

@@ -13,7 +13,6 @@ Two ways to make the intensity distribution of an image agree with a reference:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -22,17 +21,18 @@ import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from .._persist import ArraySpec, check, is_int, load_model, save_model
 from .._raster import as_mask as _as_mask
 from .._raster import float_dtype as _float_dtype
 from .._threads import cpu_threads
-from ..errors import DataError, HarmonizationWarning, ModelFileError, NotFittedError
+from ..base import HarmonizerMixin
+from ..errors import DataError, HarmonizationWarning, ModelFileError
 from ..image import Image
-from ..io._atomic import atomic_path
 
 __all__ = [
     "HistogramStandardizer",
@@ -108,7 +108,7 @@ class ReferenceDistribution:
     """
 
     FORMAT = "imharmony.ReferenceDistribution"
-    VERSION = 1
+    VERSION = 2  # 2: the common model envelope (imharmony._persist)
 
     def __init__(self, probabilities: Any, values: Any, meta: dict[str, Any] | None = None) -> None:
         p = np.asarray(probabilities, dtype=np.float64)
@@ -196,11 +196,14 @@ class ReferenceDistribution:
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the distribution as JSON (atomically); returns the path."""
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(self.to_dict()), encoding="utf-8")
-        return path
+        """Write the distribution in the model-file envelope (:mod:`imharmony._persist`)."""
+        return save_model(
+            path,
+            kind=self.FORMAT,
+            version=self.VERSION,
+            content={"n_quantiles": int(self.probabilities.size), "meta": self.meta},
+            arrays={"probabilities": self.probabilities, "values": self.values},
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ReferenceDistribution:
@@ -209,12 +212,22 @@ class ReferenceDistribution:
         Raises
         ------
         ModelFileError
-            If the file is missing, not JSON, of another format or an unknown version.
+            If the file is missing, corrupted, edited, of another kind or version, or its
+            quantiles are not a distribution.
         """
-        data = _read_json(path, cls.FORMAT, cls.VERSION)
+
+        def validate(content: dict[str, Any]) -> dict[str, ArraySpec]:
+            k = check(path, "n_quantiles", content.get("n_quantiles"),
+                      is_int(content.get("n_quantiles"), 2), "an int >= 2")
+            check(path, "meta", content.get("meta"), isinstance(content.get("meta"), dict),
+                  "an object")
+            return {"probabilities": ArraySpec((k,)), "values": ArraySpec((k,))}
+
+        loaded = load_model(path, kind=cls.FORMAT, version=cls.VERSION, validate=validate)
         try:
-            return cls(data["probabilities"], data["values"], data.get("meta"))
-        except (KeyError, TypeError, DataError) as exc:
+            return cls(loaded.arrays["probabilities"], loaded.arrays["values"],
+                       loaded.content["meta"])
+        except DataError as exc:
             raise ModelFileError(f"{path}: inconsistent reference distribution ({exc}).") from exc
 
     def __repr__(self) -> str:
@@ -222,28 +235,6 @@ class ReferenceDistribution:
             f"ReferenceDistribution(n_quantiles={self.probabilities.size}, "
             f"min={self.values[0]:.6g}, median={self.quantile(0.5):.6g}, max={self.values[-1]:.6g})"
         )
-
-
-def _read_json(path: str | os.PathLike[str], fmt: str, version: int) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such file; check the path of the saved model.")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(
-            f"{path}: not a valid JSON model file ({exc}); it may be truncated or corrupted — "
-            "save it again."
-        ) from exc
-    if not isinstance(data, dict) or data.get("format") != fmt:
-        found = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise ModelFileError(f"{path}: not a {fmt} file (format field is {found!r}).")
-    if data.get("version") != version:
-        raise ModelFileError(
-            f"{path}: {fmt} file version {data.get('version')!r} is not supported by this "
-            f"imharmony (it reads version {version}); save the model again with this version."
-        )
-    return data
 
 
 # --------------------------------------------------------------------------------------------
@@ -683,7 +674,7 @@ def _percentiles(values: np.ndarray, pct: np.ndarray) -> np.ndarray:
     return a + (h - lo) * (b - a)
 
 
-class HistogramStandardizer(BaseEstimator):
+class HistogramStandardizer(HarmonizerMixin, BaseEstimator):
     """Piecewise-linear histogram standardization (Nyúl & Udupa 2000).
 
     Learns, from a set of training images, the average position of a few percentile landmarks on
@@ -735,7 +726,10 @@ class HistogramStandardizer(BaseEstimator):
     """
 
     FORMAT = "imharmony.HistogramStandardizer"
-    VERSION = 1
+    VERSION = 2  # 2: the common model envelope (imharmony._persist)
+    _fitted_attribute: ClassVar[str] = "standard_landmarks_"
+    _model_kind: ClassVar[str] = FORMAT
+    _model_version: ClassVar[int] = VERSION
 
     def __init__(
         self,
@@ -879,13 +873,6 @@ class HistogramStandardizer(BaseEstimator):
         )
         return self
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "standard_landmarks_"):
-            raise NotFittedError(
-                "This HistogramStandardizer is not fitted yet; call fit(images) or load a saved "
-                "model with HistogramStandardizer.load(path)."
-            )
-
     def transform(
         self, img: Image | np.ndarray | str | os.PathLike[str], mask: Any = None
     ) -> Image:
@@ -935,73 +922,55 @@ class HistogramStandardizer(BaseEstimator):
         }
         return image.with_array(out, history=_history(image, entry))
 
-    # -- persistence -------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the fitted model as versioned JSON (atomically); returns the path."""
-        self._check_fitted()
-        lm = (
-            self.landmarks
-            if isinstance(self.landmarks, str)
-            else [float(v) for v in self.landmarks]
-        )
-        data = {
-            "format": self.FORMAT,
-            "version": self.VERSION,
-            "params": {
-                "landmarks": lm,
-                "output_range": [float(v) for v in self.output_range],
-                "foreground": self.foreground,
-            },
-            "landmarks_": self.landmarks_.tolist(),
-            "standard_landmarks_": self.standard_landmarks_.tolist(),
-            "image_landmarks_": self.image_landmarks_.tolist(),
-            "n_images_": int(self.n_images_),
+    # -- persistence (the envelope is imharmony._persist, through HarmonizerMixin) ------------
+    def _validate_params(self) -> None:
+        self._validated()
+
+    def _params_for_file(self) -> dict[str, Any]:
+        lm = self.landmarks
+        return {
+            "landmarks": lm if isinstance(lm, str) else [float(v) for v in lm],
+            "output_range": [float(v) for v in self.output_range],
+            "foreground": self.foreground,
         }
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-        return path
+
+    def _model_content(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        arrays = {
+            "landmarks_": np.asarray(self.landmarks_, dtype=np.float64),
+            "standard_landmarks_": np.asarray(self.standard_landmarks_, dtype=np.float64),
+            "image_landmarks_": np.asarray(self.image_landmarks_, dtype=np.float64),
+        }
+        return {"n_images": int(self.n_images_)}, arrays
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> HistogramStandardizer:
-        """Read a model written by :meth:`save`.
+    def _model_arrays(cls, path: Path, content: dict[str, Any]) -> dict[str, ArraySpec]:
+        n = check(path, "n_images", content.get("n_images"), is_int(content.get("n_images"), 1),
+                  "an int >= 1")
+        pct, _ = cls(**content["params"])._validated()
+        k = pct.size
+        return {
+            "landmarks_": ArraySpec((k,)),
+            "standard_landmarks_": ArraySpec((k,)),
+            "image_landmarks_": ArraySpec((n, k)),
+        }
 
-        Raises
-        ------
-        ModelFileError
-            If the file is missing, corrupted, of another format or of an unknown version.
-        """
-        data = _read_json(path, cls.FORMAT, cls.VERSION)
-        try:
-            params = data["params"]
-            model = cls(
-                landmarks=params["landmarks"],
-                output_range=tuple(params["output_range"]),
-                foreground=params["foreground"],
-            )
-            pct, _ = model._validated()
-            std = np.asarray(data["standard_landmarks_"], dtype=np.float64)
-            lm = np.asarray(data["landmarks_"], dtype=np.float64)
-            table = np.asarray(data["image_landmarks_"], dtype=np.float64)
-            n = int(data["n_images_"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(
-                f"{path}: inconsistent HistogramStandardizer file ({exc})."
-            ) from exc
+    def _restore(
+        self, path: Path, content: dict[str, Any], arrays: dict[str, np.ndarray]
+    ) -> None:
+        pct, _ = self._validated()
+        std = arrays["standard_landmarks_"]
         if (
-            std.shape != pct.shape
-            or lm.shape != pct.shape
-            or not np.allclose(lm, pct)
-            or table.shape != (n, pct.size)
+            not np.array_equal(arrays["landmarks_"], pct)
             or not np.all(np.isfinite(std))
             or np.any(np.diff(std) < 0)
+            or not np.all(np.isfinite(arrays["image_landmarks_"]))
         ):
             raise ModelFileError(
                 f"{path}: inconsistent HistogramStandardizer file (landmark arrays do not agree "
-                "with the parameters); save the model again."
+                "with the parameters, or are not finite and increasing); save the model again."
             )
-        model.landmarks_ = pct
-        model.standard_landmarks_ = std
-        model.image_landmarks_ = table
-        model.n_images_ = n
-        return model
+        self.output_range = tuple(self.output_range)
+        self.landmarks_ = pct
+        self.standard_landmarks_ = std
+        self.image_landmarks_ = arrays["image_landmarks_"]
+        self.n_images_ = int(content["n_images"])

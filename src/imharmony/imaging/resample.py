@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import SimpleITK as sitk
 
+from .._limits import check_allocation
 from ..errors import DataError
 from ..image import Image
 from .resolution import gaussian_blur
@@ -66,7 +67,15 @@ def resampled_grid(
     s_new = np.asarray(new_spacing, dtype=float)
     # the relative tolerance keeps 100·0.1/0.1 = 100.00000000000001, or a spacing stored in
     # float32 (NIfTI headers: 0.8 -> 0.800000012), from adding a spurious voxel
-    new_shape = tuple(max(1, math.ceil(float(k) * (1.0 - 1e-6))) for k in n * s / s_new)
+    with np.errstate(over="ignore", divide="ignore"):
+        extent = n * s / s_new
+    if not np.all(np.isfinite(extent)) or np.any(extent > 2.0**62):
+        raise DataError(
+            f"resampling {tuple(int(k) for k in shape)} voxels of {s.tolist()} to "
+            f"{s_new.tolist()} gives an "
+            "unbounded grid; choose a larger voxel size (spacing is in mm)."
+        )
+    new_shape = tuple(max(1, math.ceil(float(k) * (1.0 - 1e-6))) for k in extent)
     offset = 0.5 * (n - 1.0 - (s_new / s) * (np.asarray(new_shape, dtype=float) - 1.0))
     return new_shape, offset
 
@@ -306,6 +315,14 @@ def resample(
     new_spacing = _target_spacing(img, spacing)
     old_spacing = np.asarray(img.spacing[:n_sp], dtype=float)
     new_shape, offset_vox = resampled_grid(img.array.shape[:n_sp], old_spacing, new_spacing)
+    # guard before allocating: the output grid comes from a user's spacing
+    check_allocation(
+        (*new_shape, *img.array.shape[n_sp:]),
+        max(np.dtype(np.float32).itemsize, img.array.dtype.itemsize),
+        f"resampling {img.array.shape} voxels of {old_spacing.tolist()} mm to "
+        f"{new_spacing.tolist()} mm",
+        "choose a larger voxel size (spacing is in mm) or crop the image first.",
+    )
     offset_mm = offset_vox * old_spacing
     interpolator = _INTERPOLATORS[interpolation]
     nearest = interpolation == "nearest"

@@ -21,19 +21,18 @@ multi-component (vector) image gets its components as a trailing array axis not 
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from .._limits import check_allocation
+from ..errors import DataError, ImageFormatError
 from ..image import Image
-from ._atomic import atomic_path
+from ._atomic import atomic_path, temporary_path
 from .dicom import _brief, read_dicom_series
 
 __all__ = ["IMAGE_SUFFIXES", "ImageFormatError", "read_image", "read_nifti_grid", "write_image"]
@@ -52,10 +51,6 @@ IMAGE_SUFFIXES: dict[str, str] = {
 
 # LPS <-> RAS: NIfTI affines are RAS, ITK (and Image) are LPS.
 _LPS_RAS = np.diag([-1.0, -1.0, 1.0])
-
-
-class ImageFormatError(DataError):
-    """An image file is missing, of an unknown format, or cannot be decoded."""
 
 
 def _suffix(path: Path) -> str | None:
@@ -120,15 +115,78 @@ def read_image(path: str | os.PathLike[str], **dicom_options: Any) -> Image:
         )
     import SimpleITK as sitk
 
+    fmt = IMAGE_SUFFIXES[suffix]
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        itk = sitk.ReadImage(str(path))
+        reader.ReadImageInformation()
     except RuntimeError as exc:
-        if IMAGE_SUFFIXES[suffix] == "nifti":
+        if fmt == "nifti":
             return _read_nifti_nibabel(path, exc)
+        raise ImageFormatError(f"{path}: cannot be read as {fmt} ({_brief(exc)}).") from exc
+    size = tuple(int(v) for v in reader.GetSize())
+    components = int(reader.GetNumberOfComponents())
+    itemsize = sitk.Image([1] * len(size), reader.GetPixelID()).GetSizeOfPixelComponent()
+    _check_size(path, (*size, components), itemsize)
+    meta = {"source": str(path), "format": fmt}
+    if fmt == "nifti" and components == 1:
+        # voxels through nibabel: SimpleITK's NIfTI reader turns NaN/Inf into 0 and reads a
+        # truncated file as complete (missing voxels 0); nibabel keeps them and refuses that
+        return _with_geometry(_nifti_voxels(path, size), reader, len(size), meta)
+    try:
+        itk = reader.Execute()
+    except RuntimeError as exc:
         raise ImageFormatError(
-            f"{path}: cannot be read as {IMAGE_SUFFIXES[suffix]} ({_brief(exc)})."
+            f"{path}: cannot be read as {fmt} ({_brief(exc)}); the file may be truncated."
         ) from exc
-    return _from_sitk(itk, meta={"source": str(path), "format": IMAGE_SUFFIXES[suffix]})
+    return _from_sitk(itk, meta=meta)
+
+
+def _check_size(path: Path, shape: tuple[int, ...], itemsize: int) -> None:
+    """Refuse a header whose voxel count cannot be real (or would not fit in memory)."""
+    check_allocation(
+        shape,
+        itemsize,
+        f"{path}: the header's image",
+        "the header is damaged, or the image is too large to process on this machine.",
+    )
+
+
+def _check_complete(path: Path, nii: Any) -> None:
+    """An uncompressed NIfTI file must hold every voxel its header declares (checked from the
+    file size, before any allocation)."""
+    if _suffix(path) != ".nii":
+        return
+    header = nii.header
+    need = int(header.get_data_offset()) + math.prod(nii.shape) * header.get_data_dtype().itemsize
+    have = path.stat().st_size
+    if have < need:
+        raise ImageFormatError(
+            f"{path}: truncated NIfTI file ({have} bytes; its header declares {need}); the "
+            "missing voxels would be read as 0. Copy or convert the image again."
+        )
+
+
+def _nifti_voxels(path: Path, size: tuple[int, ...]) -> np.ndarray:
+    """The voxel array of a NIfTI file, read by nibabel (scaled as the header says)."""
+    import nibabel as nib
+
+    try:
+        nii = nib.load(str(path), mmap=False)
+        _check_complete(path, nii)
+        arr = np.asarray(nii.dataobj)
+    except ImageFormatError:
+        raise
+    except Exception as exc:  # nibabel raises OSError, EOFError, zlib/gzip errors, ValueError
+        raise ImageFormatError(
+            f"{path}: cannot be read as NIfTI ({_brief(exc)}); the file is truncated or corrupted."
+        ) from exc
+    if arr.shape[: len(size)] != size or any(d != 1 for d in arr.shape[len(size) :]):
+        raise ImageFormatError(
+            f"{path}: NIfTI voxel array of shape {arr.shape} does not match its header's size "
+            f"{size}; the header is inconsistent."
+        )
+    return arr.reshape(size)
 
 
 def _from_sitk(itk: Any, meta: dict[str, Any]) -> Image:
@@ -141,11 +199,16 @@ def _from_sitk(itk: Any, meta: dict[str, Any]) -> Image:
         arr = arr.transpose((*spatial, dim))
     else:
         arr = arr.transpose(spatial)
+    return _with_geometry(arr, itk, dim, meta)
+
+
+def _with_geometry(arr: np.ndarray, source: Any, dim: int, meta: dict[str, Any]) -> Image:
+    """An Image of ``arr`` with the spacing, origin and direction of an ITK image or reader."""
     return Image(
         arr,
-        spacing=itk.GetSpacing(),
-        origin=itk.GetOrigin(),
-        direction=np.asarray(itk.GetDirection(), dtype=float).reshape(dim, dim),
+        spacing=source.GetSpacing(),
+        origin=source.GetOrigin(),
+        direction=np.asarray(source.GetDirection(), dtype=float).reshape(dim, dim),
         meta=meta,
     )
 
@@ -155,9 +218,12 @@ def _read_nifti_nibabel(path: Path, itk_error: Exception) -> Image:
     import nibabel as nib
 
     try:
-        nii = nib.load(str(path))
+        nii = nib.load(str(path), mmap=False)
+        _check_size(path, nii.shape, nii.get_data_dtype().itemsize)
         arr = np.asarray(nii.dataobj)
         affine = np.asarray(nii.affine, dtype=float)
+    except DataError:
+        raise
     except Exception as exc:
         raise ImageFormatError(
             f"{path}: cannot be read as NIfTI (SimpleITK: {_brief(itk_error)}; "
@@ -337,9 +403,7 @@ def _write_mhd(itk: Any, path: Path, compress: bool) -> Path:
     """MetaImage header + data file: write both in a temporary folder, move data, then header."""
     import SimpleITK as sitk
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with temporary_path(path, folder=True) as tmpdir:
         try:
             sitk.WriteImage(itk, str(tmpdir / path.name), compress)
         except RuntimeError as exc:
@@ -349,7 +413,5 @@ def _write_mhd(itk: Any, path: Path, compress: bool) -> Path:
             if data != header:
                 os.replace(data, path.parent / data.name)
         os.replace(header, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(tmpdir)
+        tmpdir.rmdir()
     return path

@@ -8,23 +8,18 @@ The readers are optional packages (imageio, tifffile, rasterio): a missing one r
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, HarmonizationError
+from ..errors import DataError, OptionalDependencyError
+from ..errors import optional_import as _optional
 from ..image import Image
 from ._atomic import atomic_path
 
 __all__ = ["OptionalDependencyError", "read_raster", "write_raster"]
-
-
-class OptionalDependencyError(HarmonizationError):
-    """An optional package needed for this input or output is not installed."""
 
 
 _PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -33,15 +28,6 @@ _TIFF_SUFFIXES = {".tif", ".tiff"}
 # GeoKeyDirectory.
 _GEO_TAGS = {33550, 33922, 34264, 34735}
 
-
-def _optional(module: str, purpose: str, extra: str) -> ModuleType:
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise OptionalDependencyError(
-            f"{purpose} needs the optional package '{module}', which is not installed; install "
-            f"it with 'pip install {extra}'."
-        ) from exc
 
 
 def _suffix(path: Path) -> str:

@@ -110,9 +110,10 @@ def _palette(n: int) -> list[Any]:
 
 def _levels(labels: np.ndarray) -> tuple[list[str], np.ndarray]:
     """Sorted label levels (as text) and each sample's code (the order of the diagnostics)."""
-    values = labels.astype(str) if labels.dtype == object else labels
-    levels, codes = np.unique(values, return_inverse=True)
-    return [str(v) for v in levels], codes.ravel()
+    from .._validation import levels_and_codes
+
+    levels, codes = levels_and_codes(labels)
+    return [str(v) for v in levels], codes
 
 
 def site_distributions_figure(data: DiagnosisData, features: Sequence[str],
@@ -142,7 +143,8 @@ def site_distributions_figure(data: DiagnosisData, features: Sequence[str],
         for stage, offset, filled in (("before", -0.2, False), ("after", 0.2, True)):
             frame = data.before if stage == "before" else data.after
             values = frame[feat].to_numpy(dtype=float)
-            groups = [values[codes == i] for i in range(k)]
+            present = ~np.isnan(values)  # missing values are left out, per feature
+            groups = [values[(codes == i) & present] for i in range(k)]
             pos = np.arange(k) + offset
             bp = ax.boxplot(groups, positions=pos, widths=0.34, patch_artist=True,
                             showfliers=False, medianprops={"color": "black", "linewidth": 1.2},
@@ -160,6 +162,8 @@ def site_distributions_figure(data: DiagnosisData, features: Sequence[str],
         ax.set_xticks(np.arange(k), [text(s) for s in sites],
                       rotation=30 if k > 4 else 0, ha="right" if k > 4 else "center")
         ax.set_xlim(-0.6, k - 0.4)
+        ax.set_xlabel(text(data.batch_name), fontsize=8)
+        ax.set_ylabel(f"{text(feat)} (feature units)", fontsize=8)
         b, a = scores.loc[feat, "before"], scores.loc[feat, "after"]
         ax.set_title(f"{text(feat)}\nε² by site {b:.2f} before → {a:.2f} after",
                      fontsize=9 if panel_w < 5 else 10)
@@ -200,15 +204,16 @@ def pca_figure(data: DiagnosisData) -> InlineFigure:
     rasterized = n > _RASTERIZE_ABOVE
     size = 14 if n <= 300 else 8 if n <= 2000 else 3
     has_bio = data.biology is not None
+    rows = slice(None) if data.pca_rows is None else data.pca_rows  # samples without NaN
     ncols = 2 if has_bio else 1
     fig = _new_figure(_WIDTH if has_bio else _WIDTH * 0.62, 7.4)
     axes = fig.subplots(2, ncols, squeeze=False, sharex=True, sharey=True)
-    sites, site_codes = _levels(np.asarray(data.batch))
+    sites, site_codes = _levels(np.asarray(data.batch)[rows])
     site_colours = _palette(len(sites))
     bio_levels: list[str] = []
     bio_codes = np.zeros(n, dtype=int)
     if has_bio and data.biology_kind == "categorical":
-        bio_levels, bio_codes = _levels(np.asarray(data.biology))
+        bio_levels, bio_codes = _levels(np.asarray(data.biology)[rows])
     bio_colours = ["#5e3c99", "#e66101", "#1b9e77", "#d95f02", "#7570b3", "#e7298a",
                    "#66a61e", "#a6761d"]
     if len(bio_levels) > len(bio_colours):
@@ -225,7 +230,7 @@ def pca_figure(data: DiagnosisData) -> InlineFigure:
                 _scatter_groups(ax, xy, bio_codes, bio_levels, bio_colours,
                                 rasterized=rasterized, size=size)
             else:
-                values = np.asarray(data.biology, dtype=float)
+                values = np.asarray(data.biology, dtype=float)[rows]
                 mappable = ax.scatter(xy[:, 0], xy[:, 1], c=values, cmap="viridis", s=size,
                                       alpha=0.85, linewidths=0, rasterized=rasterized)
             ax.set_title(f"{stage}: by {text(data.biology_name)}", fontsize=10)

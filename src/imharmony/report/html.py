@@ -240,31 +240,40 @@ def _site_numbers(d: Diagnosis) -> list[tuple[str, str, str]]:
     return rows
 
 
+_EVIDENCE_MEANING = {
+    "pooled Fisher ratio": "Separation of the biology's classes over all samples (site effect "
+                           "included before).",
+    "within-site Fisher ratio": "Separation inside the sites that hold more than one class "
+                                "(free of the site effect).",
+    "mixed-model coefficient": "Size of the biology's effect; before: model with a random site "
+                               "intercept, after: ordinary least squares.",
+}
+
+
 def _biology_numbers(d: Diagnosis) -> list[tuple[str, str, str]]:
-    th = d.thresholds
     rows: list[tuple[str, str, str]] = []
-    lo, hi = th.shrinkage_kept
+    ev = d.biology_evidence
+    if ev is not None:
+        for name, row in ev.iterrows():
+            rows.append((
+                f"{name} (median of {int(row['n_features'])} feature(s))",
+                f"{_num(row['before'], 3)} → {_num(row['after'], 3)}; ratio "
+                f"{_num(row['ratio'], 2)}: {row['reading']}",
+                f"ratio after / before compared with {row['low']:g}–{row['high']:g}: below is "
+                f"erased, inside kept, above inflated. {_EVIDENCE_MEANING.get(str(name), '')}",
+            ))
     if d.mixed is not None:
         mx = d.mixed[d.mixed["verdict"].isin(["kept", "erased", "inflated"])]
         if len(mx):
-            rows.append(("median shrinkage r = β after / β raw",
-                         _num(float(mx["shrinkage"].median()), 2),
-                         f"kept {lo:g}–{hi:g}; erased below, inflated above "
-                         f"({len(mx)} feature(s) with a biology signal)"))
-            rows.append(("median SE after / SE raw", _num(float(mx["se_ratio"].median()), 2),
-                         f"inflated below {th.se_inflated_below:g}"))
-    if d.fisher is not None:
-        fis = d.fisher[d.fisher["verdict"] != "no signal"]
-        if len(fis):
-            follows_mixed = any(name.startswith("median shrinkage") for name, _, _ in rows)
-            rows.append(("median Fisher ratio after / before",
-                         _num(float(fis["fisher_ratio"].median()), 2),
-                         f"erased < {th.fisher_erased_below:g}, inflated > "
-                         f"{th.fisher_inflated_above:g} ({len(fis)} feature(s))"
-                         + ("; context only: the verdict follows the mixed model, which "
-                            "separates site from biology" if follows_mixed else "")))
-    rows.append(("confounding of site and biology", d.confounding.level,
-                 "none / moderate / strong / complete (see Confounding)"))
+            th = d.thresholds
+            rows.append(("median SE after / SE before (mixed model)",
+                         _num(float(mx["se_ratio"].median()), 2),
+                         f"inflated below {th.se_inflated_below:g}: the confidence after "
+                         "harmonization would be overstated"))
+    level = d.confounding.biology_level
+    rows.append(("confounding of site and biology", level or "not assessed",
+                 "none / moderate / strong / complete (see Confounding); complete: no site "
+                 "holds more than one class, and nothing can be assessed"))
     return rows
 
 
@@ -390,9 +399,10 @@ def _mixed_table(d: Diagnosis) -> dict[str, Any] | None:
 
 def _confounding(d: Diagnosis) -> dict[str, Any]:
     c = d.confounding
-    out: dict[str, Any] = {"level": c.level, "messages": list(c.messages)}
+    level = c.biology_level or c.level
+    out: dict[str, Any] = {"level": level, "messages": list(c.messages)}
     cls, symbol = {"none": ("good", "✓"), "moderate": ("warn", "◐"),
-                   "strong": ("bad", "▲"), "complete": ("bad", "✗")}.get(c.level, ("none", "?"))
+                   "strong": ("bad", "▲"), "complete": ("bad", "✗")}.get(level, ("none", "?"))
     out["cls"], out["symbol"] = cls, symbol
     if c.table is not None:
         t = c.table.copy()
@@ -420,6 +430,17 @@ def _confounding(d: Diagnosis) -> dict[str, Any]:
                      f"{c.design_columns} columns, condition number "
                      f"{_fmt(float(c.condition_number), 1)}")
     return out
+
+
+def _phantom_table(d: Diagnosis) -> dict[str, Any] | None:
+    """Phantom agreement with the known values, before and after (None without a phantom)."""
+    ph = getattr(d, "phantom", None)
+    if ph is None:
+        return None
+    frame = ph.rename(columns={"icc_2_1": "ICC(2,1)", "icc_band": "Koo & Li",
+                               "ccc": "CCC", "loa_lower": "LoA low", "loa_upper": "LoA high"})
+    frame.index = [f"{feat} ({stage})" for stage, feat in frame.index]
+    return _table(frame, {"Koo & Li": str}, index_name="feature (stage)")
 
 
 def _provenance(d: Diagnosis, provenance: Mapping[str, Any] | None, when: _dt.datetime
@@ -516,8 +537,21 @@ def render_report(
     biology_desc = "none"
     if d.data is not None and d.data.biology is not None:
         biology_desc = d.data.biology_kind or "given"
+    names = {f["role"]: f["name"] for f in prov["inputs"] if f.get("role")}
+    compares = (f"before = {names.get('before', 'the data before harmonization')}, "
+                f"after = {names.get('after', 'the data after harmonization')}")
+    not_converged: list[tuple[str, str]] = []
+    if d.mixed is not None:
+        bad = d.mixed[~d.mixed["converged_raw"].astype(bool)
+                      | ~d.mixed["converged_after"].astype(bool)]
+        not_converged = [(str(f), str(n) or "the optimizer did not converge")
+                         for f, n in bad["note"].items()]
     context = {
-        "title": title or "Harmonization diagnosis",
+        "title": title or ("Harmonization diagnosis: " + (
+            f"{names['before']} vs {names['after']}" if {"before", "after"} <= names.keys()
+            else "before vs after")),
+        "compares": compares,
+        "not_converged": not_converged,
         "subtitle": f"{d.n_samples} samples, {d.n_features} features, {d.n_sites} sites; "
                     f"biology: {biology_desc}",
         "cards": cards,
@@ -540,6 +574,7 @@ def render_report(
         "th": th,
         "cth": d.confounding.thresholds,
         "provenance": prov,
+        "phantom": _phantom_table(d),
     }
     html = _environment().get_template("report.html.j2").render(**context)
     target = Path(path)

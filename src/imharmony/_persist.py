@@ -1,0 +1,436 @@
+"""The model-file envelope shared by every learned model (ComBat, the Nyúl standardizer, ...).
+
+A model is one JSON *manifest* ``MODEL.json`` plus, when it has arrays, one ``.npz`` beside it
+whose name carries the first hex digits of its SHA-256 (``MODEL.<digest>.npz``)::
+
+    {"format": "imharmony.model", "envelope_version": 1,
+     "kind": "imharmony.combat", "kind_version": 2, "imharmony_version": "...",
+     "content": {...every field that affects results...},
+     "arrays": {"file": "MODEL.<digest>.npz", "sha256": "...", "bytes": N,
+                "entries": {"beta": {"dtype": "<f8", "shape": [q, G]}, ...}} | null,
+     "checksums": {"<field>": "<sha256 of its canonical JSON>", ...}}
+
+Replacing a model is one atomic step: the new ``.npz`` is written under its own (new) name first,
+then the manifest is renamed over the old one; only after that is the old ``.npz`` removed. A kill
+or a failed write at any point leaves either the old model or the new one, never a mixed pair.
+
+Loading is safe for a file from a stranger and bounded: sizes are checked before anything is read
+in full (the manifest's size; the ``.npz``'s size, members, compression and every array's declared
+dtype and shape against what the model's own fields imply), every field of the manifest is under a
+checksum (a mismatch names the field), the ``.npz`` is hashed before it is parsed, and nothing is
+ever unpickled. Errors are :class:`~imharmony.errors.ModelFileError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import re
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._version import __version__
+from .errors import ModelFileError
+from .io._atomic import atomic_path, temporary_path
+
+__all__ = [
+    "ArraySpec",
+    "ModelFile",
+    "check",
+    "load_model",
+    "save_model",
+]
+
+ENVELOPE = "imharmony.model"
+ENVELOPE_VERSION = 1
+
+#: Largest manifest read (bytes): feature names of 10^6 features fit easily.
+MAX_MANIFEST_BYTES = 256 * 2**20
+#: Largest ``.npz`` read (bytes).
+MAX_ARRAYS_BYTES = 8 * 2**30
+#: Array dtypes a model file may hold (no object, no structured types).
+_DTYPES = {"f": "floating", "i": "integer", "u": "integer", "b": "boolean"}
+_DIGITS = 16  # hex digits of the .npz digest kept in its file name
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """What an array of a model must be: its shape and one of the dtype kinds ``"f"/"i"/"b"``."""
+
+    shape: tuple[int, ...]
+    kinds: str = "f"
+
+
+@dataclass
+class ModelFile:
+    """A loaded, verified model file: its content fields and its arrays."""
+
+    path: Path
+    content: dict[str, Any]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    imharmony_version: str = ""
+
+
+# ------------------------------------------------------------------------------------------------
+# writing
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=True
+    ).encode("ascii")
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(_canonical(value)).hexdigest()
+
+
+def _npz_pattern(stem: str) -> re.Pattern[str]:
+    return re.compile(re.escape(stem) + r"\.[0-9a-f]{" + str(_DIGITS) + r"}\.npz")
+
+
+def save_model(
+    path: str | os.PathLike[str],
+    *,
+    kind: str,
+    version: int,
+    content: Mapping[str, Any],
+    arrays: Mapping[str, np.ndarray] | None = None,
+) -> Path:
+    """Write a model as a whole: its ``.npz`` under a new name, then the manifest atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        The manifest, ending in ``.json``.
+    kind, version : str, int
+        What the model is (e.g. ``"imharmony.combat"``) and the version of its content schema.
+    content : mapping
+        JSON-serializable fields (no NaN or infinity); each gets its own checksum.
+    arrays : mapping of str to ndarray, optional
+        Numeric arrays (float, int or bool), saved uncompressed in the ``.npz``.
+
+    Returns
+    -------
+    Path
+        ``path``. Older ``.npz`` files of the same model (and orphans of an interrupted save)
+        are removed once the new manifest is in place.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        raise ModelFileError(f"{path}: a model is saved as MODEL.json (plus arrays beside it).")
+    if path.is_dir():
+        raise ModelFileError(f"{path}: is a folder; give a file name ending in .json.")
+    content = dict(content)
+    try:
+        checksums = {k: _digest(v) for k, v in content.items()}
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: model content is not JSON-safe ({exc}).") from exc
+    stem = path.name[: -len(path.suffix)]
+    record: dict[str, Any] | None = None
+    if arrays:
+        clean: dict[str, np.ndarray] = {}
+        for name, arr in arrays.items():
+            a = np.asarray(arr)
+            if a.dtype.kind not in _DTYPES:
+                raise ModelFileError(f"array {name!r} of dtype {a.dtype} cannot be saved.")
+            clean[name] = a
+        with temporary_path(path.with_suffix(".npz")) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **clean)  # uncompressed: sizes on disk bound what loading reads
+            sha = _file_sha256(tmp)
+            npz = path.with_name(f"{stem}.{sha[:_DIGITS]}.npz")
+            os.replace(tmp, npz)
+        record = {
+            "file": npz.name,
+            "sha256": sha,
+            "bytes": npz.stat().st_size,
+            "entries": {
+                k: {"dtype": a.dtype.str, "shape": [int(s) for s in a.shape]}
+                for k, a in clean.items()
+            },
+        }
+    doc = {
+        "format": ENVELOPE,
+        "envelope_version": ENVELOPE_VERSION,
+        "kind": kind,
+        "kind_version": int(version),
+        "imharmony_version": __version__,
+        "content": content,
+        "arrays": record,
+        "checksums": {**checksums, "<arrays>": _digest(record), "<kind>": _digest(kind)},
+    }
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1, allow_nan=False), encoding="utf-8")
+    keep = record["file"] if record else None
+    for other in path.parent.iterdir():
+        if other.name != keep and _npz_pattern(stem).fullmatch(other.name):
+            with contextlib.suppress(OSError):
+                other.unlink()
+    return path
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------
+# reading
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in a model file")
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file; check the path.")
+    size = path.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise ModelFileError(
+            f"{path}: {size} bytes is larger than any model manifest "
+            f"({MAX_MANIFEST_BYTES} bytes at most); this is not a model file."
+        )
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_MANIFEST_BYTES + 1)
+        doc = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ModelFileError(
+            f"{path}: not a model file (invalid JSON: {str(exc)[:200]}); it may be truncated or "
+            "corrupted — save the model again."
+        ) from exc
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot be read ({exc.strerror or exc}).") from exc
+    if not isinstance(doc, dict):
+        raise ModelFileError(f"{path}: not an imharmony model file (JSON {type(doc).__name__}).")
+    return doc
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    *,
+    kind: str,
+    version: int,
+    validate: Callable[[dict[str, Any]], Mapping[str, ArraySpec]],
+) -> ModelFile:
+    """Read and verify a model written by :func:`save_model`.
+
+    Parameters
+    ----------
+    path : path-like
+        The manifest (``MODEL.json``).
+    kind, version : str, int
+        The expected kind and content version; anything else is refused with a clear message.
+    validate : callable
+        Called with the content (checksums verified) before any array is read: it type-checks
+        every field (raising ``ModelFileError`` via :func:`check`) and returns the exact
+        :class:`ArraySpec` of every array, which the ``.npz`` must match.
+
+    Raises
+    ------
+    ModelFileError
+        Missing, truncated, tampered, inconsistent, oversized, other kind or other version.
+    """
+    path = Path(path)
+    doc = _read_manifest(path)
+    if doc.get("format") != ENVELOPE:
+        legacy = doc.get("format")
+        if isinstance(legacy, str) and legacy.startswith("imharmony."):
+            raise ModelFileError(
+                f"{path}: a {legacy} model in the format of an older imharmony, which did not "
+                "protect every field with a checksum; re-fit the model with this version."
+            )
+        raise ModelFileError(f"{path}: not an imharmony model file (no 'format' of {ENVELOPE}).")
+    if doc.get("envelope_version") != ENVELOPE_VERSION:
+        raise ModelFileError(
+            f"{path}: model envelope version {doc.get('envelope_version')!r} is not supported by "
+            f"imharmony {__version__} (it reads version {ENVELOPE_VERSION}); re-fit the model or "
+            "use the imharmony version that wrote it."
+        )
+    if doc.get("kind") != kind:
+        raise ModelFileError(
+            f"{path}: holds a {doc.get('kind')!r} model, not a {kind!r} model; give the right file."
+        )
+    if doc.get("kind_version") != version:
+        raise ModelFileError(
+            f"{path}: {kind} model version {doc.get('kind_version')!r} is not supported by "
+            f"imharmony {__version__} (it reads version {version}); re-fit the model with this "
+            "version."
+        )
+    content, record, sums = doc.get("content"), doc.get("arrays"), doc.get("checksums")
+    if not isinstance(content, dict) or not isinstance(sums, dict):
+        raise ModelFileError(f"{path}: field 'content' or 'checksums' is missing or not an object.")
+    expected = {**{k: _digest(v) for k, v in content.items()}, "<arrays>": _digest(record)}
+    expected["<kind>"] = _digest(kind)
+    bad = sorted(k for k in expected.keys() | sums.keys() if expected.get(k) != sums.get(k))
+    if bad:
+        names = ", ".join(repr(k.strip("<>")) for k in bad)
+        raise ModelFileError(
+            f"{path}: field(s) {names} do not match their checksum; the model file was edited or "
+            "corrupted. Restore it or re-fit the model."
+        )
+    specs = dict(validate(content))
+    arrays = _read_arrays(path, record, specs) if specs or record is not None else {}
+
+    version_text = doc.get("imharmony_version")
+    return ModelFile(
+        path, content, arrays, version_text if isinstance(version_text, str) else ""
+    )
+
+
+def _read_arrays(
+    path: Path, record: Any, specs: Mapping[str, ArraySpec]
+) -> dict[str, np.ndarray]:
+    if not isinstance(record, dict):
+        raise ModelFileError(f"{path}: field 'arrays' is missing; the model needs its arrays.")
+    name, sha, size = record.get("file"), record.get("sha256"), record.get("bytes")
+    entries = record.get("entries")
+    if not (
+        isinstance(name, str)
+        and isinstance(sha, str)
+        and isinstance(size, int)
+        and isinstance(entries, dict)
+    ):
+        raise ModelFileError(f"{path}: field 'arrays' is malformed (file, sha256, bytes, entries).")
+    # a plain file name beside the manifest, carrying the digest (the manifest may be renamed)
+    if (
+        Path(name).name != name
+        or name.startswith(".")
+        or not name.endswith(f".{sha[:_DIGITS]}.npz")
+    ):
+        raise ModelFileError(f"{path}: field 'arrays.file' ({name!r}) is not this model's arrays.")
+    specs = dict(specs)
+    wild = specs.pop("*", None)  # further arrays accepted as declared (shapes checked later)
+    if set(entries) != set(specs) and (wild is None or not set(specs) <= set(entries)):
+        raise ModelFileError(
+            f"{path}: field 'arrays.entries' lists {sorted(entries)}, expected {sorted(specs)}."
+        )
+    if wild is not None:
+        for key in set(entries) - set(specs):
+            shape = entries[key].get("shape") if isinstance(entries[key], dict) else None
+            if not (isinstance(shape, list) and all(is_int(d) for d in shape)):
+                raise ModelFileError(f"{path}: field 'arrays.entries.{key}' has no valid shape.")
+            specs[key] = ArraySpec(tuple(shape), wild.kinds)
+    budget = 0
+    for key, spec in specs.items():
+        entry = entries[key]
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        dtype = entry.get("dtype") if isinstance(entry, dict) else None
+        try:
+            dt = np.dtype(dtype) if isinstance(dtype, str) else None
+        except TypeError:
+            dt = None
+        if dt is None or dt.kind not in spec.kinds or list(spec.shape) != shape:
+            raise ModelFileError(
+                f"{path}: array {key!r} is declared as {dtype} {shape}, but the model's fields "
+                f"imply shape {list(spec.shape)} of kind {spec.kinds!r}; the model is inconsistent."
+            )
+        budget += math.prod(spec.shape) * dt.itemsize
+    npz = path.with_name(name)
+    if not npz.is_file():
+        raise ModelFileError(
+            f"{path}: its arrays file {name} is missing; keep the .json and .npz together."
+        )
+    actual = npz.stat().st_size
+    if actual != size or size > MAX_ARRAYS_BYTES or budget > size:
+        raise ModelFileError(
+            f"{npz}: {actual} bytes where the model declares {size} (arrays of {budget} bytes); "
+            "the file is truncated, replaced or not this model's."
+        )
+    if _file_sha256(npz) != sha:
+        raise ModelFileError(
+            f"{npz}: checksum does not match {path.name}; the files are corrupted or from "
+            "different models."
+        )
+    out: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(npz) as zf:
+            infos = {i.filename: i for i in zf.infolist()}
+            if set(infos) != {f"{k}.npy" for k in specs}:
+                raise ModelFileError(f"{npz}: its members do not match the model's arrays.")
+            for key, spec in specs.items():
+                info = infos[f"{key}.npy"]
+                if info.compress_type != zipfile.ZIP_STORED or info.file_size > size:
+                    raise ModelFileError(f"{npz}: member {key!r} is compressed or oversized.")
+                with zf.open(info) as fh:
+                    arr = _read_npy(fh, npz, key, entries[key], spec)
+                out[key] = arr
+    except ModelFileError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise ModelFileError(f"{npz}: not a valid arrays file ({exc}).") from exc
+    return out
+
+
+def _read_npy(fh: Any, npz: Path, key: str, entry: dict[str, Any], spec: ArraySpec) -> np.ndarray:
+    fmt = np.lib.format
+    major, minor = fmt.read_magic(fh)
+    if (major, minor) == (1, 0):
+        shape, fortran, dtype = fmt.read_array_header_1_0(fh)
+    else:
+        shape, fortran, dtype = fmt.read_array_header_2_0(fh)
+    if list(shape) != list(spec.shape) or dtype.str != entry["dtype"] or dtype.hasobject:
+        raise ModelFileError(
+            f"{npz}: array {key!r} holds {dtype} {list(shape)}, not the declared "
+            f"{entry['dtype']} {list(spec.shape)}."
+        )
+    count = math.prod(shape)
+    data = fh.read(count * dtype.itemsize)
+    if len(data) != count * dtype.itemsize:
+        raise ModelFileError(f"{npz}: array {key!r} is truncated.")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()
+
+
+# ------------------------------------------------------------------------------------------------
+# field checks for ``validate`` callbacks
+
+
+def check(path: str | os.PathLike[str], name: str, value: Any, ok: bool, expected: str) -> Any:
+    """Return ``value`` if ``ok``, else raise :class:`ModelFileError` naming the field.
+
+    ``expected`` says what the field must be ("a list of str", "an int >= 0", ...).
+    """
+    if not ok:
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        raise ModelFileError(
+            f"{path}: field {name!r} must be {expected}; got {shown}. The model file was edited "
+            "or corrupted; re-fit the model."
+        )
+    return value
+
+
+def is_label(value: Any) -> bool:
+    """A site/level label as JSON holds it: str, int, bool or a finite float."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, str | int | bool)
+
+
+def is_str_list(value: Any) -> bool:
+    """A JSON list of strings."""
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def is_int(value: Any, low: int = 0, high: int | None = None) -> bool:
+    """An int (not a bool) in ``[low, high]``."""
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and value >= low
+        and (high is None or value <= high)
+    )
