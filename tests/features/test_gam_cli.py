@@ -121,3 +121,22 @@ def test_covbat_and_longitudinal_methods_fit_and_apply_as_the_api(tmp_path: Path
         np.testing.assert_allclose(got, np.asarray(expected), rtol=1e-9, atol=1e-12)
     assert run("combat", "fit", str(table), "--batch", "site", "--method", "longitudinal",
                "--model", str(tmp_path / "x.json")) == 2  # fmt: skip  (no --subject)
+
+
+def test_diagnose_report_names_the_method_and_its_parameters(table: Path, tmp_path: Path) -> None:
+    model, out = tmp_path / "m.json", tmp_path / "h.csv"
+    assert run("combat", "fit", str(table), "--batch", "scanner", "--smooth", "age",
+               "--covariate", "sex", "--smooth-penalty", "gcv", "--model", str(model),
+               "--output", str(out)) == 0  # fmt: skip
+    report, summary = tmp_path / "r.html", tmp_path / "r.json"
+    assert run("diagnose", str(table), str(out), "--batch", "scanner", "--biology", "sex",
+               "--id", "kernel", "--covariate", "age", "--model", str(model), "--permutations",
+               "0", "--output", str(report), "--json", str(summary)) == 0  # fmt: skip
+    method = json.loads(summary.read_text())["method"]
+    assert method.startswith("ComBat(") and "smooth=['age']" in method
+    assert "smooth_penalty='gcv'" in method
+    html = report.read_text()
+    assert "harmonization method" in html and "smooth_penalty=&#39;gcv&#39;" in html
+    # the model is an input: it cannot be overwritten by the report
+    assert run("diagnose", str(table), str(out), "--batch", "scanner", "--biology", "sex",
+               "--id", "kernel", "--model", str(model), "--output", str(model)) == 2  # fmt: skip

@@ -66,6 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                    help="numeric columns matching this glob are not diagnosed (repeatable; "
                         "pyradiomics' diagnostics_* columns never are)")
+    p.add_argument("--model", metavar="MODEL.json",
+                   help="the model that made AFTER (combat fit --model): the report and --json "
+                        "name its method and parameters")
     p.add_argument("--json", metavar="PATH",
                    help="also write the verdicts, reasons, thresholds and key numbers as JSON")
     p.set_defaults(func=run)
@@ -133,6 +136,8 @@ def _command_line(args: argparse.Namespace) -> str:
               str(args.permutations), "--folds", str(args.folds)]
     if args.title:
         parts += ["--title", args.title]
+    if args.model:
+        parts += ["--model", args.model]
     return " ".join(shlex.quote(str(x)) for x in parts)
 
 
@@ -176,7 +181,8 @@ def run(args: argparse.Namespace) -> int:
     from ..io.tables import read_table, write_json
     from ..report.html import file_record
 
-    check_outputs([args.before, args.after], [args.output])
+    check_outputs([args.before, args.after, *([args.model] if args.model else [])],
+                  [args.output, *([args.json] if args.json else [])])
     before = read_table(args.before)
     after = read_table(args.after)
     roles = [args.batch, args.biology, *args.covariate, *args.id]
@@ -223,9 +229,17 @@ def run(args: argparse.Namespace) -> int:
         )
     for w in caught:
         logger.warning("%s", w.message)
+    method = None
+    if args.model:
+        from .combat import _load_model
+
+        # the estimator's repr: its class and every parameter that differs from the defaults
+        method = repr(_load_model(args.model))
     provenance = {
         "inputs": {"before": file_record(args.before, "before"),
-                   "after": file_record(args.after, "after")},
+                   "after": file_record(args.after, "after"),
+                   **({"model": file_record(args.model, "model")} if args.model else {})},
+        **({"harmonization method": method} if method else {}),
         "command": _command_line(args),
         "columns": (f"batch {args.batch!r}, biology {args.biology!r}, covariates "
                     f"{list(args.covariate)}, ids {list(args.id)}, {len(features)} features"),
@@ -233,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
     path = diagnosis.to_html(args.output, title=args.title, provenance=provenance)
     if args.json:
         doc = diagnosis.to_dict()
-        doc.update(command=provenance["command"], report=str(path),
+        doc.update(command=provenance["command"], report=str(path), method=method,
                    columns={"batch": args.batch, "biology": args.biology,
                             "covariates": list(args.covariate), "ids": list(args.id),
                             "excluded": cols.excluded, "features": features},
