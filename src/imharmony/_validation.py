@@ -113,6 +113,11 @@ def as_label_array(values: Any, n: int, *, name: str = "batch") -> np.ndarray:
     return arr
 
 
+def labels_of(values: Any, n: int, what: str = "batch") -> np.ndarray:
+    """:func:`as_label_array` with the label kind as a positional argument."""
+    return as_label_array(values, n, name=what)
+
+
 def label_key(value: Any) -> Any:
     """A JSON-friendly, hashable version of a label: numpy scalars to Python, 1.0 to 1."""
     if isinstance(value, np.generic):

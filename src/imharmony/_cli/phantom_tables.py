@@ -150,7 +150,7 @@ def _site_label(text: str, sites: Any) -> Any:
 def _apply_table(cal: Any, args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..features.estimators import _is_numeric_dtype
+    from .._validation import is_numeric_column as _is_numeric_dtype
     from ..io.tables import read_table, write_table
 
     df = read_table(args.input)

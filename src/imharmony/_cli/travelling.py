@@ -57,8 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run_fit(args: argparse.Namespace) -> int:
     import json
 
+    from .._validation import is_numeric_column as _is_numeric_dtype
     from ..calibration.travelling import TravellingSubjects
-    from ..features.estimators import _is_numeric_dtype
     from ..io._atomic import atomic_path
     from ..io.tables import read_table
 

@@ -30,6 +30,10 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
+from .._validation import encode_labels as _encode
+from .._validation import format_items as _fmt
+from .._validation import label_key as _label_key
+from .._validation import labels_of as _as_labels
 from ..errors import (
     DataError,
     DesignError,
@@ -37,7 +41,7 @@ from ..errors import (
     NotFittedError,
     UnseenBatchError,
 )
-from ..features.estimators import _as_feature_matrix, _as_labels, _encode, _fmt, _label_key
+from ..features.estimators import as_feature_matrix as _as_feature_matrix
 from ..image import Image
 from ._modelfile import check_shapes, load_envelope, reading, save_envelope
 from .travelling import label_codes

@@ -21,8 +21,10 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from .._validation import format_items as _fmt
 from ..errors import DataError, HarmonizationError, NotFittedError
-from ..features.estimators import ComBat, _as_feature_matrix, _fmt
+from ..features.estimators import ComBat
+from ..features.estimators import as_feature_matrix as _as_feature_matrix
 from ._modelfile import check_shapes, load_envelope, reading, save_envelope
 
 __all__ = ["AcquisitionMapping", "acquisition_key"]

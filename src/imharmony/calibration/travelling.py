@@ -36,6 +36,12 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from .._validation import encode_labels as _encode
+from .._validation import factorize_labels as _factorize
+from .._validation import format_items as _fmt
+from .._validation import label_key as _label_key
+from .._validation import labels_of as _as_labels
+from .._validation import sorted_levels as _sorted_levels
 from ..diagnostics.agreement import concordance_correlation, icc_2_1
 from ..errors import (
     ConvergenceWarning,
@@ -44,16 +50,8 @@ from ..errors import (
     NotFittedError,
     UnseenBatchError,
 )
-from ..features.estimators import (
-    ComBat,
-    _as_feature_matrix,
-    _as_labels,
-    _encode,
-    _factorize,
-    _fmt,
-    _label_key,
-    _sorted_levels,
-)
+from ..features.estimators import ComBat
+from ..features.estimators import as_feature_matrix as _as_feature_matrix
 from ._modelfile import check_shapes, load_envelope, reading, save_envelope
 
 __all__ = ["TravellingSubjects", "label_codes"]

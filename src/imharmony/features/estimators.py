@@ -21,12 +21,13 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from .._persist import ArraySpec, check, is_int, is_label, is_str_list
 from .._validation import CovariateEncoder as _CovariateEncoder
 from .._validation import as_covariate_frame as _as_covariate_frame
-from .._validation import as_label_array, label_text, sorted_levels
 from .._validation import encode_labels as _encode
 from .._validation import factorize_labels as _factorize
 from .._validation import format_items as _fmt
 from .._validation import is_numeric_column as _is_numeric_dtype
 from .._validation import label_key as _label_key
+from .._validation import label_text, sorted_levels
+from .._validation import labels_of as _as_labels
 from .._validation import sorted_levels as _sorted_levels  # noqa: F401 (the family imports it)
 from ..base import HarmonizerMixin, Rule
 from ..errors import (
@@ -76,7 +77,7 @@ _ARRAYS = (
 # input handling
 
 
-def _as_feature_matrix(
+def as_feature_matrix(
     X: Any, what: str = "X"
 ) -> tuple[np.ndarray, list[str] | None, np.ndarray]:
     """Validate a samples x features input in one pass.
@@ -142,13 +143,12 @@ def _check_shapes(
             )
 
 
+_as_feature_matrix = as_feature_matrix  # the name features/ modules use
+
+
 def _is_dask(X: Any) -> bool:
     da = sys.modules.get("dask.array")
     return da is not None and isinstance(X, da.Array)
-
-
-def _as_labels(batch: Any, n: int, what: str = "batch") -> np.ndarray:
-    return as_label_array(batch, n, name=what)
 
 
 def _check_acquisitions(acquisitions: Any, data: np.ndarray, mapping: Any) -> np.ndarray:
