@@ -41,7 +41,7 @@ from ..errors import (
     NotFittedError,
     UnseenBatchError,
 )
-from ..features.estimators import as_feature_matrix as _as_feature_matrix
+from ..features.estimators import as_feature_matrix
 from ..image import Image
 from ._modelfile import check_shapes, load_envelope, reading, save_envelope
 from .travelling import label_codes
@@ -308,7 +308,7 @@ class PhantomCalibration(BaseEstimator):
                      "gain": float(self.gain_[j]), "offset": float(self.offset_[j])}
             return X.with_array(out.astype(dt, copy=False),
                                 history=[*X.meta.get("history", []), entry])
-        data, _, _ = _as_feature_matrix(X)
+        data, _, _ = as_feature_matrix(X)
         codes = self._codes(site, data.shape[0])
         self._warn_outside(data, codes, "the table")
         out = (data - self.offset_[codes][:, None]) / self.gain_[codes][:, None]

@@ -23,8 +23,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from .._validation import format_items as _fmt
 from ..errors import DataError, HarmonizationError, NotFittedError
-from ..features.estimators import ComBat
-from ..features.estimators import as_feature_matrix as _as_feature_matrix
+from ..features.estimators import ComBat, as_feature_matrix
 from ._modelfile import check_shapes, load_envelope, reading, save_envelope
 
 __all__ = ["AcquisitionMapping", "acquisition_key"]
@@ -128,8 +127,8 @@ class AcquisitionMapping(TransformerMixin, BaseEstimator):
                 f"The 'method' parameter of AcquisitionMapping must be one of {_METHODS}; got "
                 f"{self.method!r}."
             )
-        src, names, _ = _as_feature_matrix(X, "X (source acquisition)")
-        tgt, _, _ = _as_feature_matrix(y, "y (target acquisition)")
+        src, names, _ = as_feature_matrix(X, "X (source acquisition)")
+        tgt, _, _ = as_feature_matrix(y, "y (target acquisition)")
         if src.shape != tgt.shape:
             raise DataError(
                 f"X has shape {src.shape} but y has {tgt.shape}: give the same subjects and "
@@ -208,7 +207,7 @@ class AcquisitionMapping(TransformerMixin, BaseEstimator):
                 "This AcquisitionMapping is not fitted yet; call fit(X_source, X_target, "
                 "source=..., target=...) first."
             )
-        data, names, _ = _as_feature_matrix(X)
+        data, names, _ = as_feature_matrix(X)
         ComBat._check_columns(self, data, names)  # type: ignore[arg-type]
         out = self._map(data)
         if isinstance(X, pd.DataFrame):

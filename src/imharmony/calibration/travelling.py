@@ -50,8 +50,7 @@ from ..errors import (
     NotFittedError,
     UnseenBatchError,
 )
-from ..features.estimators import ComBat
-from ..features.estimators import as_feature_matrix as _as_feature_matrix
+from ..features.estimators import ComBat, as_feature_matrix
 from ._modelfile import check_shapes, load_envelope, reading, save_envelope
 
 __all__ = ["TravellingSubjects", "label_codes"]
@@ -438,7 +437,7 @@ class TravellingSubjects(TransformerMixin, BaseEstimator):
             travellers (or, for ``scale="linear"``, with fewer than two), or no degrees of freedom.
         """
         self._check_params()
-        data, names, _ = _as_feature_matrix(X)
+        data, names, _ = as_feature_matrix(X)
         n = data.shape[0]
         site_codes, sites = label_codes(site, n, "site")
         subj_codes, _ = label_codes(subject, n, "subject")
@@ -550,7 +549,7 @@ class TravellingSubjects(TransformerMixin, BaseEstimator):
             A site that was not in the travelling-subject data.
         """
         self._check_fitted()
-        data, names, _ = _as_feature_matrix(X)
+        data, names, _ = as_feature_matrix(X)
         ComBat._check_columns(self, data, names)  # type: ignore[arg-type]
         codes = self._site_codes(site, data.shape[0])
         out = (data - self.offset_[codes]) / self.gain_[codes]

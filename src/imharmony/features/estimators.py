@@ -143,9 +143,6 @@ def _check_shapes(
             )
 
 
-_as_feature_matrix = as_feature_matrix  # the name features/ modules use
-
-
 def _is_dask(X: Any) -> bool:
     da = sys.modules.get("dask.array")
     return da is not None and isinstance(X, da.Array)
@@ -620,7 +617,7 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
             When site and the biology (or a covariate) are completely confounded.
         """
         self._validate_params()
-        data, names, nan_cols = _as_feature_matrix(X)
+        data, names, nan_cols = as_feature_matrix(X)
         data = _check_acquisitions(acquisitions, data, mapping)
         batch = _one_batch_column(batch)
         if isinstance(batch, pd.DataFrame):
@@ -933,7 +930,7 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
             A DataFrame (same index and columns) when X is one, else an array.
         """
         self._check_fitted()
-        data, names, _ = _as_feature_matrix(X)
+        data, names, _ = as_feature_matrix(X)
         self._check_columns(data, names)
         n = data.shape[0]
         if hasattr(self, "stages_"):
@@ -996,7 +993,7 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
         The input is validated and its labels encoded once for both steps.
         """
         self._validate_params()
-        data, names, nan_cols = _as_feature_matrix(X)
+        data, names, nan_cols = as_feature_matrix(X)
         data = _check_acquisitions(acquisitions, data, mapping)
         batch = _one_batch_column(batch)
         if isinstance(batch, pd.DataFrame):

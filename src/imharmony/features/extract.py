@@ -315,7 +315,7 @@ def radiomics_features(
             "installed; install it with 'pip install pyradiomics-bhklab', or use "
             "region_features for first-order statistics."
         ) from exc
-    from ..io.images import _to_sitk
+    from ..io.images import to_sitk
 
     img_arr, lab_arr, _ = _as_arrays(image, labels)
     if not isinstance(image, Image) or not isinstance(labels, Image):
@@ -326,8 +326,8 @@ def radiomics_features(
         extractor.disableAllFeatures()
         for name in feature_classes:
             extractor.enableFeatureClassByName(name)
-    itk_img = _to_sitk(image.with_array(img_arr.astype(np.float32, copy=False)), None)
-    itk_lab = _to_sitk(labels.with_array(lab_arr.astype(np.int32, copy=False)), None)
+    itk_img = to_sitk(image.with_array(img_arr.astype(np.float32, copy=False)), None)
+    itk_lab = to_sitk(labels.with_array(lab_arr.astype(np.int32, copy=False)), None)
     rows = []
     present = set(np.unique(lab_arr).tolist())
     for value, name in zip(values.tolist(), names, strict=True):

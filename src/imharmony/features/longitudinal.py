@@ -25,7 +25,6 @@ from ._reml import MixedDesign, fit_reml, relative_factor, shrinkage
 from .combat import CombatFit, prior_sums, priors_from_sums
 from .estimators import (
     ComBat,
-    _as_feature_matrix,
     _as_labels,
     _check_shapes,
     _encode,
@@ -34,6 +33,7 @@ from .estimators import (
     _label_key,
     _require_complete,
     _sorted_levels,
+    as_feature_matrix,
 )
 
 __all__ = ["LongitudinalComBat"]
@@ -176,7 +176,7 @@ class LongitudinalComBat(ComBat):
         self
         """
         self._validate_params()
-        data, names, nan_cols = _as_feature_matrix(X)
+        data, names, nan_cols = as_feature_matrix(X)
         self._fit_long(data, names, nan_cols, batch, covariates, subject)
         return self
 
@@ -368,7 +368,7 @@ class LongitudinalComBat(ComBat):
         ndarray or DataFrame, shape (n_visits, n_features)
         """
         self._check_fitted()
-        data, names, nan_cols = _as_feature_matrix(X)
+        data, names, nan_cols = as_feature_matrix(X)
         self._check_columns(data, names)
         _require_complete(nan_cols, names, "longitudinal ComBat")
         n = data.shape[0]

@@ -264,7 +264,8 @@ def read_nifti_grid(path: str | os.PathLike[str]) -> Image:
     return Image(view, **_nifti_geometry(affine, path), meta={"source": str(path)})
 
 
-def _to_sitk(img: Image, dtype: Any) -> Any:
+def to_sitk(img: Image, dtype: Any) -> Any:
+    """``img`` as a SimpleITK image with its geometry (``dtype``: None keeps the array's)."""
     import SimpleITK as sitk
 
     arr = _disk_array(img, dtype)
@@ -328,7 +329,7 @@ def write_image(
         return _write_nifti_nibabel(img, path, dtype)
     import SimpleITK as sitk
 
-    itk = _to_sitk(img, dtype)
+    itk = to_sitk(img, dtype)
     use_compression = compress or suffix == ".nii.gz"
     if suffix == ".mhd":
         return _write_mhd(itk, path, use_compression)
