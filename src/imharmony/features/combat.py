@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
@@ -958,6 +958,62 @@ def fit_from_standardized(
 # apply
 
 
+def correction_coefficients(
+    fit: CombatFit, batches: Sequence[int] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-batch, per-feature coefficients of the correction ``x* = a_j x + c_j + C b_j``.
+
+    Parameters
+    ----------
+    fit : CombatFit
+    batches : sequence of int, optional
+        The batches whose coefficients are wanted (default: all, in order).
+
+    Returns
+    -------
+    scale : ndarray, shape (n_wanted, n_features)
+        a_j = 1 / sqrt(delta*_j) (1 where the feature is not adjusted).
+    const : ndarray, shape (n_wanted, n_features)
+        c_j = alpha (1 - a_j) - sigma gamma*_j a_j (0 where not adjusted).
+    beta : ndarray, shape (n_wanted, n_covariates, n_features)
+        b_j = beta (1 - a_j): the covariate term a_j (C beta) + (1 - a_j) C beta reduces to
+        C (beta (1 - a_j)); 0 where not adjusted (a feature left unadjusted may have a NaN beta,
+        e.g. no value in a whole site, which must not reach the output as 0 * NaN).
+    """
+    rows = list(range(fit.n_batches)) if batches is None else list(batches)
+    sd = np.sqrt(np.where(fit.adjusted, fit.var_pooled, 1.0))
+    scale = 1.0 / np.sqrt(fit.delta_star[rows])
+    scale[:, ~fit.adjusted] = 1.0
+    const = fit.grand_mean * (1.0 - scale) - sd * fit.gamma_star[rows] * scale
+    const[:, ~fit.adjusted] = 0.0
+    beta = np.stack([np.where(fit.adjusted, fit.beta * (1.0 - s), 0.0) for s in scale])
+    return scale, const, beta.reshape(len(rows), fit.beta.shape[0], fit.n_features)
+
+
+def correct_rows(
+    x: np.ndarray,
+    scale: np.ndarray,
+    const: np.ndarray,
+    c: np.ndarray,
+    beta: np.ndarray,
+    *,
+    out: np.ndarray,
+    scratch: np.ndarray | None = None,
+) -> np.ndarray:
+    """``out = scale x + const + c beta`` for rows of one batch (see :func:`correction_coefficients`).
+
+    x, out : (rows, features); scale, const : (features,); c : (rows, q); beta : (q, features);
+    scratch : (rows, features) when q > 0. Every element is computed the same way whatever rows
+    and features the block holds, so blocks of rows or of features give the same numbers.
+    """
+    np.multiply(x, scale, out=out)
+    out += const
+    if c.shape[1]:
+        work = np.empty(x.shape) if scratch is None else scratch
+        out += _covariate_term(c, beta, out=work)
+    return out
+
+
 def apply_combat(
     X: np.ndarray,
     codes: np.ndarray,
@@ -1004,20 +1060,7 @@ def apply_combat(
     if out is None:
         column_major = X.flags.f_contiguous and not X.flags.c_contiguous
         out = np.empty((n, G), order="F" if column_major else "C")
-    sd = np.sqrt(np.where(fit.adjusted, fit.var_pooled, 1.0))
-    scale = 1.0 / np.sqrt(fit.delta_star)  # a_j, (J, G)
-    scale[:, ~fit.adjusted] = 1.0
-    # constant part: alpha (1 - a_j) - sigma gamma*_j a_j
-    const = fit.grand_mean * (1.0 - scale) - sd * fit.gamma_star * scale
-    const[:, ~fit.adjusted] = 0.0
-    # the covariate term a_j (C beta) + (1 - a_j) C beta reduces to C (beta (1 - a_j))
-    # (features left unadjusted pass through unchanged: their beta may be NaN, e.g. a feature
-    # with no value in a whole site, and must not reach the output as 0 * NaN)
-    beta_j = (
-        [np.where(fit.adjusted, fit.beta * (1.0 - scale[j]), 0.0) for j in range(fit.n_batches)]
-        if q
-        else []
-    )
+    scale, const, beta_j = correction_coefficients(fit)
     batch_rows = [np.flatnonzero(codes == j) for j in range(fit.n_batches)]
     if ref is not None and batch_rows[ref].size:
         out[batch_rows[ref]] = X[batch_rows[ref]]
@@ -1030,10 +1073,8 @@ def apply_combat(
         xb = _take(X, rows, cols, buf)
         direct = _contiguous(rows)
         ob = out[rows[0] : rows[-1] + 1, cols] if direct else _view(buf2, xb.shape)
-        np.multiply(xb, scale[j, cols], out=ob)
-        ob += const[j, cols]
-        if q:
-            ob += _covariate_term(C[rows], beta_j[j][:, cols], out=_view(buf3, xb.shape))
+        correct_rows(xb, scale[j, cols], const[j, cols], C[rows], beta_j[j][:, cols], out=ob,
+                     scratch=_view(buf3, xb.shape) if q else None)
         if not direct:
             out[rows, cols] = ob
     return out

@@ -4,7 +4,8 @@ One rule for every command that takes ``--scheduler``: with an address, connect 
 scheduler (its workers are other processes, possibly other machines that see the same
 filesystem); without one, start a local cluster of one worker with as many threads as
 :func:`imharmony._threads.cpu_threads` allows, inside this process, so nothing is copied between
-processes and the memory limit holds for the whole job.
+processes and the memory limit holds for the whole job. The worker's threads are the
+parallelism: BLAS runs one thread per task (``dask worker`` sets the same for its processes).
 """
 
 from __future__ import annotations
@@ -100,12 +101,19 @@ def _client(scheduler: str | None, memory_limit: int | None, timeout: float, Cli
         return
     from .._threads import cpu_threads
 
+    import scipy.linalg  # noqa: F401  (loads scipy's BLAS, so that the limit below reaches it)
+    from threadpoolctl import threadpool_limits
+
     threads = cpu_threads()
+    # the worker's threads are the parallelism: a BLAS call inside a task runs on one thread
+    # (several threads per call on small blocks cost far more than they gain: 10x on a
+    # least-squares solve of a few thousand voxels)
+    limits = threadpool_limits(limits=1, user_api="blas")
     cluster = LocalCluster(
         n_workers=1, threads_per_worker=threads, processes=False,
         memory_limit=memory_limit if memory_limit is not None else "auto",
         dashboard_address=":0",  # a free port: never collides with another cluster
     )
     logger.info("Dask: local cluster, 1 worker x %d thread(s)", threads)
-    with cluster, Client(cluster, set_as_default=True) as client:
+    with limits, cluster, Client(cluster, set_as_default=True) as client:
         yield client
