@@ -410,39 +410,57 @@ def _parametric_eb(
     d_old = delta_hat.copy()
     n_iter = np.zeros(J, dtype=int)
     converged = np.ones(J, dtype=bool)
-    tb = tau2[:, None]
-    gb = gamma_bar[:, None]
-    aa = a[:, None]
-    bb = b[:, None]
-    todo = active.copy()
-    if steps is not None:
-        todo &= steps > 0
-    while todo.any():
-        idx = np.flatnonzero(todo)
-        nn = n[idx]
-        g_new = (tb[idx] * nn * gamma_hat[idx] + d_old[idx] * gb[idx]) / (tb[idx] * nn + d_old[idx])
-        sum2 = ss_centered[idx] + nn * (gamma_hat[idx] - g_new) ** 2
-        d_new = (0.5 * sum2 + bb[idx]) / (nn / 2.0 + aa[idx] - 1.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rel_g = np.abs(g_new - g_old[idx]) / g_old[idx]
-            rel_d = np.abs(d_new - d_old[idx]) / d_old[idx]
-        change = np.maximum(
-            np.max(np.nan_to_num(rel_g, nan=0.0), axis=1),
-            np.max(np.nan_to_num(rel_d, nan=0.0), axis=1),
-        )
-        g_old[idx] = g_new
-        d_old[idx] = d_new
-        if trace is not None:
-            trace[idx, n_iter[idx]] = change
-        n_iter[idx] += 1
-        if steps is not None:
-            todo[idx[n_iter[idx] >= steps[idx]]] = False
+    # the batches are independent: each runs its own fixed point on rows of the arrays, with the
+    # per-feature constants of its update computed once and the iteration done in place
+    buf = [np.empty(gamma_hat.shape[1]) for _ in range(4)]
+    for j in np.flatnonzero(active):
+        limit = max_iter if steps is None else int(steps[j])
+        if limit <= 0:
             continue
-        done = change <= tol
-        capped = (~done) & (n_iter[idx] >= max_iter)
-        converged[idx[capped]] = False
-        todo[idx[done | capped]] = False
+        nj, gh, ss = n[j], gamma_hat[j], ss_centered[j]
+        tn = tau2[j] * nj  # tau2 n
+        tng = tn * gh  # tau2 n gamma_hat
+        half = nj / 2.0 + a[j] - 1.0
+        gj, dj = g_old[j], d_old[j]
+        g_new, d_new, rel, work = buf
+        while True:
+            # gamma* = (tau2 n gamma_hat + delta gamma_bar) / (tau2 n + delta)
+            np.multiply(dj, gamma_bar[j], out=g_new)
+            g_new += tng
+            np.add(tn, dj, out=work)
+            g_new /= work
+            # delta* = (sum_i (s_i - gamma*)^2 / 2 + b) / (n / 2 + a - 1)
+            np.subtract(gh, g_new, out=work)
+            np.square(work, out=work)
+            work *= nj
+            work += ss
+            np.multiply(0.5, work, out=d_new)
+            d_new += b[j]
+            d_new /= half
+            change = max(_largest_relative_change(g_new, gj, rel),
+                         _largest_relative_change(d_new, dj, rel))
+            gj[:] = g_new
+            dj[:] = d_new
+            if trace is not None:
+                trace[j, n_iter[j]] = change
+            n_iter[j] += 1
+            if n_iter[j] >= limit:
+                converged[j] = steps is not None or change <= tol
+                break
+            if steps is None and change <= tol:
+                break
     return g_old, d_old, n_iter, converged
+
+
+def _largest_relative_change(new: np.ndarray, old: np.ndarray, out: np.ndarray) -> float:
+    """R's ``max(abs(new - old) / old)`` over the features (signed denominator; NaN ignored, 0
+    when every value is NaN)."""
+    np.subtract(new, old, out=out)
+    np.abs(out, out=out)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.divide(out, old, out=out)
+    value = float(np.fmax.reduce(out)) if out.size else 0.0
+    return 0.0 if np.isnan(value) else value
 
 
 def _nonparametric_eb(
