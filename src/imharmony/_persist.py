@@ -14,6 +14,11 @@ Replacing a model is one atomic step: the new ``.npz`` is written under its own 
 then the manifest is renamed over the old one; only after that is the old ``.npz`` removed. A kill
 or a failed write at any point leaves either the old model or the new one, never a mixed pair.
 
+Arrays too large to hold twice in memory (per-voxel estimates of millions of voxels) can be written
+block by block (:class:`ColumnBlocks`, stored in Fortran order so that a block of columns is one
+contiguous run of bytes) and read back lazily (``load_model(..., lazy=...)`` returns a
+:class:`StoredArray` that reads blocks of columns from the verified file).
+
 Loading is safe for a file from a stranger and bounded: sizes are checked before anything is read
 in full (the manifest's size; the ``.npz``'s size, members, compression and every array's declared
 dtype and shape against what the model's own fields imply), every field of the manifest is under a
@@ -29,8 +34,9 @@ import json
 import math
 import os
 import re
+import struct
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +49,9 @@ from .io._atomic import atomic_path, temporary_path
 
 __all__ = [
     "ArraySpec",
+    "ColumnBlocks",
     "ModelFile",
+    "StoredArray",
     "check",
     "load_model",
     "save_model",
@@ -69,13 +77,54 @@ class ArraySpec:
     kinds: str = "f"
 
 
+@dataclass(frozen=True)
+class ColumnBlocks:
+    """An array to save without holding it whole: ``blocks()`` yields consecutive blocks of its
+    columns (slices along the last axis, first to last); it is stored in Fortran order."""
+
+    shape: tuple[int, ...]
+    dtype: Any
+    blocks: Callable[[], Iterable[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class StoredArray:
+    """An array of a verified model file, read on demand (``load_model(..., lazy=...)``)."""
+
+    file: Path
+    offset: int
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    fortran: bool
+
+    def columns(self, start: int, stop: int) -> np.ndarray:
+        """The columns ``start:stop`` (last axis) as an in-memory array, reading only them."""
+        if len(self.shape) > 1 and not self.fortran:
+            return self.read()[..., start:stop]
+        lead = math.prod(self.shape[:-1])
+        count = (stop - start) * lead
+        data = np.fromfile(self.file, dtype=self.dtype, count=count,
+                           offset=self.offset + start * lead * self.dtype.itemsize)
+        if data.size != count:
+            raise ModelFileError(f"{self.file}: truncated while reading.")
+        return data.reshape((*self.shape[:-1], stop - start), order="F")
+
+    def read(self) -> np.ndarray:
+        """The whole array."""
+        count = math.prod(self.shape)
+        data = np.fromfile(self.file, dtype=self.dtype, count=count, offset=self.offset)
+        if data.size != count:
+            raise ModelFileError(f"{self.file}: truncated while reading.")
+        return data.reshape(self.shape, order="F" if self.fortran else "C")
+
+
 @dataclass
 class ModelFile:
     """A loaded, verified model file: its content fields and its arrays."""
 
     path: Path
     content: dict[str, Any]
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    arrays: dict[str, Any] = field(default_factory=dict)  # ndarray, or StoredArray if lazy
     imharmony_version: str = ""
 
 
@@ -103,7 +152,7 @@ def save_model(
     kind: str,
     version: int,
     content: Mapping[str, Any],
-    arrays: Mapping[str, np.ndarray] | None = None,
+    arrays: Mapping[str, np.ndarray | ColumnBlocks] | None = None,
 ) -> Path:
     """Write a model as a whole: its ``.npz`` under a new name, then the manifest atomically.
 
@@ -115,8 +164,9 @@ def save_model(
         What the model is (e.g. ``"imharmony.combat"``) and the version of its content schema.
     content : mapping
         JSON-serializable fields (no NaN or infinity); each gets its own checksum.
-    arrays : mapping of str to ndarray, optional
-        Numeric arrays (float, int or bool), saved uncompressed in the ``.npz``.
+    arrays : mapping of str to ndarray or ColumnBlocks, optional
+        Numeric arrays (float, int or bool), saved uncompressed in the ``.npz``; a
+        :class:`ColumnBlocks` is written block by block.
 
     Returns
     -------
@@ -137,15 +187,21 @@ def save_model(
     stem = path.name[: -len(path.suffix)]
     record: dict[str, Any] | None = None
     if arrays:
-        clean: dict[str, np.ndarray] = {}
+        clean: dict[str, np.ndarray | ColumnBlocks] = {}
         for name, arr in arrays.items():
-            a = np.asarray(arr)
-            if a.dtype.kind not in _DTYPES:
+            a = arr if isinstance(arr, ColumnBlocks) else np.asarray(arr)
+            if np.dtype(a.dtype).kind not in _DTYPES:
                 raise ModelFileError(f"array {name!r} of dtype {a.dtype} cannot be saved.")
             clean[name] = a
         with temporary_path(path.with_suffix(".npz")) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **clean)  # uncompressed: sizes on disk bound what loading reads
+            # what numpy.savez writes (uncompressed: sizes on disk bound what loading reads)
+            with open(tmp, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf:
+                for name, a in clean.items():
+                    with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                        if isinstance(a, ColumnBlocks):
+                            _write_blocks(member, name, a)
+                        else:
+                            np.lib.format.write_array(member, a, allow_pickle=False)
             sha = _file_sha256(tmp)
             npz = path.with_name(f"{stem}.{sha[:_DIGITS]}.npz")
             os.replace(tmp, npz)
@@ -154,7 +210,7 @@ def save_model(
             "sha256": sha,
             "bytes": npz.stat().st_size,
             "entries": {
-                k: {"dtype": a.dtype.str, "shape": [int(s) for s in a.shape]}
+                k: {"dtype": np.dtype(a.dtype).str, "shape": [int(s) for s in a.shape]}
                 for k, a in clean.items()
             },
         }
@@ -176,6 +232,25 @@ def save_model(
             with contextlib.suppress(OSError):
                 other.unlink()
     return path
+
+
+def _write_blocks(out: Any, name: str, spec: ColumnBlocks) -> None:
+    """An ``.npy`` in Fortran order from consecutive blocks of columns."""
+    dtype = np.dtype(spec.dtype)
+    shape = tuple(int(s) for s in spec.shape)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": True,
+              "shape": shape}
+    np.lib.format.write_array_header_1_0(out, header)
+    done = 0
+    for block in spec.blocks():
+        block = np.asarray(block, dtype=dtype)
+        if block.shape[:-1] != shape[:-1] or done + block.shape[-1] > shape[-1]:
+            raise ModelFileError(f"array {name!r}: a block of shape {block.shape} does not fit "
+                                 f"the declared {shape}.")
+        out.write(np.ascontiguousarray(block.T).tobytes())
+        done += block.shape[-1]
+    if done != shape[-1]:
+        raise ModelFileError(f"array {name!r}: its blocks hold {done} of {shape[-1]} columns.")
 
 
 def _file_sha256(path: Path) -> str:
@@ -225,6 +300,7 @@ def load_model(
     kind: str,
     version: int,
     validate: Callable[[dict[str, Any]], Mapping[str, ArraySpec]],
+    lazy: Collection[str] = (),
 ) -> ModelFile:
     """Read and verify a model written by :func:`save_model`.
 
@@ -238,6 +314,9 @@ def load_model(
         Called with the content (checksums verified) before any array is read: it type-checks
         every field (raising ``ModelFileError`` via :func:`check`) and returns the exact
         :class:`ArraySpec` of every array, which the ``.npz`` must match.
+    lazy : collection of str
+        Arrays returned as :class:`StoredArray` (header and whole-file checksum verified,
+        the values read on demand) instead of being read into memory.
 
     Raises
     ------
@@ -283,7 +362,7 @@ def load_model(
             "corrupted. Restore it or re-fit the model."
         )
     specs = dict(validate(content))
-    arrays = _read_arrays(path, record, specs) if specs or record is not None else {}
+    arrays = _read_arrays(path, record, specs, lazy) if specs or record is not None else {}
 
     version_text = doc.get("imharmony_version")
     return ModelFile(
@@ -292,8 +371,8 @@ def load_model(
 
 
 def _read_arrays(
-    path: Path, record: Any, specs: Mapping[str, ArraySpec]
-) -> dict[str, np.ndarray]:
+    path: Path, record: Any, specs: Mapping[str, ArraySpec], lazy: Collection[str] = ()
+) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise ModelFileError(f"{path}: field 'arrays' is missing; the model needs its arrays.")
     name, sha, size = record.get("file"), record.get("sha256"), record.get("bytes")
@@ -355,9 +434,9 @@ def _read_arrays(
             f"{npz}: checksum does not match {path.name}; the files are corrupted or from "
             "different models."
         )
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, Any] = {}
     try:
-        with zipfile.ZipFile(npz) as zf:
+        with zipfile.ZipFile(npz) as zf, open(npz, "rb") as raw:
             infos = {i.filename: i for i in zf.infolist()}
             if set(infos) != {f"{k}.npy" for k in specs}:
                 raise ModelFileError(f"{npz}: its members do not match the model's arrays.")
@@ -366,8 +445,10 @@ def _read_arrays(
                 if info.compress_type != zipfile.ZIP_STORED or info.file_size > size:
                     raise ModelFileError(f"{npz}: member {key!r} is compressed or oversized.")
                 with zf.open(info) as fh:
-                    arr = _read_npy(fh, npz, key, entries[key], spec)
-                out[key] = arr
+                    if key in lazy:
+                        out[key] = _stored_npy(fh, raw, info, npz, key, entries[key], spec)
+                    else:
+                        out[key] = _read_npy(fh, npz, key, entries[key], spec)
     except ModelFileError:
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
@@ -375,7 +456,9 @@ def _read_arrays(
     return out
 
 
-def _read_npy(fh: Any, npz: Path, key: str, entry: dict[str, Any], spec: ArraySpec) -> np.ndarray:
+def _npy_header(
+    fh: Any, npz: Path, key: str, entry: dict[str, Any], spec: ArraySpec
+) -> tuple[tuple[int, ...], bool, np.dtype]:
     fmt = np.lib.format
     major, minor = fmt.read_magic(fh)
     if (major, minor) == (1, 0):
@@ -387,6 +470,27 @@ def _read_npy(fh: Any, npz: Path, key: str, entry: dict[str, Any], spec: ArraySp
             f"{npz}: array {key!r} holds {dtype} {list(shape)}, not the declared "
             f"{entry['dtype']} {list(spec.shape)}."
         )
+    return shape, fortran, dtype
+
+
+def _stored_npy(fh: Any, raw: Any, info: zipfile.ZipInfo, npz: Path, key: str,
+                entry: dict[str, Any], spec: ArraySpec) -> StoredArray:
+    """Where the values of a stored (uncompressed) member start in the ``.npz``."""
+    shape, fortran, dtype = _npy_header(fh, npz, key, entry, spec)
+    raw.seek(info.header_offset)
+    local = raw.read(30)  # the member's local header: its name and extra field lengths at 26
+    if len(local) != 30 or local[:4] != b"PK\x03\x04":
+        raise ModelFileError(f"{npz}: member {key!r} has no valid local header.")
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    start = info.header_offset + 30 + name_len + extra_len + fh.tell()
+    if start + math.prod(shape) * dtype.itemsize > info.header_offset + 30 + name_len + \
+            extra_len + info.file_size:
+        raise ModelFileError(f"{npz}: array {key!r} is truncated.")
+    return StoredArray(npz, start, dtype, tuple(shape), bool(fortran))
+
+
+def _read_npy(fh: Any, npz: Path, key: str, entry: dict[str, Any], spec: ArraySpec) -> np.ndarray:
+    shape, fortran, dtype = _npy_header(fh, npz, key, entry, spec)
     count = math.prod(shape)
     data = fh.read(count * dtype.itemsize)
     if len(data) != count * dtype.itemsize:
