@@ -147,6 +147,23 @@ class HarmonizerMixin:
         )
 
     @classmethod
+    def _from_file_params(cls, path: Path, content: dict[str, Any]) -> Any:
+        """An unfitted instance from a model file's ``params`` field (checked like ``__init__``;
+        a bad field raises :class:`ModelFileError` naming it)."""
+        params = _persist.check(
+            path, "params", content.get("params"), isinstance(content.get("params"), dict),
+            "an object of parameters",
+        )
+        unknown = sorted(set(params) - set(cls._get_param_names()))  # type: ignore[attr-defined]
+        _persist.check(path, "params", params, not unknown, "the model's parameters only")
+        model = cls(**params)
+        try:
+            model._validate_params()
+        except HarmonizationError as exc:
+            raise ModelFileError(f"{path}: field 'params': {exc}") from None
+        return model
+
+    @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Any:
         """Load a model written by :meth:`save` (safe for files from strangers; never pickle).
 
@@ -160,17 +177,7 @@ class HarmonizerMixin:
         made: dict[str, Any] = {}
 
         def validate(content: dict[str, Any]) -> Mapping[str, _persist.ArraySpec]:
-            params = _persist.check(
-                path, "params", content.get("params"), isinstance(content.get("params"), dict),
-                "an object of parameters",
-            )
-            unknown = sorted(set(params) - set(cls._get_param_names()))  # type: ignore[attr-defined]
-            _persist.check(path, "params", params, not unknown, "the model's parameters only")
-            model = cls(**params)
-            try:
-                model._validate_params()
-            except HarmonizationError as exc:
-                raise ModelFileError(f"{path}: field 'params': {exc}") from None
+            model = cls._from_file_params(path, content)
             _persist.check(
                 path, "metadata", content.get("metadata"),
                 isinstance(content.get("metadata"), dict), "an object",

@@ -35,7 +35,14 @@ from ..image import Image
 from ._atomic import atomic_path, temporary_path
 from .dicom import _brief, read_dicom_series
 
-__all__ = ["IMAGE_SUFFIXES", "ImageFormatError", "read_image", "read_nifti_grid", "write_image"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageFormatError",
+    "nifti_grid",
+    "read_image",
+    "read_nifti_grid",
+    "write_image",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -260,8 +267,14 @@ def read_nifti_grid(path: str | os.PathLike[str]) -> Image:
         affine = np.asarray(nii.affine, dtype=float)
     except Exception as exc:  # nibabel raises several types for unreadable files
         raise ImageFormatError(f"{path}: cannot be read as NIfTI ({_brief(exc)}).") from exc
-    view = np.broadcast_to(np.zeros((), dtype=np.uint8), tuple(nii.shape))
-    return Image(view, **_nifti_geometry(affine, path), meta={"source": str(path)})
+    return nifti_grid(tuple(nii.shape), affine, path)
+
+
+def nifti_grid(shape: tuple[int, ...], affine: np.ndarray, source: str | os.PathLike[str]) -> Image:
+    """The voxel grid of a NIfTI of ``shape`` and (RAS) ``affine``, as :func:`read_nifti_grid`
+    returns it (``source`` names it in messages)."""
+    view = np.broadcast_to(np.zeros((), dtype=np.uint8), tuple(shape))
+    return Image(view, **_nifti_geometry(affine, Path(source)), meta={"source": str(source)})
 
 
 def to_sitk(img: Image, dtype: Any) -> Any:
