@@ -1018,7 +1018,7 @@ def correct_rows(
     out: np.ndarray,
     scratch: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``out = scale x + const + c beta`` for rows of one batch (see :func:`correction_coefficients`).
+    """``out = scale x + const + c beta`` for rows of one batch (:func:`correction_coefficients`).
 
     x, out : (rows, features); scale, const : (features,); c : (rows, q); beta : (q, features);
     scratch : (rows, features) when q > 0. Every element is computed the same way whatever rows

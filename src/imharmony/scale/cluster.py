@@ -99,10 +99,10 @@ def _client(scheduler: str | None, memory_limit: int | None, timeout: float, Cli
         with client:
             yield client
         return
-    from .._threads import cpu_threads
-
     import scipy.linalg  # noqa: F401  (loads scipy's BLAS, so that the limit below reaches it)
     from threadpoolctl import threadpool_limits
+
+    from .._threads import cpu_threads
 
     threads = cpu_threads()
     # the worker's threads are the parallelism: a BLAS call inside a task runs on one thread

@@ -52,6 +52,7 @@ from ..features.combat import (
     chunk_has_missing,
     chunk_moments,
     fit_from_standardized,
+    missing_columns,
     posterior,
     prior_sums,
     priors_from_sums,
@@ -60,7 +61,7 @@ from ..features.combat import (
     warn_not_converged,
 )
 
-__all__ = ["apply_dask", "fit_dask", "is_dask_array", "unpack_estimates"]
+__all__ = ["apply_dask", "estimate_rows", "fit_dask", "is_dask_array", "unpack_estimates"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +120,15 @@ def _moments(block: np.ndarray, J: int, q: int) -> dict[str, np.ndarray]:
     return mom
 
 
+def estimate_rows(n_batches: int, n_covariates: int) -> dict[str, slice]:
+    """Where each named estimate lies among the rows of :func:`fit_dask`'s ``estimates``."""
+    rows, r = {}, 0
+    for name, k in _estimate_rows(n_batches, n_covariates):
+        rows[name] = slice(r, r + k)
+        r += k
+    return rows
+
+
 def unpack_estimates(block: np.ndarray, n_batches: int, n_covariates: int) -> dict[str, Any]:
     """The named estimates of a block of :func:`fit_dask`'s ``estimates`` (features as columns)."""
     est = _unpack(np.asarray(block), _estimate_rows(n_batches, n_covariates))
@@ -136,15 +146,17 @@ def unpack_estimates(block: np.ndarray, n_batches: int, n_covariates: int) -> di
 def _moments_block(x: np.ndarray, codes: np.ndarray, J: int, C: np.ndarray,
                    block_info: dict[Any, Any] | None = None) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
-    bad = np.isinf(x).any(axis=0)
-    if bad.any():
+    colsum = x.sum(axis=0)  # one pass finds the columns that may hold inf or NaN
+    suspect = np.flatnonzero(~np.isfinite(colsum))
+    bad = suspect[np.isinf(x[:, suspect]).any(axis=0)] if suspect.size else suspect
+    if bad.size:
         first = 0 if block_info is None else block_info[0]["array-location"][1][0]
-        cols = (np.flatnonzero(bad)[:5] + first).tolist()
+        cols = (bad[:5] + first).tolist()
         raise DataError(
             f"X: feature column(s) {cols} contain infinite values; replace them (NaN is accepted "
             "as missing and is ignored in estimation)."
         )
-    mom = chunk_moments(x, codes, J, C)
+    mom = chunk_moments(x, codes, J, C, nan_columns=missing_columns(x, colsum))
     return _pack(mom, _moment_rows(J, C.shape[1]), x.shape[1])
 
 
@@ -162,6 +174,14 @@ def _has_nan_block(block: np.ndarray, J: int, q: int, counts: np.ndarray,
 def _prior_block(block: np.ndarray, J: int, q: int, counts: np.ndarray, std: dict[str, Any],
                  centre: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
     return prior_sums(_standardized(block, J, q, counts, **std), std["mean_only"], centre)
+
+
+def _first_block(block: np.ndarray, J: int, q: int, counts: np.ndarray,
+                 std: dict[str, Any]) -> tuple[bool, np.ndarray]:
+    """Whether the block has a usable feature with a missing value, and its first prior sums as
+    if no block had one (the usual case: the pass is then not repeated)."""
+    has_nan = _has_nan_block(block, J, q, counts, std["mean_only"])
+    return has_nan, _prior_block(block, J, q, counts, std, None)
 
 
 def _trace_block(block: np.ndarray, J: int, q: int, counts: np.ndarray, std: dict[str, Any],
@@ -254,9 +274,16 @@ def fit_dask(
     blocks = list(mom.to_delayed().ravel())
     call = dask.delayed(pure=True)
 
-    has_nan = any(dask.compute(*[call(_has_nan_block)(b, J, q, counts, mean_only)
-                                 for b in blocks]))
-    std = {"ref": ref, "mean_only": mean_only, "has_nan": has_nan}
+    std = {"ref": ref, "mean_only": mean_only, "has_nan": False}
+    if method == "nonparametric":
+        has_nan = any(dask.compute(*[call(_has_nan_block)(b, J, q, counts, mean_only)
+                                     for b in blocks]))
+        first = None
+    else:  # one pass for the missing-value flag and the first prior sums
+        passes = dask.compute(*[call(_first_block)(b, J, q, counts, std) for b in blocks])
+        has_nan = any(flag for flag, _ in passes)
+        first = None if has_nan else np.sum([sums for _, sums in passes], axis=0)
+    std["has_nan"] = has_nan
     if method == "nonparametric":
         # its prior couples every pair of features: gather the per-feature statistics (small next
         # to the data) and finish in memory with the in-memory code
@@ -272,8 +299,9 @@ def fit_dask(
                 "converged": fit.converged, "n_adjusted": int(fit.adjusted.sum())}
         return da.from_array(est, chunks=((est.shape[0],), X.chunks[1])), info
 
-    first = np.sum(dask.compute(*[call(_prior_block)(b, J, q, counts, std, None)
-                                  for b in blocks]), axis=0)
+    if first is None:  # the pooled variance changes with a missing value: sums again
+        first = np.sum(dask.compute(*[call(_prior_block)(b, J, q, counts, std, None)
+                                      for b in blocks]), axis=0)
     n_keep = int(first[0][0])
     check_adjustable(n_keep, method, mean_only)
     if n_keep:
