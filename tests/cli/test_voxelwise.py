@@ -183,3 +183,21 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path: Path) -> None:
         name = Path(rel).name
         np.testing.assert_array_equal(nib.load(out / name).get_fdata(),
                                       nib.load(expected / name).get_fdata())
+
+
+def test_a_tampered_model_exits_2_naming_the_field(fitted: dict, tmp_path: Path,
+                                                   capsys) -> None:
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(fitted["model"], model)
+    npz = next(model.glob("model.*.npz"))
+    raw = bytearray(npz.read_bytes())
+    raw[len(raw) // 2] ^= 0x10  # one bit of a per-voxel estimate
+    npz.write_bytes(bytes(raw))
+    code = run("voxelwise", "apply", str(fitted["new"]["manifest"]), "--model", str(model),
+               "--output-dir", str(tmp_path / "out"))
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2
+    assert "checksum does not match model.json" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

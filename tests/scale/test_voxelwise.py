@@ -94,3 +94,48 @@ def test_an_interrupted_run_resumes_without_reading_again(tmp_path: Path, monkey
     np.testing.assert_array_equal(_outputs(out, s["table"], s["mask"]),
                                   expected.astype(np.float32).astype(np.float64))
     assert not (out / WORK_NAME).exists()
+
+
+def test_the_model_is_combat_of_the_masked_voxels_in_the_model_envelope(tmp_path: Path) -> None:
+    import json
+
+    s = make_stack(tmp_path / "data")
+    model_dir = tmp_path / "model"
+    fit_voxelwise(s["manifest"], mask=s["mask"], batch="site", covariates=["age"],
+                  model_dir=model_dir, output_dir=tmp_path / "out")
+    doc = json.loads((model_dir / "model.json").read_text())
+    assert (doc["format"], doc["kind"]) == ("imharmony.model", "imharmony.voxelwise")
+    loaded, model = voxelwise._load_model(model_dir)
+    # voxels are numbered in the order NIfTI stores them (Fortran order of the grid)
+    mask = np.asanyarray(nib.load(s["mask"]).dataobj) != 0
+    number = np.zeros(mask.shape, dtype=int)
+    number[mask] = np.arange(mask.sum())
+    X = stacked(s["root"], s["table"], s["mask"])[:, number.T[mask.T]]
+    ref = ih.ComBat().fit(X, batch=s["table"]["site"], covariates=s["table"][["age"]]).fit_
+    for name in ("grand_mean", "var_pooled", "beta", "gamma_hat", "delta_hat", "gamma_star",
+                 "delta_star"):
+        np.testing.assert_allclose(loaded.arrays[name].read(), getattr(ref, name), rtol=1e-10,
+                                   err_msg=name)
+    np.testing.assert_array_equal(loaded.arrays["adjusted"].read(), ref.adjusted)
+    np.testing.assert_array_equal(loaded.arrays["mask"], mask)
+    np.testing.assert_array_equal(loaded.arrays["n_iter"], ref.n_iter)
+    assert list(model.batches_) == ["a", "b", "c"]
+    assert loaded.content["batch_column"] == "site"
+
+
+def test_a_tampered_model_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    import json
+
+    from imharmony.errors import ModelFileError
+
+    s = make_stack(tmp_path / "data", n=9)
+    model_dir = tmp_path / "model"
+    fit_voxelwise(s["manifest"], mask=s["mask"], batch="site", model_dir=model_dir,
+                  output_dir=tmp_path / "out")
+    path = model_dir / "model.json"
+    doc = json.loads(path.read_text())
+    doc["content"]["combat"]["reference_index"] = 1
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ModelFileError, match="'combat' do not match their checksum"):
+        apply_voxelwise(s["manifest"], model_dir=model_dir, output_dir=tmp_path / "applied")
+    assert not (tmp_path / "applied").exists()

@@ -1,27 +1,33 @@
 """Voxel-wise ComBat of image stacks, out of core, on a local or remote Dask cluster.
 
-Every voxel inside a mask is a feature and every image a sample. The images named in a
-manifest are read once, each by one task, into a chunked on-disk Zarr store (samples x masked
-voxels, float32); ComBat is then fitted block by block over voxels
-(:func:`imharmony.scale.combat.fit_dask`) and the corrected voxels are written back into copies
-of the input images (same file name, same header and geometry, voxels outside the mask
-unchanged). Nothing holds the whole stack in memory: a task holds one image, or one block of
-voxels of every image.
+Every voxel inside a mask is a feature and every image a sample. ``fit`` reads the images named
+in a manifest once, each by one task, into a chunked on-disk Zarr store (samples x masked voxels,
+float32), fits ComBat block by block over voxels (:func:`imharmony.scale.combat.fit_dask`) and
+saves the model; then it harmonizes the images exactly as ``apply`` does: each task takes some
+images of one site, corrects their masked voxels row by row with that site's per-voxel
+coefficients (:func:`imharmony.features.combat.correction_coefficients`, the same arithmetic as
+the in-memory ComBat) and writes each output as a copy of its input (same file name, header and
+geometry, voxels outside the mask unchanged). Nothing holds the whole stack in memory: a task
+holds a few images, or one block of voxels of every image, or one site's coefficients.
+
+An uncompressed ``.nii`` of float32/float64 without scaling is read and written as raw bytes:
+its masked voxels are gathered from the file and the output is the file's bytes with those
+voxels replaced (no decoding of the rest). Other inputs (``.nii.gz``, scaled integers) go through
+nibabel.
 
 Files
 -----
-``MODEL_DIR/model.json``
-    Format, parameters, sites, covariate encoding, the manifest columns used, the grid (shape,
-    affine) and the per-batch priors; written last, so its presence means the model is complete.
-``MODEL_DIR/estimates.zarr``
-    Per-voxel estimates (rows named by :func:`imharmony.scale.combat.unpack_estimates`).
-``MODEL_DIR/mask.nii.gz``
-    The mask, so that ``apply`` needs no ``--mask``.
+``MODEL_DIR/model.json`` (+ ``model.<digest>.npz``)
+    The model in the project's model envelope (:mod:`imharmony._persist`, kind
+    ``imharmony.voxelwise``): the ComBat model of the masked voxels (the fields and arrays of an
+    :class:`imharmony.ComBat` model file, per-voxel arrays in Fortran order), the mask, the grid
+    and the manifest columns used. Checksummed, type-checked when loaded and replaced as a whole.
 ``OUTPUT_DIR/.imharmony-voxelwise/``
-    The work store: the stack, the moments and the corrected stack (uncompressed: measured
-    data do not compress enough to pay for the time), and one marker per finished step or
-    image. A run that is interrupted resumes from the markers when started again with the same
-    inputs; a run with other inputs starts afresh. Removed when the run completes.
+    The work store: the stack, the per-voxel moments and estimates, the per-site coefficients
+    (Zarr, uncompressed: measured data do not compress enough to pay for the time), and one
+    marker per finished step or image. A run that is interrupted resumes from the markers when
+    started again with the same inputs; a run with other inputs starts afresh. The stack is
+    removed once the model is saved, the rest when the run completes.
 
 The manifest is a CSV/TSV/Parquet table with an ``image`` column (NIfTI ``.nii`` or
 ``.nii.gz``, paths relative to the manifest's folder), the batch column and the covariate
@@ -34,9 +40,12 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +53,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._version import __version__
+from .. import _persist
 from ..errors import DataError, ModelFileError
 from ..io._atomic import atomic_path
 from ..io.tables import read_table
@@ -54,12 +63,15 @@ __all__ = ["IMAGE_COLUMN", "apply_voxelwise", "fit_voxelwise"]
 logger = logging.getLogger(__name__)
 
 IMAGE_COLUMN = "image"
-FORMAT = "imharmony.voxelwise"
-FORMAT_VERSION = 1
+MODEL_KIND = "imharmony.voxelwise"
+MODEL_VERSION = 2  # 1 was a format of its own (model.json + estimates.zarr + mask.nii.gz)
+MODEL_FILE = "model.json"
 WORK_NAME = ".imharmony-voxelwise"
 _SUFFIXES = (".nii.gz", ".nii")
 #: Bytes of one float64 block (all images x a run of voxels) that a task works on.
 _BLOCK_BYTES = 16 << 20
+#: Voxels per block when the main process streams per-voxel arrays (model file, coefficients).
+_STREAM_VOXELS = 1 << 18
 
 Progress = Callable[[str, int, int], None]
 
@@ -133,11 +145,12 @@ def _read_mask(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, An
     return mask, np.asarray(img.affine, dtype=np.float64), img
 
 
-def _check_grids(paths: list[Path], mask_path: Path, mask_name: str) -> None:
-    """Every image on the mask's grid (:meth:`imharmony.Image.grid_difference`, headers only)."""
+def _check_grids(paths: list[Path], mask: Any, mask_name: str) -> None:
+    """Every image on the mask's grid (an :class:`imharmony.Image` from
+    :func:`~imharmony.io.images.read_nifti_grid`; :meth:`imharmony.Image.grid_difference`,
+    headers only)."""
     from ..io.images import read_nifti_grid
 
-    mask = read_nifti_grid(mask_path)
     for path in paths:
         grid = read_nifti_grid(path)
         if grid.array.shape != mask.array.shape:
@@ -213,77 +226,169 @@ class _Work:
     def path(self, name: str) -> str:
         return str(self.root / name)
 
+    def drop(self, *names: str) -> None:
+        """Remove stores no later step reads (few, large files: cheap)."""
+        for name in names:
+            shutil.rmtree(self.root / name, ignore_errors=True)
+
+    def mask(self, mask: np.ndarray) -> str:
+        """The mask as ``mask.npy`` (what every task reads), written once per run."""
+        path = self.root / "mask.npy"
+        if not self.done("mask"):
+            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, np.asarray(mask, dtype=bool))
+            self.mark("mask")
+        return str(path)
+
+
+@contextmanager
+def _timed(step: str) -> Iterator[None]:
+    """Log (INFO) how long a step of the main process took (``imharmony -v`` shows it)."""
+    start = time.perf_counter()
+    yield
+    logger.info("%s: %.1f s", step, time.perf_counter() - start)
+
 
 @functools.lru_cache(maxsize=2)
 def _mask_of(mask_path: str) -> np.ndarray:
-    """The mask as booleans, read once per worker process (every task of a run uses it)."""
+    """The mask (read once per worker process) as a flat boolean array in the order NIfTI stores
+    voxels (Fortran order). Masked voxels are numbered in that order everywhere (stack, model):
+    gathering them from an image file is then one sequential pass."""
+    return np.ascontiguousarray(np.load(mask_path).T).reshape(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading and writing one image
+
+
+def _raw_layout(img: Any, path: Path) -> tuple[int, np.dtype] | None:
+    """``(offset, dtype)`` of the voxels of an uncompressed, unscaled float NIfTI, else None."""
     import nibabel as nib
 
-    return np.asanyarray(nib.load(mask_path).dataobj) != 0
+    if not path.name.lower().endswith(".nii") or not isinstance(
+        img, nib.Nifti1Image | nib.Nifti2Image
+    ):
+        return None
+    dtype = img.header.get_data_dtype()
+    if dtype.kind != "f" or dtype.itemsize not in (4, 8) or len(img.shape) != 3:
+        return None
+    if img.header.get_slope_inter() not in ((None, None), (1.0, 0.0)):
+        return None
+    offset = int(img.dataobj.offset)
+    if path.stat().st_size < offset + math.prod(img.shape) * dtype.itemsize:
+        return None
+    return offset, dtype
+
+
+def _masked_values(path: Path, mask_path: str) -> np.ndarray:
+    """The masked voxels of an image as float32 (what the stack holds)."""
+    import nibabel as nib
+
+    mask = _mask_of(mask_path)
+    img = nib.load(path)
+    raw = _raw_layout(img, path)
+    if raw is None:
+        return _fortran(np.asarray(img.get_fdata(dtype=np.float32)))[mask]
+    offset, dtype = raw
+    flat = np.fromfile(path, dtype=dtype, count=mask.size, offset=offset)
+    return flat[mask].astype(np.float32, copy=False)
+
+
+def _fortran(volume: np.ndarray) -> np.ndarray:
+    """A 3-D volume's voxels as a flat array in Fortran order (a view when the volume is
+    Fortran-ordered, as nibabel returns NIfTI data)."""
+    return volume.T.reshape(-1)
+
+
+def _write_corrected(path: Path, out: Path, mask_path: str,
+                     correct: Callable[[np.ndarray], np.ndarray]) -> None:
+    """Write ``out``: the input with its masked voxels x replaced by ``correct(x)`` (x: a float64
+    copy that ``correct`` may overwrite); float32 output for float32 (or integer) input, float64
+    for float64."""
+    import nibabel as nib
+
+    mask = _mask_of(mask_path)
+    img = nib.load(path)
+    raw = _raw_layout(img, path)
+    if raw is not None:
+        offset, dtype = raw
+        data = bytearray(path.stat().st_size)
+        with open(path, "rb") as fh:
+            if fh.readinto(data) != len(data):
+                raise DataError(f"{path}: the file changed while it was read; run again.")
+        flat = np.frombuffer(data, dtype=dtype, count=mask.size, offset=offset)
+        flat[mask] = correct(flat[mask].astype(np.float64))  # rounded to the file's dtype
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(data)
+        return
+    dtype = np.float64 if img.get_data_dtype() == np.float64 else np.float32
+    volume = np.asfortranarray(img.get_fdata(dtype=dtype))
+    flat = _fortran(volume)  # a view: assigning to it writes the volume
+    flat[mask] = correct(flat[mask].astype(np.float64))
+    header = img.header.copy()
+    header.set_data_dtype(dtype)
+    result = type(img)(volume, img.affine, header)
+    result.header.set_slope_inter(1.0, 0.0)
+    with atomic_path(out) as tmp:
+        nib.save(result, tmp)
+
+
+# ---------------------------------------------------------------------------------------------
+# tasks (run on the workers)
 
 
 def _rows_per_task(n_voxels: int) -> int:
     """Images per read/write task: their masked voxels (float32) stay within 64 MiB, at most 16.
-    A task writes whole stored chunks of that many images, so the store has few, large files."""
+    A read task writes one shard (one file) of the stack: that many whole rows."""
     return int(max(1, min(16, (64 << 20) // (4 * max(n_voxels, 1)))))
 
 
 def _ingest_rows(paths: list[str], mask_path: str, store: str, first: int,
                  markers: list[str]) -> int:
     """Task: read some images, write their masked voxels as rows ``first...`` of the stack."""
-    import nibabel as nib
     import zarr
 
-    mask = _mask_of(mask_path)
-    slab = np.empty((len(paths), int(mask.sum())), dtype=np.float32)
-    for k, path in enumerate(paths):
-        slab[k] = np.asarray(nib.load(path).get_fdata(dtype=np.float32))[mask]
+    slab = np.stack([_masked_values(Path(p), mask_path) for p in paths])
     zarr.open_array(store, mode="r+")[first : first + len(paths), :] = slab
     for marker in markers:
         Path(marker).touch()
     return len(paths)
 
 
-def _write_rows(paths: list[str], mask_path: str, store: str, first: int, outs: list[str],
-                markers: list[str]) -> int:
-    """Task: each input image with its masked voxels replaced by its row of the result."""
-    import nibabel as nib
+def _write_rows(paths: list[str], mask_path: str, coef_store: str, batch: int, reference: bool,
+                covariates: np.ndarray, outs: list[str], markers: list[str]) -> int:
+    """Task: harmonize some images of one site (``batch``) and write them."""
     import zarr
 
-    mask = _mask_of(mask_path)
-    slab = zarr.open_array(store, mode="r")[first : first + len(paths), :]
-    for k, (path, out) in enumerate(zip(paths, outs, strict=True)):
-        img = nib.load(path)
-        dtype = np.float64 if img.get_data_dtype() == np.float64 else np.float32
-        data = np.asarray(img.get_fdata(dtype=dtype))
-        data[mask] = slab[k]
-        header = img.header.copy()
-        header.set_data_dtype(dtype)
-        result = type(img)(data, img.affine, header)
-        result.header.set_slope_inter(1.0, 0.0)
-        with atomic_path(out) as tmp:
-            nib.save(result, tmp)
-    for marker in markers:
+    from ..features.combat import correct_rows
+
+    coef = None if reference else zarr.open_array(coef_store, mode="r")[batch]  # (2 + q, V)
+    for path, out, c, marker in zip(paths, outs, covariates, markers, strict=True):
+        def correct(x: np.ndarray, c: np.ndarray = c) -> np.ndarray:
+            if coef is None:  # the reference site is returned exactly as given
+                return x
+            row = x[None]
+            return correct_rows(row, coef[0], coef[1], c[None], coef[2:], out=row)[0]
+
+        _write_corrected(Path(path), Path(out), mask_path, correct)
         Path(marker).touch()
     return len(paths)
 
 
-def _run_groups(client: Any, work: _Work, func: Callable[..., int], stage: str,
-                columns: list[list[str]], common: tuple[Any, ...], per_task: int,
-                progress: Progress | None) -> None:
-    """Run ``func`` on the groups of rows (fixed by row index) not finished by an earlier run."""
+def _submit(client: Any, work: _Work, func: Callable[..., int], stage: str,
+            groups: list[tuple[list[int], tuple[Any, ...]]], total: int,
+            progress: Progress | None) -> None:
+    """Run ``func(*args, markers)`` for every group of rows not all finished by an earlier run;
+    each row has the marker ``{stage}-{row}``."""
     from distributed import as_completed
 
-    total = len(columns[0])
     jobs = []
-    for first in range(0, total, per_task):
-        rows = range(first, min(total, first + per_task))
+    finished = total
+    for rows, args in groups:
         if all(work.done(f"{stage}-{i}") for i in rows):
             continue
-        markers = [work.path(f"done/{stage}-{i}") for i in rows]
-        cols = [col[first : first + len(rows)] for col in columns]
-        jobs.append((cols[0], *common, first, *cols[1:], markers))
-    finished = total - sum(len(job[0]) for job in jobs)
+        finished -= len(rows)
+        jobs.append((*args, [work.path(f"done/{stage}-{i}") for i in rows]))
     if finished:
         logger.info("resuming: %d of %d images already %s", finished, total,
                     "in the stack" if stage == "read" else "written")
@@ -296,24 +401,31 @@ def _run_groups(client: Any, work: _Work, func: Callable[..., int], stage: str,
             progress(stage, finished, total)
 
 
-def _ingest(client: Any, work: _Work, paths: list[Path], mask_path: Path, n_voxels: int,
+def _ingest(client: Any, work: _Work, paths: list[Path], mask_file: str, n_voxels: int,
             chunk: int, progress: Progress | None) -> Any:
     import dask.array as da
     import zarr
 
     store = work.path("stack.zarr")
+    n = len(paths)
     per_task = _rows_per_task(n_voxels)
     if not work.done("stack-created"):
-        zarr.create_array(store, shape=(len(paths), n_voxels), chunks=(per_task, chunk),
+        # one shard (file) per read task: its rows, every voxel; chunks inside it are the
+        # voxel blocks the fit reads
+        zarr.create_array(store, shape=(n, n_voxels), chunks=(per_task, chunk),
+                          shards=(per_task, chunk * math.ceil(n_voxels / chunk)),
                           dtype="float32", overwrite=True, compressors=None)
         work.mark("stack-created")
-    _run_groups(client, work, _ingest_rows, "read", [[str(p) for p in paths]],
-                (str(mask_path), store), per_task, progress)
+    groups = []
+    for first in range(0, n, per_task):
+        rows = list(range(first, min(n, first + per_task)))
+        groups.append((rows, ([str(paths[i]) for i in rows], mask_file, store, first)))
+    _submit(client, work, _ingest_rows, "read", groups, n, progress)
     # one task per block of voxels of every image (not one per stored chunk)
-    return da.from_zarr(store, chunks=(len(paths), chunk))
+    return da.from_zarr(store, chunks=(n, chunk))
 
 
-def _stash(work: _Work, chunk: int) -> Callable[[Any, str], Any]:
+def _stash(work: _Work) -> Callable[[Any, str], Any]:
     """Keep an intermediate array in the work store (computed once; reused on resume)."""
     import dask.array as da
 
@@ -327,77 +439,182 @@ def _stash(work: _Work, chunk: int) -> Callable[[Any, str], Any]:
     return stash
 
 
-def _write_outputs(client: Any, work: _Work, result: Any, paths: list[Path], outs: list[Path],
-                   mask_path: Path, chunk: int, progress: Progress | None) -> None:
+def _store_estimates(work: _Work, estimates: Any) -> None:
+    """The per-voxel estimates in the work store, one row per stored chunk, so that the model
+    file is streamed from them reading each row once."""
     import dask.array as da
     import zarr
 
-    store = work.path("harmonized.zarr")
-    n, V = result.shape
-    per_task = _rows_per_task(V)
-    if not work.done("harmonized"):
-        target = zarr.create_array(store, shape=(n, V), chunks=(per_task, chunk),
-                                   dtype=result.dtype, overwrite=True, compressors=None)
-        # stored chunks lie inside the blocks: every chunk is written by exactly one task
-        da.store(result, target, lock=False)
-        work.mark("harmonized")
-    _run_groups(client, work, _write_rows, "write", [[str(p) for p in paths],
-                [str(o) for o in outs]], (str(mask_path), store), per_task, progress)
+    if work.done("estimates"):
+        return
+    target = zarr.create_array(work.path("estimates.zarr"), shape=estimates.shape,
+                               chunks=(1, estimates.chunks[1][0]), dtype="float64",
+                               overwrite=True, compressors=None)
+    da.store(estimates, target, lock=False)  # a block covers whole chunks: one writer each
+    work.mark("estimates")
 
 
 # ---------------------------------------------------------------------------------------------
-# the model directory
+# the model (the project's model envelope, kind imharmony.voxelwise)
+
+#: ComBat's arrays that hold one value (or a column of values) per voxel.
+_PER_VOXEL = ("grand_mean", "var_pooled", "beta", "gamma_hat", "delta_hat", "gamma_star",
+              "delta_star", "adjusted")
 
 
-def _save_model(model_dir: Path, estimates: Any, doc: dict[str, Any], mask_img: Any) -> None:
-    import nibabel as nib
+def _save_model(path: Path, model: Any, estimates: str, info: dict[str, Any],
+                content: dict[str, Any], mask: np.ndarray) -> None:
+    """Write the model: ComBat's fields and arrays (per-voxel ones streamed from the estimates
+    store block by block), the mask and the voxel-wise fields."""
+    import zarr
 
-    model_dir.mkdir(parents=True, exist_ok=True)
-    part = model_dir / "estimates.zarr.part"
-    if part.exists():
-        shutil.rmtree(part)
-    estimates.to_zarr(str(part), overwrite=True, compressors=None)
-    final = model_dir / "estimates.zarr"
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(part, final)
-    with atomic_path(model_dir / "mask.nii.gz") as tmp:
-        mask = np.asanyarray(mask_img.dataobj) != 0
-        nib.save(nib.Nifti1Image(mask.astype(np.uint8), mask_img.affine), tmp)
-    with atomic_path(model_dir / "model.json") as tmp:
-        tmp.write_text(json.dumps(doc, indent=2, allow_nan=False))
+    from ..features.combat import reasons_of
+    from ..features.estimators import _label_key
+    from .combat import estimate_rows
+
+    est = zarr.open_array(estimates, mode="r")
+    J, q = len(model.batches_), len(model.covariate_columns_)
+    V = est.shape[1]
+    where = estimate_rows(J, q)
+
+    def rows(name: str, a: int) -> np.ndarray:
+        return est[where[name], a : a + _STREAM_VOXELS]
+
+    def blocks(name: str) -> Callable[[], Iterator[np.ndarray]]:
+        def gen() -> Iterator[np.ndarray]:
+            for a in range(0, V, _STREAM_VOXELS):
+                if name == "adjusted":
+                    yield rows("reason", a)[0] == 0
+                elif name in ("grand_mean", "var_pooled"):
+                    yield rows(name, a)[0]
+                else:
+                    yield rows(name, a)
+        return gen
+
+    reasons: dict[str, str] = {}
+    for a in range(0, V, _STREAM_VOXELS):
+        reason = rows("reason", a)[0].astype(np.int8)
+        reasons.update({str(g): why for g, why in reasons_of(reason, offset=a).items()})
+    shapes = {"grand_mean": (V,), "var_pooled": (V,), "beta": (q, V), "adjusted": (V,)}
+    arrays: dict[str, Any] = {
+        name: _persist.ColumnBlocks(shapes.get(name, (J, V)),
+                                    bool if name == "adjusted" else np.float64, blocks(name))
+        for name in _PER_VOXEL
+    }
+    arrays.update({k: np.asarray(info[k]) for k in ("batch_sizes", "gamma_bar", "tau2",
+                                                   "a_prior", "b_prior", "n_iter",
+                                                   "converged")})
+    arrays["mask"] = np.asarray(mask, dtype=bool)
+    combat = {
+        "batches": [_label_key(b) for b in model.batches_.tolist()],
+        "reference_index": model.reference_index_, "n_features": V, "feature_names": None,
+        "covariates": model.covariate_spec_, "unadjusted": dict(reasons), "reasons": reasons,
+    }
+    doc = {"params": model._params_for_file(), "combat": combat, **content}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _persist.save_model(path, kind=MODEL_KIND, version=MODEL_VERSION, content=doc,
+                        arrays=arrays)
 
 
-def _json_list(value: Any) -> Any:
-    """Arrays as JSON lists, NaN as null."""
-    arr = np.asarray(value)
-    if arr.dtype.kind == "f":
-        return [None if not np.isfinite(x) else float(x) for x in arr.reshape(-1)]
-    return arr.tolist()
+def _load_model(model_dir: Path) -> tuple[_persist.ModelFile, Any]:
+    """The verified model file (per-voxel arrays left on disk) and a ComBat holding its design."""
+    from ..features.estimators import ComBat
 
-
-def _load_model(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / "model.json"
+    path = model_dir / MODEL_FILE
     if not path.is_file():
         raise ModelFileError(
-            f"{model_dir}: no model.json; give the --model folder written by `imharmony "
+            f"{model_dir}: no {MODEL_FILE}; give the --model folder written by `imharmony "
             "voxelwise fit` (a run that did not finish leaves none)."
         )
-    try:
-        doc = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{path}: not a voxel-wise model (invalid JSON: {exc}).") from exc
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not an imharmony voxel-wise model.")
-    if doc.get("format_version") != FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path}: model format version {doc.get('format_version')!r} is not supported by "
-            f"imharmony {__version__} (it reads {FORMAT_VERSION}); refit the model."
-        )
-    for name in ("estimates.zarr", "mask.nii.gz"):
-        if not (model_dir / name).exists():
-            raise ModelFileError(f"{model_dir}: {name} is missing; keep the model folder whole.")
-    return doc
+    made: dict[str, Any] = {}
+
+    def validate(c: dict[str, Any]) -> dict[str, _persist.ArraySpec]:
+        made["model"] = ComBat._from_file_params(path, c)
+        combat = _persist.check(path, "combat", c.get("combat"),
+                                isinstance(c.get("combat"), dict), "an object")
+        specs = ComBat._single_arrays(path, combat, c["params"], "combat.")
+        _persist.check(path, "batch_column", c.get("batch_column"),
+                       isinstance(c.get("batch_column"), str), "a column name")
+        _persist.check(path, "covariate_columns", c.get("covariate_columns"),
+                       _persist.is_str_list(c.get("covariate_columns")), "a list of column names")
+        shape = _persist.check(path, "shape", c.get("shape"),
+                               isinstance(c.get("shape"), list) and len(c["shape"]) == 3
+                               and all(_persist.is_int(d, 1) for d in c["shape"]),
+                               "a list of 3 ints >= 1")
+        affine = c.get("affine")
+        _persist.check(path, "affine", affine,
+                       isinstance(affine, list) and len(affine) == 4
+                       and all(isinstance(r, list) and len(r) == 4 for r in affine)
+                       and all(isinstance(v, int | float) and not isinstance(v, bool)
+                               and math.isfinite(v) for r in affine for v in r),
+                       "a 4 x 4 list of finite numbers")
+        _persist.check(path, "info", c.get("info"), isinstance(c.get("info"), dict),
+                       "an object")
+        specs["mask"] = _persist.ArraySpec(tuple(shape), "b")
+        return specs
+
+    loaded = _persist.load_model(path, kind=MODEL_KIND, version=MODEL_VERSION,
+                                 validate=validate, lazy=_PER_VOXEL)
+    c = loaded.content
+    n_voxels = int(loaded.arrays["mask"].sum())
+    _persist.check(path, "combat.n_features", c["combat"]["n_features"],
+                   c["combat"]["n_features"] == n_voxels,
+                   f"{n_voxels}, the voxels of the model's mask")
+    model = made["model"]
+    model.set_design(c["combat"]["batches"], c["combat"]["covariates"],
+                     c["combat"]["reference_index"])
+    return loaded, model
+
+
+def _coefficients(work: _Work, loaded: _persist.ModelFile, model: Any) -> str:
+    """Per-site, per-voxel coefficients (J, 2 + q, V) of the correction x* = a x + c + C b
+    (:func:`~imharmony.features.combat.correction_coefficients`), computed block by block from
+    the model file into the work store: a write task reads one site's rows."""
+    import zarr
+
+    from ..features.combat import CombatFit, correction_coefficients
+
+    store = work.path("coef.zarr")
+    if work.done("coef"):
+        return store
+    arrays = loaded.arrays
+    J, q = len(model.batches_), len(model.covariate_columns_)
+    V = int(loaded.content["combat"]["n_features"])
+    block = min(V, _STREAM_VOXELS)
+    coef = zarr.create_array(store, shape=(J, 2 + q, V), chunks=(1, 2 + q, block),
+                             dtype="float64", overwrite=True, compressors=None)
+    small = {k: np.asarray(arrays[k]) for k in ("batch_sizes", "gamma_bar", "tau2", "a_prior",
+                                                 "b_prior", "n_iter", "converged")}
+    for a in range(0, V, block):
+        b = min(V, a + block)
+        fit = CombatFit(**small, **{k: arrays[k].columns(a, b) for k in _PER_VOXEL})
+        scale, const, beta = correction_coefficients(fit)
+        coef[:, :, a:b] = np.concatenate([scale[:, None], const[:, None], beta], axis=1)
+    work.mark("coef")
+    return store
+
+
+# ---------------------------------------------------------------------------------------------
+# harmonizing the images (the second half of fit, all of apply)
+
+
+def _harmonize(client: Any, work: _Work, loaded: _persist.ModelFile, model: Any,
+               codes: np.ndarray, C: np.ndarray, paths: list[Path], outs: list[Path],
+               mask_file: str, progress: Progress | None) -> None:
+    with _timed("per-site coefficients"):
+        coef = _coefficients(work, loaded, model)
+    V = int(loaded.content["combat"]["n_features"])
+    per_task = _rows_per_task(V)
+    ref = model.reference_index_
+    groups = []
+    for j in range(len(model.batches_)):
+        rows = np.flatnonzero(codes == j)
+        for k in range(0, rows.size, per_task):
+            part = rows[k : k + per_task].tolist()
+            groups.append((part, ([str(paths[i]) for i in part], mask_file, coef, j, j == ref,
+                                  np.asarray(C[part], dtype=np.float64),
+                                  [str(outs[i]) for i in part])))
+    _submit(client, work, _write_rows, "write", groups, len(paths), progress)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,12 +676,13 @@ def fit_voxelwise(
         ComBat cannot fit; raised before anything is written.
     """
     from ..features.estimators import ComBat
+    from ..io.images import read_nifti_grid
     from .cluster import dask_client
-    from .combat import apply_dask, fit_dask
+    from .combat import fit_dask
 
     table, paths = _read_manifest(manifest, [batch, *covariates])
-    mask_arr, affine, mask_img = _read_mask(mask)
-    _check_grids(paths, Path(mask), str(mask))
+    mask_arr, affine, _ = _read_mask(mask)
+    _check_grids(paths, read_nifti_grid(mask), str(mask))
     # absolute: workers of a cluster do not share this process's working directory
     output_dir, model_dir = Path(output_dir).resolve(), Path(model_dir).resolve()
     outs = _outputs(paths, output_dir)
@@ -473,42 +691,51 @@ def fit_voxelwise(
     levels, codes, C, ref, encoder = model.learn_design(
         n, table[batch].to_numpy(), _covariate_frame(table, covariates)
     )
+    model.set_design(levels, encoder.spec, ref)
     chunk = _chunk_voxels(n, V, memory_limit)
     fingerprint = _fingerprint("fit", batch, list(covariates), chunk, mean_only, eb,
                                str(reference_batch), table.to_json(),
                                paths=[*paths, Path(mask)])
+    model_file = model_dir / MODEL_FILE
     with dask_client(scheduler, memory_limit=memory_limit) as client:
         work = _Work(output_dir / WORK_NAME, fingerprint)  # nothing is written before this
-        X = _ingest(client, work, paths, Path(mask).resolve(), V, chunk, progress)
-        if progress is not None:
-            progress("fit", 0, 1)
-        estimates, info = fit_dask(X, codes, len(levels), C, method="parametric" if eb else "none",
-                                   mean_only=mean_only, ref=ref, tol=float(model.tol),
-                                   max_iter=int(model.max_iter), stash=_stash(work, chunk))
-        doc = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "imharmony_version": __version__,
-            "params": {k: (str(v) if k == "reference_batch" and v is not None else v)
-                       for k, v in model.get_params().items()},
-            "batch_column": batch, "covariate_columns": list(covariates),
-            "batches": list(levels), "reference_index": ref, "covariates": encoder.spec,
-            "shape": list(mask_arr.shape), "affine": affine.tolist(), "n_voxels": V,
-            "chunk_voxels": chunk,
-            "info": {k: _json_list(v) for k, v in info.items()},
-        }
-        _save_model(model_dir, estimates, doc, mask_img)
-        if progress is not None:
-            progress("fit", 1, 1)
-        import dask.array as da
-
-        est = da.from_zarr(str(model_dir / "estimates.zarr"))
-        result = apply_dask(X, codes, est, info["batch_sizes"], C, ref=ref, dtype=np.float32)
-        _write_outputs(client, work, result, paths, outs, Path(mask).resolve(), chunk, progress)
-    shutil.rmtree(work.root, ignore_errors=True)
+        mask_file = work.mask(mask_arr)
+        if work.done("model") and model_file.is_file():
+            if progress is not None:
+                progress("read", n, n)
+                progress("fit", 1, 1)
+        else:
+            X = _ingest(client, work, paths, mask_file, V, chunk, progress)
+            if progress is not None:
+                progress("fit", 0, 1)
+            estimates, info = fit_dask(X, codes, len(levels), C,
+                                       method="parametric" if eb else "none",
+                                       mean_only=mean_only, ref=ref, tol=float(model.tol),
+                                       max_iter=int(model.max_iter), stash=_stash(work))
+            with _timed("estimates"):
+                _store_estimates(work, estimates)
+            content = {
+                "batch_column": batch, "covariate_columns": list(covariates),
+                "shape": list(mask_arr.shape), "affine": affine.tolist(),
+                "info": {"n_iter": np.asarray(info["n_iter"]).tolist(),
+                         "n_adjusted": int(info["n_adjusted"])},
+            }
+            with _timed("model file"):
+                _save_model(model_file, model, work.path("estimates.zarr"), info, content,
+                            mask_arr)
+            work.mark("model")
+            work.drop("stack.zarr", "moments.zarr")
+            if progress is not None:
+                progress("fit", 1, 1)
+        loaded, saved = _load_model(model_dir)
+        _harmonize(client, work, loaded, saved, codes, C, paths, outs, mask_file, progress)
+    with _timed("removing the work folder"):
+        shutil.rmtree(work.root, ignore_errors=True)
     logger.info("voxel-wise ComBat: %d images x %d voxels, %d sites; model in %s", n, V,
                 len(levels), model_dir)
-    return {"n_images": n, "n_voxels": V, "sites": list(levels),
-            "n_iter": np.asarray(info["n_iter"]).tolist(), "n_adjusted": int(info["n_adjusted"]),
-            "outputs": [str(o) for o in outs]}
+    info = loaded.content["info"]
+    return {"n_images": n, "n_voxels": V, "sites": list(levels), "n_iter": info["n_iter"],
+            "n_adjusted": info["n_adjusted"], "outputs": [str(o) for o in outs]}
 
 
 def apply_voxelwise(
@@ -524,44 +751,40 @@ def apply_voxelwise(
 
     The manifest needs the ``image`` column and the batch and covariate columns named at fit.
     Images must be on the model's grid; a site not seen at fit raises
-    :class:`~imharmony.errors.UnseenBatchError` before anything is written.
+    :class:`~imharmony.errors.UnseenBatchError` before anything is written. Each image is read
+    once (no stack is built).
 
     Returns
     -------
     dict
         ``n_images``, ``n_voxels``, ``outputs``.
-    """
-    import dask.array as da
 
-    from ..features.estimators import ComBat
+    Raises
+    ------
+    ModelFileError
+        If the model folder is missing, edited or corrupted.
+    """
+    from ..io.images import nifti_grid
     from .cluster import dask_client
-    from .combat import apply_dask
 
     model_dir, output_dir = Path(model_dir).resolve(), Path(output_dir).resolve()
-    doc = _load_model(model_dir)
-    batch, covariates = doc["batch_column"], list(doc["covariate_columns"])
+    loaded, model = _load_model(model_dir)
+    c = loaded.content
+    batch, covariates = c["batch_column"], list(c["covariate_columns"])
     table, paths = _read_manifest(manifest, [batch, *covariates])
-    mask_path = (model_dir / "mask.nii.gz").resolve()
-    mask_arr, _, _ = _read_mask(mask_path)
-    if list(mask_arr.shape) != doc["shape"] or int(mask_arr.sum()) != doc["n_voxels"]:
-        raise ModelFileError(f"{model_dir}: mask.nii.gz does not match model.json.")
-    _check_grids(paths, mask_path, f"the model's mask {mask_path}")
+    mask_arr = loaded.arrays["mask"]
+    where = f"the model's mask in {model_dir / MODEL_FILE}"
+    grid = nifti_grid(mask_arr.shape, np.asarray(c["affine"], dtype=np.float64), where)
+    _check_grids(paths, grid, where)
     outs = _outputs(paths, output_dir)
-    model = ComBat()
-    model.set_design(doc["batches"], doc["covariates"], doc["reference_index"])
-    n, V = len(paths), int(doc["n_voxels"])
+    n, V = len(paths), int(c["combat"]["n_features"])
     codes, C = model.encode_samples(n, table[batch].to_numpy(),
                                     _covariate_frame(table, covariates))
-    chunk = _chunk_voxels(n, V, memory_limit)
-    fingerprint = _fingerprint("apply", str(model_dir.resolve()), chunk, table.to_json(),
-                               paths=[*paths, model_dir / "model.json"])
+    fingerprint = _fingerprint("apply", str(model_dir), table.to_json(),
+                               paths=[*paths, model_dir / MODEL_FILE])
     with dask_client(scheduler, memory_limit=memory_limit) as client:
         work = _Work(output_dir / WORK_NAME, fingerprint)  # nothing is written before this
-        X = _ingest(client, work, paths, mask_path, V, chunk, progress)
-        est = da.from_zarr(str(model_dir / "estimates.zarr"))
-        sizes = np.asarray(doc["info"]["batch_sizes"], dtype=int)
-        result = apply_dask(X, codes, est, sizes, C, ref=doc["reference_index"],
-                            dtype=np.float32)
-        _write_outputs(client, work, result, paths, outs, mask_path, chunk, progress)
+        mask_file = work.mask(mask_arr)
+        _harmonize(client, work, loaded, model, codes, C, paths, outs, mask_file, progress)
     shutil.rmtree(work.root, ignore_errors=True)
     return {"n_images": n, "n_voxels": V, "outputs": [str(o) for o in outs]}
