@@ -32,7 +32,7 @@ __getattr__, __dir__, _lazy_all = attach(
         "robust_zscore": ".imaging.intensity",
         "whitestripe": ".imaging.intensity",
         "match_histogram": ".imaging.histogram",
-        "HistogramStandardizer": ".imaging.histogram",
+        "HistogramStandardizer": ".imaging.nyul",
         "band_distortion": ".diagnostics.bands",
         "irmad_normalize": ".imaging.irmad",
         "harmonize_images": ".imaging.batch",

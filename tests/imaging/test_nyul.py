@@ -15,7 +15,7 @@ from sklearn.base import clone
 
 from imharmony import Image
 from imharmony.errors import DataError, HarmonizationWarning, ModelFileError, NotFittedError
-from imharmony.imaging.histogram import HistogramStandardizer, _percentiles
+from imharmony.imaging.nyul import HistogramStandardizer, _percentiles
 
 A = np.arange(101, dtype=np.float64)  # percentiles p of A are exactly p
 B = A**2 / 100.0  # percentiles 1, 50, 99 of B: B[1] = 0.01, B[50] = 25, B[99] = 98.01

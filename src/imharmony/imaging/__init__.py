@@ -9,7 +9,7 @@ __getattr__, __dir__, __all__ = attach(
     __name__,
     {
         "FWHM_PER_SIGMA": ".resolution",
-        "HistogramStandardizer": ".histogram",
+        "HistogramStandardizer": ".nyul",
         "IQR_TO_SD": ".intensity",
         "IRMADResult": ".irmad",
         "MR_METADATA_COLUMNS": ".batch",
