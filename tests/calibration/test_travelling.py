@@ -217,7 +217,7 @@ def test_metadata_routing_in_a_pipeline() -> None:
 
 
 def test_demo_step_keeps_population_differences_that_combat_removes(tmp_path) -> None:
-    from imharmony.demo import travelling_step
+    from imharmony.workflows.demo import travelling_step
 
     table, files = travelling_step(tmp_path, random_state=1)
     ts, combat = table.set_index("method").loc["travelling subjects"], \

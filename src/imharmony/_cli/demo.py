@@ -5,7 +5,7 @@ offset, point-spread function, voxel grid and noise, and its own disease prevale
 harmonized at the image level, measured (region features), harmonized with ComBat with and
 without the disease as a covariate, and diagnosed. The summary shows that leaving the disease out
 of ComBat erases it while keeping it preserves it; the HTML reports hold the details. The
-pipeline itself is :func:`imharmony.demo.run_demo`.
+pipeline itself is :func:`imharmony.workflows.demo.run_demo`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from . import positive_int
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from ..demo import DemoResult
+    from ..workflows.demo import DemoResult
 
 logger = logging.getLogger("imharmony.cli")
 
@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..demo import run_demo
+    from ..workflows.demo import run_demo
 
     console = Console(width=None if Console().is_terminal else 120)
     kwargs: dict[str, object] = {"n_per_site": (args.subjects_per_site,) * 4}
