@@ -22,7 +22,9 @@ Feature tables (the command line)
     ``--exclude`` glob pass through untouched; every other numeric column is a feature; a text
     column that is numeric but for a few cells ("n/a", "#NAME?") is an error naming the column,
     the row and the value, not a silently unharmonized feature. :func:`require_columns` names a
-    missing column's closest matches.
+    missing column's closest matches. :func:`check_feature_columns` holds new data to the
+    features a fitted model learned (count, then names and order); :func:`feature_names_out` is
+    what a model that keeps every feature returns from ``get_feature_names_out``.
 """
 
 from __future__ import annotations
@@ -44,8 +46,10 @@ __all__ = [
     "FeatureColumns",
     "as_covariate_frame",
     "as_label_array",
+    "check_feature_columns",
     "encode_labels",
     "factorize_labels",
+    "feature_names_out",
     "format_items",
     "is_numeric_column",
     "label_key",
@@ -460,3 +464,48 @@ def split_feature_table(
             + (f" and those excluded ({format_items(excluded)})" if excluded else "") + "."
         )
     return FeatureColumns(features=features, passthrough=passthrough, excluded=excluded)
+
+
+def check_feature_columns(model: Any, data: Any, names: Sequence[str] | None) -> None:
+    """Raise :class:`DataError` unless ``data`` has the features ``model`` was fitted on.
+
+    Parameters
+    ----------
+    model : fitted estimator
+        Its ``n_features_in_`` and, when it was fitted on named columns, ``feature_names_in_``.
+    data : array-like, shape (n_samples, n_features)
+        The validated feature matrix (anything with ``shape``).
+    names : list of str or None
+        Its column names (None for a plain array: only the count is checked).
+    """
+    n, expected = data.shape[1], model.n_features_in_
+    if n != expected:
+        raise DataError(
+            f"X has {n} features but the model was fitted on {expected}; give the feature "
+            "columns the model was fitted on."
+        )
+    if names is None or not hasattr(model, "feature_names_in_"):
+        return
+    fitted = [str(x) for x in model.feature_names_in_]
+    if list(names) != fitted:
+        missing = [c for c in fitted if c not in names]
+        extra = [c for c in names if c not in fitted]
+        detail = (
+            f"missing {format_items(missing)}; unexpected {format_items(extra)}"
+            if missing or extra
+            else "same names in a different order"
+        )
+        raise DataError(f"feature columns differ from those at fit: {detail}.")
+
+
+def feature_names_out(model: Any, input_features: Sequence[Any] | None = None) -> np.ndarray:
+    """``get_feature_names_out`` of a fitted model that keeps every feature, in order.
+
+    The names seen at fit (``feature_names_in_``), else ``input_features``, else ``x0, x1, ...``
+    (scikit-learn's rule).
+    """
+    if hasattr(model, "feature_names_in_"):
+        return np.asarray(model.feature_names_in_, dtype=object)
+    if input_features is not None:
+        return np.asarray(input_features, dtype=object)
+    return np.array([f"x{i}" for i in range(model.n_features_in_)], dtype=object)

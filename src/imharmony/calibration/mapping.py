@@ -21,9 +21,10 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from .._validation import check_feature_columns
 from .._validation import format_items as _fmt
 from ..errors import DataError, HarmonizationError, NotFittedError
-from ..features.estimators import ComBat, as_feature_matrix
+from ..features.estimators import as_feature_matrix
 from ._modelfile import check_shapes, load_envelope, reading, save_envelope
 
 __all__ = ["AcquisitionMapping", "acquisition_key"]
@@ -208,7 +209,7 @@ class AcquisitionMapping(TransformerMixin, BaseEstimator):
                 "source=..., target=...) first."
             )
         data, names, _ = as_feature_matrix(X)
-        ComBat._check_columns(self, data, names)  # type: ignore[arg-type]
+        check_feature_columns(self, data, names)
         out = self._map(data)
         if isinstance(X, pd.DataFrame):
             return pd.DataFrame(out, index=X.index, columns=X.columns, copy=False)
@@ -248,7 +249,7 @@ class AcquisitionMapping(TransformerMixin, BaseEstimator):
                 + ". Learn a mapping for these acquisitions or harmonize them separately."
             )
         is_src = np.array([r == src for r in rows])
-        ComBat._check_columns(self, data, None)  # type: ignore[arg-type]
+        check_feature_columns(self, data, None)
         out = data.copy()
         out[is_src] = self._map(data[is_src])
         logger.info("mapped %d sample(s) from the source onto the target acquisition",

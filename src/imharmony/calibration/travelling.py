@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from .._validation import check_feature_columns, feature_names_out
 from .._validation import encode_labels as _encode
 from .._validation import factorize_labels as _factorize
 from .._validation import format_items as _fmt
@@ -50,7 +51,7 @@ from ..errors import (
     NotFittedError,
     UnseenBatchError,
 )
-from ..features.estimators import ComBat, as_feature_matrix
+from ..features.estimators import as_feature_matrix
 from ._modelfile import check_shapes, load_envelope, reading, save_envelope
 
 __all__ = ["TravellingSubjects", "label_codes"]
@@ -550,7 +551,7 @@ class TravellingSubjects(TransformerMixin, BaseEstimator):
         """
         self._check_fitted()
         data, names, _ = as_feature_matrix(X)
-        ComBat._check_columns(self, data, names)  # type: ignore[arg-type]
+        check_feature_columns(self, data, names)
         codes = self._site_codes(site, data.shape[0])
         out = (data - self.offset_[codes]) / self.gain_[codes]
         if isinstance(X, pd.DataFrame):
@@ -582,7 +583,7 @@ class TravellingSubjects(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Output feature names (the input names)."""
         self._check_fitted()
-        return ComBat.get_feature_names_out(self, input_features)  # type: ignore[arg-type]
+        return feature_names_out(self, input_features)
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str], *, metadata: dict[str, Any] | None = None) -> Path:

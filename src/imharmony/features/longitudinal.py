@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from .._validation import check_feature_columns
 from ..errors import DataError, DesignError, HarmonizationError, ModelFileError
 from ._reml import MixedDesign, fit_reml, relative_factor, shrinkage
 from .combat import CombatFit, prior_sums, priors_from_sums
@@ -369,7 +370,7 @@ class LongitudinalComBat(ComBat):
         """
         self._check_fitted()
         data, names, nan_cols = as_feature_matrix(X)
-        self._check_columns(data, names)
+        check_feature_columns(self, data, names)
         _require_complete(nan_cols, names, "longitudinal ComBat")
         n = data.shape[0]
         codes = self._codes(batch, n)
