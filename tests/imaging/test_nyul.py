@@ -14,7 +14,13 @@ from hypothesis.extra import numpy as hnp
 from sklearn.base import clone
 
 from imharmony import Image
-from imharmony.errors import DataError, HarmonizationWarning, ModelFileError, NotFittedError
+from imharmony.errors import (
+    DataError,
+    HarmonizationError,
+    HarmonizationWarning,
+    ModelFileError,
+    NotFittedError,
+)
 from imharmony.imaging.nyul import HistogramStandardizer, _percentiles
 
 A = np.arange(101, dtype=np.float64)  # percentiles p of A are exactly p
@@ -236,7 +242,8 @@ def test_not_fitted_and_parameter_errors() -> None:
     ]
     for params in bad:
         name = next(iter(params))
-        with pytest.raises(DataError, match=f"'{name}' parameter of HistogramStandardizer"):
+        message = f"The '{name}' parameter of HistogramStandardizer must be"
+        with pytest.raises(HarmonizationError, match=message):
             HistogramStandardizer(**params).fit([Image(np.arange(10.0))])
 
 
@@ -300,7 +307,7 @@ def test_save_load_round_trip_is_json(tmp_path) -> None:
     assert data["kind"] == "imharmony.HistogramStandardizer" and data["kind_version"] == 2
     back = HistogramStandardizer.load(path)
     assert back.get_params() == {
-        "landmarks": [1.0, 50.0, 99.0],
+        "landmarks": (1.0, 50.0, 99.0),
         "output_range": (0.0, 100.0),
         "foreground": "all",
     }

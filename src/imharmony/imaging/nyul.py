@@ -23,7 +23,7 @@ from sklearn.base import BaseEstimator
 from .._persist import ArraySpec, check, is_int
 from .._raster import as_mask as _as_mask
 from .._raster import float_dtype as _float_dtype
-from ..base import HarmonizerMixin
+from ..base import HarmonizerMixin, Rule
 from ..errors import DataError, HarmonizationWarning, ModelFileError
 from ..image import Image
 from .histogram import _history
@@ -37,6 +37,35 @@ _NAMED_LANDMARKS: dict[str, tuple[float, ...]] = {
     "quartiles": (1.0, 25.0, 50.0, 75.0, 99.0),
 }
 _FOREGROUND = ("all", "mean")
+
+
+def _landmark_percentiles(value: Any) -> np.ndarray | None:
+    """The percentiles a ``landmarks`` parameter stands for, or None when it is not valid."""
+    if isinstance(value, str):
+        named = _NAMED_LANDMARKS.get(value)
+        return None if named is None else np.asarray(named, dtype=np.float64)
+    try:
+        pct = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    valid = (
+        pct.ndim == 1
+        and pct.size >= 2
+        and bool(np.all(np.isfinite(pct)))
+        and pct[0] >= 0
+        and pct[-1] <= 100
+        and bool(np.all(np.diff(pct) > 0))
+    )
+    return pct if valid else None
+
+
+def _standard_range(value: Any) -> tuple[float, float] | None:
+    """``(s1, s2)`` of an ``output_range`` parameter, or None when it is not valid."""
+    try:
+        s1, s2 = (float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return (s1, s2) if math.isfinite(s1) and math.isfinite(s2) and s1 < s2 else None
 
 
 def _load_image(obj: Any, what: str) -> Image:
@@ -127,7 +156,8 @@ class HistogramStandardizer(HarmonizerMixin, BaseEstimator):
     landmarks : {"deciles", "quartiles"} or sequence of float, default "deciles"
         Percentiles (0–100, strictly increasing, at least 2) used as landmarks. ``"deciles"`` is
         ``(1, 10, 20, …, 90, 99)``; ``"quartiles"`` is ``(1, 25, 50, 75, 99)``. The first and
-        last are the percentiles ``pc1``/``pc2`` that anchor the standard scale.
+        last are the percentiles ``pc1``/``pc2`` that anchor the standard scale. A sequence comes
+        back from :meth:`load` as a tuple of floats.
     output_range : (float, float), default (0.0, 100.0)
         ``(s1, s2)``: where the first and last landmarks of every training image are mapped before
         averaging; the standard scale.
@@ -183,54 +213,26 @@ class HistogramStandardizer(HarmonizerMixin, BaseEstimator):
         self.output_range = output_range
         self.foreground = foreground
 
-    # -- parameters -----------------------------------------------------------------------
+    # -- parameters (checked by HarmonizerMixin._validate_params, one message for every class) -
+    _parameter_constraints: ClassVar[dict[str, Rule]] = {
+        "landmarks": Rule(
+            lambda v: _landmark_percentiles(v) is not None,
+            f"one of {sorted(_NAMED_LANDMARKS)} or at least 2 strictly increasing percentiles "
+            "in [0, 100]",
+        ),
+        "output_range": Rule(
+            lambda v: _standard_range(v) is not None, "two finite numbers (s1, s2) with s1 < s2"
+        ),
+        "foreground": Rule.one_of(*_FOREGROUND),
+    }
+
     def _validated(self) -> tuple[np.ndarray, tuple[float, float]]:
-        lm = self.landmarks
-        if isinstance(lm, str):
-            if lm not in _NAMED_LANDMARKS:
-                raise DataError(
-                    f"The 'landmarks' parameter of HistogramStandardizer must be one of "
-                    f"{sorted(_NAMED_LANDMARKS)} or a sequence of percentiles; got {lm!r}."
-                )
-            pct = np.asarray(_NAMED_LANDMARKS[lm], dtype=np.float64)
-        else:
-            try:
-                pct = np.asarray(lm, dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                raise DataError(
-                    "The 'landmarks' parameter of HistogramStandardizer must be a sequence of "
-                    f"percentiles; got {lm!r}."
-                ) from exc
-            if (
-                pct.ndim != 1
-                or pct.size < 2
-                or not np.all(np.isfinite(pct))
-                or pct[0] < 0
-                or pct[-1] > 100
-                or np.any(np.diff(pct) <= 0)
-            ):
-                raise DataError(
-                    "The 'landmarks' parameter of HistogramStandardizer must hold at least 2 "
-                    f"strictly increasing percentiles in [0, 100]; got {lm!r}."
-                )
-        try:
-            s1, s2 = (float(v) for v in self.output_range)
-        except (TypeError, ValueError) as exc:
-            raise DataError(
-                "The 'output_range' parameter of HistogramStandardizer must be two numbers "
-                f"(s1, s2) with s1 < s2; got {self.output_range!r}."
-            ) from exc
-        if not (math.isfinite(s1) and math.isfinite(s2) and s1 < s2):
-            raise DataError(
-                "The 'output_range' parameter of HistogramStandardizer must be two numbers "
-                f"(s1, s2) with s1 < s2; got {self.output_range!r}."
-            )
-        if self.foreground not in _FOREGROUND:
-            raise DataError(
-                f"The 'foreground' parameter of HistogramStandardizer must be one of "
-                f"{list(_FOREGROUND)}; got {self.foreground!r}."
-            )
-        return pct, (s1, s2)
+        """The landmark percentiles and ``(s1, s2)`` the (validated) parameters stand for."""
+        self._validate_params()
+        pct = _landmark_percentiles(self.landmarks)
+        scale = _standard_range(self.output_range)
+        assert pct is not None and scale is not None  # valid: checked just above
+        return pct, scale
 
     def _image_landmarks(self, image: Image, mask: Any, pct: np.ndarray, what: str) -> np.ndarray:
         """Landmark intensities (percentiles of the foreground voxels) of one image."""
@@ -365,9 +367,6 @@ class HistogramStandardizer(HarmonizerMixin, BaseEstimator):
         return image.with_array(out, history=_history(image, entry))
 
     # -- persistence (the envelope is imharmony._persist, through HarmonizerMixin) ------------
-    def _validate_params(self) -> None:
-        self._validated()
-
     def _params_for_file(self) -> dict[str, Any]:
         lm = self.landmarks
         return {
@@ -411,7 +410,11 @@ class HistogramStandardizer(HarmonizerMixin, BaseEstimator):
                 f"{path}: inconsistent HistogramStandardizer file (landmark arrays do not agree "
                 "with the parameters, or are not finite and increasing); save the model again."
             )
+        # JSON has lists only: sequences come back as the tuples of floats they were saved as
+        # (so a model loaded from its file has the parameters it was saved with)
         self.output_range = tuple(self.output_range)
+        if not isinstance(self.landmarks, str):
+            self.landmarks = tuple(self.landmarks)
         self.landmarks_ = pct
         self.standard_landmarks_ = std
         self.image_landmarks_ = arrays["image_landmarks_"]
