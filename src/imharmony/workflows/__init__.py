@@ -1,4 +1,1 @@
-"""Multi-step jobs over collections, built on the image- and feature-level API.
-
-:mod:`imharmony.workflows.demo` is the end-to-end demo (``imharmony demo``).
-"""
+"""Multi-step jobs over collections (image batches, the demo), built on the library's steps."""
