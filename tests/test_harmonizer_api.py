@@ -322,6 +322,12 @@ def _scanners() -> tuple[list[Image], list[np.ndarray], Image, np.ndarray]:
     return images[:3], masks[:3], images[3], masks[3]
 
 
+def _visits() -> tuple[pd.DataFrame, pd.Series, pd.DataFrame, np.ndarray]:
+    """The cohort as 20 subjects with three visits each (one subject stays at one site)."""
+    X, site, cov = _cohort()
+    return X, site, cov, np.repeat([f"s{i:02d}" for i in range(20)], 3)
+
+
 _FEATURES = Contract(
     make=ih.ComBat,
     data=_cohort,
@@ -339,10 +345,19 @@ def _nyul(**params: Any) -> Contract:
     )
 
 
+# Not listed yet: CovBat, whose __init__ also stores ComBat's smooth_*/random_state (not its own
+# parameters) and whose model file keeps only what transform needs of the score fit (its priors
+# come back NaN, gamma_hat as gamma_star): three of these tests fail on it for those two causes.
 CONTRACTS: dict[str, Contract] = {
     "combat": _FEATURES,
     "combat-nonparametric-reference": Contract(
         lambda: ih.ComBat(nonparametric=True, reference_batch="B"), *astuple(_FEATURES)[1:]
+    ),
+    "longitudinal-combat": Contract(
+        lambda: ih.LongitudinalComBat(formula="age + sex"),
+        _visits,
+        lambda m, d: m.fit(d[0], batch=d[1], covariates=d[2], subject=d[3]),
+        lambda m, d: m.transform(d[0], batch=d[1], covariates=d[2], subject=d[3]).to_numpy(),
     ),
     "nyul-deciles": _nyul(),
     "nyul-quartiles-foreground-mean": _nyul(landmarks="quartiles", foreground="mean"),
