@@ -1,4 +1,4 @@
-"""Tests of ``imharmony images`` (the command wraps imharmony.imaging.batch.harmonize_images)."""
+"""Tests of ``imharmony images`` (the command wraps imharmony.workflows.batch.harmonize_images)."""
 
 from __future__ import annotations
 

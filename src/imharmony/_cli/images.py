@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from ..imaging.batch import SUMMARY_NAME, harmonize_images
+    from ..workflows.batch import SUMMARY_NAME, harmonize_images
 
     spacing = args.spacing
     if spacing is not None and len(spacing) == 1:

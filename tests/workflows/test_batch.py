@@ -12,14 +12,14 @@ import pytest
 
 from imharmony.errors import DataError
 from imharmony.image import Image
-from imharmony.imaging.batch import (
+from imharmony.imaging.resolution import fwhm_to_sigma
+from imharmony.io.images import read_image, write_image
+from imharmony.workflows.batch import (
     ManifestError,
     harmonize_images,
     parse_fwhm,
     read_manifest,
 )
-from imharmony.imaging.resolution import fwhm_to_sigma
-from imharmony.io.images import read_image, write_image
 
 
 def _variance_mm2(arr: np.ndarray, axis: int, spacing: float) -> float:
