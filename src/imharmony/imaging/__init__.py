@@ -35,6 +35,7 @@ __getattr__, __dir__, __all__ = attach(
         "read_raster": "..io.rasters",
         "resample": ".resample",
         "resample_mask": ".resample",
+        "resample_to_grid": ".resample",
         "resampled_grid": ".resample",
         "robust_zscore": ".intensity",
         "whitestripe": ".intensity",
