@@ -30,6 +30,7 @@ status (``done``, ``skipped``, ``failed``) and, for failures, the reason.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import itertools
 import json
 import logging
 import math
@@ -37,22 +38,27 @@ import multiprocessing
 import os
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from .._validation import did_you_mean, format_items
 from .._version import __version__
 from ..errors import DataError, HarmonizationError, OutputError
 from ..image import Image
 from ..io._atomic import atomic_path, check_outputs
+from ..io.images import IMAGE_SUFFIXES, image_kind
 from ..io.tables import read_table, write_table
 
 __all__ = [
+    "GRIDS",
+    "MANIFEST_COLUMNS",
     "MR_METADATA_COLUMNS",
     "NORMALIZERS",
+    "NYUL_MODEL_NAME",
     "ManifestError",
     "harmonize_images",
     "parse_fwhm",
@@ -61,8 +67,18 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Normalize = Literal["zscore", "robust", "whitestripe", "none"]
-NORMALIZERS: tuple[str, ...] = ("zscore", "robust", "whitestripe", "none")
+Normalize = Literal["zscore", "robust", "whitestripe", "nyul", "none"]
+#: Intensity normalizations, by name (``nyul``: Nyúl & Udupa's standardizer fitted on the batch).
+NORMALIZERS: tuple[str, ...] = ("zscore", "robust", "whitestripe", "nyul", "none")
+
+#: Where the common grid comes from, besides a reference image: ``first`` = the first row's image.
+GRIDS: tuple[str, ...] = ("first",)
+
+#: Manifest columns with a meaning (besides :data:`MR_METADATA_COLUMNS`); any other is an error.
+MANIFEST_COLUMNS: tuple[str, ...] = ("path", "site", "mask", "source_fwhm", "id")
+
+#: File name, in the output folder, of the Nyúl standardizer fitted on the batch.
+NYUL_MODEL_NAME = "nyul_model.json"
 
 #: Manifest columns that carry MR acquisition parameters (DICOM keywords or protocol-table names).
 MR_METADATA_COLUMNS: tuple[str, ...] = (
@@ -74,7 +90,10 @@ MR_METADATA_COLUMNS: tuple[str, ...] = (
 )
 
 SUMMARY_NAME = "summary.csv"
-_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+_MANIFEST_HINT = (
+    "write a manifest with one row per image and columns path, site (required), mask, "
+    "source_fwhm, id (optional)."
+)
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -89,7 +108,7 @@ class ManifestError(DataError):
 
 def _stem(path: str) -> str:
     name = Path(path.rstrip("/\\")).name
-    for suffix in _IMAGE_SUFFIXES:
+    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
@@ -143,8 +162,10 @@ def read_manifest(
     Raises
     ------
     ManifestError
-        If ``path`` or ``site`` is missing, a path cell is blank, or two rows would write the
-        same output name.
+        If ``manifest`` is a folder or an image rather than a table, ``path`` or ``site`` is
+        missing, a column is neither one of :data:`MANIFEST_COLUMNS` nor of
+        :data:`MR_METADATA_COLUMNS`, a path cell is blank, or two rows would write the same
+        output name.
     """
     if isinstance(manifest, pd.DataFrame):
         df = manifest.copy()
@@ -152,14 +173,29 @@ def read_manifest(
         base = Path(base_dir) if base_dir is not None else Path.cwd()
     else:
         where = str(manifest)
+        kind = image_kind(manifest)
+        if kind is not None:
+            raise ManifestError(
+                f"{where} is {'a folder' if kind == 'folder' else 'an ' + kind.lower()}, not a "
+                f"manifest CSV; {_MANIFEST_HINT}"
+            )
         df = read_table(manifest)
         base = Path(base_dir) if base_dir is not None else Path(manifest).resolve().parent
     for col in ("path", "site"):
         if col not in df.columns:
             raise ManifestError(
-                f"{where}: no '{col}' column (found {list(df.columns)}); the manifest needs one "
-                "row per image with columns path, site and optionally mask, source_fwhm, id."
+                f"{where}: no '{col}' column{did_you_mean(col, map(str, df.columns))} (found "
+                f"{list(df.columns)}); {_MANIFEST_HINT}"
             )
+    known = (*MANIFEST_COLUMNS, *MR_METADATA_COLUMNS)
+    unknown = [str(c) for c in df.columns if c not in known]
+    if unknown:
+        hints = ", ".join(f"{c!r}{did_you_mean(c, known)}" for c in unknown)
+        raise ManifestError(
+            f"{where}: unknown column(s) {hints}; rename or remove them. The manifest's columns "
+            f"are {', '.join(MANIFEST_COLUMNS)} and MR metadata "
+            f"({format_items(MR_METADATA_COLUMNS, 4)})."
+        )
     if len(df) == 0:
         raise ManifestError(f"{where}: the manifest has no rows.")
     df = df.reset_index(drop=True)
@@ -214,7 +250,8 @@ def _check_harmonizable(df: pd.DataFrame) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _normalize(img: Image, mask: Image | None, how: str, contrast: str, outside: str) -> Image:
+def _normalize(img: Image, mask: Image | None, how: str, contrast: str, outside: str,
+               standardizer: Any = None) -> Image:
     from ..imaging.intensity import robust_zscore, whitestripe, zscore
 
     if how == "zscore":
@@ -223,7 +260,88 @@ def _normalize(img: Image, mask: Image | None, how: str, contrast: str, outside:
         return robust_zscore(img, mask, outside=outside)  # type: ignore[arg-type]
     if how == "whitestripe":
         return whitestripe(img, mask, contrast=contrast, outside=outside)  # type: ignore[arg-type]
+    if how == "nyul":
+        return standardizer.transform(img, mask)  # type: ignore[no-any-return]
     return img
+
+
+def grid_of(img: Image) -> dict[str, Any]:
+    """The voxel grid of an image's spatial axes (at most 3) as plain data (JSON-able).
+
+    Returns
+    -------
+    dict
+        ``shape``, ``spacing``, ``origin`` (lists) and ``direction`` (a list of rows).
+    """
+    n = min(img.ndim, 3)
+    return {
+        "shape": [int(k) for k in img.array.shape[:n]],
+        "spacing": [float(v) for v in img.spacing[:n]],
+        "origin": [float(v) for v in img.origin[:n]],
+        "direction": np.asarray(img.direction, dtype=float)[:n, :n].tolist(),
+    }
+
+
+def _grid_image(grid: Mapping[str, Any]) -> Image:
+    """An image of zeros on ``grid`` (a broadcast view: no voxel memory), for its geometry."""
+    zeros = np.broadcast_to(np.zeros((), np.uint8), tuple(grid["shape"]))
+    return Image(zeros, grid["spacing"], grid["origin"], np.asarray(grid["direction"]))
+
+
+def _warn_if_aliasing(name: str, target: Any, img: Image) -> None:
+    tgt = np.broadcast_to(np.asarray(target, float), (min(img.ndim, 3),))
+    coarse = [i for i in range(len(tgt)) if tgt[i] < img.spacing[i]]
+    if coarse:
+        logger.warning(
+            "%s: target FWHM %s is below the new spacing on axes %s; the resampled image may "
+            "alias", name, tuple(tgt), coarse,
+        )
+
+
+def _geometry(task: dict[str, Any]) -> tuple[Image, Image | None]:
+    """Read a row's image and mask, match the resolution, bring both to the common grid."""
+    from ..imaging.resample import resample, resample_mask, resample_to_grid
+    from ..imaging.resolution import match_resolution
+    from ..io.images import read_image
+
+    params = task["params"]
+    img = read_image(task["path"])
+    mask = read_image(task["mask"]) if task["mask"] else None
+    if mask is not None:
+        difference = img.grid_difference(mask)
+        if difference:
+            raise DataError(
+                f"{task['mask']}: the mask is not on the image's grid ({task['path']}): "
+                f"{difference}; the mask must be on the image's grid."
+            )
+    source, target = params["source_fwhm"], params["target_fwhm"]
+    matched = target is not None
+    if matched:
+        if source is None:
+            raise DataError(
+                f"{task['path']}: no source_fwhm in the manifest for this row, but the "
+                "resolution is to be matched; fill the row's source_fwhm (mm, 'x;y;z')."
+            )
+        img = match_resolution(img, source, target)
+    # after matching, the matched blur band-limits every image alike; an extra anti-aliasing
+    # blur would differ between native grids and undo the matching
+    if params["grid"] is not None:
+        reference = _grid_image(params["grid"])
+        img = resample_to_grid(img, reference, interpolation=params["interpolation"],
+                               anti_alias=not matched)
+        if mask is not None:
+            mask = resample_to_grid(mask, reference, interpolation="nearest")
+            mask = mask.with_array(mask.array != 0)
+    elif params["spacing"] is not None:
+        img = resample(img, params["spacing"], interpolation=params["interpolation"],
+                       anti_alias=not matched)
+        if mask is not None:
+            mask = resample_mask(mask, params["spacing"])
+    else:
+        return img, mask
+    if matched:
+        _warn_if_aliasing(task["name"], target, img)
+    return img, mask
 
 
 def _jsonable(value: Any) -> Any:
@@ -287,9 +405,7 @@ def _done_before(
 
 def _process_row(task: dict[str, Any]) -> dict[str, Any]:
     """Harmonize one image; never raises (failures come back in the result)."""
-    from ..imaging.resample import resample, resample_mask
-    from ..imaging.resolution import match_resolution
-    from ..io.images import read_image, write_image
+    from ..io.images import write_image
 
     start = time.perf_counter()
     result: dict[str, Any] = {"row": task["row"], "status": "failed", "reason": "",
@@ -308,38 +424,9 @@ def _process_row(task: dict[str, Any]) -> dict[str, Any]:
                           output=str(out_path),
                           mask_output=str(mask_out) if task["mask"] else "")
             return result
-        img = read_image(task["path"])
-        mask = read_image(task["mask"]) if task["mask"] else None
-        if mask is not None and mask.array.shape[: img.ndim] != img.array.shape[: img.ndim]:
-            raise DataError(
-                f"{task['mask']}: mask shape {mask.array.shape} differs from the image shape "
-                f"{img.array.shape} ({task['path']}); the mask must be on the image's grid."
-            )
-        source, target = params["source_fwhm"], params["target_fwhm"]
-        matched = target is not None
-        if matched:
-            if source is None:
-                raise DataError(
-                    f"{task['path']}: no source_fwhm in the manifest for this row, but the "
-                    "resolution is to be matched; fill the row's source_fwhm (mm, 'x;y;z')."
-                )
-            img = match_resolution(img, source, target)
-        if params["spacing"] is not None:
-            # after matching, the matched blur band-limits every image alike; an extra
-            # anti-aliasing blur would differ between native grids and undo the matching
-            img = resample(img, params["spacing"], interpolation=params["interpolation"],
-                           anti_alias=not matched)
-            if matched:
-                tgt = np.broadcast_to(np.asarray(target, float), (min(img.ndim, 3),))
-                coarse = [i for i in range(len(tgt)) if tgt[i] < img.spacing[i]]
-                if coarse:
-                    logger.warning(
-                        "%s: target FWHM %s is below the new spacing on axes %s; the resampled "
-                        "image may alias", name, tuple(tgt), coarse,
-                    )
-            if mask is not None:
-                mask = resample_mask(mask, params["spacing"])
-        img = _normalize(img, mask, params["normalize"], params["contrast"], params["outside"])
+        img, mask = _geometry(task)
+        img = _normalize(img, mask, params["normalize"], params["contrast"], params["outside"],
+                         task.get("standardizer"))
         outputs = [str(write_image(img, out_path))]
         if mask is not None:
             outputs.append(str(write_image(mask, mask_out, dtype=np.uint8)))
@@ -415,13 +502,83 @@ def _run_on_cluster(scheduler: str, pending: list[dict[str, Any]],
             record(res)
 
 
+def _common_grid(
+    reference: Image | str | os.PathLike[str] | None, grid: str | None, df: pd.DataFrame
+) -> dict[str, Any] | None:
+    """The grid every image is put on (see :func:`grid_of`), or None."""
+    if grid == "first":
+        reference = str(df["_path"].iat[0])
+    if reference is None:
+        return None
+    if isinstance(reference, Image):
+        ref = reference
+    else:
+        from ..io.images import read_image
+
+        ref = read_image(reference)
+    if min(ref.ndim, 3) < 2:
+        raise DataError(
+            f"reference {reference if not isinstance(reference, Image) else 'image'} has "
+            f"{ref.ndim} spatial axis; a grid needs 2 or 3."
+        )
+    common = grid_of(ref)
+    logger.info("common grid (%s): shape %s, spacing %s mm, origin %s",
+                "first row" if grid == "first" else "reference", common["shape"],
+                common["spacing"], common["origin"])
+    return common
+
+
+def _nyul_standardizer(
+    path: Path, load: bool, tasks: list[dict[str, Any]], where: str | None
+) -> Any:
+    """Load the Nyúl standardizer from ``path``, or fit it on the rows and save it there.
+
+    The fit streams the rows (one image in memory at a time) after their resolution and grid
+    steps, with each row's mask; a row that fails those steps is left out (and fails again,
+    with its reason, when the rows run).
+    """
+    from ..imaging import HistogramStandardizer
+
+    if load:
+        logger.info("Nyúl standardizer loaded from %s", path)
+        return HistogramStandardizer.load(path)
+    left_out: list[str] = []
+
+    def prepared() -> Iterator[tuple[Image, Image | None]]:
+        for task in tasks:
+            try:
+                yield _geometry(task)
+            except HarmonizationError as exc:
+                left_out.append(task["name"])
+                logger.warning("%s: left out of the Nyúl fit: %s", task["name"], exc)
+
+    images, masks = itertools.tee(prepared())
+    try:
+        model = HistogramStandardizer().fit((img for img, _ in images), (m for _, m in masks))
+    except DataError as exc:
+        if len(left_out) == len(tasks):
+            raise DataError(
+                "normalize='nyul': no image of the manifest could be prepared to fit the "
+                f"standardizer (e.g. {left_out[0] if left_out else 'none'}); fix the rows or "
+                "give a fitted model (nyul_model)."
+            ) from exc
+        raise
+    model.save(path, metadata={"manifest": where, "images": model.n_images_,
+                               "left_out": left_out})
+    logger.info("Nyúl standardizer fitted on %d images, saved to %s", model.n_images_, path)
+    return model
+
+
 def harmonize_images(
     manifest: str | os.PathLike[str] | pd.DataFrame,
     output_dir: str | os.PathLike[str],
     *,
     spacing: float | Sequence[float] | None = None,
+    reference: Image | str | os.PathLike[str] | None = None,
+    grid: Literal["first"] | None = None,
     target_fwhm: float | Sequence[float] | Literal["coarsest"] | None = "coarsest",
     normalize: Normalize = "none",
+    nyul_model: str | os.PathLike[str] | None = None,
     contrast: Literal["T1w", "T2w"] = "T1w",
     interpolation: Literal["linear", "bspline", "nearest"] = "linear",
     outside: Literal["keep", "zero", "nan"] = "keep",
@@ -443,13 +600,31 @@ def harmonize_images(
         Folder for the outputs, the JSON sidecars and ``summary.csv`` (created if needed).
     spacing : float or sequence of float, optional
         New voxel spacing (mm) for every image (IBSI grid, see
-        :func:`~imharmony.imaging.resample.resample`). Default: keep each image's grid.
+        :func:`~imharmony.imaging.resample.resample`): each image keeps its own extent, centre
+        and orientation, so images of different fields of view stay on different grids.
+        Default: keep each image's grid.
+    reference : Image or path-like, optional
+        Put every image (and mask) on the grid of this image — its orientation, origin, spacing
+        and shape — with :func:`~imharmony.imaging.resample.resample_to_grid`, so that every
+        output has exactly that grid (``Image.same_grid``). Masks are resampled by nearest
+        neighbour; reference voxels outside an image's extent are 0. Excludes ``spacing``.
+    grid : {"first"}, optional
+        ``"first"``: the reference is the image of the manifest's first row (see
+        :data:`GRIDS`). Excludes ``reference`` and ``spacing``.
     target_fwhm : float, sequence of float, "coarsest" or None
         Common resolution (mm, per array axis) to match. ``"coarsest"`` (default) uses the
         per-axis maximum of the manifest's ``source_fwhm`` (the coarsest site), and does nothing
         when the manifest has no ``source_fwhm`` column; None never matches resolution.
-    normalize : {"zscore", "robust", "whitestripe", "none"}
-        Intensity normalization, inside the row's mask when it has one.
+    normalize : {"zscore", "robust", "whitestripe", "nyul", "none"}
+        Intensity normalization (:data:`NORMALIZERS`), inside the row's mask when it has one.
+        ``"nyul"``: the Nyúl & Udupa standardizer
+        (:class:`~imharmony.imaging.HistogramStandardizer`), fitted on the batch after the
+        resolution and grid steps (landmarks inside each row's mask) and applied to every row;
+        it is saved beside the outputs (:data:`NYUL_MODEL_NAME`) unless ``nyul_model`` is given.
+    nyul_model : path-like, optional
+        With ``normalize="nyul"``: a model file (JSON + ``.npz``). When it exists, the
+        standardizer is loaded from it and applied (nothing is fitted); otherwise it is fitted
+        on the batch and saved there.
     contrast : {"T1w", "T2w"}
         Weighting, for WhiteStripe.
     interpolation : {"linear", "bspline", "nearest"}
@@ -490,7 +665,11 @@ def harmonize_images(
     imharmony.physics.mr.NotHarmonizableError
         If MR metadata columns show acquisitions that cannot be harmonized together.
     DataError
-        For invalid options (normalization, spacing, FWHM, workers).
+        For invalid options (normalization, spacing, FWHM, workers, reference/grid), and when
+        no step is selected (no resolution matching, no spacing or grid, no normalization):
+        a run that would only copy the images.
+    imharmony.errors.ModelFileError
+        If ``nyul_model`` exists but is not a valid standardizer file.
 
     Notes
     -----
@@ -498,24 +677,40 @@ def harmonize_images(
     applied where the native blur is defined; the resampling then skips its own anti-aliasing
     filter, which would add a blur that depends on each native grid (warned about when the
     target FWHM is below the new spacing). Failed rows do not stop the others.
+
+    With ``normalize="nyul"`` and no saved model, the rows' resolution and grid steps run
+    twice: once, in this process and one image at a time, to fit the standardizer, then with
+    the normalization (in ``workers`` processes or on the ``scheduler``).
     """
     if normalize not in NORMALIZERS:
         raise DataError(f"normalize must be one of {list(NORMALIZERS)}; got {normalize!r}.")
+    if nyul_model is not None and normalize != "nyul":
+        raise DataError(
+            f"nyul_model is used with normalize='nyul' only; got normalize={normalize!r}."
+        )
+    if normalize == "nyul" and outside != "keep":
+        raise DataError(
+            f"outside={outside!r} applies to zscore, robust and whitestripe; the Nyúl "
+            "standardizer maps every voxel (use outside='keep')."
+        )
+    if grid is not None and grid not in GRIDS:
+        raise DataError(f"grid must be one of {list(GRIDS)} or None; got {grid!r}.")
+    if reference is not None and grid is not None:
+        raise DataError("give either a reference image or grid='first', not both.")
+    if spacing is not None and (reference is not None or grid is not None):
+        raise DataError(
+            "give either spacing or a reference grid (reference / grid='first'), not both: "
+            "the reference grid fixes the spacing."
+        )
     if not isinstance(workers, int) or workers < 1:
         raise DataError(f"workers must be a positive integer; got {workers!r}.")
-    if suffix not in _IMAGE_SUFFIXES or suffix == ".nhdr":
+    if suffix not in IMAGE_SUFFIXES or suffix == ".nhdr":
         raise DataError(f"suffix must be one of .nii.gz, .nii, .nrrd, .mha, .mhd; got {suffix!r}.")
     df = read_manifest(manifest, base_dir)
     if check_harmonizable:
         _check_harmonizable(df)
+    common_grid = _common_grid(reference, grid, df)
     out_dir = Path(output_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(
-            f"{out_dir}: cannot be used as the output folder ({exc.strerror or exc}); give a "
-            "writable folder."
-        ) from exc
 
     # per-row source FWHM; a bad cell fails that row only
     fwhms: list[Any] = []
@@ -554,6 +749,12 @@ def harmonize_images(
     spacing_p: Any = None
     if spacing is not None:
         spacing_p = float(spacing) if np.ndim(spacing) == 0 else [float(s) for s in spacing]
+    if target is None and spacing_p is None and common_grid is None and normalize == "none":
+        raise DataError(
+            "nothing to do: no step selected, and a run would only copy the images. Choose at "
+            "least one of spacing (--spacing), reference or grid (--reference, --grid first), "
+            "target_fwhm with a source_fwhm column (--target-fwhm) or normalize (--normalize)."
+        )
 
     tasks = []
     for i, row in df.iterrows():
@@ -561,6 +762,7 @@ def harmonize_images(
             "source_fwhm": fwhms[int(i)] if target is not None else None,
             "target_fwhm": target,
             "spacing": spacing_p,
+            "grid": common_grid,
             "interpolation": interpolation,
             "normalize": normalize,
             "contrast": contrast if normalize == "whitestripe" else None,
@@ -580,11 +782,33 @@ def harmonize_images(
         written += [out_dir / f"{task['name']}{suffix}", out_dir / f"{task['name']}.json"]
         if task["mask"]:
             written.append(out_dir / f"{task['name']}_mask{suffix}")
+    nyul_path = None
+    if normalize == "nyul":
+        nyul_path = Path(nyul_model) if nyul_model is not None else out_dir / NYUL_MODEL_NAME
+    load_nyul = nyul_model is not None and Path(nyul_model).is_file()
     check_outputs(
         [None if isinstance(manifest, pd.DataFrame) else manifest,
+         None if reference is None or isinstance(reference, Image) else reference,
+         nyul_path if load_nyul else None,
          *(t["path"] for t in tasks), *(t["mask"] for t in tasks)],
-        written,
+        written + ([nyul_path] if nyul_path is not None and not load_nyul else []),
     )
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"{out_dir}: cannot be used as the output folder ({exc.strerror or exc}); give a "
+            "writable folder."
+        ) from exc
+    if nyul_path is not None:
+        ready = [t for t in tasks if t["row"] not in row_errors]
+        standardizer = _nyul_standardizer(nyul_path, load_nyul, ready, where=str(manifest)
+                                          if not isinstance(manifest, pd.DataFrame) else None)
+        fitted = {"landmarks": standardizer.landmarks_.tolist(),
+                  "standard_landmarks": standardizer.standard_landmarks_.tolist()}
+        for task in tasks:
+            task["standardizer"] = standardizer
+            task["params"]["nyul"] = fitted
 
     results: dict[int, dict[str, Any]] = {}
 
