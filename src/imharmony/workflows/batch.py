@@ -1,6 +1,7 @@
 """Harmonize a batch of images listed in a manifest: resolution, grid, intensities.
 
-One manifest row per image. Columns:
+One manifest row per image. Columns (:data:`MANIFEST_COLUMNS`, any other column is an error that
+names it, with the closest known name):
 
 ``path`` (required)
     Image file or DICOM folder; relative paths are relative to the manifest's folder.
@@ -15,16 +16,20 @@ One manifest row per image. Columns:
     Output name; by default the image file name without its suffix.
 MR metadata (optional)
     DICOM keywords (``RepetitionTime``, ``EchoTime``, ``FlipAngle``, ...) or protocol-table
-    columns (``repetition_time_ms``, ...); when present, every row must be harmonizable with
-    the first one (:func:`imharmony.physics.mr.require_harmonizable`) before anything runs.
+    columns (``repetition_time_ms``, ...; :data:`MR_METADATA_COLUMNS`); when present, every row
+    must be harmonizable with the first one (:func:`imharmony.physics.mr.require_harmonizable`)
+    before anything runs.
 
-Per row, in this order: match the resolution to the common target on the native grid, resample
-to the new spacing, normalize the intensities inside the (resampled) mask. Outputs go to
-``output_dir/<name>.nii.gz`` (``<name>_mask.nii.gz`` for the mask) and a JSON sidecar
-``<name>.json`` with the parameters and the applied steps; every file is written atomically and
-the sidecar last, so a row whose sidecar exists with the same parameters is complete and is
-skipped when the batch is run again. ``summary.csv`` beside the outputs lists every row with its
-status (``done``, ``skipped``, ``failed``) and, for failures, the reason.
+Per row, in this order: match the resolution to the common target on the native grid; resample
+to a new spacing (each image keeps its extent and orientation) or onto one common grid (a
+reference image's, or the first row's: orientation, origin, spacing and shape; masks by nearest
+neighbour); normalize the intensities inside the (resampled) mask — per image, or with the
+Nyúl standardizer fitted on the whole batch. A run that selects none of these steps is refused.
+Outputs go to ``output_dir/<name>.nii.gz`` (``<name>_mask.nii.gz`` for the mask) and a JSON
+sidecar ``<name>.json`` with the parameters and the applied steps; every file is written
+atomically and the sidecar last, so a row whose sidecar exists with the same parameters is
+complete and is skipped when the batch is run again. ``summary.csv`` beside the outputs lists
+every row with its status (``done``, ``skipped``, ``failed``) and, for failures, the reason.
 """
 
 from __future__ import annotations
@@ -265,7 +270,7 @@ def _normalize(img: Image, mask: Image | None, how: str, contrast: str, outside:
     return img
 
 
-def grid_of(img: Image) -> dict[str, Any]:
+def _grid_of(img: Image) -> dict[str, Any]:
     """The voxel grid of an image's spatial axes (at most 3) as plain data (JSON-able).
 
     Returns
@@ -505,7 +510,7 @@ def _run_on_cluster(scheduler: str, pending: list[dict[str, Any]],
 def _common_grid(
     reference: Image | str | os.PathLike[str] | None, grid: str | None, df: pd.DataFrame
 ) -> dict[str, Any] | None:
-    """The grid every image is put on (see :func:`grid_of`), or None."""
+    """The grid every image is put on (see :func:`_grid_of`), or None."""
     if grid == "first":
         reference = str(df["_path"].iat[0])
     if reference is None:
@@ -521,7 +526,7 @@ def _common_grid(
             f"reference {reference if not isinstance(reference, Image) else 'image'} has "
             f"{ref.ndim} spatial axis; a grid needs 2 or 3."
         )
-    common = grid_of(ref)
+    common = _grid_of(ref)
     logger.info("common grid (%s): shape %s, spacing %s mm, origin %s",
                 "first row" if grid == "first" else "reference", common["shape"],
                 common["spacing"], common["origin"])
