@@ -308,6 +308,8 @@ def test_every_output_is_on_the_reference_grid(tmp_path: Path, how: str) -> None
             # s1 onto itself, s2 (the same voxels, transposed) back onto s1: voxel for voxel
             np.testing.assert_allclose(out.array, s1.array, rtol=0, atol=1e-4)
             np.testing.assert_array_equal(mask.array, mask1)
+    again = harmonize_images(manifest, tmp_path / "out", **options)  # type: ignore[arg-type]
+    assert list(again["status"]) == ["skipped"] * 3
 
 
 def test_grid_options_that_conflict_and_a_run_with_nothing_to_do(tmp_path: Path) -> None:
