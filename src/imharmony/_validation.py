@@ -378,9 +378,9 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, have, n=3, cutoff=0.6)
     if not close:  # case-insensitive match, e.g. "Site" for "site"
         close = [h for h in have if h.lower() == name.lower()]
-    if not close and len(name) >= 3:  # a part of the name, e.g. "fwhm" for "source_fwhm"
+    if not close and len(name) >= 4:  # a part of the name, e.g. "fwhm" for "source_fwhm"
         low = name.lower()
-        close = [h for h in have if len(h) >= 3 and (low in h.lower() or h.lower() in low)][:3]
+        close = [h for h in have if len(h) >= 4 and (low in h.lower() or h.lower() in low)][:3]
     return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
 
 

@@ -345,6 +345,9 @@ def test_unknown_columns_and_what_is_not_a_manifest(tmp_path: Path) -> None:
         read_manifest(df)
     with pytest.raises(ManifestError, match="'scanner'; rename or remove"):
         read_manifest(pd.read_csv(manifest).assign(scanner="x"))
+    # a column declared as ignored is left alone (a manifest shared with voxelwise)
+    shared = read_manifest(pd.read_csv(manifest).assign(age=50), ignore_columns=["age"])
+    assert list(shared["age"]) == [50] * 3
     # MR metadata columns are known
     assert "EchoTime" in read_manifest(pd.read_csv(manifest).assign(EchoTime=10.0)).columns
     with pytest.raises(ManifestError, match=r"in is a folder, not a manifest CSV; write a "

@@ -89,6 +89,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="tcp://HOST:PORT of a running Dask scheduler: run the rows on its "
                    "workers (which must see the same files) instead of --workers processes")
+    p.add_argument("--ignore-column", action="append", default=[], metavar="COL",
+                   help="a manifest column with no meaning here, left alone (repeatable; any "
+                   "other unknown column is an error)")
     p.add_argument("--overwrite", action="store_true",
                    help="recompute rows that a previous run already finished")
     p.add_argument("--no-harmonizability-check", action="store_true",
@@ -144,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             overwrite=args.overwrite,
             check_harmonizable=not args.no_harmonizability_check,
+            ignore_columns=args.ignore_column,
             progress=progress,
             scheduler=args.scheduler,
         )

@@ -146,7 +146,10 @@ def parse_fwhm(value: Any, *, where: str = "source_fwhm") -> float | tuple[float
 
 
 def read_manifest(
-    manifest: str | os.PathLike[str] | pd.DataFrame, base_dir: str | os.PathLike[str] | None = None
+    manifest: str | os.PathLike[str] | pd.DataFrame,
+    base_dir: str | os.PathLike[str] | None = None,
+    *,
+    ignore_columns: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Read and check a manifest; resolve paths and output names.
 
@@ -157,6 +160,10 @@ def read_manifest(
     base_dir : path-like, optional
         Folder relative paths are resolved against; default the manifest's folder (the working
         directory for a DataFrame).
+    ignore_columns : sequence of str
+        Columns with no meaning here that the manifest may hold (e.g. the covariates of a
+        manifest shared with ``imharmony voxelwise``); they are left alone. Any other column
+        outside :data:`MANIFEST_COLUMNS` and :data:`MR_METADATA_COLUMNS` is an error.
 
     Returns
     -------
@@ -192,13 +199,16 @@ def read_manifest(
                 f"{where}: no '{col}' column{did_you_mean(col, map(str, df.columns))} (found "
                 f"{list(df.columns)}); {_MANIFEST_HINT}"
             )
+    if isinstance(ignore_columns, str):
+        ignore_columns = [ignore_columns]
     known = (*MANIFEST_COLUMNS, *MR_METADATA_COLUMNS)
-    unknown = [str(c) for c in df.columns if c not in known]
+    unknown = [str(c) for c in df.columns if c not in known and str(c) not in ignore_columns]
     if unknown:
         hints = ", ".join(f"{c!r}{did_you_mean(c, known)}" for c in unknown)
         raise ManifestError(
-            f"{where}: unknown column(s) {hints}; rename or remove them. The manifest's columns "
-            f"are {', '.join(MANIFEST_COLUMNS)} and MR metadata "
+            f"{where}: unknown column(s) {hints}; rename or remove them, or ignore them "
+            "(--ignore-column COL, ignore_columns=[...]). The manifest's columns are "
+            f"{', '.join(MANIFEST_COLUMNS)} and MR metadata "
             f"({format_items(MR_METADATA_COLUMNS, 4)})."
         )
     if len(df) == 0:
@@ -592,6 +602,7 @@ def harmonize_images(
     check_harmonizable: bool = True,
     suffix: str = ".nii.gz",
     base_dir: str | os.PathLike[str] | None = None,
+    ignore_columns: Sequence[str] = (),
     progress: Callable[[dict[str, Any]], None] | None = None,
     scheduler: str | None = None,
 ) -> pd.DataFrame:
@@ -647,6 +658,9 @@ def harmonize_images(
         Output image format, by suffix (default ``.nii.gz``).
     base_dir : path-like, optional
         Folder relative manifest paths are resolved against (default: the manifest's folder).
+    ignore_columns : sequence of str
+        Manifest columns to leave alone (see :func:`read_manifest`); any other unknown column
+        is an error.
     progress : callable, optional
         Called in this process with each row's result (a dict) as soon as it is known.
     scheduler : str, optional
@@ -711,7 +725,7 @@ def harmonize_images(
         raise DataError(f"workers must be a positive integer; got {workers!r}.")
     if suffix not in IMAGE_SUFFIXES or suffix == ".nhdr":
         raise DataError(f"suffix must be one of .nii.gz, .nii, .nrrd, .mha, .mhd; got {suffix!r}.")
-    df = read_manifest(manifest, base_dir)
+    df = read_manifest(manifest, base_dir, ignore_columns=ignore_columns)
     if check_harmonizable:
         _check_harmonizable(df)
     common_grid = _common_grid(reference, grid, df)
