@@ -17,8 +17,8 @@ names it, with the closest known name):
 MR metadata (optional)
     DICOM keywords (``RepetitionTime``, ``EchoTime``, ``FlipAngle``, ...) or protocol-table
     columns (``repetition_time_ms``, ...; :data:`MR_METADATA_COLUMNS`); when present, every row
-    must be harmonizable with the first one (:func:`imharmony.physics.mr.require_harmonizable`)
-    before anything runs.
+    must be harmonizable with the first one
+    (:func:`imharmony.physics.compatibility.require_harmonizable`) before anything runs.
 
 Per row, in this order: match the resolution to the common target on the native grid; resample
 to a new spacing (each image keeps its extent and orientation) or onto one common grid (a
@@ -252,7 +252,7 @@ def _check_harmonizable(df: pd.DataFrame) -> None:
     cols = [c for c in MR_METADATA_COLUMNS if c in df.columns]
     if not cols:
         return
-    from ..physics.mr import require_harmonizable
+    from ..physics.compatibility import require_harmonizable
 
     table = df[cols].copy()
     table.index = pd.Index(df["_name"], name="image")
@@ -653,7 +653,7 @@ def harmonize_images(
         Recompute rows that a previous run completed with the same parameters.
     check_harmonizable : bool
         Check MR metadata columns, if any, with
-        :func:`~imharmony.physics.mr.require_harmonizable` before processing.
+        :func:`~imharmony.physics.compatibility.require_harmonizable` before processing.
     suffix : str
         Output image format, by suffix (default ``.nii.gz``).
     base_dir : path-like, optional
@@ -681,7 +681,7 @@ def harmonize_images(
     ------
     ManifestError
         If the manifest as a whole is unusable.
-    imharmony.physics.mr.NotHarmonizableError
+    imharmony.physics.compatibility.NotHarmonizableError
         If MR metadata columns show acquisitions that cannot be harmonized together.
     DataError
         For invalid options (normalization, spacing, FWHM, workers, reference/grid), and when
