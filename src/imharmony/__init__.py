@@ -35,7 +35,7 @@ __getattr__, __dir__, _lazy_all = attach(
         "HistogramStandardizer": ".imaging.nyul",
         "band_distortion": ".diagnostics.bands",
         "irmad_normalize": ".imaging.irmad",
-        "harmonize_images": ".imaging.batch",
+        "harmonize_images": ".workflows.batch",
         # feature level
         "ComBat": ".features.estimators",
         "CovBat": ".features.covbat",

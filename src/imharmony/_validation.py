@@ -47,6 +47,7 @@ __all__ = [
     "as_covariate_frame",
     "as_label_array",
     "check_feature_columns",
+    "did_you_mean",
     "encode_labels",
     "factorize_labels",
     "feature_names_out",
@@ -364,6 +365,29 @@ class FeatureColumns:
     excluded: list[str]
 
 
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """``" (did you mean 'a' or 'b'?)"`` naming the candidates closest to ``name``, or ``""``.
+
+    Close means: similar spelling (:func:`difflib.get_close_matches`, ratio >= 0.6), else the
+    same name in another case, else one name inside the other (``fwhm`` and ``source_fwhm``).
+
+    Examples
+    --------
+    >>> did_you_mean("fwhm", ["path", "site", "source_fwhm"])
+    " (did you mean 'source_fwhm'?)"
+    >>> did_you_mean("Site", ["site"]), did_you_mean("zzz", ["site"])
+    (" (did you mean 'site'?)", '')
+    """
+    have = [str(c) for c in candidates]
+    close = difflib.get_close_matches(name, have, n=3, cutoff=0.6)
+    if not close:  # case-insensitive match, e.g. "Site" for "site"
+        close = [h for h in have if h.lower() == name.lower()]
+    if not close and len(name) >= 4:  # a part of the name, e.g. "fwhm" for "source_fwhm"
+        low = name.lower()
+        close = [h for h in have if len(h) >= 4 and (low in h.lower() or h.lower() in low)][:3]
+    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+
+
 def require_columns(df: pd.DataFrame, columns: Iterable[Any], source: str, what: str) -> None:
     """Raise :class:`DataError` naming each missing column and its closest matches.
 
@@ -381,13 +405,7 @@ def require_columns(df: pd.DataFrame, columns: Iterable[Any], source: str, what:
     missing = [str(c) for c in columns if c not in df.columns]
     if not missing:
         return
-    hints = []
-    for c in missing:
-        close = difflib.get_close_matches(c, have, n=3, cutoff=0.6)
-        if not close:  # case-insensitive match, e.g. "Site" for "site"
-            close = [h for h in have if h.lower() == c.lower()]
-        hints.append(f"{c!r} (did you mean {' or '.join(map(repr, close))}?)" if close
-                     else repr(c))
+    hints = [f"{c!r}{did_you_mean(c, have)}" for c in missing]
     shown = have[:8]
     raise DataError(
         f"{source}: {what} column(s) {', '.join(hints)} not found; the table has {len(have)} "

@@ -17,7 +17,7 @@ _ELSEWHERE: dict[str, str] = {
     "DicomSizeError": "imharmony.io.dicom",
     "EARLError": "imharmony.calibration.earl",
     "HounsfieldError": "imharmony.physics.ct",
-    "ManifestError": "imharmony.imaging.batch",
+    "ManifestError": "imharmony.workflows.batch",
     "MRScalingError": "imharmony.physics.mr",
     "NemaError": "imharmony.calibration.nema",
     "NotHarmonizableError": "imharmony.physics.compatibility",
