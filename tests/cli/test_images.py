@@ -69,10 +69,14 @@ def test_images_command_runs_and_reruns(tmp_path: Path, capsys: pytest.CaptureFi
 def test_explicit_options(tmp_path: Path) -> None:
     manifest = _dataset(tmp_path)
     out = tmp_path / "out"
-    assert _run(["-q", "images", str(manifest), "--output-dir", str(out), "--spacing", "1", "1",
-                 "2", "--target-fwhm", "none", "--normalize", "robust", "--workers", "1"]) == 0
+    # "robust" is the former name of robust_zscore: it still works, and says so
+    with pytest.warns(DeprecationWarning, match="'robust' is deprecated; use 'robust_zscore'"):
+        assert _run(["-q", "images", str(manifest), "--output-dir", str(out), "--spacing", "1",
+                     "1", "2", "--target-fwhm", "none", "--normalize", "robust", "--workers",
+                     "1"]) == 0
     summary = pd.read_csv(out / "summary.csv", keep_default_na=False)
     assert set(summary["target_fwhm"]) == {""}
+    assert set(summary["normalize"]) == {"robust_zscore"}
     assert read_image(out / "b1.nii.gz").spacing == pytest.approx((1.0, 1.0, 2.0))
     assert _run(["-q", "images", str(manifest), "--output-dir", str(tmp_path / "o2"),
                  "--target-fwhm", "5", "5", "6"]) == 0

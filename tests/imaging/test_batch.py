@@ -131,7 +131,7 @@ def test_failed_rows_are_reported_and_others_complete(tmp_path: Path) -> None:
          "id": "wrong_mask"},
     ])
     pd.concat([df, extra]).to_csv(manifest, index=False)
-    summary = harmonize_images(manifest, tmp_path / "out", normalize="robust")
+    summary = harmonize_images(manifest, tmp_path / "out", normalize="robust_zscore")
     status = dict(zip(summary["name"], summary["status"], strict=True))
     assert status == {"s1": "done", "s2": "done", "s3": "done", "missing": "failed",
                       "bad_fwhm": "failed", "wrong_mask": "failed"}

@@ -84,7 +84,8 @@ class DiagnosisData:
     batch : numpy.ndarray, shape (n_samples,)
         Site label of each sample.
     biology : numpy.ndarray, shape (n_samples,), or None
-    biology_kind : {"categorical", "continuous"} or None
+    biology_type : {"categorical", "continuous"} or None
+        How ``biology`` was read (``diagnose(biology_type="auto")`` resolved).
     covariates : pandas.DataFrame or None
     batch_name, biology_name : str
         Names of the site and biology variables (a Series' name, else "site" / "biology").
@@ -101,7 +102,7 @@ class DiagnosisData:
     after: pd.DataFrame
     batch: np.ndarray
     biology: np.ndarray | None
-    biology_kind: str | None
+    biology_type: str | None
     covariates: pd.DataFrame | None
     pca: PCAProjection
     batch_name: str = "site"
@@ -649,13 +650,15 @@ def diagnose(
     # Biology.
     fisher = mixed = None
     if bio is not None:
-        fisher = fisher_preservation(Xb, Xa, bio, kind=kind, erased_below=th.fisher_erased_below,
+        fisher = fisher_preservation(Xb, Xa, bio, biology_type=kind,
+                                     erased_below=th.fisher_erased_below,
                                      inflated_above=th.fisher_inflated_above, alpha=th.alpha,
                                      feature_names=names, batch=site)
         if (max_features is None or max_features > 0) and not complete:
             try:
                 mixed = mixed_effects(
-                    Xb, Xa, bio, site, covariates=cov_df, kind=kind, max_features=max_features,
+                    Xb, Xa, bio, site, covariates=cov_df, biology_type=kind,
+                    max_features=max_features,
                     rank_by=_signal_rank(fisher["signal_q"].to_numpy(),
                                          st_b.table["epsilon2"].to_numpy()),
                     kept=th.shrinkage_kept,
@@ -666,7 +669,7 @@ def diagnose(
 
     frame = lambda a: pd.DataFrame(a, columns=names)  # noqa: E731
     data = DiagnosisData(
-        before=frame(Xb), after=frame(Xa), batch=site, biology=bio, biology_kind=kind,
+        before=frame(Xb), after=frame(Xa), batch=site, biology=bio, biology_type=kind,
         covariates=cov_df, pca=pca_projection(Xb[np.ix_(rows, cols)], Xa[np.ix_(rows, cols)],
                                               n_components=2),
         batch_name=_name_of(batch, "site"), biology_name=_name_of(biology, "biology"),

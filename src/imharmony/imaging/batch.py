@@ -44,6 +44,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from .._deprecate import renamed_value
 from .._version import __version__
 from ..errors import DataError, HarmonizationError, OutputError
 from ..image import Image
@@ -61,8 +62,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Normalize = Literal["zscore", "robust", "whitestripe", "none"]
-NORMALIZERS: tuple[str, ...] = ("zscore", "robust", "whitestripe", "none")
+Normalize = Literal["zscore", "robust_zscore", "whitestripe", "none"]
+#: The ``normalize`` choices: each is the name of the function that does it (and of the step it
+#: records in ``meta["history"]``), ``"none"`` leaves the intensities as they are.
+NORMALIZERS: tuple[str, ...] = ("zscore", "robust_zscore", "whitestripe", "none")
+#: Former names of ``normalize`` choices, still accepted with a DeprecationWarning.
+_FORMER_NORMALIZERS: dict[str, str] = {"robust": "robust_zscore"}
 
 #: Manifest columns that carry MR acquisition parameters (DICOM keywords or protocol-table names).
 MR_METADATA_COLUMNS: tuple[str, ...] = (
@@ -219,7 +224,7 @@ def _normalize(img: Image, mask: Image | None, how: str, contrast: str, outside:
 
     if how == "zscore":
         return zscore(img, mask, outside=outside)  # type: ignore[arg-type]
-    if how == "robust":
+    if how == "robust_zscore":
         return robust_zscore(img, mask, outside=outside)  # type: ignore[arg-type]
     if how == "whitestripe":
         return whitestripe(img, mask, contrast=contrast, outside=outside)  # type: ignore[arg-type]
@@ -448,8 +453,9 @@ def harmonize_images(
         Common resolution (mm, per array axis) to match. ``"coarsest"`` (default) uses the
         per-axis maximum of the manifest's ``source_fwhm`` (the coarsest site), and does nothing
         when the manifest has no ``source_fwhm`` column; None never matches resolution.
-    normalize : {"zscore", "robust", "whitestripe", "none"}
-        Intensity normalization, inside the row's mask when it has one.
+    normalize : {"zscore", "robust_zscore", "whitestripe", "none"}
+        Intensity normalization, inside the row's mask when it has one (:data:`NORMALIZERS`;
+        ``"robust"``, the former name of ``"robust_zscore"``, is deprecated).
     contrast : {"T1w", "T2w"}
         Weighting, for WhiteStripe.
     interpolation : {"linear", "bspline", "nearest"}
@@ -499,6 +505,7 @@ def harmonize_images(
     filter, which would add a blur that depends on each native grid (warned about when the
     target FWHM is below the new spacing). Failed rows do not stop the others.
     """
+    normalize = renamed_value(normalize, _FORMER_NORMALIZERS, "harmonize_images(normalize=...)")
     if normalize not in NORMALIZERS:
         raise DataError(f"normalize must be one of {list(NORMALIZERS)}; got {normalize!r}.")
     if not isinstance(workers, int) or workers < 1:
