@@ -24,7 +24,7 @@ def test_renamed_keyword_passes_the_value_on_and_warns() -> None:
 
 
 def test_renamed_keyword_refuses_both_names() -> None:
-    with pytest.raises(DataError, match="got both 'old' .* and 'new'; pass only 'new'"):
+    with pytest.raises(DataError, match=r"got both 'old' .* and 'new'; pass only 'new'"):
         _scaled(3.0, old=5.0, new=4.0)
 
 
