@@ -18,10 +18,10 @@ from .._validation import (
     as_label_array,
     levels_and_codes,
 )
+from .._vocabulary import BIOLOGY_TYPES
 from ..errors import DataError, DesignError
 
 __all__ = [
-    "BIOLOGY_TYPES",
     "as_covariate_design",
     "as_labels",
     "as_matrix",
@@ -126,10 +126,6 @@ def group_indicator(codes: np.ndarray, k: int) -> np.ndarray:
     G = np.zeros((codes.size, k))
     G[np.arange(codes.size), codes] = 1.0
     return G
-
-
-#: The values of every ``biology_type`` keyword (diagnose, check_confounding, fisher_ratio, ...).
-BIOLOGY_TYPES: tuple[str, ...] = ("auto", "categorical", "continuous")
 
 
 def biology_kind(values: np.ndarray, biology_type: str = "auto") -> str:

@@ -27,6 +27,7 @@ import pandas as pd
 from scipy import stats
 
 from .._deprecate import renamed_keywords
+from .._vocabulary import MAX_FEATURES
 from ..errors import DataError, DesignError
 from ._data import (
     as_covariate_design,
@@ -435,7 +436,7 @@ def mixed_effects(
     *,
     covariates: Any = None,
     biology_type: str = "auto",
-    max_features: int | None = 100,
+    max_features: int | None = MAX_FEATURES,
     rank_by: Any = None,
     kept: tuple[float, float] = (0.9, 1.1),
     se_inflated_below: float = 0.5,

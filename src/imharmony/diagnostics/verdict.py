@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._vocabulary import MAX_FEATURES, N_PERMUTATIONS, N_SPLITS
 from ..errors import DataError, DesignError
 from ._data import as_covariate_design, as_labels, as_pair, biology_kind, encode_labels
 from .agreement import phantom_agreement
@@ -502,11 +503,11 @@ def diagnose(
     thresholds: Thresholds | None = None,
     random_state: int | None = None,
     biology_type: str = "auto",
-    max_features: int | None = 100,
-    n_permutations: int = 1000,
+    max_features: int | None = MAX_FEATURES,
+    n_permutations: int = N_PERMUTATIONS,
     harmonizer: Any = None,
     harmonizer_covariates: Any = None,
-    n_splits: int = 5,
+    n_splits: int = N_SPLITS,
     anderson: bool = False,
     phantom: Any = None,
 ) -> Diagnosis:
