@@ -1,7 +1,7 @@
 """One way to rename a public keyword or option value without breaking its callers.
 
-The vocabulary (``docs/vocabulary.md``) gives each concept one name. When a public keyword or a
-string choice is renamed, the old name keeps working for a while and warns with a
+The vocabulary (the README's "Vocabulary" section) gives each concept one name. When a public
+keyword or a string choice is renamed, the old name keeps working for a while and warns with a
 :class:`DeprecationWarning` that names the new one:
 
 - :func:`renamed_keywords`: a decorator, ``@renamed_keywords(kind="biology_type")``; the

@@ -5,7 +5,8 @@ each must have the flag ``--name-with-dashes`` (or the positional argument, or t
 ``flags`` for a stated reason), or be listed in ``omitted`` with the reason the command line has
 no flag for it. A flag's default must be the API's (or ``argparse.SUPPRESS``: nothing is passed
 and the API's default applies), unless ``defaults`` says why it differs; a default stated in a
-flag's help must be the API's too. The vocabulary itself is ``docs/vocabulary.md``.
+flag's help must be the API's too. The vocabulary itself is the README's "Vocabulary"
+section.
 """
 
 from __future__ import annotations
@@ -329,3 +330,24 @@ def test_combat_fit_passes_only_the_options_given(tmp_path: Path) -> None:
     # an option of another method is refused, naming it
     assert cli.main(["-q", "combat", "fit", str(table), "--batch", "site", "--id", "d",
                      "--method", "covbat", "--sigma", "msr", "--model", str(model)]) == 2
+
+
+def test_thresholds_defaults_are_the_single_measures_defaults() -> None:
+    """A threshold has one name and one default, in diagnose's Thresholds and in each measure."""
+    from imharmony.diagnostics.biology import fisher_preservation, mixed_effects
+    from imharmony.diagnostics.site import site_tests
+    from imharmony.diagnostics.verdict import Thresholds
+
+    th = Thresholds()
+
+    def default(func: Callable[..., Any], name: str) -> Any:
+        return inspect.signature(func).parameters[name].default
+
+    assert default(site_tests, "alpha") == th.alpha
+    assert default(site_tests, "negligible_effect") == th.negligible_effect
+    assert default(fisher_preservation, "alpha") == th.alpha
+    assert default(fisher_preservation, "erased_below") == th.fisher_erased_below
+    assert default(fisher_preservation, "inflated_above") == th.fisher_inflated_above
+    assert default(mixed_effects, "alpha") == th.alpha
+    assert default(mixed_effects, "kept") == th.shrinkage_kept
+    assert default(mixed_effects, "se_inflated_below") == th.se_inflated_below

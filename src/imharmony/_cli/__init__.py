@@ -3,8 +3,8 @@
 Each module exposes ``register(sub)``; heavy libraries are imported inside the command's ``run``
 so that ``imharmony --help`` stays fast. Shared argument types live here.
 
-Vocabulary (``docs/vocabulary.md``): an option is named after the API keyword it feeds
-(``n_splits`` -> ``--n-splits``); a repeatable option takes the singular (``--covariate`` for
+Vocabulary (the README's "Vocabulary" section): an option is named after the API keyword it
+feeds (``n_splits`` -> ``--n-splits``); a repeatable option takes the singular (``--covariate`` for
 ``covariates``); a boolean that defaults to True is ``--NAME/--no-NAME``. Choices and defaults
 come from the library (:mod:`imharmony._vocabulary` and the modules' constants), or the option
 defaults to ``argparse.SUPPRESS`` and the API's own default applies (:func:`given`). A renamed

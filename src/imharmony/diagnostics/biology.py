@@ -27,7 +27,14 @@ import pandas as pd
 from scipy import stats
 
 from .._deprecate import renamed_keywords
-from .._vocabulary import MAX_FEATURES
+from .._vocabulary import (
+    ALPHA,
+    FISHER_ERASED_BELOW,
+    FISHER_INFLATED_ABOVE,
+    MAX_FEATURES,
+    SE_INFLATED_BELOW,
+    SHRINKAGE_KEPT,
+)
 from ..errors import DataError, DesignError
 from ._data import (
     as_covariate_design,
@@ -233,9 +240,9 @@ def fisher_preservation(
     biology: Any,
     *,
     biology_type: str = "auto",
-    erased_below: float = 0.8,
-    inflated_above: float = 1.25,
-    alpha: float = 0.05,
+    erased_below: float = FISHER_ERASED_BELOW,
+    inflated_above: float = FISHER_INFLATED_ABOVE,
+    alpha: float = ALPHA,
     feature_names: list[str] | None = None,
     batch: Any = None,
 ) -> pd.DataFrame:
@@ -438,9 +445,9 @@ def mixed_effects(
     biology_type: str = "auto",
     max_features: int | None = MAX_FEATURES,
     rank_by: Any = None,
-    kept: tuple[float, float] = (0.9, 1.1),
-    se_inflated_below: float = 0.5,
-    alpha: float = 0.05,
+    kept: tuple[float, float] = SHRINKAGE_KEPT,
+    se_inflated_below: float = SE_INFLATED_BELOW,
+    alpha: float = ALPHA,
     feature_names: list[str] | None = None,
 ) -> pd.DataFrame:
     """Coefficient of the biology: mixed model on raw data against OLS on harmonized data.

@@ -17,7 +17,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._vocabulary import MAX_FEATURES, N_PERMUTATIONS, N_SPLITS
+from .._vocabulary import (
+    ALPHA,
+    FISHER_ERASED_BELOW,
+    FISHER_INFLATED_ABOVE,
+    MAX_FEATURES,
+    N_PERMUTATIONS,
+    N_SPLITS,
+    NEGLIGIBLE_EFFECT,
+    SE_INFLATED_BELOW,
+    SHRINKAGE_KEPT,
+)
 from ..errors import DataError, DesignError
 from ._data import as_covariate_design, as_labels, as_pair, biology_kind, encode_labels
 from .agreement import phantom_agreement
@@ -63,15 +73,15 @@ class Thresholds:
         confidence, Nygaard et al. 2016).
     """
 
-    alpha: float = 0.05
-    negligible_effect: float = 0.01
+    alpha: float = ALPHA
+    negligible_effect: float = NEGLIGIBLE_EFFECT
     site_removed_max_fraction: float = 0.05
     site_reduced_ratio: float = 0.5
     site_prediction_margin: float = 0.1
-    fisher_erased_below: float = 0.8
-    fisher_inflated_above: float = 1.25
-    shrinkage_kept: tuple[float, float] = (0.9, 1.1)
-    se_inflated_below: float = 0.5
+    fisher_erased_below: float = FISHER_ERASED_BELOW
+    fisher_inflated_above: float = FISHER_INFLATED_ABOVE
+    shrinkage_kept: tuple[float, float] = SHRINKAGE_KEPT
+    se_inflated_below: float = SE_INFLATED_BELOW
 
 
 @dataclass(frozen=True)
@@ -620,7 +630,7 @@ def diagnose(
         except DesignError:
             logger.info("covariates are collinear; site tests use no covariates")
             resid_arg = None
-    kw = {"covariates": resid_arg, "alpha": th.alpha, "negligible": th.negligible_effect,
+    kw = {"covariates": resid_arg, "alpha": th.alpha, "negligible_effect": th.negligible_effect,
           "anderson": anderson, "feature_names": names}
     st_b = site_tests(Xb, site, **kw)
     st_a = site_tests(Xa, site, **kw)
