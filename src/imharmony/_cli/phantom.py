@@ -99,7 +99,7 @@ def run_nema(args: argparse.Namespace) -> int:
     cols = ["diameter_mm", "rc_max", "rc_mean", "rc_peak"]
     if args.standard or bands is not None:
         result = earl_filter(img, background=args.background, spheres=args.spheres,
-                             standard=(args.standard or "EARL1").upper(), bands=bands)
+                             standard=(args.standard or EARL_STANDARDS[0]).upper(), bands=bands)
         rec = result.recovery
         before = result.before.set_index("diameter_mm")
         after = result.after.set_index("diameter_mm")

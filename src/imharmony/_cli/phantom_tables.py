@@ -16,8 +16,6 @@ from . import add_former_flag, given
 
 logger = logging.getLogger("imharmony.cli")
 
-_TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
-
 
 def add_calibrate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``calibrate`` to the ``phantom`` sub-commands."""
@@ -69,7 +67,9 @@ def add_apply(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
 
 
 def _is_table(path: str) -> bool:
-    return Path(path).suffix.lower() in _TABLE_SUFFIXES
+    from ..io.tables import TABLE_SUFFIXES
+
+    return Path(path).suffix.lower() in TABLE_SUFFIXES
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
