@@ -327,6 +327,12 @@ def test_combat_fit_passes_only_the_options_given(tmp_path: Path) -> None:
     params = ComBat.load(model).get_params()
     assert (params["eb"], params["tol"]) == (False, 0.001)
     assert params["max_iter"] == inspect.signature(ComBat).parameters["max_iter"].default
+    # CovBat's own options reach CovBat
+    assert cli.main(["-q", "combat", "fit", str(table), "--batch", "site", "--id", "d",
+                     "--method", "covbat", "--n-components", "1", "--no-standardize-scores",
+                     "--model", str(model)]) == 0
+    params = CovBat.load(model).get_params()
+    assert (params["n_components"], params["standardize_scores"]) == (1, False)
     # an option of another method is refused, naming it
     assert cli.main(["-q", "combat", "fit", str(table), "--batch", "site", "--id", "d",
                      "--method", "covbat", "--sigma", "msr", "--model", str(model)]) == 2
