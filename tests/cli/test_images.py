@@ -70,10 +70,14 @@ def test_images_command_runs_and_reruns(tmp_path: Path, capsys: pytest.CaptureFi
 def test_explicit_options(tmp_path: Path) -> None:
     manifest = _dataset(tmp_path)
     out = tmp_path / "out"
-    assert _run(["-q", "images", str(manifest), "--output-dir", str(out), "--spacing", "1", "1",
-                 "2", "--target-fwhm", "none", "--normalize", "robust", "--workers", "1"]) == 0
+    # "robust" is the former name of robust_zscore: it still works, and says so
+    with pytest.warns(DeprecationWarning, match="'robust' is deprecated; use 'robust_zscore'"):
+        assert _run(["-q", "images", str(manifest), "--output-dir", str(out), "--spacing", "1",
+                     "1", "2", "--target-fwhm", "none", "--normalize", "robust", "--workers",
+                     "1"]) == 0
     summary = pd.read_csv(out / "summary.csv", keep_default_na=False)
     assert set(summary["target_fwhm"]) == {""}
+    assert set(summary["normalize"]) == {"robust_zscore"}
     assert read_image(out / "b1.nii.gz").spacing == pytest.approx((1.0, 1.0, 2.0))
     assert _run(["-q", "images", str(manifest), "--output-dir", str(tmp_path / "o2"),
                  "--target-fwhm", "5", "5", "6"]) == 0
@@ -141,7 +145,7 @@ def test_reference_grid_and_nyul_from_the_command_line(
         assert read_image(out / f"{name}.nii.gz").same_grid(ref)
         assert read_image(out / f"{name}_mask.nii.gz").same_grid(ref)
         steps = [h["step"] for h in json.loads((out / f"{name}.json").read_text())["history"]]
-        assert steps == ["match_resolution", "resample_to_grid", "nyul_standardize"]
+        assert steps == ["match_resolution", "resample_to_grid", "nyul"]
     assert (tmp_path / "nyul.json").is_file()
     code, err = _main(["-q", "images", str(manifest), "--output-dir", str(tmp_path / "first"),
                        "--grid", "first", "--target-fwhm", "none"], capsys)
@@ -151,11 +155,12 @@ def test_reference_grid_and_nyul_from_the_command_line(
 
 
 def test_choices_come_from_the_module_constants() -> None:
-    from imharmony.workflows.batch import GRIDS, NORMALIZERS
+    from imharmony.workflows.batch import FORMER_NORMALIZERS, GRIDS, NORMALIZERS
 
     actions = {a.dest: a for a in _parser()._subparsers._group_actions[0].choices[  # type: ignore[union-attr]
         "images"]._actions}
-    assert tuple(actions["normalize"].choices) == NORMALIZERS and "nyul" in NORMALIZERS
+    assert tuple(actions["normalize"].choices) == (*NORMALIZERS, *FORMER_NORMALIZERS)
+    assert "nyul" in NORMALIZERS
     assert tuple(actions["grid"].choices) == GRIDS
 
 

@@ -267,7 +267,7 @@ def test_output_dtype_input_untouched_history() -> None:
     np.testing.assert_array_equal(src, (A * 3).astype(np.int16))
     assert img.meta["history"] == [{"step": "earlier"}]
     step = out.meta["history"][-1]
-    assert step["step"] == "nyul_standardize"
+    assert step["step"] == "nyul"
     np.testing.assert_allclose(step["standard_landmarks"], [0.0, 37.75, 100.0])
     assert model.transform(Image(A.astype(np.float32))).array.dtype == np.float32
     assert model.transform(Image(A)).array.dtype == np.float64

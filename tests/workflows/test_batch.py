@@ -131,7 +131,7 @@ def test_failed_rows_are_reported_and_others_complete(tmp_path: Path) -> None:
          "id": "wrong_mask"},
     ])
     pd.concat([df, extra]).to_csv(manifest, index=False)
-    summary = harmonize_images(manifest, tmp_path / "out", normalize="robust")
+    summary = harmonize_images(manifest, tmp_path / "out", normalize="robust_zscore")
     status = dict(zip(summary["name"], summary["status"], strict=True))
     assert status == {"s1": "done", "s2": "done", "s3": "done", "missing": "failed",
                       "bad_fwhm": "failed", "wrong_mask": "failed"}
@@ -395,7 +395,7 @@ def test_nyul_is_fitted_on_the_batch_saved_and_applied(tmp_path: Path) -> None:
     # gain and offset are all that differ between the sites: Nyúl removes them
     for got in outputs[1:]:
         np.testing.assert_allclose(got[inside], outputs[0][inside], atol=1e-6)
-    assert json.loads((out / "A.json").read_text())["history"][-1]["step"] == "nyul_standardize"
+    assert json.loads((out / "A.json").read_text())["history"][-1]["step"] == "nyul"
     again = harmonize_images(manifest, out, normalize="nyul")
     assert list(again["status"]) == ["skipped"] * 3
 

@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from ..errors import HarmonizationError
-from ..workflows.batch import GRIDS, NORMALIZERS, NYUL_MODEL_NAME
+from ..workflows.batch import FORMER_NORMALIZERS, GRIDS, NORMALIZERS, NYUL_MODEL_NAME
 
 __all__ = ["register", "run"]
 
@@ -69,7 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "source_fwhm of the manifest, when it has that column) or 'none'",
     )
     p.add_argument(
-        "--normalize", choices=NORMALIZERS, default="none",
+        "--normalize", choices=(*NORMALIZERS, *FORMER_NORMALIZERS), default="none",
+        metavar="{" + ",".join(NORMALIZERS) + "}",
         help="intensity normalization inside each row's mask; nyul: the Nyúl standardizer "
         f"fitted on the batch, saved as DIR/{NYUL_MODEL_NAME} (default: none)",
     )

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._vocabulary import EARL_STANDARDS
 from ..errors import DataError
 from ..image import Image
 from ..imaging.resolution import fwhm_to_sigma, gaussian_blur
@@ -43,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 #: Standards whose bands are shipped in ``earl_bands.json``.
 STANDARDS: tuple[str, ...] = ("EARL1",)
-_KNOWN = ("EARL1", "EARL2")
+_KNOWN = EARL_STANDARDS
 #: Candidate filter FWHMs (mm) of the coarse search.
 _COARSE_STEP = 0.5
 _MAX_FILTER_MM = 20.0

@@ -43,6 +43,7 @@ from .._validation import format_items as _fmt
 from .._validation import label_key as _label_key
 from .._validation import labels_of as _as_labels
 from .._validation import sorted_levels as _sorted_levels
+from .._vocabulary import TRAVELLING_SCALES
 from ..diagnostics.agreement import concordance_correlation, icc_2_1
 from ..errors import (
     ConvergenceWarning,
@@ -60,7 +61,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT = "imharmony.travelling_subjects"
 FORMAT_VERSION = 1
-_SCALES = ("additive", "linear")
+_SCALES = TRAVELLING_SCALES
 _CHUNK = 2_000_000  # Jacobian entries per block of features
 
 

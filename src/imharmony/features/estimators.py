@@ -29,6 +29,7 @@ from .._validation import is_numeric_column as _is_numeric_dtype
 from .._validation import label_key as _label_key
 from .._validation import labels_of as _as_labels
 from .._validation import sorted_levels as _sorted_levels  # noqa: F401 (the family imports it)
+from .._vocabulary import SMOOTH_CRITERIA
 from ..base import HarmonizerMixin, Rule
 from ..errors import (
     DataError,
@@ -353,7 +354,7 @@ def _is_str_columns(v: Any) -> bool:
 
 def _is_penalty(v: Any) -> bool:
     if isinstance(v, str):
-        return v in ("cv", "gcv")
+        return v in SMOOTH_CRITERIA
     if isinstance(v, bool | np.bool_):
         return False
     try:

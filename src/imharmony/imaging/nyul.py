@@ -335,7 +335,7 @@ class HistogramStandardizer(HarmonizerMixin, BaseEstimator):
         -------
         Image
             Floating point (float32 unless the input is float64 or a wide integer), with
-            ``{"step": "nyul_standardize", ...}`` appended to ``meta["history"]``.
+            ``{"step": "nyul", ...}`` appended to ``meta["history"]``.
         """
         self._check_fitted()
         image = _load_image(img, "image")
@@ -360,7 +360,7 @@ class HistogramStandardizer(HarmonizerMixin, BaseEstimator):
         out_dtype = _float_dtype(image.array.dtype)
         out = _piecewise_linear(image.array, xp, fp, out_dtype)
         entry = {
-            "step": "nyul_standardize",
+            "step": "nyul",
             "landmarks": [float(v) for v in pct],
             "image_landmarks": [float(v) for v in xp],
             "standard_landmarks": [float(v) for v in fp],

@@ -72,6 +72,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "DTYPES",
     "UNITS",
     "DicomError",
     "DicomSeriesError",
@@ -87,6 +88,8 @@ logger = logging.getLogger(__name__)
 UNITS: tuple[str, ...] = (
     "hu", "raw", "suv", "suvbw", "suvlbm", "suvbsa", "suvibw", "bqml", "rescaled", "philips_fp"
 )
+#: Accepted values of ``dtype``.
+DTYPES: tuple[str, ...] = ("float64", "float32", "auto")
 _SUV_UNITS = frozenset(("suv", "suvbw", "suvlbm", "suvbsa", "suvibw"))
 _MR_UNITS = frozenset(("rescaled", "philips_fp"))
 
@@ -1246,8 +1249,8 @@ def read_dicom_series(
             f"units={units!r} is not known; choose one of {', '.join(UNITS)} (or None for the "
             "modality's default)."
         )
-    if dtype not in ("float64", "float32", "auto"):
-        raise HarmonizationError(f"dtype={dtype!r}: choose 'float64', 'float32' or 'auto'.")
+    if dtype not in DTYPES:
+        raise HarmonizationError(f"dtype={dtype!r}: choose {', '.join(map(repr, DTYPES))}.")
     if int(max_pixels) < 1:
         raise HarmonizationError(f"max_pixels must be positive, got {max_pixels}.")
     n_workers = _workers(workers)

@@ -50,6 +50,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from .._deprecate import renamed_value
 from .._validation import did_you_mean, format_items
 from .._version import __version__
 from ..errors import DataError, HarmonizationError, OutputError
@@ -62,6 +63,7 @@ __all__ = [
     "GRIDS",
     "MANIFEST_COLUMNS",
     "MR_METADATA_COLUMNS",
+    "FORMER_NORMALIZERS",
     "NORMALIZERS",
     "NYUL_MODEL_NAME",
     "ManifestError",
@@ -72,9 +74,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Normalize = Literal["zscore", "robust", "whitestripe", "nyul", "none"]
+Normalize = Literal["zscore", "robust_zscore", "whitestripe", "nyul", "none"]
 #: Intensity normalizations, by name (``nyul``: Nyúl & Udupa's standardizer fitted on the batch).
-NORMALIZERS: tuple[str, ...] = ("zscore", "robust", "whitestripe", "nyul", "none")
+NORMALIZERS: tuple[str, ...] = ("zscore", "robust_zscore", "whitestripe", "nyul", "none")
+#: Former names of ``normalize`` choices, still accepted with a DeprecationWarning.
+FORMER_NORMALIZERS: dict[str, str] = {"robust": "robust_zscore"}
 
 #: Where the common grid comes from, besides a reference image: ``first`` = the first row's image.
 GRIDS: tuple[str, ...] = ("first",)
@@ -271,7 +275,7 @@ def _normalize(img: Image, mask: Image | None, how: str, contrast: str, outside:
 
     if how == "zscore":
         return zscore(img, mask, outside=outside)  # type: ignore[arg-type]
-    if how == "robust":
+    if how == "robust_zscore":
         return robust_zscore(img, mask, outside=outside)  # type: ignore[arg-type]
     if how == "whitestripe":
         return whitestripe(img, mask, contrast=contrast, outside=outside)  # type: ignore[arg-type]
@@ -631,8 +635,9 @@ def harmonize_images(
         Common resolution (mm, per array axis) to match. ``"coarsest"`` (default) uses the
         per-axis maximum of the manifest's ``source_fwhm`` (the coarsest site), and does nothing
         when the manifest has no ``source_fwhm`` column; None never matches resolution.
-    normalize : {"zscore", "robust", "whitestripe", "nyul", "none"}
-        Intensity normalization (:data:`NORMALIZERS`), inside the row's mask when it has one.
+    normalize : {"zscore", "robust_zscore", "whitestripe", "nyul", "none"}
+        Intensity normalization (:data:`NORMALIZERS`), inside the row's mask when it has one
+        (``"robust"``, the former name of ``"robust_zscore"``, is deprecated).
         ``"nyul"``: the Nyúl & Udupa standardizer
         (:class:`~imharmony.imaging.HistogramStandardizer`), fitted on the batch after the
         resolution and grid steps (landmarks inside each row's mask) and applied to every row;
@@ -701,6 +706,7 @@ def harmonize_images(
     twice: once, in this process and one image at a time, to fit the standardizer, then with
     the normalization (in ``workers`` processes or on the ``scheduler``).
     """
+    normalize = renamed_value(normalize, FORMER_NORMALIZERS, "harmonize_images(normalize=...)")
     if normalize not in NORMALIZERS:
         raise DataError(f"normalize must be one of {list(NORMALIZERS)}; got {normalize!r}.")
     if nyul_model is not None and normalize != "nyul":

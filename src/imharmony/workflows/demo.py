@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._vocabulary import DEMO_RANDOM_STATE, N_PERMUTATIONS
 from ..datasets import IMAGE_LABELS, MultisiteImages, _resample_labels, make_multisite_images
 from ..diagnostics.verdict import Diagnosis, Thresholds, diagnose
 from ..errors import HarmonizationError, HarmonizationWarning
@@ -282,12 +283,12 @@ def _combat_biology_number(dg: Diagnosis) -> tuple[float, str, str]:
 def run_demo(
     output_dir: str | os.PathLike[str],
     *,
-    random_state: int = 2026,
+    random_state: int = DEMO_RANDOM_STATE,
     n_per_site: Sequence[int] = (24, 24, 24, 24),
     prevalence: Sequence[float] = (0.1, 0.3, 0.7, 0.9),
     fine_shape: int = 64,
     spacing: float = 1.5,
-    n_permutations: int = 1000,
+    n_permutations: int = N_PERMUTATIONS,
     max_features: int | None = None,
     write_reports: bool = True,
     progress: Progress | None = None,
@@ -574,7 +575,7 @@ def _phantom_step(out: Path, random_state: int, files: dict[str, Path]) -> dict[
 
 
 def travelling_step(
-    out: Path, *, random_state: int = 2026
+    out: Path, *, random_state: int = DEMO_RANDOM_STATE
 ) -> tuple[pd.DataFrame, dict[str, Path]]:
     """Travelling subjects bridge four sites whose populations differ; compare with ComBat.
 
