@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.special import ndtr
 
 import imharmony as ih
@@ -147,3 +149,35 @@ def test_sphere_of_a_nema_phantom_within_three_percent(fwhm, voxel, noise, seed)
     rtol = 0.03 if noise > 0 else 1e-4
     np.testing.assert_allclose(ih.measure_fwhm(crop, "sphere", diameter_mm=37.0), fwhm, rtol=rtol)
     np.testing.assert_allclose(ih.measure_fwhm(crop, "sphere"), fwhm, rtol=rtol)
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    spacing=st.tuples(*[st.sampled_from([1.5, 2.0, 3.0, 4.0])] * 3),
+    fwhm=st.floats(3.0, 9.0),
+    radius=st.floats(4.0, 12.0),
+    shift=st.tuples(*[st.floats(-0.5, 0.5)] * 3),
+)
+def test_fourier_ball_model_equals_the_closed_form(spacing, fwhm, radius, shift) -> None:
+    """Isotropic σ: the Fourier-series voxel means equal the real-space closed form (1e-6);
+    its centre and σ derivatives equal finite differences."""
+    from imharmony.calibration._ball import voxel_ball
+    from imharmony.calibration.resolution import _ball_voxel_model
+
+    d = np.asarray(spacing)
+    s = float(fwhm_to_sigma(fwhm))
+    shape = tuple(int(n) for n in np.ceil(2 * (radius + 5 * s) / d).astype(int) + 1)
+    centre = (np.asarray(shape) - 1) / 2 * d + np.asarray(shift) * d
+    sig = np.full(3, s)
+    values, derivs = _ball_voxel_model(shape, d, centre, sig, radius)
+    grid = np.stack(np.meshgrid(*[np.arange(n) * dd for n, dd in zip(shape, d, strict=True)],
+                                indexing="ij"), -1).reshape(-1, 3)
+    exact = voxel_ball(grid - centre, d, radius, s).reshape(shape)
+    np.testing.assert_allclose(values, exact, atol=1e-6)
+    h = 1e-5
+    bumped = centre + np.array([h, 0, 0])
+    np.testing.assert_allclose(derivs[0], (_ball_voxel_model(shape, d, bumped, sig, radius)[0]
+                                           - values) / h, atol=1e-4)
+    wider = sig * np.array([1, 1, np.exp(h)])
+    np.testing.assert_allclose(derivs[5], (_ball_voxel_model(shape, d, centre, wider, radius)[0]
+                                           - values) / h, atol=1e-4)
