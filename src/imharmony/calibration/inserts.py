@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from .._persist import ArraySpec, check, is_label, is_number, is_table
+from .._persist import ArraySpec, check, is_number, is_table
 from .._validation import encode_labels as _encode
 from .._validation import format_items as _fmt
 from .._validation import label_key as _label_key
@@ -39,12 +39,11 @@ from ..errors import (
     DataError,
     DesignError,
     HarmonizationWarning,
-    ModelFileError,
     UnseenBatchError,
 )
 from ..features.estimators import as_feature_matrix
 from ..image import Image
-from .travelling import label_codes
+from .travelling import check_offset_gain, label_codes, sites_field
 
 __all__ = ["PhantomCalibration"]
 
@@ -357,11 +356,7 @@ class PhantomCalibration(HarmonizerMixin, BaseEstimator):
 
     @classmethod
     def _model_arrays(cls, path: Path, content: dict[str, Any]) -> dict[str, ArraySpec]:
-        sites = content.get("sites")
-        check(path, "sites", sites, isinstance(sites, list) and len(sites) >= 1
-              and all(is_label(s) for s in sites) and len({str(s) for s in sites}) == len(sites),
-              "a non-empty list of distinct site labels")
-        J = len(sites)
+        J = sites_field(path, content, 1)
         check(path, "residuals", content.get("residuals"),
               is_table(content.get("residuals"), _RESIDUAL_COLUMNS), "a table of the fit's "
               "measurements (site, insert, reference, measured, fitted, residual, "
@@ -372,13 +367,9 @@ class PhantomCalibration(HarmonizerMixin, BaseEstimator):
         return {k: ArraySpec((J, 2) if k == "range" else (J,)) for k in _ARRAYS}
 
     def _restore(self, path: Path, content: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        gain, offset, rng = arrays["gain"], arrays["offset"], arrays["range"]
-        if not (np.all(np.isfinite(gain) & (gain > 0)) and np.all(np.isfinite(offset))
-                and np.all(rng[:, 0] <= rng[:, 1])):
-            raise ModelFileError(
-                f"{path}: inconsistent phantom calibration (a gain that is not a positive number, "
-                "a non-finite offset or an inverted range); re-fit the calibration."
-            )
+        check_offset_gain(path, "phantom calibration", arrays["offset"], arrays["gain"],
+                          ok=bool(np.all(arrays["gain"] > 0)
+                                  and np.all(arrays["range"][:, 0] <= arrays["range"][:, 1])))
         for k in _ARRAYS:
             setattr(self, f"{k}_", arrays[k])
         self.sites_ = np.array(content["sites"], dtype=object)

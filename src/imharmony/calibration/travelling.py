@@ -52,7 +52,7 @@ from ..errors import (
 )
 from ..features.estimators import ComBat, as_feature_matrix
 
-__all__ = ["TravellingSubjects", "label_codes"]
+__all__ = ["TravellingSubjects", "check_offset_gain", "label_codes", "sites_field"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,26 @@ def label_codes(values: Any, n: int, what: str) -> tuple[np.ndarray, list[Any]]:
     arr = _as_labels(values, n, what)
     levels = _sorted_levels(_factorize(arr)[1])
     return _encode(arr, levels)[0], levels
+
+
+def sites_field(path: Path, content: dict[str, Any], minimum: int) -> int:
+    """Check a model file's ``sites`` field (distinct labels, at least ``minimum``); their count."""
+    sites = content.get("sites")
+    check(path, "sites", sites, isinstance(sites, list) and len(sites) >= minimum
+          and all(is_label(s) for s in sites) and len({str(s) for s in sites}) == len(sites),
+          f"a list of at least {minimum} distinct site label(s)")
+    return len(sites)
+
+
+def check_offset_gain(path: Path, what: str, offset: np.ndarray, gain: np.ndarray,
+                      ok: bool = True) -> None:
+    """Refuse a loaded model whose offsets or gains are not finite, or a gain of 0 (the
+    correction divides by it); ``ok``: further conditions of the caller."""
+    if not (ok and np.all(np.isfinite(offset)) and np.all(np.isfinite(gain) & (gain != 0))):
+        raise ModelFileError(
+            f"{path}: inconsistent {what} (a non-finite offset or gain, a zero gain, or values "
+            "that contradict each other); re-fit the model."
+        )
 
 
 def _contrast(n_sites: int, ref: int | None) -> np.ndarray:
@@ -601,11 +621,7 @@ class TravellingSubjects(HarmonizerMixin, TransformerMixin, BaseEstimator):
 
     @classmethod
     def _model_arrays(cls, path: Path, content: dict[str, Any]) -> dict[str, ArraySpec]:
-        sites = content.get("sites")
-        check(path, "sites", sites, isinstance(sites, list) and len(sites) >= 2
-              and all(is_label(s) for s in sites) and len({str(s) for s in sites}) == len(sites),
-              "a list of at least two distinct site labels")
-        J = len(sites)
+        J = sites_field(path, content, 2)
         G = check(path, "n_features", content.get("n_features"),
                   is_int(content.get("n_features"), 1), "an int >= 1")
         ref = content.get("reference_index")
@@ -624,12 +640,7 @@ class TravellingSubjects(HarmonizerMixin, TransformerMixin, BaseEstimator):
         return {k: ArraySpec((G,) if k == "residual_sd" else (J, G)) for k in _ARRAYS}
 
     def _restore(self, path: Path, content: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        if not (np.all(np.isfinite(arrays["offset"])) and np.all(np.isfinite(arrays["gain"]))
-                and np.all(arrays["gain"] != 0)):
-            raise ModelFileError(
-                f"{path}: inconsistent travelling-subject model (non-finite offsets or gains, or a "
-                "zero gain); re-fit the model."
-            )
+        check_offset_gain(path, "travelling-subject model", arrays["offset"], arrays["gain"])
         for k in _ARRAYS:
             setattr(self, f"{k}_", arrays[k])
         self.sites_ = np.array(content["sites"], dtype=object)
