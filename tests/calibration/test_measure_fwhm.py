@@ -181,3 +181,15 @@ def test_fourier_ball_model_equals_the_closed_form(spacing, fwhm, radius, shift)
     wider = sig * np.array([1, 1, np.exp(h)])
     np.testing.assert_allclose(derivs[5], (_ball_voxel_model(shape, d, centre, wider, radius)[0]
                                            - values) / h, atol=1e-4)
+
+
+def test_sphere_cut_by_the_image_edge() -> None:
+    """The voxel-wise model spans the whole sphere even where the field of view cuts it."""
+    from imharmony.calibration._ball import voxel_ball
+
+    spacing, shape, centre = (2.0, 2.0, 3.0), (30, 30, 14), np.array([29.1, 31.3, 9.0])
+    grid = np.stack(np.meshgrid(*[np.arange(n) * d for n, d in zip(shape, spacing, strict=True)],
+                                indexing="ij"), -1).reshape(-1, 3)
+    img = 1 + 9 * voxel_ball(grid - centre, spacing, 8.0, float(fwhm_to_sigma(6.0)))
+    out = ih.measure_fwhm(ih.Image(img.reshape(shape), spacing), "sphere", diameter_mm=16.0)
+    np.testing.assert_allclose(out, 6.0, rtol=1e-5)

@@ -365,8 +365,18 @@ def sphere_axis_fwhm(
     if not np.all(np.isfinite(start)) or min(sub.shape) < 3:
         return start
     sigma0 = np.clip(fwhm_to_sigma(start), 0.25 * spacing, None)
-    origin = lo * spacing
-    refined = _fit_ball_3d(sub, spacing, inside, centre_fit - origin, sigma0, radius, fit_radius)
+    # the model is periodic over its window: give it the whole ball of reach plus a margin, even
+    # where the image is cut (voxels outside the image are simply not fitted)
+    pad = np.ceil(sigma0.max() / spacing).astype(int) + 1
+    full_lo = np.floor((centre - reach) / spacing).astype(int) - pad
+    full_hi = np.ceil((centre + reach) / spacing).astype(int) + 1 + pad
+    at = tuple(slice(a - b, a - b + n) for a, b, n in zip(lo, full_lo, sub.shape, strict=True))
+    window = np.zeros(tuple(full_hi - full_lo))
+    window[at] = sub
+    fitted = np.zeros(window.shape, dtype=bool)
+    fitted[at] = inside
+    refined = _fit_ball_3d(window, spacing, fitted, centre_fit - full_lo * spacing, sigma0,
+                           radius, fit_radius)
     if refined is None:
         logger.warning("the voxel-wise sphere fit failed; keeping the projection fit %s mm",
                        np.round(start, 3).tolist())
