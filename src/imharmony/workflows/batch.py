@@ -60,10 +60,10 @@ from ..io.images import IMAGE_SUFFIXES, image_kind
 from ..io.tables import read_table, write_table
 
 __all__ = [
+    "FORMER_NORMALIZERS",
     "GRIDS",
     "MANIFEST_COLUMNS",
     "MR_METADATA_COLUMNS",
-    "FORMER_NORMALIZERS",
     "NORMALIZERS",
     "NYUL_MODEL_NAME",
     "ManifestError",
