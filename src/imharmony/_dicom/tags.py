@@ -37,6 +37,7 @@ __all__ = [
     "as_text",
     "brief",
     "dicom_value",
+    "element_value",
     "float_list",
     "functional_item",
     "group_item",
@@ -303,7 +304,12 @@ def private_value(ds: Any, group: int, creator: str, offset: int) -> Any:
             break
     if block is None:
         return None
-    tag = (group << 16) | (block << 8) | offset
+    return element_value(ds, (group << 16) | (block << 8) | offset)
+
+
+def element_value(ds: Any, tag: int) -> Any:
+    """The value of the element at ``tag`` (a number, for private elements), as pydicom gives it;
+    None when absent or empty."""
     if tag not in ds:
         return None
     value = ds[tag].value
@@ -364,14 +370,12 @@ def _parse_as(cls: type, text: str, what: str) -> Any:
 
 
 def parse_date(value: Any) -> date:
-    """A DICOM DA (also the ACR-NEMA ``YYYY.MM.DD`` and ``YYYY-MM-DD`` forms) as a date.
+    """A DICOM DA (also the ACR-NEMA ``YYYY.MM.DD`` and ``YYYY-MM-DD`` forms) as a date;
+    ``ValueError`` quoting the value when it is none.
 
-    Raises
-    ------
-    ValueError
-        If the value is not a date; the message quotes it.
+    >>> parse_date("2024.02.29")
+    datetime.date(2024, 2, 29)
     """
-
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, date):
@@ -384,14 +388,12 @@ def parse_date(value: Any) -> date:
 
 
 def parse_time(value: Any) -> time:
-    """A DICOM TM (also the legacy ``HH:MM:SS`` form) as a time, without time zone.
+    """A DICOM TM (also the legacy ``HH:MM:SS`` form) as a time without time zone; ``ValueError``
+    quoting the value when it is none (a leap second included).
 
-    Raises
-    ------
-    ValueError
-        If the value is not a time; the message quotes it.
+    >>> parse_time("10:32:05.25")
+    datetime.time(10, 32, 5, 250000)
     """
-
     if isinstance(value, time):
         return value.replace(tzinfo=None)
     parsed = _parse_as(TM, (as_text(value) or "").replace(":", ""), "time (HHMMSS.FFFFFF)")
@@ -400,14 +402,11 @@ def parse_time(value: Any) -> time:
 
 def parse_datetime(value: Any) -> datetime:
     """A DICOM DT as a local datetime: a UTC offset is dropped, like every other DICOM date and
-    time of a series, which are local.
+    time of a series, which are local. ``ValueError`` quoting the value when it is none.
 
-    Raises
-    ------
-    ValueError
-        If the value is not a date-time; the message quotes it.
+    >>> parse_datetime("20240229103205+0100")
+    datetime.datetime(2024, 2, 29, 10, 32, 5)
     """
-
     if isinstance(value, datetime):
         return value.replace(tzinfo=None)
     parsed = _parse_as(DT, as_text(value) or "", "date-time (YYYYMMDDHHMMSS.FFFFFF)")
