@@ -32,7 +32,7 @@ from typing import Any
 
 import pandas as pd
 
-from .._dicom.tags import dicom_value, functional_item
+from .._dicom.tags import functional_item, plain_value
 from ..errors import HarmonizationError
 
 __all__ = [
@@ -290,7 +290,7 @@ def _from_dataset(ds: Any) -> MRParameters:
     enhanced = "SharedFunctionalGroupsSequence" in ds or "PerFrameFunctionalGroupsSequence" in ds
 
     def get(keyword: str) -> Any:
-        return dicom_value(ds, keyword)
+        return plain_value(ds, keyword)
 
     timing = _functional_item(ds, "MRTimingAndRelatedParametersSequence")
     echo = _functional_item(ds, "MREchoSequence")
@@ -303,19 +303,19 @@ def _from_dataset(ds: Any) -> MRParameters:
     tr = _as_float(get("RepetitionTime"))
     flip = _as_float(get("FlipAngle"))
     if timing is not None:
-        tr = tr if tr is not None else _as_float(dicom_value(timing, "RepetitionTime"))
-        flip = flip if flip is not None else _as_float(dicom_value(timing, "FlipAngle"))
+        tr = tr if tr is not None else _as_float(plain_value(timing, "RepetitionTime"))
+        flip = flip if flip is not None else _as_float(plain_value(timing, "FlipAngle"))
     te = _as_float(get("EchoTime"))
     if te is None and echo is not None:
-        te = _as_float(dicom_value(echo, "EffectiveEchoTime"))
+        te = _as_float(plain_value(echo, "EffectiveEchoTime"))
     if te is None:
         te = _as_float(get("EffectiveEchoTime"))
     ti = _as_float(get("InversionTime"))
     inversion_recovery = None
     if modifier is not None:
-        inversion_recovery = _as_bool(dicom_value(modifier, "InversionRecovery"))
+        inversion_recovery = _as_bool(plain_value(modifier, "InversionRecovery"))
         if ti is None:
-            ti = _as_float(dicom_value(modifier, "InversionTimes"))
+            ti = _as_float(plain_value(modifier, "InversionTimes"))
     if inversion_recovery is None:
         inversion_recovery = _as_bool(get("InversionRecovery"))
     if ti is None:
@@ -339,36 +339,36 @@ def _from_dataset(ds: Any) -> MRParameters:
 
     bandwidth = _as_float(get("PixelBandwidth"))
     if bandwidth is None and imaging_mod is not None:
-        bandwidth = _as_float(dicom_value(imaging_mod, "PixelBandwidth"))
+        bandwidth = _as_float(plain_value(imaging_mod, "PixelBandwidth"))
 
     acquisition_contrast = _as_text(get("AcquisitionContrast"))
     complex_component = _as_text(get("ComplexImageComponent"))
     image_type = _as_tokens(get("ImageType"))
     if frame_type is not None:
         acquisition_contrast = acquisition_contrast or _as_text(
-            dicom_value(frame_type, "AcquisitionContrast")
+            plain_value(frame_type, "AcquisitionContrast")
         )
         complex_component = complex_component or _as_text(
-            dicom_value(frame_type, "ComplexImageComponent")
+            plain_value(frame_type, "ComplexImageComponent")
         )
         if not image_type:
-            image_type = _as_tokens(dicom_value(frame_type, "FrameType"))
+            image_type = _as_tokens(plain_value(frame_type, "FrameType"))
 
     b_value = _as_float(get("DiffusionBValue"))
     if b_value is None and diffusion is not None:
-        b_value = _as_float(dicom_value(diffusion, "DiffusionBValue"))
+        b_value = _as_float(plain_value(diffusion, "DiffusionBValue"))
 
     agent = _as_text(get("ContrastBolusAgent"))
     agent_seq = get("ContrastBolusAgentSequence")
     if agent is None and agent_seq:
         names = [
-            _as_text(dicom_value(item, "CodeMeaning")) or _as_text(dicom_value(item, "CodeValue"))
+            _as_text(plain_value(item, "CodeMeaning")) or _as_text(plain_value(item, "CodeValue"))
             for item in agent_seq
         ]
         agent = "\\".join(n for n in names if n) or "contrast agent"
     administered = None
     if contrast_usage is not None:
-        administered = _as_bool(dicom_value(contrast_usage, "ContrastBolusAgentAdministered"))
+        administered = _as_bool(plain_value(contrast_usage, "ContrastBolusAgentAdministered"))
     elif agent_seq and enhanced:
         administered = True
 
