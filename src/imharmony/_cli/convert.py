@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import HarmonizationError
 from ..io._atomic import check_outputs
-from ..io.dicom import DEFAULT_MAX_PIXELS, UNITS, read_dicom_series
+from ..io.dicom import DEFAULT_MAX_PIXELS, UNITS, VARIABLE_SPACING, read_dicom_series
 from ..io.images import write_image
 from . import positive_int
 
@@ -67,6 +67,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="write only echo N (from 1) of a multi-echo series; default: all echoes as volumes",
     )
     p.add_argument(
+        "--variable-spacing",
+        choices=VARIABLE_SPACING,
+        default="auto",
+        help=(
+            "slices not equally spaced: resample onto equidistant slices (linear along the "
+            "normal), refuse, or auto (default: resample, but refuse a regular grid with "
+            "holes, which is what a missing file looks like)"
+        ),
+    )
+    p.add_argument(
         "--max-pixels",
         type=positive_int,
         default=DEFAULT_MAX_PIXELS,
@@ -89,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         dtype="float32" if args.dtype == "float32" else args.dtype,
         volume=args.volume,
         echo=args.echo,
+        variable_spacing=args.variable_spacing,
     )
     out_dtype = None
     if args.dtype == "auto" and img.array.dtype.kind == "f":
