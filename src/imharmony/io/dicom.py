@@ -53,6 +53,7 @@ from .._dicom.header import (
     read_header,
 )
 from .._dicom.mosaic import csa_header, mosaic_layout, tile_positions, untile
+from .._dicom.multiframe import classic_frame_geometry
 from .._dicom.slices import equalize, equidistant_grid, missing_slices
 from .._dicom.tags import (
     brief,
@@ -446,12 +447,10 @@ def _collect_instance(fr: _Frames, i: int, h: Header) -> None:
     shared = shared_seq[0] if shared_seq else None
     layout = h.mosaic
     tiles = None if layout is None else _mosaic_positions(h)
+    classic_iop = None
     if per_frame is None and h.n_frames > 1 and layout is None:
-        raise DicomError(
-            f"{h.name}: {h.n_frames} frames but no "
-            f"{tag_label('PerFrameFunctionalGroupsSequence')}; a multi-frame image without "
-            "per-frame positions cannot be placed in space."
-        )
+        # Classic multi-frame: positions from the Frame Increment Pointer or the spacing.
+        tiles, classic_iop = classic_frame_geometry(ds, h.n_frames, h.name, DicomError)
     if per_frame is not None and len(per_frame) != h.n_frames:
         raise DicomError(
             f"{h.name}: {tag_label('PerFrameFunctionalGroupsSequence')} has "
@@ -459,7 +458,9 @@ def _collect_instance(fr: _Frames, i: int, h: Header) -> None:
         )
     for f in range(h.n_frames):
         if per_frame is None:
-            label = h.name if layout is None else f"{h.name} slice {f + 1}"
+            label = h.name if tiles is None else (
+                f"{h.name} slice {f + 1}" if layout is not None else f"{h.name} frame {f + 1}"
+            )
             pos_src = ori_src = pm_src = pvt_src = ds
         else:
             label = f"{h.name} frame {f + 1}"
@@ -480,7 +481,10 @@ def _collect_instance(fr: _Frames, i: int, h: Header) -> None:
             _vector(pos_src, "ImagePositionPatient", 3, label) if tiles is None
             else tiles[f].tolist()
         )
-        fr.orientation.append(_vector(ori_src, "ImageOrientationPatient", 6, label))
+        fr.orientation.append(
+            _vector(ori_src, "ImageOrientationPatient", 6, label) if classic_iop is None
+            else classic_iop
+        )
         fr.pixel_spacing.append(_vector(pm_src, "PixelSpacing", 2, label))
         fr.slope.append(_opt_float(_numbers(pvt_src, "RescaleSlope"), "RescaleSlope", label))
         fr.intercept.append(

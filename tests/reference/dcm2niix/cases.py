@@ -222,3 +222,74 @@ def write_uneven(folder: Path, name: str, orientation: str = "oblique") -> np.nd
         orientation=iop, pixel_spacing=(1.5, 1.25), slice_spacing=float(np.diff(distances).min()),
     )
     return stored
+
+
+RT_DOSE = "1.2.840.10008.5.1.4.1.1.481.2"
+NM_IMAGE = "1.2.840.10008.5.1.4.1.1.20"
+
+
+def write_classic(
+    folder: Path,
+    frames: np.ndarray,
+    tags: dict[Any, Any],
+    *,
+    modality: str = "CT",
+    sop_class_uid: str | None = None,
+    origin: Sequence[float] = (5.0, -20.0, 40.0),
+    orientation: Sequence[float] = ORIENTATIONS["oblique"],
+    pixel_spacing: Sequence[float] = (1.5, 1.25),
+) -> None:
+    """One classic multi-frame file holding ``frames`` (n, rows, columns) with one Image Position
+    and Orientation (Patient) (``origin``, ``orientation``; remove them with ``tags``) and the
+    frame attributes in ``tags`` (Frame Increment Pointer, Grid Frame Offset Vector ...)."""
+    n, rows, cols = frames.shape
+    factory().write_series(
+        folder, frames.reshape(1, n * rows, cols), modality=modality,
+        sop_class_uid=sop_class_uid, origin=origin, orientation=orientation,
+        pixel_spacing=pixel_spacing, tags={"Rows": rows, "NumberOfFrames": n, **tags},
+    )
+
+
+def detector_information(position: Sequence[float], orientation: Sequence[float]) -> Any:
+    """A Detector Information Sequence (0054,0022) holding an NM image's position and
+    orientation."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    item = Dataset()
+    item.ImagePositionPatient = [f"{v:.6g}" for v in position]
+    item.ImageOrientationPatient = [f"{v:.6g}" for v in orientation]
+    return DicomSequence([item])
+
+
+def classic_cases() -> dict[str, dict[str, Any]]:
+    """Classic multi-frame cases (5 frames of 3 x 5, oblique): keyword arguments of
+    :func:`write_classic` without ``frames``, plus ``positions`` (the true position of each
+    frame, LPS) ."""
+    iop = ORIENTATIONS["oblique"]
+    row, col = np.asarray(iop[:3]), np.asarray(iop[3:])
+    normal = np.cross(row, col)
+    origin = np.array([5.0, -20.0, 40.0])
+    steps = np.arange(5.0)
+    nm = {"ImagePositionPatient": None, "ImageOrientationPatient": None,
+          "DetectorInformationSequence": detector_information(origin, iop),
+          "FrameIncrementPointer": [0x00540010, 0x00540080], "EnergyWindowVector": [1] * 5,
+          "NumberOfEnergyWindows": 1, "SliceVector": [2, 1, 3, 5, 4], "NumberOfSlices": 5,
+          "SpacingBetweenSlices": "4.0"}
+    return {
+        "mr-spacing": {"tags": {"SpacingBetweenSlices": "3.5"}, "modality": "MR",
+                       "positions": origin + np.outer(3.5 * steps, normal)},
+        "nm-slice-vector": {"tags": nm, "modality": "NM", "sop_class_uid": NM_IMAGE,
+                            "positions": origin + np.outer(4.0 * (np.array([2, 1, 3, 5, 4]) - 1),
+                                                           normal)},
+        "rtdose-ascending": {
+            "tags": {"FrameIncrementPointer": 0x3004000C,
+                     "GridFrameOffsetVector": list(2.5 * steps)},
+            "modality": "RTDOSE", "sop_class_uid": RT_DOSE,
+            "positions": origin + np.outer(2.5 * steps, normal)},
+        "rtdose-descending": {
+            "tags": {"FrameIncrementPointer": 0x3004000C,
+                     "GridFrameOffsetVector": list(-2.5 * steps)},
+            "modality": "RTDOSE", "sop_class_uid": RT_DOSE,
+            "positions": origin - np.outer(2.5 * steps, normal)},
+    }
