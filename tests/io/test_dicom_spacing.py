@@ -151,3 +151,23 @@ def test_missing_slices_tells_holes_from_a_deliberate_spacing():
     assert missing_slices(np.array([0.0, 2.5, 10.0, 12.5, 15.0])) == 2
     assert missing_slices(np.array([0.0, 4.0, 8.0, 9.1, 16.1])) == 0  # off the grid
     assert missing_slices(np.array([0.0, 1.0, 6.0, 11.0, 16.0])) == 0  # mostly 5 mm apart
+
+
+def test_each_volume_of_a_4d_series_is_equalized(tmp_path):
+    distances = np.array([0.0, 2.0, 5.0, 6.0])
+    row, col = np.asarray(IOP[:3]), np.asarray(IOP[3:])
+    positions = np.array([10.0, -40.0, 25.0]) + np.outer(distances, np.cross(row, col))
+    vols = RNG.integers(0, 999, size=(2, 4, 3, 4)).astype(np.int16)
+    fac.write_series(
+        tmp_path, vols.reshape(8, 3, 4), modality="MR", orientation=IOP,
+        positions=np.tile(positions, (2, 1)),
+        per_instance=[{"InstanceNumber": k + 1, "AcquisitionNumber": k // 4 + 1}
+                      for k in range(8)],
+    )
+    img = read_dicom_series(tmp_path)
+    grid = np.arange(7) * 1.0  # smallest gap 1 mm over 6 mm
+    assert img.shape == (4, 3, 7, 2) and img.meta["n_volumes"] == 2
+    for t in range(2):
+        np.testing.assert_allclose(img.array[..., t],
+                                   _interp(vols[t], distances, grid).transpose(2, 1, 0),
+                                   atol=1e-3)

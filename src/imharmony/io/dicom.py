@@ -446,11 +446,11 @@ def _collect_instance(fr: _Frames, i: int, h: Header) -> None:
     shared_seq = ds.get("SharedFunctionalGroupsSequence")
     shared = shared_seq[0] if shared_seq else None
     layout = h.mosaic
-    tiles = None if layout is None else _mosaic_positions(h)
+    positions = None if layout is None else _mosaic_positions(h)
     classic_iop = None
     if per_frame is None and h.n_frames > 1 and layout is None:
         # Classic multi-frame: positions from the Frame Increment Pointer or the spacing.
-        tiles, classic_iop = classic_frame_geometry(ds, h.n_frames, h.name, DicomError)
+        positions, classic_iop = classic_frame_geometry(ds, h.n_frames, h.name, DicomError)
     if per_frame is not None and len(per_frame) != h.n_frames:
         raise DicomError(
             f"{h.name}: {tag_label('PerFrameFunctionalGroupsSequence')} has "
@@ -458,7 +458,7 @@ def _collect_instance(fr: _Frames, i: int, h: Header) -> None:
         )
     for f in range(h.n_frames):
         if per_frame is None:
-            label = h.name if tiles is None else (
+            label = h.name if positions is None else (
                 f"{h.name} slice {f + 1}" if layout is not None else f"{h.name} frame {f + 1}"
             )
             pos_src = ori_src = pm_src = pvt_src = ds
@@ -478,8 +478,8 @@ def _collect_instance(fr: _Frames, i: int, h: Header) -> None:
         fr.frame.append(f)
         fr.label.append(label)
         fr.position.append(
-            _vector(pos_src, "ImagePositionPatient", 3, label) if tiles is None
-            else tiles[f].tolist()
+            _vector(pos_src, "ImagePositionPatient", 3, label) if positions is None
+            else positions[f].tolist()
         )
         fr.orientation.append(
             _vector(ori_src, "ImageOrientationPatient", 6, label) if classic_iop is None
