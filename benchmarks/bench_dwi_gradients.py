@@ -5,7 +5,10 @@ generated (``tests/reference/dcm2niix/cases.py``): seven volumes (b = 0, 1000, 2
 directions off the axes, in the patient frame) written as standard tags (0018,9087)/(0018,9089),
 Siemens' private (0019,xx0C)/(0019,xx0E), Siemens' CSA image header, and one Enhanced MR object
 with the MR Diffusion functional group; at axial, coronal, sagittal and oblique orientations,
-with the rows and/or the columns flipped, slices written ascending and descending (72 series).
+with the rows and/or the columns flipped, slices written ascending and descending (72 series);
+and, with ``--philips-dwi``, the one real DWI series whose objects the mirror holds: the Philips
+classic export of neurolabusc/dcm_qa_philips_dwi (17 volumes, scrambled Instance Numbers),
+checked against dcm2niix and against the collection's own ``Ref/`` ``.bval``/``.bvec``.
 
 Each is converted by ``imharmony convert`` and by ``dcm2niix -f %j_%s -z n -b n``, and compared:
 
@@ -79,12 +82,14 @@ def world_to_fsl(world: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return voxel.T
 
 
-def convert_ours(folder: Path, out: Path) -> tuple[int, str]:
+def convert_ours(folder: Path, out: Path, *options: str) -> tuple[int, str]:
+    """``imharmony convert FOLDER -o OUT --dtype float64 OPTIONS`` in this process: the exit
+    status and what it wrote to stderr."""
     from imharmony import cli
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        code = cli.main(["convert", str(folder), "-o", str(out), "--dtype", "float64"])
+        code = cli.main(["convert", str(folder), "-o", str(out), "--dtype", "float64", *options])
     return code, err.getvalue()
 
 
@@ -151,11 +156,54 @@ def compare_case(work: Path, case: dict, cases, dcm2niix: str) -> dict:
     return row
 
 
+def compare_philips(work: Path, root: Path, dcm2niix: str) -> dict:
+    """The real Philips classic DWI of neurolabusc/dcm_qa_philips_dwi (``root`` holds the
+    gunzipped ``cl/`` files and ``Ref/``): volumes, b-values and directions (b >= 1) against
+    dcm2niix's conversion and the collection's reference ``.bval``/``.bvec``."""
+    out = work / "philips"
+    (out / "dcm2niix").mkdir(parents=True)
+    subprocess.run([dcm2niix, "-f", "%j_%s", "-z", "n", "-b", "n", "-o", str(out / "dcm2niix"),
+                    str(root / "cl")], capture_output=True, text=True, check=True)
+    code, err = convert_ours(root / "cl", out / "ours.nii", "--units", "philips_fp")
+    row = {"name": "dcm_qa_philips_dwi (real, classic, 17 volumes)", "vendor": "philips (real)"}
+    if code:
+        return {**row, "outcome": "imharmony failed", "detail": err.strip()[-200:]}
+    (ref_nii,) = sorted((out / "dcm2niix").glob("*.nii"))
+    ours, ref = nib.load(out / "ours.nii"), nib.load(ref_nii)
+    ok, why, m = world_match(ours, ref)
+    if not ok:
+        return {**row, "outcome": "differs", "detail": f"grids: {why}"}
+    data = np.asarray(ours.dataobj, dtype=np.float64)
+    vols = ref_volumes(ref, m, data.shape[:3])
+    same_order = all(np.allclose(data[..., t], v, rtol=1e-5) for t, v in enumerate(vols))
+    b = np.loadtxt(out / "ours.bval")
+    b_ref = np.loadtxt(ref_nii.with_suffix(".bval"))
+    (collection,) = sorted((root / "Ref").glob("*_cl.bval"))
+    b_coll = np.loadtxt(collection)
+    w_ours = fsl_to_world(np.loadtxt(out / "ours.bvec"), ours.affine)
+    w_ref = fsl_to_world(np.loadtxt(ref_nii.with_suffix(".bvec")), ref.affine)
+    w_coll = fsl_to_world(np.loadtxt(collection.with_suffix(".bvec")), ref.affine)
+    weighted = b >= 1
+    diff = float(np.abs(w_ours - w_ref)[weighted].max())
+    diff_coll = float(np.abs(w_ours - w_coll)[weighted].max())
+    good = same_order and np.array_equal(b, b_ref) and np.array_equal(b, b_coll) and max(
+        diff, diff_coll) < 1e-4
+    return {**row, "outcome": "identical" if good else "differs",
+            "detail": f"volumes in the same order: {same_order}; b-values equal to dcm2niix's "
+                      f"and the collection's Ref: {np.array_equal(b, b_ref)}, "
+                      f"{np.array_equal(b, b_coll)}; directions of the {int(weighted.sum())} "
+                      f"weighted volumes within {max(diff, diff_coll):.1e} of both in the patient "
+                      "frame (b < 1: no direction to compare)",
+            "err_ours": max(diff, diff_coll), "err_ref": 0.0}
+
+
 def setup(argv: list[str] | None, doc: str) -> tuple[argparse.Namespace, str | None, str]:
     """Parse ``--output`` and ``--dcm2niix``; the executable (None when absent) and its version."""
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--output", type=Path, default=None, help="write the report here")
     parser.add_argument("--dcm2niix", default="dcm2niix", help="dcm2niix executable")
+    parser.add_argument("--philips-dwi", type=Path, default=None, help=(
+        "folder holding dcm_qa_philips_dwi's gunzipped In/cl files as cl/ and its Ref/"))
     args = parser.parse_args(argv)
     exe = shutil.which(args.dcm2niix)
     if exe is None:
@@ -178,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             row = compare_case(Path(tmp), case, cases, exe)
             rows.append(row)
             sys.stdout.write(f"{row['outcome']:>10}  {row['name']}: {row['detail']}\n")
+        if getattr(args, "philips_dwi", None) is not None:
+            rows.append(compare_philips(Path(tmp), args.philips_dwi, exe))
     elapsed = time.perf_counter() - t0
     counts = collections.Counter(r["outcome"] for r in rows)
     by_vendor = collections.defaultdict(collections.Counter)
@@ -188,14 +238,14 @@ def main(argv: list[str] | None = None) -> int:
         "# DWI gradient files: imharmony convert vs dcm2niix (issue 10)",
         "",
         f"dcm2niix {version}; Python "
-        f"{platform.python_version()}; {len(rows)} generated series in {elapsed:.0f} s on a "
+        f"{platform.python_version()}; {len(rows)} series in {elapsed:.0f} s on a "
         "shared 2-core machine. Generated by `benchmarks/bench_dwi_gradients.py` (see its "
         "docstring for the cases and the checks).",
         "",
         "| tags | " + " | ".join(outcomes) + " |",
         "| --- | " + " | ".join("---:" for _ in outcomes) + " |",
     ]
-    for vendor in cases.VENDORS:
+    for vendor in (*cases.VENDORS, "philips (real)"):
         lines.append(f"| {vendor} | "
                      + " | ".join(str(by_vendor[vendor][o]) for o in outcomes) + " |")
     lines.append("| **all** | " + " | ".join(f"**{counts[o]}**" for o in outcomes) + " |")
