@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import HarmonizationError
 from ..io._atomic import check_outputs
-from ..io.dicom import DEFAULT_MAX_PIXELS, DTYPES, UNITS, read_dicom_series
+from ..io.dicom import DEFAULT_MAX_PIXELS, DTYPES, UNITS, VARIABLE_SPACING, read_dicom_series
 from ..io.images import write_image
 from . import positive_int
 
@@ -74,6 +74,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="threads reading the pixel data (default: imharmony's thread policy)",
     )
     p.add_argument(
+        "--variable-spacing",
+        choices=VARIABLE_SPACING,
+        default="auto",
+        help=(
+            "slices not equally spaced: resample onto equidistant slices (linear along the "
+            "normal), refuse, or auto, which resamples but refuses a regular grid with holes, "
+            "what a missing file looks like (default: auto)"
+        ),
+    )
+    p.add_argument(
         "--max-pixels",
         type=positive_int,
         default=DEFAULT_MAX_PIXELS,
@@ -97,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         volume=args.volume,
         echo=args.echo,
+        variable_spacing=args.variable_spacing,
     )
     out_dtype = None
     if args.dtype == "auto" and img.array.dtype.kind == "f":

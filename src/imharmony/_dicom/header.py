@@ -498,7 +498,10 @@ def _read(
         from pydicom.uid import UID as _UIDType
 
         image_class = "Image Storage" in _UIDType(sop).name
-        if is_image or image_class:
+        # A vendor's private class (not a DICOM UID) is no image without pixel data, even with
+        # Rows and Columns (Philips' Private MR Series Data Storage, 1.3.46.670589.11.0.0.12.2).
+        private_class = bool(sop) and not sop.startswith("1.2.840.10008.")
+        if image_class or (is_image and not private_class):
             if truncated:
                 raise reject("truncated", f"the file is truncated ({truncated})", uid)
             raise reject(
