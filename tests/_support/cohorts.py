@@ -25,6 +25,7 @@ from imharmony.datasets import (
 
 __all__ = [
     "combat_cohort",
+    "combat_sites",
     "covariance_cohort",
     "crossed_batches_cohort",
     "longitudinal_cohort",
@@ -36,6 +37,11 @@ __all__ = [
 def _features(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """The feature columns of ``table``, named ``f0``, ``f1``, ... as the tests name them."""
     return table[list(columns)].set_axis([f"f{g}" for g in range(len(columns))], axis=1)
+
+
+def _array(values: pd.DataFrame | pd.Series) -> np.ndarray:
+    """A writable array of ``values`` (a test may edit it in place)."""
+    return values.to_numpy(copy=True)
 
 
 def _sites(
@@ -84,7 +90,34 @@ def combat_cohort(
     t = data.table
     y = t["disease"].to_numpy()
     covariates = pd.DataFrame({"age": t["age"], "disease": t["disease"].astype(str)})
-    return t[data.feature_columns].to_numpy(), y, t["site"].to_numpy(), covariates
+    return _array(t[data.feature_columns]), y, t["site"].to_numpy(), covariates
+
+
+def combat_sites(
+    n_per_site: Sequence[int] = (12, 20, 30),
+    n_features: int = 25,
+    seed: int = 0,
+    covariate: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sites ``s0``, ``s1``, ... with additive (SD 2) and multiplicative (1-1.6) site effects and
+    no biology except, with ``covariate``, an age effect of 0.05 SD per year (ages 20-80); each
+    feature in its own unit, far from 0 (relative tolerances mean something). The design of
+    ComBat's closed-form and property tests.
+
+    Returns
+    -------
+    X : ndarray, shape (sum(n_per_site), n_features)
+    batch : ndarray of str
+    age : ndarray
+    """
+    data = make_multisite_features(
+        n_per_site=n_per_site, prevalence=[0.0] * len(n_per_site), n_features=n_features,
+        n_disease_features=0, age_effect=0.05 if covariate else 0.0, age_range=(20.0, 80.0),
+        site_shift_sd=2.0, site_scale_range=(1.0, 1.6),
+        site_names=[f"s{i}" for i in range(len(n_per_site))], random_state=seed,
+    )
+    t = data.table
+    return _array(t[data.feature_columns]), t["site"].to_numpy(), _array(t["age"])
 
 
 def covariance_cohort(
@@ -172,7 +205,7 @@ def shifted_sites(
     )
     site = data.table["site"].to_numpy()
     codes = np.repeat(np.arange(3), n_per)
-    return data.table[data.feature_columns].to_numpy(), site, codes
+    return _array(data.table[data.feature_columns]), site, codes
 
 
 def longitudinal_cohort(
