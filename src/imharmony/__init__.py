@@ -23,7 +23,7 @@ __getattr__, __dir__, _lazy_all = attach(
         "scan_protocols": ".protocols.scan",
         "audit_protocols": ".protocols.reference",
         "mr_weighting": ".physics.mr",
-        "harmonizable": ".physics.mr",
+        "harmonizable": ".physics.compatibility",
         "suv_factors": ".physics.pet",
         # image level
         "resample": ".imaging.resample",

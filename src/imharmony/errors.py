@@ -20,7 +20,7 @@ _ELSEWHERE: dict[str, str] = {
     "ManifestError": "imharmony.imaging.batch",
     "MRScalingError": "imharmony.physics.mr",
     "NemaError": "imharmony.calibration.nema",
-    "NotHarmonizableError": "imharmony.physics.mr",
+    "NotHarmonizableError": "imharmony.physics.compatibility",
     "ProtocolReferenceError": "imharmony.protocols.reference",
     "ResolutionError": "imharmony.imaging.resolution",
     "SUVError": "imharmony.physics.pet",

@@ -495,7 +495,7 @@ def test_require_harmonizable_raises_with_the_hard_stops() -> None:
 
 
 def test_require_harmonizable_with_a_mapping_logs_instead(caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="imharmony.physics.mr"):
+    with caplog.at_level(logging.WARNING, logger="imharmony.physics.compatibility"):
         verdict = require_harmonizable([se(500, 15), se(4000, 100)], mapping=object())
     assert not verdict.ok
     assert "overridden by the given mapping" in caplog.text

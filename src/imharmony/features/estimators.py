@@ -163,7 +163,7 @@ def _check_acquisitions(acquisitions: Any, data: np.ndarray, mapping: Any) -> np
             f"RepetitionTime, EchoTime); got {type(acquisitions).__name__} of length "
             f"{len(acquisitions) if hasattr(acquisitions, '__len__') else '?'} for {n} samples."
         )
-    from ..physics.mr import require_harmonizable
+    from ..physics.compatibility import require_harmonizable
 
     if mapping is not None:
         from ..calibration.mapping import AcquisitionMapping
