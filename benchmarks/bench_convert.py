@@ -48,7 +48,7 @@ CLI_SNIPPET = (
 
 
 def _factory():
-    spec = importlib.util.spec_from_file_location("_bench_dicom_factory",
+    spec = importlib.util.spec_from_file_location("_bench_dicom",
                                                   REPO / "tests" / "_support" / "dicom.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

@@ -37,10 +37,17 @@ holds ``tests``).
 
 Examples
 --------
->>> paths = write_series(tmp_path / "ct", np.zeros((4, 8, 8), np.int16))  # doctest: +SKIP
->>> paths = write_series(tmp_path / "pet", counts, modality="PT",
-...                      per_instance=[{"RescaleSlope": s} for s in slopes])  # doctest: +SKIP
->>> series = build_series(modality="PT", tags={"Units": "CNTS"})  # doctest: +SKIP
+>>> series = build_series(modality="PT", tags={"Units": "CNTS"},
+...                       per_instance={"RescaleSlope": [0.5, 1.0, 2.0]})
+>>> [(ds.Modality, ds.Units, float(ds.RescaleSlope)) for ds in series]
+[('PT', 'CNTS', 0.5), ('PT', 'CNTS', 1.0), ('PT', 'CNTS', 2.0)]
+>>> series[0].RadiopharmaceuticalInformationSequence[0].RadionuclideTotalDose
+'370000000'
+>>> import tempfile
+>>> with tempfile.TemporaryDirectory() as folder:
+...     paths = write_series(folder, np.zeros((4, 8, 8), np.int16))
+...     [p.name for p in paths]
+['IM_0000.dcm', 'IM_0001.dcm', 'IM_0002.dcm', 'IM_0003.dcm']
 """
 
 from __future__ import annotations
