@@ -239,6 +239,28 @@ def _item(**attributes: Any) -> Dataset:
     return apply_tags(Dataset(), attributes)
 
 
+def _series_uids(
+    seed: object | None, key: tuple[object, ...], series_uid: str | None, study_uid: str | None
+) -> tuple[str, str, str]:
+    """Series, study and frame-of-reference UIDs: the ones given, else derived from ``seed``."""
+    series_uid = series_uid or _uid(seed, *key, "series")
+    frame_uid = _uid(seed, series_uid, "frame-of-reference")
+    return series_uid, study_uid or _uid(seed, "study"), frame_uid
+
+
+def _positions(
+    n: int,
+    positions: np.ndarray | None,
+    origin: Sequence[float],
+    orientation: Sequence[float],
+    slice_spacing: float,
+) -> np.ndarray:
+    """``positions`` when given, else :func:`slice_positions`."""
+    if positions is not None:
+        return np.asarray(positions, dtype=float)
+    return slice_positions(n, origin=origin, orientation=orientation, slice_spacing=slice_spacing)
+
+
 def _fmt_ds(values: Sequence[float]) -> list[str]:
     """Decimal strings that fit the 16-character DS limit."""
     out = []
@@ -407,14 +429,8 @@ def build_series(
         raise ValueError("stored must have shape (n_slices, rows, columns)")
     n = stored.shape[0]
     sop = sop_class_uid or _CLASSIC_SOP.get(modality, SECONDARY_CAPTURE)
-    series_uid = series_uid or _uid(uid_seed, "series")
-    study_uid = study_uid or _uid(uid_seed, "study")
-    frame_uid = _uid(uid_seed, series_uid, "frame-of-reference")
-    pos = (
-        slice_positions(n, origin=origin, orientation=orientation, slice_spacing=slice_spacing)
-        if positions is None
-        else np.asarray(positions, dtype=float)
-    )
+    series_uid, study_uid, frame_uid = _series_uids(uid_seed, (), series_uid, study_uid)
+    pos = _positions(n, positions, origin, orientation, slice_spacing)
     little = UID(transfer_syntax) != ExplicitVRBigEndian
     out = []
     for k in range(n):
@@ -551,14 +567,8 @@ def write_enhanced(
     order = list(range(n)) if frame_order is None else [int(i) for i in frame_order]
     sop = sop_class_uid or _ENHANCED_SOP.get(modality, SECONDARY_CAPTURE)
     folder = path.parent
-    series_uid = series_uid or _uid(folder, path.name, "series")
-    study_uid = study_uid or _uid(folder, "study")
-    frame_uid = _uid(folder, series_uid, "frame-of-reference")
-    pos = (
-        slice_positions(n, origin=origin, orientation=orientation, slice_spacing=slice_spacing)
-        if positions is None
-        else np.asarray(positions, dtype=float)
-    )
+    series_uid, study_uid, frame_uid = _series_uids(folder, (path.name,), series_uid, study_uid)
+    pos = _positions(n, positions, origin, orientation, slice_spacing)
     ds = _base_dataset(folder, modality, sop, 0, series_uid, study_uid, frame_uid)
     ds.NumberOfFrames = n
     _pixel_header(ds, stored[0], bits_stored)
@@ -669,9 +679,8 @@ def write_mosaic(
         - row_cos * pixel_spacing[1] * shift_c
     )
     folder = path.parent
-    series_uid = series_uid or _uid(folder, path.name, "series")
-    ds = _base_dataset(folder, "MR", MR_IMAGE, 0, series_uid, _uid(folder, "study"),
-                       _uid(folder, series_uid, "frame-of-reference"))
+    series_uid, study_uid, frame_uid = _series_uids(folder, (path.name,), series_uid, None)
+    ds = _base_dataset(folder, "MR", MR_IMAGE, 0, series_uid, study_uid, frame_uid)
     ds.Manufacturer = "SIEMENS"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"]
     ds.ImagePositionPatient = _fmt_ds(corner)

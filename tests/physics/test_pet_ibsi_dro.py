@@ -29,14 +29,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from _support.dicom import (
-    GE_SCAN_DATETIME,
-    PHILIPS_ACTIVITY_FACTOR,
-    PHILIPS_SUV_FACTOR,
-    apply_tags,
-    build_series,
-    no_creator,
-)
+from _support import dicom
 from imharmony.errors import HarmonizationWarning
 from imharmony.physics.pet import SUVError, pet_parameters, suv_factors
 
@@ -70,14 +63,19 @@ def _none(elapsed_s: float, duration_s: float, half_life: float = F18) -> float:
 
 
 def _philips(ds_list: list[Any], suv: str | None = None, activity: str | None = None) -> None:
-    keys = {no_creator(PHILIPS_SUV_FACTOR): suv, no_creator(PHILIPS_ACTIVITY_FACTOR): activity}
+    keys = {dicom.no_creator(dicom.PHILIPS_SUV_FACTOR): suv,
+            dicom.no_creator(dicom.PHILIPS_ACTIVITY_FACTOR): activity}
     for ds in ds_list:  # as in the DROs: no Private Creator element, Manufacturer Philips
-        apply_tags(ds, {key: ("DS", value) for key, value in keys.items() if value is not None})
+        dicom.apply_tags(
+            ds, {key: ("DS", value) for key, value in keys.items() if value is not None}
+        )
 
 
 def _ge(ds_list: list[Any]) -> None:
     for ds in ds_list:  # as in DRO_3_3: no Private Creator element, Manufacturer GE
-        apply_tags(ds, {no_creator(GE_SCAN_DATETIME): ("DT", "20250101110000.000000")})
+        dicom.apply_tags(
+            ds, {dicom.no_creator(dicom.GE_SCAN_DATETIME): ("DT", "20250101110000.000000")}
+        )
 
 
 RADIO = "RadiopharmaceuticalInformationSequence"
@@ -161,7 +159,7 @@ CASES: dict[str, Case] = {
 
 def _pet(tags: dict[str, Any], per_instance: dict[str, list[Any]] | None = None) -> list[Any]:
     """The factory's three-instance PET series with the DRO header ``tags``."""
-    return build_series(modality="PT", tags=tags, per_instance=per_instance)
+    return dicom.build_series(modality="PT", tags=tags, per_instance=per_instance)
 
 
 def _series(case: Case) -> tuple[list[Any], np.ndarray]:
