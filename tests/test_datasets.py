@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from imharmony.datasets import make_longitudinal_features, make_multisite_features
 from imharmony.errors import HarmonizationError
@@ -84,8 +86,11 @@ def test_names_ages_and_units_as_asked() -> None:
         _flat(site_factor_sd=[[1.0]])
 
 
-def test_site_effects_are_exactly_the_stated_ones_without_scale() -> None:
-    d = _flat(batch_factors={"kernel": (("soft", "sharp"), 2.0)}, site_shift_sd=3.0)
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), shift_sd=st.floats(0.0, 10.0))
+def test_site_effects_are_exactly_the_stated_ones_without_scale(seed: int, shift_sd: float) -> None:
+    d = _flat(batch_factors={"kernel": (("soft", "sharp"), 2.0)}, site_shift_sd=shift_sd,
+              random_state=seed)
     t = d.table
     expected = (
         d.clean.to_numpy()
@@ -93,7 +98,7 @@ def test_site_effects_are_exactly_the_stated_ones_without_scale() -> None:
         + d.batch_shift["kernel"].loc[t["kernel"]].to_numpy()
     )
     np.testing.assert_allclose(t[d.feature_columns].to_numpy(), expected, rtol=0, atol=1e-12)
-    assert set(t["kernel"]) == {"soft", "sharp"}
+    assert set(t["kernel"]) == {"soft", "sharp"}  # 70 subjects: both levels drawn
 
 
 def test_age_curve_sex_effect_and_scale_on_noise_only() -> None:
