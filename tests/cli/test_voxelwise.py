@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 import imharmony
+from _support.voxel_stack import AFFINE, SHAPE, make_stack
 from imharmony.cli import main
-from voxel_stack import AFFINE, SHAPE, make_stack
 
 
 def run(*args: str) -> int:
