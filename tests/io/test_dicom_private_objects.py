@@ -4,15 +4,12 @@ without Pixel Data still stops the reading."""
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pydicom
 import pytest
 
+from _support import dicom as fac
 from imharmony.io.dicom import DicomError, read_dicom_series
-
-fac = importlib.import_module("dicom_factory")
 
 
 def _without_pixels(src, dest, sop_class_uid):

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 
 import numpy as np
@@ -11,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _support import dicom as fac
 from imharmony import cli
 from imharmony._dicom.slices import equalize, equidistant_grid, missing_slices
 from imharmony.errors import HarmonizationError
 from imharmony.io.dicom import DicomSeriesError, DicomSizeError, read_dicom_series
 
-fac = importlib.import_module("dicom_factory")
 RNG = np.random.default_rng(347)
 IOP = (0.8, 0.6, 0.0, 0.0, 0.0, -1.0)  # oblique coronal
 

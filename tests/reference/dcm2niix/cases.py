@@ -1,6 +1,6 @@
 """Synthetic DICOM series compared with dcm2niix (see ``README.md`` next to this file).
 
-Two kinds of series, written with the test DICOM factory (``tests/dicom_factory.py``):
+Two kinds of series, written with the test DICOM factory (``tests/_support/dicom.py``):
 
 * **DWI** (:func:`write_dwi`): ``N_VOLUMES`` volumes of ``N_SLICES`` slices, a b = 0 volume and
   six diffusion directions (b = 1000 and 2000 s/mm²) in the patient frame (LPS), written the ways
@@ -34,10 +34,11 @@ HERE = Path(__file__).resolve().parent
 
 def factory() -> Any:
     """The test DICOM factory module (loaded by path: this folder is not a package)."""
-    name = "dicom_factory"
+    name = "_support.dicom"
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, HERE.parent.parent / "dicom_factory.py")
+    path = HERE.parent.parent / "_support" / "dicom.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
