@@ -48,8 +48,8 @@ CLI_SNIPPET = (
 
 
 def _factory():
-    spec = importlib.util.spec_from_file_location("_bench_dicom_factory",
-                                                  REPO / "tests" / "dicom_factory.py")
+    spec = importlib.util.spec_from_file_location("_bench_dicom",
+                                                  REPO / "tests" / "_support" / "dicom.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)

@@ -17,7 +17,12 @@ Outcome per series: ``identical``; ``de-sheared, close`` (a gantry-tilted series
 de-shear by interpolation: same grid, at least 99 % of voxels within dcm2niix's integer
 rounding); ``de-sheared, differs from dcm2niix`` (the same, when the grids differ: then every
 acquired pixel centre is checked to fall on an integer column and slice of imharmony's grid);
-``refused`` (exit 2 with a one-line reason);
+``equalized, close`` (unequally spaced slices both tools resample onto equidistant ones:
+same shape, at least 99 % of the voxels within dcm2niix's rounding, compared by index because
+dcm2niix's ``_Eq`` sform is not the slices' geometry for an oblique or tilted series; every
+acquired pixel centre on an integer column of imharmony's grid, and its first and last
+acquired slices on the grid's first and last slices); ``refused`` (exit 2 with a one-line
+reason);
 ``silently wrong`` (exit 0 and a different geometry or value); ``crash`` (exit 1 or a
 traceback); ``no reference`` (dcm2niix wrote nothing for the series, or only outputs that
 cannot be compared). Results: ``benchmarks/results/dcm_qa.md``.
@@ -87,10 +92,13 @@ def flat_copy(folder: Path, dest: Path) -> Path:
     return dest
 
 
+DCM2NIIX = "dcm2niix"  # the executable (--dcm2niix)
+
+
 def run_dcm2niix(folder: Path, out: Path) -> None:
     out.mkdir(parents=True)
     subprocess.run(
-        ["dcm2niix", "-f", "%j_%s", "-z", "n", "-b", "n", "-o", str(out), str(folder)],
+        [DCM2NIIX, "-f", "%j_%s", "-z", "n", "-b", "n", "-o", str(out), str(folder)],
         capture_output=True, text=True, timeout=600,
     )
 
@@ -159,17 +167,49 @@ def close_after_deshear(ours_path: Path, refs: list[Path]) -> str | None:
     return None
 
 
-def on_acquired_grid(ours_path: Path, folder: Path, uid: str) -> float:
-    """Largest distance (voxels) of an acquired pixel centre from our grid's columns and slices.
+def close_after_equalize(ours_path: Path, refs: list[Path], tilted: bool) -> str | None:
+    """For a series resampled onto equidistant slices: how close it is to dcm2niix's ``_Eq``.
 
-    A de-sheared series only moves slices within their plane, so every pixel centre of every
-    file must fall on an integer column and slice of the output (rows are interpolated).
+    dcm2niix's ``_Eq`` sform multiplies the z row of its matrix by the change of slice spacing
+    instead of the slice axis, which for an oblique or tilted series is not the slices' true
+    geometry; so the voxels are compared by index: the in-plane axes from the x and y rows of
+    the two matrices' first columns (dcm2niix flips the rows), the slices in the same order
+    from the first. dcm2niix rounds each interpolation to integers (twice when it also
+    de-shears); returns a description when at least 99 % of the voxels inside the field of view
+    agree within that rounding (0.51, or 1.01 after a de-shear), else None.
     """
+    ours = nib.load(ours_path)
+    data = np.asarray(ours.dataobj, dtype=np.float64)
+    inside = np.isfinite(data)
+    tol = 1.01 if tilted else 0.51
+    for ref_path in refs:
+        if "_Eq" not in ref_path.name:
+            continue
+        ref = nib.load(ref_path)
+        if ref.shape[:3] != data.shape[:3]:
+            continue
+        flips = [np.sign(ours.affine[:2, a] @ ref.affine[:2, a]) for a in (0, 1)]
+        if 0 in flips:
+            continue
+        theirs = np.asarray(ref.dataobj, dtype=np.float64)[:: int(flips[0]), :: int(flips[1])]
+        diff = np.abs(data - theirs)[inside]
+        within = float((diff <= tol).mean())
+        if within >= 0.99:
+            return (f"{ref_path.name}: same shape {data.shape}; {100 * within:.2f} % of voxels "
+                    f"in the field of view within {tol} (dcm2niix rounds to integers"
+                    + (" after each of its two interpolations" if tilted else "")
+                    + f"), max difference {diff.max():.3g}")
+    return None
+
+
+def acquired_voxels(ours_path: Path, folder: Path, uid: str) -> np.ndarray:
+    """Voxel coordinates on our grid of three pixel centres (two corners and one inside) of
+    every acquired file of series ``uid``, shape (3 x files, 3)."""
     import pydicom
 
     ours = nib.load(ours_path)
     to_voxel = np.linalg.inv(ours.affine) @ np.diag([-1.0, -1.0, 1.0, 1.0])
-    worst = 0.0
+    out = []
     for f in sorted(folder.iterdir()):
         try:
             ds = pydicom.dcmread(f, stop_before_pixels=True)
@@ -182,9 +222,27 @@ def on_acquired_grid(ours_path: Path, folder: Path, uid: str) -> float:
         dr, dc = (float(v) for v in ds.PixelSpacing)
         for j, i in ((0, 0), (ds.Rows - 1, ds.Columns - 1), (ds.Rows // 2, ds.Columns // 3)):
             world = ipp + i * dc * iop[:3] + j * dr * iop[3:]
-            v = to_voxel @ np.append(world, 1.0)
-            worst = max(worst, abs(v[0] - round(v[0])), abs(v[2] - round(v[2])))
-    return worst
+            out.append((to_voxel @ np.append(world, 1.0))[:3])
+    return np.asarray(out)
+
+
+def acquired_on_columns(ours_path: Path, folder: Path, uid: str) -> tuple[float, float, float]:
+    """For an equalized series: the largest distance (voxels) of an acquired pixel centre from
+    an integer column of our grid, and the slice coordinates of the first and last acquired
+    slices (0 and the last slice of the grid when the grid spans them)."""
+    v = acquired_voxels(ours_path, folder, uid)
+    return float(np.abs(v[:, 0] - np.round(v[:, 0])).max()), float(v[:, 2].min()), float(
+        v[:, 2].max())
+
+
+def on_acquired_grid(ours_path: Path, folder: Path, uid: str) -> float:
+    """Largest distance (voxels) of an acquired pixel centre from our grid's columns and slices.
+
+    A de-sheared series only moves slices within their plane, so every pixel centre of every
+    file must fall on an integer column and slice of the output (rows are interpolated).
+    """
+    v = acquired_voxels(ours_path, folder, uid)[:, [0, 2]]
+    return float(np.abs(v - np.round(v)).max())
 
 
 def compare(ours_path: Path, refs: list[Path]) -> tuple[str, str]:
@@ -249,11 +307,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=None, help="write the report here")
     parser.add_argument("--collections", nargs="*", default=list(COLLECTIONS))
     parser.add_argument("--keep", type=Path, default=None, help="keep the outputs here")
+    parser.add_argument("--dcm2niix", default="dcm2niix", help="dcm2niix executable")
     args = parser.parse_args(argv)
-    if shutil.which("dcm2niix") is None:
+    global DCM2NIIX
+    DCM2NIIX = shutil.which(args.dcm2niix) or args.dcm2niix
+    if shutil.which(DCM2NIIX) is None:
         print("dcm2niix not found (apt-get install -y dcm2niix)", file=sys.stderr)
         return 2
-    version = subprocess.run(["dcm2niix", "-v"], capture_output=True, text=True).stdout.strip()
+    version = subprocess.run([DCM2NIIX, "-v"], capture_output=True, text=True).stdout.strip()
     work = Path(tempfile.mkdtemp(prefix="imharmony-dcmqa-")) if args.keep is None else args.keep
     rows = []
     t0 = time.perf_counter()
@@ -292,10 +353,24 @@ def main(argv: list[str] | None = None) -> int:
                     try:
                         outcome, detail = compare(out, refs)
                         tilt = "gantry tilt" in res.stdout + res.stderr
+                        equalized = "equalized to" in res.stdout + res.stderr
                         close = (
                             close_after_deshear(out, refs)
-                            if outcome != "identical" and tilt else None
+                            if outcome != "identical" and tilt and not equalized else None
                         )
+                        if outcome != "identical" and equalized:
+                            close = close_after_equalize(out, refs, tilt)
+                            off, k0, k1 = acquired_on_columns(out, flat, uid)
+                            last = nib.load(out).shape[2] - 1
+                            if close is not None and off < 1e-3 and abs(k0) < 1e-3 and abs(
+                                    k1 - last) < 1e-3:
+                                outcome, detail = "equalized, close", (
+                                    f"{close}; every acquired pixel centre on our columns "
+                                    f"(within {off:.1e} voxel), first and last acquired slices "
+                                    f"at slices {k0:.4f} and {k1:.4f} of {last}")
+                                close = None
+                            else:
+                                close = None
                         if close is not None:
                             outcome, detail = "de-sheared, close", close
                         elif outcome != "identical" and tilt:
@@ -318,8 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     by_coll = collections.defaultdict(collections.Counter)
     for r in rows:
         by_coll[r["collection"]][r["outcome"]] += 1
-    outcomes = ["identical", "de-sheared, close", "de-sheared, differs from dcm2niix", "refused",
-                "silently wrong", "crash", "no reference"]
+    outcomes = ["identical", "de-sheared, close", "de-sheared, differs from dcm2niix",
+                "equalized, close", "refused", "silently wrong", "crash", "no reference"]
     lines = [
         "# imharmony convert vs dcm2niix on dcm2niix's QA collections (issue 10)",
         "",

@@ -51,17 +51,14 @@ from scipy import ndimage, stats
 
 import imharmony
 from imharmony import Image
-from imharmony.imaging.histogram import (
-    HistogramStandardizer,
-    ReferenceDistribution,
-    match_histogram,
-)
+from imharmony.imaging.histogram import ReferenceDistribution, match_histogram
 from imharmony.imaging.multiband import (
     band_distortion,
     irmad_normalize,
     linear_bands,
     match_bands,
 )
+from imharmony.imaging.nyul import HistogramStandardizer
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -104,7 +104,7 @@ def main() -> None:
         js = work / f"diagnose_{tag}.json"
         t_diag = run("diagnose", str(table), str(out), "--batch", "batch", "--biology",
                      "cancer_status", "--output", str(work / f"report_{tag}.html"), "--json",
-                     str(js), "--max-features", args.max_features, "--permutations",
+                     str(js), "--max-features", args.max_features, "--n-permutations",
                      args.permutations, "--random-state", "0")
         doc = json.loads(js.read_text())
         rows.append((name, doc, t_fit, t_diag))

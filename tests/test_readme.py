@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from imharmony.io.images import read_image
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -35,7 +37,10 @@ def test_python_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_command_line_examples_run(tmp_path: Path) -> None:
-    script = blocks("sh")[1]
+    # the command-line section (it writes the demo's output), then the images section's example
+    runnable = [b for b in blocks("sh") if b.startswith(("imharmony demo", "imharmony images"))]
+    assert [b.split()[1] for b in runnable] == ["images", "demo"]
+    script = runnable[1] + runnable[0]
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     res = subprocess.run(
@@ -51,3 +56,8 @@ def test_command_line_examples_run(tmp_path: Path) -> None:
         assert (tmp_path / name).is_file()
     assert len(list(tmp_path.glob("model.*.npz"))) == 1
     assert (tmp_path / "harmonized.csv").read_text() == (tmp_path / "applied.csv").read_text()
+    summary = (tmp_path / "on-one-grid" / "summary.csv").read_text().splitlines()
+    assert len(summary) > 2 and all(",done," in line for line in summary[1:])
+    reference = read_image(tmp_path / "demo-output" / "images" / "raw" / "sub-0000.nii.gz")
+    last = read_image(tmp_path / "on-one-grid" / f"{summary[-1].split(',')[0]}.nii.gz")
+    assert last.same_grid(reference) and (tmp_path / "nyul.json").is_file()

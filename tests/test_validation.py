@@ -95,3 +95,44 @@ def test_require_columns_suggests_close_names():
         require_columns(df, ["age"], "t.csv", "covariate")
     with pytest.raises(DataError, match=r"'stie' \(did you mean 'site'\?\)"):
         require_columns(df, ["stie"], "t.csv", "batch")
+
+
+def test_fitted_models_hold_new_data_to_their_feature_columns_with_one_rule():
+    """ComBat, LongitudinalComBat, TravellingSubjects and AcquisitionMapping: same verdicts."""
+    rng = np.random.default_rng(3)
+    n = 24
+    X = pd.DataFrame(rng.normal(10, 1, (n, 3)), columns=["a", "b", "c"])
+    site = np.tile(["s1", "s2", "s3"], n // 3)
+    subject = np.repeat([f"p{i}" for i in range(n // 3)], 3)
+    cov = pd.DataFrame({"time": rng.uniform(0, 2, n)})
+    models = {
+        "ComBat": (ih.ComBat().fit(X, batch=site), {"batch": site}),
+        "LongitudinalComBat": (
+            ih.LongitudinalComBat(formula="time").fit(X, batch=site, covariates=cov,
+                                                      subject=subject),
+            {"batch": site, "covariates": cov, "subject": subject},
+        ),
+        "TravellingSubjects": (
+            ih.TravellingSubjects(validate=False).fit(X, site=site, subject=subject),
+            {"site": site},
+        ),
+        "AcquisitionMapping": (
+            ih.AcquisitionMapping(random_state=0).fit(
+                X, 2 * X + 1, source={"EchoTime": 10.0}, target={"EchoTime": 90.0}
+            ),
+            {},
+        ),
+    }
+    cases = [
+        (X[["a", "b"]], r"X has 2 features but the model was fitted on 3; give the feature"),
+        (X[["a", "c", "b"]], r"differ from those at fit: same names in a different order"),
+        (X.rename(columns={"c": "d"}), r"differ from those at fit: missing 'c'; unexpected 'd'"),
+    ]
+    for name, (model, side) in models.items():
+        for bad, message in cases:
+            with pytest.raises(DataError, match=message):
+                model.transform(bad, **side)
+        # a plain array is checked on its count only, and the names out are those seen at fit
+        assert np.isfinite(model.transform(X.to_numpy(), **side)).all(), name
+        if hasattr(model, "get_feature_names_out"):
+            assert list(model.get_feature_names_out()) == ["a", "b", "c"], name

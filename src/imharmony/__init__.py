@@ -23,7 +23,7 @@ __getattr__, __dir__, _lazy_all = attach(
         "scan_protocols": ".protocols.scan",
         "audit_protocols": ".protocols.reference",
         "mr_weighting": ".physics.mr",
-        "harmonizable": ".physics.mr",
+        "harmonizable": ".physics.compatibility",
         "suv_factors": ".physics.pet",
         # image level
         "resample": ".imaging.resample",
@@ -32,10 +32,10 @@ __getattr__, __dir__, _lazy_all = attach(
         "robust_zscore": ".imaging.intensity",
         "whitestripe": ".imaging.intensity",
         "match_histogram": ".imaging.histogram",
-        "HistogramStandardizer": ".imaging.histogram",
+        "HistogramStandardizer": ".imaging.nyul",
         "band_distortion": ".diagnostics.bands",
         "irmad_normalize": ".imaging.irmad",
-        "harmonize_images": ".imaging.batch",
+        "harmonize_images": ".workflows.batch",
         # feature level
         "ComBat": ".features.estimators",
         "CovBat": ".features.covbat",

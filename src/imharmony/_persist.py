@@ -538,3 +538,27 @@ def is_int(value: Any, low: int = 0, high: int | None = None) -> bool:
         and value >= low
         and (high is None or value <= high)
     )
+
+
+def is_table(
+    value: Any, columns: Mapping[str, Callable[[Any], bool]], n: int | None = None
+) -> bool:
+    """A JSON object of equal-length lists (a table by columns): exactly ``columns``, each entry
+    passing its column's test, ``n`` rows when given."""
+    if not isinstance(value, dict) or set(value) != set(columns):
+        return False
+    lengths = {len(v) for v in value.values() if isinstance(v, list)}
+    if len(lengths) > 1 or (value and not lengths) or any(
+        not isinstance(v, list) for v in value.values()
+    ):
+        return False
+    if n is not None and lengths and lengths != {n}:
+        return False
+    return all(all(test(x) for x in value[c]) for c, test in columns.items())
+
+
+def is_number(value: Any, *, none_ok: bool = False) -> bool:
+    """A finite JSON number (not a bool), or ``None`` when ``none_ok``."""
+    if value is None:
+        return none_ok
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -22,7 +22,9 @@ Feature tables (the command line)
     ``--exclude`` glob pass through untouched; every other numeric column is a feature; a text
     column that is numeric but for a few cells ("n/a", "#NAME?") is an error naming the column,
     the row and the value, not a silently unharmonized feature. :func:`require_columns` names a
-    missing column's closest matches.
+    missing column's closest matches. :func:`check_feature_columns` holds new data to the
+    features a fitted model learned (count, then names and order); :func:`feature_names_out` is
+    what a model that keeps every feature returns from ``get_feature_names_out``.
 """
 
 from __future__ import annotations
@@ -44,8 +46,11 @@ __all__ = [
     "FeatureColumns",
     "as_covariate_frame",
     "as_label_array",
+    "check_feature_columns",
+    "did_you_mean",
     "encode_labels",
     "factorize_labels",
+    "feature_names_out",
     "format_items",
     "is_numeric_column",
     "label_key",
@@ -360,6 +365,29 @@ class FeatureColumns:
     excluded: list[str]
 
 
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """``" (did you mean 'a' or 'b'?)"`` naming the candidates closest to ``name``, or ``""``.
+
+    Close means: similar spelling (:func:`difflib.get_close_matches`, ratio >= 0.6), else the
+    same name in another case, else one name inside the other (``fwhm`` and ``source_fwhm``).
+
+    Examples
+    --------
+    >>> did_you_mean("fwhm", ["path", "site", "source_fwhm"])
+    " (did you mean 'source_fwhm'?)"
+    >>> did_you_mean("Site", ["site"]), did_you_mean("zzz", ["site"])
+    (" (did you mean 'site'?)", '')
+    """
+    have = [str(c) for c in candidates]
+    close = difflib.get_close_matches(name, have, n=3, cutoff=0.6)
+    if not close:  # case-insensitive match, e.g. "Site" for "site"
+        close = [h for h in have if h.lower() == name.lower()]
+    if not close and len(name) >= 4:  # a part of the name, e.g. "fwhm" for "source_fwhm"
+        low = name.lower()
+        close = [h for h in have if len(h) >= 4 and (low in h.lower() or h.lower() in low)][:3]
+    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+
+
 def require_columns(df: pd.DataFrame, columns: Iterable[Any], source: str, what: str) -> None:
     """Raise :class:`DataError` naming each missing column and its closest matches.
 
@@ -377,13 +405,7 @@ def require_columns(df: pd.DataFrame, columns: Iterable[Any], source: str, what:
     missing = [str(c) for c in columns if c not in df.columns]
     if not missing:
         return
-    hints = []
-    for c in missing:
-        close = difflib.get_close_matches(c, have, n=3, cutoff=0.6)
-        if not close:  # case-insensitive match, e.g. "Site" for "site"
-            close = [h for h in have if h.lower() == c.lower()]
-        hints.append(f"{c!r} (did you mean {' or '.join(map(repr, close))}?)" if close
-                     else repr(c))
+    hints = [f"{c!r}{did_you_mean(c, have)}" for c in missing]
     shown = have[:8]
     raise DataError(
         f"{source}: {what} column(s) {', '.join(hints)} not found; the table has {len(have)} "
@@ -460,3 +482,48 @@ def split_feature_table(
             + (f" and those excluded ({format_items(excluded)})" if excluded else "") + "."
         )
     return FeatureColumns(features=features, passthrough=passthrough, excluded=excluded)
+
+
+def check_feature_columns(model: Any, data: Any, names: Sequence[str] | None) -> None:
+    """Raise :class:`DataError` unless ``data`` has the features ``model`` was fitted on.
+
+    Parameters
+    ----------
+    model : fitted estimator
+        Its ``n_features_in_`` and, when it was fitted on named columns, ``feature_names_in_``.
+    data : array-like, shape (n_samples, n_features)
+        The validated feature matrix (anything with ``shape``).
+    names : list of str or None
+        Its column names (None for a plain array: only the count is checked).
+    """
+    n, expected = data.shape[1], model.n_features_in_
+    if n != expected:
+        raise DataError(
+            f"X has {n} features but the model was fitted on {expected}; give the feature "
+            "columns the model was fitted on."
+        )
+    if names is None or not hasattr(model, "feature_names_in_"):
+        return
+    fitted = [str(x) for x in model.feature_names_in_]
+    if list(names) != fitted:
+        missing = [c for c in fitted if c not in names]
+        extra = [c for c in names if c not in fitted]
+        detail = (
+            f"missing {format_items(missing)}; unexpected {format_items(extra)}"
+            if missing or extra
+            else "same names in a different order"
+        )
+        raise DataError(f"feature columns differ from those at fit: {detail}.")
+
+
+def feature_names_out(model: Any, input_features: Sequence[Any] | None = None) -> np.ndarray:
+    """``get_feature_names_out`` of a fitted model that keeps every feature, in order.
+
+    The names seen at fit (``feature_names_in_``), else ``input_features``, else ``x0, x1, ...``
+    (scikit-learn's rule).
+    """
+    if hasattr(model, "feature_names_in_"):
+        return np.asarray(model.feature_names_in_, dtype=object)
+    if input_features is not None:
+        return np.asarray(input_features, dtype=object)
+    return np.array([f"x{i}" for i in range(model.n_features_in_)], dtype=object)

@@ -5,7 +5,7 @@ Everything is generated (nothing is downloaded) from a ``random_state``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +18,11 @@ from .image import Image
 __all__ = [
     "IMAGE_LABELS",
     "TISSUE_INTENSITY",
+    "LongitudinalFeatures",
     "MultisiteFeatures",
     "MultisiteImages",
     "NemaPhantom",
+    "make_longitudinal_features",
     "make_multisite_features",
     "make_multisite_images",
     "make_nema_phantom",
@@ -33,17 +35,21 @@ class MultisiteFeatures:
 
     Attributes
     ----------
-    table : DataFrame, shape (n_samples, 5 + n_features)
-        Columns ``subject``, ``site``, ``age``, ``sex``, ``disease`` (0/1) and the features
-        ``f000``, ``f001``, ...: one row per subject, as a radiomics table would be.
+    table : DataFrame, shape (n_samples, 5 + n_batch_factors + n_features)
+        Columns ``subject``, ``site``, ``age``, ``sex``, ``disease`` (0/1), one column per
+        further batch variable (``batch_factors``) and the features ``f000``, ``f001``, ...: one
+        row per subject, as a radiomics table would be.
     clean : DataFrame, shape (n_samples, n_features)
-        The same features without any site effect (what a perfect harmonization returns, up to the
-        choice of common scale).
+        The same features without any site or batch effect (what a perfect harmonization
+        returns, up to the choice of common scale).
     site_shift, site_scale : DataFrame, shape (n_sites, n_features)
         Additive (gamma) and multiplicative (sqrt delta) site effects applied to each feature.
     disease_effect : Series, shape (n_features,)
         True effect of the disease on each feature (0 for features it does not touch).
     feature_columns : list of str
+    batch_shift : dict of str to DataFrame, shape (n_levels, n_features)
+        Additive effect of each level of each further batch variable (empty without
+        ``batch_factors``).
     """
 
     table: pd.DataFrame
@@ -52,6 +58,7 @@ class MultisiteFeatures:
     site_scale: pd.DataFrame
     disease_effect: pd.Series
     feature_columns: list[str]
+    batch_shift: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def make_multisite_features(
@@ -61,10 +68,18 @@ def make_multisite_features(
     n_features: int = 60,
     n_disease_features: int = 12,
     disease_effect: float = 0.8,
-    age_effect: float = 0.02,
+    age_effect: float | Sequence[float] = 0.02,
     site_shift_sd: float = 1.0,
     site_scale_range: tuple[float, float] = (0.6, 1.8),
     random_state: int | np.random.Generator | None = None,
+    site_names: Sequence[str] | None = None,
+    age_range: tuple[float, float] = (25.0, 85.0),
+    age_curve: Callable[[np.ndarray], np.ndarray] | None = None,
+    sex_effect: float = 0.0,
+    site_factor_sd: Sequence[Sequence[float]] | None = None,
+    batch_factors: Mapping[str, tuple[Sequence[str], float]] | None = None,
+    feature_units: bool = True,
+    scale_biology: bool = True,
 ) -> MultisiteFeatures:
     """Generate a multi-site feature table with known site effects and a known disease effect.
 
@@ -80,14 +95,40 @@ def make_multisite_features(
     n_features, n_disease_features : int
         Features in total, and how many of the first ones the disease changes.
     disease_effect : float
-        Disease effect in units of the feature's within-site standard deviation.
-    age_effect : float
-        Effect of one year of age, in standard deviations (every feature).
+        Disease effect in units of the feature's within-site standard deviation (its sign is
+        drawn per feature).
+    age_effect : float or sequence of float
+        Effect of one unit of ``age_curve(age)`` (one year of age by default), in standard
+        deviations: one value for every feature, or one per feature.
     site_shift_sd : float
         Standard deviation of the additive site effects (in feature standard deviations).
     site_scale_range : (float, float)
         Range of the multiplicative site effects.
     random_state : int, Generator or None
+    site_names : sequence of str, optional
+        Site labels (default ``siteA``, ``siteB``, ...).
+    age_range : (float, float)
+        Ages are drawn uniformly in this range (years, rounded to 0.1).
+    age_curve : callable, optional
+        The shape of the age effect, ``age_curve(age) -> array`` of the same shape (default
+        ``age - 50``, linear); a non-linear curve is what ComBat-GAM models.
+    sex_effect : float
+        Effect of male sex, in standard deviations (every feature).
+    site_factor_sd : array-like, shape (n_sites, n_factors), optional
+        Site-specific standard deviations of shared latent factors (loadings drawn N(0, 1) per
+        factor and feature): a site effect on the covariance of the features, the one CovBat
+        models. Counted as a site effect (not in ``clean``).
+    batch_factors : mapping of str to (levels, float), optional
+        Further batch variables crossed with the site, ``{column: (levels, shift_sd)}``: each
+        subject gets a level drawn at random and that level's additive effect, drawn
+        N(0, shift_sd) per feature (as scanner and reconstruction kernel are).
+    feature_units : bool
+        Give each feature its own location and unit, as real features have (default); False
+        keeps every feature centred on 0 in units of its biological spread.
+    scale_biology : bool
+        The multiplicative site effect scales the biology (age, sex and disease effects) as well
+        as the noise, as a scanner's contrast would (default); False scales the noise only, the
+        model of ComBat itself (Johnson et al. 2007).
 
     Returns
     -------
@@ -97,10 +138,13 @@ def make_multisite_features(
     -----
     For subject i at site j, feature g (in units where the biological spread is 1)::
 
-        clean_ig = mu_g + age_effect (age_i - 50) + disease_effect_g d_i + e_ig,  e ~ N(0, 1)
-        x_ig     = mu_g + site_shift_jg + site_scale_jg (clean_ig - mu_g)
+        clean_ig = mu_g + age_effect_g c(age_i) + sex_effect m_i + disease_effect_g d_i + e_ig
+        x_ig     = mu_g + site_shift_jg + site_scale_jg (clean_ig - mu_g + sum_k z_ik s_jk L_kg)
+                   + sum_b batch_shift_b[level_b(i)]g
 
-    and each feature is then given its own unit (scale s_g), as real features have.
+    with ``c = age_curve``, ``m_i`` 1 for males, ``e, z, L ~ N(0, 1)`` and ``s = site_factor_sd``
+    (with ``scale_biology=False`` the site scale multiplies ``e_ig + sum_k z_ik s_jk L_kg``
+    only); each feature is then given its own unit (scale u_g), as real features have.
     """
     sizes = np.asarray(n_per_site, dtype=int)
     prev = np.asarray(prevalence, dtype=float)
@@ -110,28 +154,51 @@ def make_multisite_features(
         raise HarmonizationError("prevalence needs one value in [0, 1] per site.")
     if not 0 <= n_disease_features <= n_features:
         raise HarmonizationError("n_disease_features must be between 0 and n_features.")
-    rng = np.random.default_rng(random_state)
     n_sites = sizes.size
-    sites = [f"site{chr(ord('A') + j)}" for j in range(n_sites)]
+    if site_names is None:
+        sites = [f"site{chr(ord('A') + j)}" for j in range(n_sites)]
+    else:
+        sites = [str(name) for name in site_names]
+        if len(sites) != n_sites or len(set(sites)) != n_sites:
+            raise HarmonizationError("site_names needs one distinct name per site.")
+    slopes = np.asarray(age_effect, dtype=float)
+    if slopes.ndim > 1 or slopes.size not in (1, n_features):
+        raise HarmonizationError("age_effect needs one value, or one per feature.")
+    factor_sd = None if site_factor_sd is None else np.asarray(site_factor_sd, dtype=float)
+    if factor_sd is not None and (factor_sd.ndim != 2 or factor_sd.shape[0] != n_sites):
+        raise HarmonizationError("site_factor_sd needs one row of factor sds per site.")
+    rng = np.random.default_rng(random_state)
     site = np.repeat(sites, sizes)
     n = site.size
     disease = np.concatenate(
         [(rng.permutation(s) < round(p * s)).astype(int) for s, p in zip(sizes, prev, strict=True)]
     )
-    age = np.round(rng.uniform(25, 85, n), 1)
+    age = np.round(rng.uniform(*age_range, n), 1)
     sex = rng.choice(["F", "M"], n)
     cols = [f"f{g:03d}" for g in range(n_features)]
     mu = rng.uniform(1.0, 100.0, n_features)
     unit = 10.0 ** rng.uniform(-1, 2, n_features)
+    if not feature_units:
+        mu, unit = np.zeros(n_features), np.ones(n_features)
     effect = np.zeros(n_features)
     effect[:n_disease_features] = disease_effect * rng.choice([-1.0, 1.0], n_disease_features)
     noise = rng.normal(size=(n, n_features))
-    centred = age_effect * (age - 50.0)[:, None] + effect * disease[:, None] + noise
+    curve = age - 50.0 if age_curve is None else np.asarray(age_curve(age), dtype=float)
+    biology = slopes * curve[:, None] + effect * disease[:, None]
+    if sex_effect:
+        biology = biology + sex_effect * (sex == "M")[:, None]
+    centred = biology + noise
     shift = rng.normal(0.0, site_shift_sd, (n_sites, n_features))
     scale = rng.uniform(*site_scale_range, (n_sites, n_features))
     codes = np.repeat(np.arange(n_sites), sizes)
-    observed = shift[codes] + scale[codes] * centred
-    clean = pd.DataFrame((mu + centred) * unit, columns=cols)
+    scaled = centred if scale_biology else noise
+    if factor_sd is not None:
+        loadings = rng.normal(size=(factor_sd.shape[1], n_features))
+        scores = rng.normal(size=(n, factor_sd.shape[1])) * factor_sd[codes]
+        scaled = scaled + scores @ loadings
+    observed = shift[codes] + scale[codes] * scaled
+    if not scale_biology:
+        observed = observed + biology
     table = pd.DataFrame(
         {
             "subject": [f"sub-{i:04d}" for i in range(n)],
@@ -141,6 +208,15 @@ def make_multisite_features(
             "disease": disease,
         }
     )
+    batch_shift: dict[str, pd.DataFrame] = {}
+    for column, (levels, shift_sd) in (batch_factors or {}).items():
+        levels = [str(level) for level in levels]
+        level = rng.integers(0, len(levels), n)
+        effects = rng.normal(0.0, shift_sd, (len(levels), n_features))
+        observed = observed + effects[level]
+        table[column] = np.asarray(levels, dtype=object)[level]
+        batch_shift[column] = pd.DataFrame(effects * unit, index=levels, columns=cols)
+    clean = pd.DataFrame((mu + centred) * unit, columns=cols)
     table = pd.concat([table, pd.DataFrame((mu + observed) * unit, columns=cols)], axis=1)
     return MultisiteFeatures(
         table=table,
@@ -148,6 +224,140 @@ def make_multisite_features(
         site_shift=pd.DataFrame(shift * unit, index=sites, columns=cols),
         site_scale=pd.DataFrame(scale, index=sites, columns=cols),
         disease_effect=pd.Series(effect * unit, index=cols),
+        feature_columns=cols,
+        batch_shift=batch_shift,
+    )
+
+
+@dataclass
+class LongitudinalFeatures:
+    """A longitudinal multi-scanner feature table and the truth it was generated from.
+
+    Attributes
+    ----------
+    table : DataFrame, shape (n_visits, 6 + n_features)
+        Columns ``subject``, ``visit`` (0, 1, ...), ``time`` (years from the first visit),
+        ``scanner``, ``age``, ``diagnosis`` and the features ``f000``, ``f001``, ...: one row per
+        visit.
+    clean : DataFrame, shape (n_visits, n_features)
+        The same features without the scanner effects.
+    scanner_shift, scanner_scale : Series, shape (n_scanners,)
+        Additive and multiplicative effect of each scanner (the same for every feature).
+    feature_columns : list of str
+    """
+
+    table: pd.DataFrame
+    clean: pd.DataFrame
+    scanner_shift: pd.Series
+    scanner_scale: pd.Series
+    feature_columns: list[str]
+
+
+def make_longitudinal_features(
+    *,
+    n_subjects: int = 40,
+    visits: tuple[int, int] = (2, 5),
+    n_features: int = 6,
+    scanner_shift: Sequence[float] = (0.0, 2.0, -1.5),
+    scanner_scale: Sequence[float] = (1.0, 1.8, 0.6),
+    scanner_names: Sequence[str] = ("A", "B", "C"),
+    diagnoses: Sequence[str] = ("AD", "CN"),
+    diagnosis_slope: float = -0.5,
+    intercept_sd: float = 1.5,
+    slope_sd: float = 0.3,
+    age_range: tuple[float, float] = (60.0, 80.0),
+    age_effect: float = 0.05,
+    location: float = 20.0,
+    random_state: int | np.random.Generator | None = None,
+) -> LongitudinalFeatures:
+    """Generate repeated visits of subjects, each scanned on one scanner, with known effects.
+
+    Each subject has a random intercept and a random slope over time (what longitudinal ComBat
+    models with ``random="intercept"`` or ``"slope"``) and a diagnosis whose first level changes
+    the slope.
+
+    Parameters
+    ----------
+    n_subjects : int
+        Number of subjects (at least 2).
+    visits : (int, int)
+        Fewest and most visits of a subject (drawn uniformly, inclusive), one year apart give or
+        take 0.2 year.
+    n_features : int
+    scanner_shift, scanner_scale : sequence of float
+        Additive effect and noise scale of each scanner (one value per scanner, every feature);
+        each subject is scanned on one scanner drawn at random.
+    scanner_names : sequence of str
+        Scanner labels (same length as ``scanner_shift``).
+    diagnoses : sequence of str
+        Diagnosis labels, drawn at random per subject; the first has ``diagnosis_slope``.
+    diagnosis_slope : float
+        Change per year of the first diagnosis against the others.
+    intercept_sd, slope_sd : float
+        Standard deviations of the subjects' random intercepts and slopes.
+    age_range : (float, float)
+        Age at the first visit, drawn uniformly.
+    age_effect : float
+        Effect of one year of age.
+    location : float
+        Mean of every feature at age 0.
+    random_state : int, Generator or None
+
+    Returns
+    -------
+    LongitudinalFeatures
+
+    Notes
+    -----
+    For visit v of subject i at time t_iv (scanner j, diagnosis D_i), feature g::
+
+        x_ivg = location + age_effect age_iv + diagnosis_slope [D_i = diagnoses[0]] t_iv
+                + b0_ig + b1_ig t_iv + shift_j + scale_j e_ivg
+
+    with ``b0 ~ N(0, intercept_sd)``, ``b1 ~ N(0, slope_sd)``, ``e ~ N(0, 1)`` and
+    ``age_iv = age_i + t_iv``; ``clean`` is the same with ``shift = 0`` and ``scale = 1``.
+    """
+    shifts = np.asarray(scanner_shift, dtype=float)
+    scales = np.asarray(scanner_scale, dtype=float)
+    names = [str(name) for name in scanner_names]
+    if shifts.ndim != 1 or shifts.shape != scales.shape or len(names) != shifts.size:
+        raise HarmonizationError(
+            "scanner_shift, scanner_scale and scanner_names need one value per scanner."
+        )
+    if n_subjects < 2 or not 1 <= visits[0] <= visits[1]:
+        raise HarmonizationError("n_subjects needs at least 2, visits a range (fewest, most) >= 1.")
+    rng = np.random.default_rng(random_state)
+    n_visits = rng.integers(visits[0], visits[1] + 1, n_subjects)
+    sid = np.repeat(np.arange(n_subjects), n_visits)
+    visit = np.arange(sid.size) - np.repeat(np.cumsum(n_visits) - n_visits, n_visits)
+    time = visit + rng.uniform(-0.2, 0.2, sid.size)
+    scanner = rng.integers(0, shifts.size, n_subjects)[sid]
+    diagnosis = np.asarray(diagnoses, dtype=object)[rng.integers(0, len(diagnoses), n_subjects)]
+    age = rng.uniform(*age_range, n_subjects)[sid] + time
+    b0 = rng.normal(0, intercept_sd, (n_subjects, n_features))[sid]
+    b1 = rng.normal(0, slope_sd, (n_subjects, n_features))[sid]
+    noise = rng.normal(size=(sid.size, n_features))
+    first = (diagnosis[sid] == diagnoses[0])[:, None]
+    biology = location + age_effect * age[:, None] + diagnosis_slope * first * time[:, None]
+    biology = biology + b0 + b1 * time[:, None]
+    cols = [f"f{g:03d}" for g in range(n_features)]
+    table = pd.DataFrame(
+        {
+            "subject": [f"sub-{i:03d}" for i in sid],
+            "visit": visit,
+            "time": time,
+            "scanner": np.asarray(names, dtype=object)[scanner],
+            "age": age,
+            "diagnosis": diagnosis[sid],
+        }
+    )
+    observed = biology + shifts[scanner][:, None] + scales[scanner][:, None] * noise
+    table = pd.concat([table, pd.DataFrame(observed, columns=cols)], axis=1)
+    return LongitudinalFeatures(
+        table=table,
+        clean=pd.DataFrame(biology + noise, columns=cols),
+        scanner_shift=pd.Series(shifts, index=names),
+        scanner_scale=pd.Series(scales, index=names),
         feature_columns=cols,
     )
 

@@ -40,8 +40,9 @@ def test_earl1_bands_are_the_published_ones_with_their_source() -> None:
 
 
 def test_earl2_is_refused_until_its_table_is_checked_and_custom_bands_work() -> None:
-    with pytest.raises(EARLError, match="Kaalep"):
+    with pytest.raises(EARLError, match=r"Kaalep.*not typed from memory.*bands="):
         earl_bands("EARL2")
+    assert len(earl_bands("earl1").attrs["checked_against"]) == 2
     with pytest.raises(EARLError, match="unknown EARL standard"):
         earl_bands("EARL3")
     bad = earl_bands().drop(columns="rc_max_high")

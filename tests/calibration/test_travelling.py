@@ -194,7 +194,7 @@ def test_unseen_site_is_named_and_save_load_round_trip(tmp_path) -> None:
     with pytest.raises(ModelFileError, match="checksum"):
         ih.TravellingSubjects.load(tmp_path / "ts.json")
     ih.ComBat().fit(cohort[feats], batch=cohort["site"]).save(tmp_path / "c.json")
-    with pytest.raises(ModelFileError, match=r"not an imharmony\.travelling_subjects"):
+    with pytest.raises(ModelFileError, match=r"not a 'imharmony\.travelling_subjects' model"):
         ih.TravellingSubjects.load(tmp_path / "c.json")
     with pytest.raises(NotFittedError):
         ih.TravellingSubjects().transform(cohort[feats], site=cohort["site"])
@@ -217,7 +217,7 @@ def test_metadata_routing_in_a_pipeline() -> None:
 
 
 def test_demo_step_keeps_population_differences_that_combat_removes(tmp_path) -> None:
-    from imharmony.demo import travelling_step
+    from imharmony.workflows.demo import travelling_step
 
     table, files = travelling_step(tmp_path, random_state=1)
     ts, combat = table.set_index("method").loc["travelling subjects"], \

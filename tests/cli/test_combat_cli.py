@@ -197,7 +197,7 @@ def test_demo_writes_outputs_and_reports(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # --quick: the whole path on a tiny cohort (the verdicts are tested in tests/test_demo.py)
-    assert run("demo", "--output", str(tmp_path / "demo"), "--quick", "--seed", "3") == 0
+    assert run("demo", "--output", str(tmp_path / "demo"), "--quick", "--random-state", "3") == 0
     text = capsys.readouterr().out
     assert "disease NOT given" in text
     assert "Reports:" in text and "report_combat_without_disease.html" in text

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 
@@ -11,9 +10,9 @@ import numpy as np
 import pydicom
 import pytest
 
+from _support import dicom
 from imharmony import cli
 
-fac = importlib.import_module("dicom_factory")
 RNG = np.random.default_rng(11)
 LPS_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -28,7 +27,7 @@ def main(monkeypatch):
 
 def _ct(folder, n=4, rows=3, cols=5, **kwargs):
     stored = RNG.integers(0, 3000, size=(n, rows, cols)).astype(np.int16)
-    paths = fac.write_series(folder, stored, **kwargs)
+    paths = dicom.write_series(folder, stored, **kwargs)
     return stored, paths
 
 
@@ -130,7 +129,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, main, caps
 
 def test_pet_series_converts_to_suv(tmp_path, main):
     stored = RNG.integers(0, 20000, size=(3, 2, 4)).astype(np.int16)
-    fac.write_series(tmp_path / "pet", stored, modality="PT", tags={"RescaleSlope": 2.0})
+    dicom.write_series(tmp_path / "pet", stored, modality="PT", tags={"RescaleSlope": 2.0})
     out = tmp_path / "suv.nii.gz"
     assert main(["convert", str(tmp_path / "pet"), "-o", str(out), "--units", "suvbw"]) == 0
     factor = 75_000.0 / (370e6 * math.exp(-math.log(2) * 3600 / 6586.2))
@@ -141,14 +140,14 @@ def test_pet_series_converts_to_suv(tmp_path, main):
 
 def test_pet_series_converts_to_bqml(tmp_path, main, capsys):
     stored = RNG.integers(0, 20000, size=(3, 2, 4)).astype(np.int16)
-    fac.write_series(tmp_path / "pet", stored, modality="PT",
+    dicom.write_series(tmp_path / "pet", stored, modality="PT",
                      tags={"RescaleSlope": 2.0, "RescaleIntercept": 3.0, "Units": "BQML"})
     out = tmp_path / "bqml.nii.gz"
     assert main(["convert", str(tmp_path / "pet"), "-o", str(out), "--units", "bqml"]) == 0
     np.testing.assert_allclose(np.asarray(nib.load(out).dataobj), (2.0 * stored + 3.0).T,
                                rtol=1e-6)
     # Stored SUVs are not turned back into Bq/mL: one line, exit 2, nothing written.
-    fac.write_series(tmp_path / "gml", stored, modality="PT", tags={"Units": "GML"})
+    dicom.write_series(tmp_path / "gml", stored, modality="PT", tags={"Units": "GML"})
     refused = tmp_path / "gml.nii.gz"
     assert main(["convert", str(tmp_path / "gml"), "-o", str(refused), "--units", "bqml"]) == 2
     err = _error_lines(capsys.readouterr().err)

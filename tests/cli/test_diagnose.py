@@ -43,7 +43,7 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 def _args(t: dict[str, object], out: Path, *extra: str) -> list[str]:
     return ["diagnose", str(t["before"]), str(t["after"]), "--batch", "site", "--biology",
             "disease", "--covariate", "age", "--id", "scan_no", "--output", str(out),
-            "--permutations", "19", "--max-features", "3", *extra]
+            "--n-permutations", "19", "--max-features", "3", *extra]
 
 
 def test_success_prints_verdicts_and_writes_the_report(tables, tmp_path: Path,
@@ -146,14 +146,14 @@ def test_mismatched_rows_exit_2(tables, tmp_path: Path,
 def test_argument_errors_and_help(tables, tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
-        cli.main(_args(tables, tmp_path / "r.html", "--permutations", "-1"))
+        cli.main(_args(tables, tmp_path / "r.html", "--n-permutations", "-1"))
     assert exc.value.code == 2
     with pytest.raises(SystemExit) as exc:
         cli.main(["diagnose", "--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
     for option in ("--batch", "--biology", "--covariate", "--id", "--output", "--random-state",
-                   "--max-features", "--permutations"):
+                   "--max-features", "--n-permutations", "--n-splits", "--biology-type"):
         assert option in text
     assert cli.main(["diagnose", str(tmp_path / "absent.csv"), str(tables["after"]), "--batch",
                      "site", "--biology", "disease", "--output", str(tmp_path / "r.html")]) == 2
@@ -217,7 +217,7 @@ def test_fit_then_diagnose_with_nan_single_class_sites_and_pyradiomics_columns(
         report, dj = tmp_path / f"{name}.html", tmp_path / f"{name}_diag.json"
         assert cli.main(["diagnose", str(path), str(out), "--batch", "site", "--biology",
                          "disease", "--id", "age", "--output", str(report), "--json", str(dj),
-                         "--permutations", "0", "--max-features", "6"]) == 0
+                         "--n-permutations", "0", "--max-features", "6"]) == 0
         printed = capsys.readouterr().out
         assert "confounding of site and biology: strong" in printed
         assert "missing values: 2 cell(s) in 1 feature(s)" in printed

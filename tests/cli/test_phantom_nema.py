@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 import imharmony as ih
+from _support import dicom
 from imharmony.cli import main
 from imharmony.datasets import make_nema_phantom
 
@@ -66,15 +67,12 @@ def test_nema_without_standard_and_bad_input(phantom_file: Path, tmp_path: Path,
 
 
 def test_nema_reads_a_dicom_series(tmp_path: Path) -> None:
-    import importlib
-
-    fac = importlib.import_module("dicom_factory")
     ph = make_nema_phantom(6.0, 4.0)
     # Stored as twice the Bq/mL with Rescale Slope 0.5, Units BQML: only a reader that applies
     # the rescale (the default for a DICOM folder, --units bqml) gets the concentrations back.
     stored = np.round(ph.image.array * 2000).astype(np.int16)
     folder = tmp_path / "pet"
-    fac.write_series(folder, np.ascontiguousarray(stored.transpose(2, 1, 0)), modality="PT",
+    dicom.write_series(folder, np.ascontiguousarray(stored.transpose(2, 1, 0)), modality="PT",
                      pixel_spacing=(4.0, 4.0), slice_spacing=4.0,
                      tags={"Units": "BQML", "RescaleSlope": 0.5, "RescaleIntercept": 0})
     js = tmp_path / "s.json"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +10,11 @@ import pandas as pd
 import pytest
 
 import imharmony.cli as cli
+from _support import dicom
 from imharmony._cli import audit as audit_cli
 from imharmony._cli import scan as scan_cli
 
 TESTS = Path(__file__).parents[1]
-dicom_factory = importlib.import_module("dicom_factory")
-mr_factory = importlib.import_module("mr_factory")
 EXAMPLE_REFERENCE = TESTS.parent / "examples" / "reference_protocol.yaml"
 
 
@@ -34,17 +32,17 @@ def run(*args: str) -> int:
 @pytest.fixture
 def collection(tmp_path: Path) -> Path:
     root = tmp_path / "dicom"
-    dicom_factory.write_series(
+    dicom.write_series(
         root / "ct", np.zeros((3, 4, 4), np.int16), modality="CT", slice_spacing=5.0,
         tags={"KVP": 140, "ConvolutionKernel": "B30f", "InstitutionName": "Hospital A",
               "StationName": "CT01"},
     )
-    dicom_factory.write_series(
+    dicom.write_series(
         root / "mr", np.zeros((2, 4, 4), np.uint16), modality="MR",
         tags={"RepetitionTime": 600.0, "EchoTime": 12.0, "MagneticFieldStrength": 1.5,
               "InstitutionName": "Hospital B"},
     )
-    mr_factory.write_truncated_pixels(root / "mr" / "broken.dcm")
+    dicom.write_truncated_pixels(root / "mr" / "broken.dcm")
     return root
 
 
@@ -89,7 +87,7 @@ def test_scan_missing_path_exits_2_with_one_line(tmp_path, capsys) -> None:
 def test_scan_without_any_series_exits_2_but_keeps_the_errors(tmp_path, capsys) -> None:
     junk = tmp_path / "junk"
     junk.mkdir()
-    mr_factory.write_random_bytes(junk / "a.bin")
+    dicom.write_random_bytes(junk / "a.bin")
     (junk / "notes.txt").write_text("not dicom")
     out = tmp_path / "p.csv"
     assert run("scan", str(junk), "--output", str(out)) == 2

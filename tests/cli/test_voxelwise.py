@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 import imharmony
+from _support.voxel_stack import AFFINE, SHAPE, make_stack
 from imharmony.cli import main
-from voxel_stack import AFFINE, SHAPE, make_stack
 
 
 def run(*args: str) -> int:
@@ -68,15 +68,15 @@ def test_voxelwise_and_images_on_a_real_cluster_match_the_local_run(fitted: dict
                "--output-dir", str(tmp_path / "local")) == 0
     images = new["root"] / "images.csv"
     new["table"].rename(columns={"image": "path"}).to_csv(images, index=False)
-    assert run("images", str(images), "--normalize", "zscore", "--output-dir",
-               str(tmp_path / "images_local")) == 0
+    assert run("images", str(images), "--normalize", "zscore", "--ignore-column", "age",
+               "--output-dir", str(tmp_path / "images_local")) == 0
     address, procs = _cluster(tmp_path)
     try:
         assert address.startswith("tcp://127.0.0.1:")
         assert run("voxelwise", "apply", str(new["manifest"]), "--model", str(fitted["model"]),
                    "--output-dir", str(tmp_path / "cluster"), "--scheduler", address) == 0
-        assert run("images", str(images), "--normalize", "zscore", "--output-dir",
-                   str(tmp_path / "images_cluster"), "--scheduler", address) == 0
+        assert run("images", str(images), "--normalize", "zscore", "--ignore-column", "age",
+                   "--output-dir", str(tmp_path / "images_cluster"), "--scheduler", address) == 0
     finally:
         for p in procs[::-1]:
             p.terminate()

@@ -33,7 +33,14 @@ def test_fisher_continuous_hand_computed():
     # x = 1,3,2,4 vs b = 1.5,2.5,3.5,4.5: r = 0.8, R^2 / (1 - R^2) = 0.64 / 0.36
     X = np.array([1.0, 3, 2, 4])[:, None]
     assert fisher_ratio(X, [1.5, 2.5, 3.5, 4.5])[0] == pytest.approx(0.64 / 0.36)
-    assert fisher_ratio(X, [1, 2, 3, 4], kind="continuous")[0] == pytest.approx(0.64 / 0.36)
+    assert fisher_ratio(X, [1, 2, 3, 4], biology_type="continuous")[0] == pytest.approx(
+        0.64 / 0.36)
+    # "kind", the former name of the keyword, still works and says which name to use
+    with pytest.warns(DeprecationWarning, match="'kind' is deprecated; use 'biology_type'"):
+        assert fisher_ratio(X, [1, 2, 3, 4], kind="continuous")[0] == pytest.approx(0.64 / 0.36)
+    # read as categorical, the same numbers give another (hand-computed) ratio: 4 classes of one
+    # sample each have no within-class variance
+    assert fisher_ratio(X, [1, 2, 3, 4], biology_type="categorical")[0] == np.inf
 
 
 @settings(max_examples=50, deadline=None)

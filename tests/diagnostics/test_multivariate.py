@@ -10,16 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _support.cohorts import shifted_sites
 from imharmony.diagnostics import guided_pca, pca_silhouette, site_prediction
 from imharmony.errors import DesignError
-
-
-def _sites(seed: int = 0, n_per: int = 30, p: int = 6, shift: float = 3.0):
-    rng = np.random.default_rng(seed)
-    site = np.repeat(np.array(["a", "b", "c"]), n_per)
-    codes = np.repeat(np.arange(3), n_per)
-    X = rng.normal(size=(site.size, p)) + shift * rng.normal(size=(3, p))[codes]
-    return X, site, codes
 
 
 def test_guided_pca_hand_computed():
@@ -34,7 +27,7 @@ def test_guided_pca_hand_computed():
 
 
 def test_guided_pca_permutation_p_value():
-    X, site, _ = _sites(shift=3.0)
+    X, site, _ = shifted_sites(shift=3.0)
     res = guided_pca(X, site, n_permutations=99, random_state=0)
     assert res.delta > 0.9
     assert res.p_value == pytest.approx(1 / 100)  # no shuffle reaches the observed delta
@@ -59,7 +52,7 @@ def test_silhouette_matches_independent_pipeline():
     from sklearn.metrics import silhouette_score
     from sklearn.preprocessing import StandardScaler
 
-    X, site, codes = _sites()
+    X, site, codes = shifted_sites()
     means = np.stack([X[codes == g].mean(axis=0) for g in range(3)])
     after = X - means[codes]  # sites centred: no more clusters
     sil_b, sil_a = pca_silhouette(X, site, after, n_components=3)
@@ -79,7 +72,7 @@ def test_silhouette_matches_independent_pipeline():
 @settings(max_examples=20, deadline=None)
 @given(st.integers(0, 10_000), st.permutations(["a", "b", "c"]))
 def test_silhouette_symmetric_in_labels_and_sample_order(seed, names):
-    X, site, codes = _sites(seed=seed, n_per=10, shift=1.0)
+    X, site, codes = shifted_sites(seed=seed, n_per=10, shift=1.0)
     renamed = np.array(names)[codes]
     order = np.random.default_rng(seed).permutation(site.size)
     base = pca_silhouette(X, site)[0]
@@ -106,7 +99,7 @@ class _CentreEachSite:
 
 
 def test_site_prediction_chance_and_harmonizer_inside_folds():
-    X, site, _ = _sites(n_per=40, shift=2.0)
+    X, site, _ = shifted_sites(n_per=40, shift=2.0)
     raw = site_prediction(X, site, random_state=0)
     assert raw.chance == pytest.approx(1 / 3)
     assert raw.balanced_accuracy > 0.95
@@ -131,7 +124,7 @@ def test_site_prediction_adjusts_for_population_differences_in_folds():
 
 
 def test_site_prediction_errors():
-    X, site, _ = _sites(n_per=3)
+    X, site, _ = shifted_sites(n_per=3)
     with pytest.raises(DesignError, match="at least 5 samples per site"):
         site_prediction(X, site)
     with pytest.raises(DesignError, match="harmonizer"):

@@ -204,3 +204,18 @@ def test_effect_sizes_invariant_to_affine_rescaling(a, c, seed):
     r2 = site_tests(a * X + c, codes).table
     for col in ("epsilon2", "eta2", "levene_eta2", "kruskal_H"):
         np.testing.assert_allclose(r1[col], r2[col], rtol=1e-7, atol=1e-12)
+
+
+def test_negligible_effect_is_the_thresholds_name_and_negligible_still_works():
+    rng = np.random.default_rng(3)
+    site = np.repeat([0, 1], 30)
+    X = rng.normal(size=(60, 2)) + site[:, None] * np.array([2.0, 0.0])
+    default = site_tests(X, site)
+    strict = site_tests(X, site, negligible_effect=0.99)  # no ε² reaches 0.99
+    assert default.table["site_effect"].tolist() == [True, False]
+    assert strict.table["site_effect"].tolist() == [False, False]
+    assert strict.summary["negligible_effect"] == 0.99
+    with pytest.warns(DeprecationWarning, match="'negligible' is deprecated; use "
+                                                "'negligible_effect'"):
+        former = site_tests(X, site, negligible=0.99)
+    assert former.table["site_effect"].tolist() == [False, False]

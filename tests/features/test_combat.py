@@ -11,36 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import imharmony as ih
+from _support.cohorts import combat_sites
 from imharmony.errors import ConvergenceWarning, HarmonizationWarning
 from imharmony.features import combat as core
-
-
-def make_data(
-    n_per_site: tuple[int, ...] = (12, 20, 30),
-    n_features: int = 25,
-    seed: int = 0,
-    covariate: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    batch = np.repeat([f"s{i}" for i in range(len(n_per_site))], n_per_site)
-    n = batch.size
-    base = rng.uniform(-5, 50, n_features)
-    scale = rng.uniform(0.5, 4, n_features)
-    X = base + scale * rng.normal(size=(n, n_features))
-    for j, site in enumerate(np.unique(batch)):
-        rows = batch == site
-        X[rows] = X[rows] * (1 + 0.3 * j) + rng.normal(0, 2, n_features)
-    age = rng.uniform(20, 80, n)
-    if covariate:
-        X += 0.05 * age[:, None] * scale
-    return X, batch, age
-
 
 # ---------------------------------------------------------------- closed forms (no EB)
 
 
 def test_no_eb_is_per_site_standardization_to_pooled_moments() -> None:
-    X, batch, _ = make_data()
+    X, batch, _ = combat_sites()
     out = ih.ComBat(eb=False).fit_transform(X, batch=batch)
     n = X.shape[0]
     sites = np.unique(batch)
@@ -61,7 +40,7 @@ def test_no_eb_is_per_site_standardization_to_pooled_moments() -> None:
 
 
 def test_mean_only_no_eb_shifts_each_site_to_the_grand_mean() -> None:
-    X, batch, _ = make_data(seed=3)
+    X, batch, _ = combat_sites(seed=3)
     out = ih.ComBat(eb=False, mean_only=True).fit_transform(X, batch=batch)
     expected = X.copy()
     for s in np.unique(batch):
@@ -71,7 +50,7 @@ def test_mean_only_no_eb_shifts_each_site_to_the_grand_mean() -> None:
 
 
 def test_reference_batch_no_eb_maps_sites_onto_the_reference() -> None:
-    X, batch, _ = make_data(seed=4)
+    X, batch, _ = combat_sites(seed=4)
     out = ih.ComBat(eb=False, reference_batch="s1").fit_transform(X, batch=batch)
     ref = batch == "s1"
     np.testing.assert_array_equal(out[ref], X[ref])  # returned exactly as given
@@ -114,7 +93,7 @@ def _standardized(X: np.ndarray, batch: np.ndarray) -> tuple[np.ndarray, dict[st
 
 
 def test_parametric_eb_matches_the_literal_fixed_point() -> None:
-    X, batch, _ = make_data(seed=11)
+    X, batch, _ = combat_sites(seed=11)
     model = ih.ComBat().fit(X, batch=batch)
     S, _ = _standardized(X, batch)
     for j, site in enumerate(model.batches_):
@@ -138,7 +117,7 @@ def test_parametric_eb_matches_the_literal_fixed_point() -> None:
 
 
 def test_nonparametric_eb_matches_the_literal_likelihood_average() -> None:
-    X, batch, _ = make_data(n_per_site=(6, 9), n_features=30, seed=5)
+    X, batch, _ = combat_sites(n_per_site=(6, 9), n_features=30, seed=5)
     model = ih.ComBat(nonparametric=True).fit(X, batch=batch)
     S, _ = _standardized(X, batch)
     for j, site in enumerate(model.batches_):
@@ -161,13 +140,13 @@ def test_nonparametric_eb_matches_the_literal_likelihood_average() -> None:
 
 def test_nonparametric_does_not_underflow_on_large_batches() -> None:
     # 400 samples per site: the literal likelihood product underflows to 0 (R returns NaN).
-    X, batch, _ = make_data(n_per_site=(400, 400), n_features=40, seed=2)
+    X, batch, _ = combat_sites(n_per_site=(400, 400), n_features=40, seed=2)
     out = ih.ComBat(nonparametric=True).fit_transform(X, batch=batch)
     assert np.isfinite(out).all()
 
 
 def test_mean_only_parametric_uses_unit_variance_posterior() -> None:
-    X, batch, _ = make_data(seed=12)
+    X, batch, _ = combat_sites(seed=12)
     model = ih.ComBat(mean_only=True).fit(X, batch=batch)
     g_hat = model.fit_.gamma_hat
     t2 = g_hat.var(axis=1, ddof=1)[:, None]
@@ -188,7 +167,7 @@ def test_mean_only_parametric_uses_unit_variance_posterior() -> None:
 )
 def test_affine_equivariance(seed: int, scale: float, offset: float, method: str) -> None:
     """ComBat works on standardized data: a positive affine change of units commutes with it."""
-    X, batch, _ = make_data(n_per_site=(8, 11, 9), n_features=12, seed=seed)
+    X, batch, _ = combat_sites(n_per_site=(8, 11, 9), n_features=12, seed=seed)
     kw = {"eb": method != "none", "nonparametric": method == "nonparametric"}
     out = ih.ComBat(**kw).fit_transform(X, batch=batch)
     out2 = ih.ComBat(**kw).fit_transform(scale * X + offset, batch=batch)
@@ -198,7 +177,7 @@ def test_affine_equivariance(seed: int, scale: float, offset: float, method: str
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 10_000), nonparametric=st.booleans())
 def test_sample_feature_and_label_permutations(seed: int, nonparametric: bool) -> None:
-    X, batch, _ = make_data(n_per_site=(7, 10, 8), n_features=9, seed=seed)
+    X, batch, _ = combat_sites(n_per_site=(7, 10, 8), n_features=9, seed=seed)
     rng = np.random.default_rng(seed)
     out = ih.ComBat(nonparametric=nonparametric).fit_transform(X, batch=batch)
     rows = rng.permutation(X.shape[0])
@@ -213,7 +192,7 @@ def test_sample_feature_and_label_permutations(seed: int, nonparametric: bool) -
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10_000))
 def test_block_size_does_not_change_results(seed: int) -> None:
-    X, batch, age = make_data(n_per_site=(9, 13, 6), n_features=17, seed=seed, covariate=True)
+    X, batch, age = combat_sites(n_per_site=(9, 13, 6), n_features=17, seed=seed, covariate=True)
     cov = pd.DataFrame({"age": age})
     expected = ih.ComBat().fit_transform(X, batch=batch, covariates=cov)
     old = core._BLOCK_BYTES
@@ -226,7 +205,7 @@ def test_block_size_does_not_change_results(seed: int) -> None:
 
 
 def test_learn_on_train_equals_apply_to_train_and_new_samples_use_training_estimates() -> None:
-    X, batch, age = make_data(seed=21, covariate=True)
+    X, batch, age = combat_sites(seed=21, covariate=True)
     cov = pd.DataFrame({"age": age})
     model = ih.ComBat().fit(X, batch=batch, covariates=cov)
     np.testing.assert_array_equal(
@@ -257,7 +236,7 @@ def test_learn_on_train_equals_apply_to_train_and_new_samples_use_training_estim
 
 
 def test_missing_values_are_ignored_and_stay_missing() -> None:
-    X, batch, _ = make_data(seed=8)
+    X, batch, _ = combat_sites(seed=8)
     Xn = X.copy()
     rng = np.random.default_rng(1)
     holes = rng.random(X.shape) < 0.05
@@ -279,7 +258,7 @@ def test_missing_values_are_ignored_and_stay_missing() -> None:
 
 
 def test_zero_variance_feature_passes_through_with_a_warning() -> None:
-    X, batch, _ = make_data(seed=9)
+    X, batch, _ = combat_sites(seed=9)
     X[batch == "s1", 3] = 7.0
     with pytest.warns(HarmonizationWarning, match="zero variance"):
         model = ih.ComBat().fit(X, batch=batch)
@@ -293,7 +272,7 @@ def test_zero_variance_feature_passes_through_with_a_warning() -> None:
 
 
 def test_eb_iteration_cap_reports_non_convergence() -> None:
-    X, batch, _ = make_data(seed=10)
+    X, batch, _ = combat_sites(seed=10)
     with pytest.warns(ConvergenceWarning, match="did not converge"):
         model = ih.ComBat(max_iter=1).fit(X, batch=batch)
     assert not model.fit_.converged.any()
@@ -315,7 +294,7 @@ def test_design_check_names_positions() -> None:
 
 @pytest.mark.parametrize("order", ["C", "F"])
 def test_memory_layout_does_not_change_results(order: str) -> None:
-    X, batch, age = make_data(n_per_site=(9, 13, 6), n_features=17, seed=3, covariate=True)
+    X, batch, age = combat_sites(n_per_site=(9, 13, 6), n_features=17, seed=3, covariate=True)
     X[2, 4] = np.nan
     cov = pd.DataFrame({"age": age})
     expected = ih.ComBat(reference_batch="s1").fit_transform(X, batch=batch, covariates=cov)

@@ -12,34 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import imharmony as ih
+from _support.cohorts import covariance_cohort
 from imharmony.diagnostics.covariance import covariance_distance
 from imharmony.errors import DataError, HarmonizationError, ModelFileError
 
 
-def cohort(seed: int = 0, per_site: int = 80, n_features: int = 12):
-    """Three sites with shift, scale and their own variances of shared latent factors (the
-    site effect on covariance that CovBat models)."""
-    rng = np.random.default_rng(seed)
-    sites = np.repeat(["A", "B", "C"], per_site)
-    age = rng.uniform(20, 80, sites.size)
-    X = np.empty((sites.size, n_features))
-    load = rng.normal(0, 1.5, (3, n_features))
-    for s, sd in zip(
-        ("A", "B", "C"),
-        rng.permutation([[0.3, 1.0, 3.0], [3.0, 0.3, 1.0], [1.0, 3.0, 0.3]]),
-        strict=True,
-    ):
-        r = sites == s
-        factors = rng.normal(size=(r.sum(), 3)) * sd
-        X[r] = factors @ load + rng.normal(size=(r.sum(), n_features))
-        X[r] += rng.normal(0, 3, n_features)
-    X += 0.05 * age[:, None] + 50
-    cols = [f"f{i}" for i in range(n_features)]
-    return pd.DataFrame(X, columns=cols), pd.Series(sites, name="site"), pd.DataFrame({"age": age})
-
-
 def test_learn_on_train_equals_apply_to_train_and_params() -> None:
-    X, site, cov = cohort()
+    X, site, cov = covariance_cohort()
     model = ih.CovBat(percent_var=0.9)
     a = model.fit_transform(X, batch=site, covariates=cov)
     b = model.transform(X, batch=site, covariates=cov)
@@ -51,7 +30,7 @@ def test_learn_on_train_equals_apply_to_train_and_params() -> None:
 
 
 def test_held_out_samples_lose_site_covariance_differences_like_training() -> None:
-    X, site, cov = cohort(seed=2, per_site=200)
+    X, site, cov = covariance_cohort(seed=2, per_site=200)
     rng = np.random.default_rng(2)
     test = rng.random(len(X)) < 0.4
     tr, te = ~test, test
@@ -74,7 +53,7 @@ def test_held_out_samples_lose_site_covariance_differences_like_training() -> No
 
 
 def test_save_load_round_trip_and_format(tmp_path: Path) -> None:
-    X, site, cov = cohort()
+    X, site, cov = covariance_cohort()
     model = ih.CovBat(n_components=3, standardize_scores=False).fit(X, batch=site, covariates=cov)
     path = model.save(tmp_path / "m.json")
     doc = json.loads(path.read_text())
@@ -101,7 +80,7 @@ def test_save_load_round_trip_and_format(tmp_path: Path) -> None:
 
 
 def test_reference_batch_is_returned_unchanged() -> None:
-    X, site, cov = cohort()
+    X, site, cov = covariance_cohort()
     out = ih.CovBat(reference_batch="B").fit_transform(X, batch=site, covariates=cov)
     rows = (site == "B").to_numpy()
     np.testing.assert_array_equal(out.to_numpy()[rows], X.to_numpy()[rows])
@@ -109,7 +88,7 @@ def test_reference_batch_is_returned_unchanged() -> None:
 
 
 def test_errors_name_the_problem() -> None:
-    X, site, _ = cohort()
+    X, site, _ = covariance_cohort()
     with pytest.raises(HarmonizationError, match="percent_var"):
         ih.CovBat(percent_var=1.0).fit(X, batch=site)
     with pytest.raises(HarmonizationError, match="n_components"):
@@ -128,7 +107,7 @@ def test_errors_name_the_problem() -> None:
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10_000), k=st.integers(1, 4), scaled=st.booleans())
 def test_harmonized_scores_have_equal_site_mean_and_variance(seed: int, k: int, scaled: bool):
-    X, site, _ = cohort(seed=seed, per_site=25, n_features=6)
+    X, site, _ = covariance_cohort(seed=seed, per_site=25, n_features=6)
     model = ih.CovBat(n_components=k, standardize_scores=scaled)
     out = model.fit_transform(X.to_numpy(), batch=site.to_numpy())
     z = (out - model.fit_.grand_mean - model.center_) / model.scale_

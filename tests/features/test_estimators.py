@@ -12,27 +12,13 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score, cross_vali
 from sklearn.pipeline import make_pipeline
 
 import imharmony as ih
+from _support.cohorts import combat_cohort
 from imharmony.errors import (
     DataError,
     DesignError,
     HarmonizationError,
     HarmonizationWarning,
 )
-
-
-def cohort(seed: int = 0, n_sites: int = 4, per_site: int = 30, n_features: int = 20):
-    """Sites with different disease prevalence, additive and multiplicative site effects."""
-    rng = np.random.default_rng(seed)
-    site = np.repeat([f"site{i}" for i in range(n_sites)], per_site)
-    prevalence = np.linspace(0.2, 0.8, n_sites)
-    y = (rng.random(site.size) < np.repeat(prevalence, per_site)).astype(int)
-    age = rng.uniform(30, 80, site.size)
-    X = rng.normal(size=(site.size, n_features))
-    X[:, :5] += 0.8 * y[:, None]  # disease signal in 5 features
-    for i in range(n_sites):
-        r = site == f"site{i}"
-        X[r] = X[r] * rng.uniform(0.5, 2.0, n_features) + rng.normal(0, 2.0, n_features)
-    return X, y, site, pd.DataFrame({"age": age, "disease": y.astype(str)})
 
 
 def test_get_params_and_clone() -> None:
@@ -55,7 +41,7 @@ def test_get_params_and_clone() -> None:
 
 
 def test_pipeline_cross_validation_fits_harmonization_on_training_folds_only() -> None:
-    X, y, site, cov = cohort()
+    X, y, site, cov = combat_cohort()
     cov = cov[["age"]]
     cv = StratifiedKFold(5, shuffle=True, random_state=0)
     with sklearn.config_context(enable_metadata_routing=True):
@@ -90,7 +76,7 @@ def test_pipeline_cross_validation_fits_harmonization_on_training_folds_only() -
 
 
 def test_covariate_confounded_with_site_is_an_error_naming_it() -> None:
-    X, _, site, cov = cohort(seed=1)
+    X, _, site, cov = combat_cohort(seed=1)
     scanner = pd.Series(site).map(
         {"site0": "ge", "site1": "ge", "site2": "siemens", "site3": "siemens"}
     )
@@ -103,7 +89,7 @@ def test_covariate_confounded_with_site_is_an_error_naming_it() -> None:
 
 
 def test_single_sample_site_needs_mean_only() -> None:
-    X, _, site, _ = cohort(seed=2)
+    X, _, site, _ = combat_cohort(seed=2)
     site = site.astype(object)
     site[0] = "lonely"
     with pytest.raises(DesignError, match=r"'lonely'.*single sample.*mean_only=True"):
@@ -113,7 +99,7 @@ def test_single_sample_site_needs_mean_only() -> None:
 
 
 def test_bad_features_are_errors_naming_the_column() -> None:
-    X, _, site, _ = cohort(seed=3)
+    X, _, site, _ = combat_cohort(seed=3)
     frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
     bad = frame.assign(f3=["x"] * len(frame))
     with pytest.raises(DataError, match=r"'f3'.*not numeric"):
@@ -131,7 +117,7 @@ def test_bad_features_are_errors_naming_the_column() -> None:
 
 
 def test_transform_checks_columns_and_covariates() -> None:
-    X, _, site, cov = cohort(seed=4)
+    X, _, site, cov = combat_cohort(seed=4)
     frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
     model = ih.ComBat().fit(frame, batch=site, covariates=cov[["age", "disease"]])
     with pytest.raises(DataError, match="missing 'f0'; unexpected 'g0'"):
@@ -146,7 +132,7 @@ def test_transform_checks_columns_and_covariates() -> None:
 
 
 def test_parameter_validation() -> None:
-    X, _, site, _ = cohort(seed=5)
+    X, _, site, _ = combat_cohort(seed=5)
     with pytest.raises(HarmonizationError, match="'max_iter'"):
         ih.ComBat(max_iter=0).fit(X, batch=site)
     with pytest.raises(HarmonizationError, match="'nonparametric'"):
@@ -156,7 +142,7 @@ def test_parameter_validation() -> None:
 
 
 def test_categorical_covariates_follow_treatment_coding() -> None:
-    X, _, site, cov = cohort(seed=6)
+    X, _, site, cov = combat_cohort(seed=6)
     model = ih.ComBat().fit(X, batch=site, covariates=cov)
     assert model.covariate_columns_ == ["age", "disease[1]"]
     grade = pd.Categorical(np.resize(["low", "mid", "high"], len(site)), ["low", "mid", "high"])
@@ -165,7 +151,7 @@ def test_categorical_covariates_follow_treatment_coding() -> None:
 
 
 def test_integer_site_labels_and_cli_style_reference() -> None:
-    X, _, site, _ = cohort(seed=7)
+    X, _, site, _ = combat_cohort(seed=7)
     codes = pd.Series(site).str[-1].astype(int).to_numpy()
     model = ih.ComBat(reference_batch="2").fit(X, batch=codes)
     assert model.batches_.tolist() == [0, 1, 2, 3]
@@ -175,7 +161,7 @@ def test_integer_site_labels_and_cli_style_reference() -> None:
 
 
 def test_confounding_is_checked_before_fitting() -> None:
-    X, y, site, cov = cohort(seed=8)
+    X, y, site, cov = combat_cohort(seed=8)
     disease = pd.Series(y.astype(str), name="disease")
     # a site holding a single class while others mix them: strong, warned with the site named
     only_cases = np.where(site == "site3", "1", disease)
@@ -212,7 +198,7 @@ def test_confounding_is_checked_before_fitting() -> None:
 def test_acquisitions_that_measure_different_things_are_refused() -> None:
     from imharmony.physics.mr import NotHarmonizableError
 
-    X, _, site, _ = cohort(seed=9)
+    X, _, site, _ = combat_cohort(seed=9)
     t1 = {"RepetitionTime": 500.0, "EchoTime": 12.0, "ScanningSequence": "SE"}
     t2 = {"RepetitionTime": 4000.0, "EchoTime": 100.0, "ScanningSequence": "SE"}
     mixed = pd.DataFrame([t1 if s in ("site0", "site1") else t2 for s in site])

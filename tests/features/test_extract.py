@@ -50,6 +50,10 @@ def test_hand_computed_statistics_on_a_tiny_label_map() -> None:
     labels = np.array([[1, 1, 1, 1], [2, 2, 2, 2], [0, 0, 0, 0]])
     t = region_features(image, labels, bins=4)
     assert list(t.columns) == list(FIRST_ORDER_FEATURES)
+    # the image keyword is img, as for every image function; image= still works, and warns
+    pd.testing.assert_frame_equal(region_features(img=image, labels=labels, bins=4), t)
+    with pytest.warns(DeprecationWarning, match="'image' is deprecated; use 'img'"):
+        pd.testing.assert_frame_equal(region_features(image=image, labels=labels, bins=4), t)
     assert list(t.index) == [1, 2]
     r1 = t.loc[1]
     assert r1["mean"] == 2.5

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import imharmony as ih
+from _support.cohorts import smooth_age_cohort
 from imharmony.errors import DataError, DesignError, HarmonizationWarning
 from imharmony.features.gam import SmoothTerm, bspline_knots
 
@@ -49,23 +50,6 @@ def test_equals_neuroharmonize_given_its_penalties(case: dict) -> None:
     assert np.abs(out.to_numpy() - X.to_numpy()).max() > 1e-3 * np.abs(X.to_numpy()).max()
 
 
-def _simulate(
-    n: int = 160, G: int = 6, seed: int = 0
-) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
-    rng = np.random.default_rng(seed)
-    site = np.repeat(["a", "b", "c", "d"], n // 4)
-    codes = np.repeat(np.arange(4), n // 4)
-    age = rng.uniform(20, 80, n)
-    sex = rng.choice(["F", "M"], n)
-    X = np.sin(age / 12)[:, None] * rng.uniform(1, 3, G) + (sex == "M")[:, None] * 0.5
-    X += (
-        rng.normal(0, 1, (4, G))[codes]
-        + rng.normal(0, 0.3, (n, G)) * rng.uniform(0.5, 2, 4)[codes, None]
-    )
-    cols = [f"f{g}" for g in range(G)]
-    return pd.DataFrame(X, columns=cols), site, pd.DataFrame({"age": age, "sex": sex})
-
-
 @settings(max_examples=25, deadline=None)
 @given(
     st.integers(0, 10_000),
@@ -94,8 +78,11 @@ def test_basis_partition_and_penalty_null_space(seed: int, df: int, degree: int)
 
 
 def test_huge_penalty_is_linear_combat() -> None:
-    X, site, cov = _simulate()
-    gam = ih.ComBat(smooth=["age"], smooth_penalty=1e13).fit_transform(
+    X, site, cov = smooth_age_cohort()
+    # 1e11: large enough to reach the linear limit (measured max |gam - lin| / std: 7e-8 to
+    # 5e-7 over six cohorts), small enough that the solve's round-off stays below it (at 1e13 it
+    # is 1e-5 for any cohort, 8e-6 to 2e-5 depending on the draw; at 1e15, 5e-4)
+    gam = ih.ComBat(smooth=["age"], smooth_penalty=1e11).fit_transform(
         X, batch=site, covariates=cov
     )
     lin = ih.ComBat().fit_transform(X, batch=site, covariates=cov)
@@ -107,7 +94,7 @@ def test_huge_penalty_is_linear_combat() -> None:
 
 
 def test_per_feature_penalties_equal_separate_fits() -> None:
-    X, site, cov = _simulate(G=4)
+    X, site, cov = smooth_age_cohort(G=4)
     alphas = np.array([0.5, 30.0, 30.0, 2e4])
     both = ih.ComBat(smooth=["age"], smooth_penalty=alphas, eb=False).fit_transform(
         X, batch=site, covariates=cov
@@ -120,7 +107,7 @@ def test_per_feature_penalties_equal_separate_fits() -> None:
 
 
 def test_penalty_selection_is_reproducible_and_seeded() -> None:
-    X, site, cov = _simulate(G=8)
+    X, site, cov = smooth_age_cohort(G=8)
     a = ih.ComBat(smooth=["age"], random_state=3).fit(X, batch=site, covariates=cov)
     b = ih.ComBat(smooth=["age"], random_state=3).fit(X, batch=site, covariates=cov)
     np.testing.assert_array_equal(a.smooth_penalty_, b.smooth_penalty_)
@@ -133,7 +120,7 @@ def test_penalty_selection_is_reproducible_and_seeded() -> None:
 
 
 def test_new_samples_beyond_the_range_extrapolate_linearly_with_a_warning() -> None:
-    X, site, cov = _simulate()
+    X, site, cov = smooth_age_cohort()
     model = ih.ComBat(smooth=["age"], smooth_penalty=10.0).fit(X, batch=site, covariates=cov)
     ages = np.array([90.0, 100.0, 110.0, 5.0, 0.0, -5.0])
     new_cov = pd.DataFrame({"age": ages, "sex": ["F"] * 6})
@@ -150,7 +137,7 @@ def test_new_samples_beyond_the_range_extrapolate_linearly_with_a_warning() -> N
 
 
 def test_save_load_keeps_knots_and_penalties(tmp_path: Path) -> None:
-    X, site, cov = _simulate()
+    X, site, cov = smooth_age_cohort()
     model = ih.ComBat(smooth=["age"], smooth_penalty="gcv").fit(X, batch=site, covariates=cov)
     path = model.save(tmp_path / "gam.json")
     back = ih.ComBat.load(path)
@@ -167,7 +154,7 @@ def test_gam_file_is_type_checked_in_the_model_envelope(tmp_path: Path) -> None:
     from imharmony._persist import _digest
     from imharmony.errors import ModelFileError
 
-    X, site, cov = _simulate()
+    X, site, cov = smooth_age_cohort()
     path = ih.ComBat(smooth=["age"], smooth_penalty=5.0).fit(X, batch=site, covariates=cov).save(
         tmp_path / "gam.json"
     )
@@ -191,7 +178,7 @@ def test_gam_file_is_type_checked_in_the_model_envelope(tmp_path: Path) -> None:
 
 
 def test_missing_values_with_a_given_penalty() -> None:
-    X, site, cov = _simulate()
+    X, site, cov = smooth_age_cohort()
     Xm = X.copy()
     Xm.iloc[3, 1] = np.nan
     out = ih.ComBat(smooth=["age"], smooth_penalty=10.0).fit_transform(
@@ -209,7 +196,7 @@ def test_missing_values_with_a_given_penalty() -> None:
 
 
 def test_two_smooth_terms_and_bad_input() -> None:
-    X, site, cov = _simulate()
+    X, site, cov = smooth_age_cohort()
     cov["bmi"] = np.random.default_rng(1).normal(25, 4, len(cov))
     m = ih.ComBat(smooth=["age", "bmi"], smooth_penalty="gcv").fit(X, batch=site, covariates=cov)
     assert m.smooth_penalty_.shape == (X.shape[1], 2)
@@ -226,7 +213,7 @@ def test_two_smooth_terms_and_bad_input() -> None:
 
 
 def test_selection_survives_a_level_missing_from_a_training_fold() -> None:
-    X, site, cov = _simulate()
+    X, site, cov = smooth_age_cohort()
     # one sample of "old": its fold's training set has none
     cov["scanner_rev"] = ["old"] + ["new"] * (len(cov) - 1)
     model = ih.ComBat(smooth=["age"]).fit(X, batch=site, covariates=cov)

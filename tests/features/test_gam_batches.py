@@ -5,31 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import imharmony as ih
+from _support.cohorts import crossed_batches_cohort
 from imharmony.diagnostics import diagnose_batches
 from imharmony.errors import DataError, DesignError
-
-
-def _data(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    rng = np.random.default_rng(seed)
-    n, G = 240, 12
-    scanner = rng.choice(["GE", "Siemens", "Philips"], n)
-    kernel = rng.choice(["soft", "sharp"], n)
-    age = rng.uniform(20, 80, n)
-    X = rng.normal(0, 1, (n, G)) + 0.03 * age[:, None]
-    for lvl in np.unique(scanner):
-        X[scanner == lvl] = X[scanner == lvl] * rng.uniform(0.7, 1.5, G) + rng.normal(0, 2, G)
-    for lvl in np.unique(kernel):
-        X[kernel == lvl] += rng.normal(0, 1.5, G)
-    batch = pd.DataFrame({"scanner": scanner, "kernel": kernel})
-    return (
-        pd.DataFrame(X, columns=[f"f{g}" for g in range(G)]),
-        batch,
-        pd.DataFrame({"age": age}),
-    )
 
 
 def _site_means_spread(X: np.ndarray, labels: np.ndarray) -> float:
@@ -38,7 +19,7 @@ def _site_means_spread(X: np.ndarray, labels: np.ndarray) -> float:
 
 
 def test_sequential_equals_one_combat_per_variable_in_order(tmp_path: Path) -> None:
-    X, batch, cov = _data()
+    X, batch, cov = crossed_batches_cohort()
     model = ih.ComBat()
     out = model.fit_transform(X, batch=batch, covariates=cov)
     step1 = ih.ComBat().fit_transform(X, batch=batch["scanner"], covariates=cov)
@@ -62,7 +43,7 @@ def test_sequential_equals_one_combat_per_variable_in_order(tmp_path: Path) -> N
 
 
 def test_one_column_frame_is_plain_combat_and_smooth_terms_work_per_stage() -> None:
-    X, batch, cov = _data(1)
+    X, batch, cov = crossed_batches_cohort(1)
     a = ih.ComBat().fit_transform(X, batch=batch[["scanner"]], covariates=cov)
     b = ih.ComBat().fit_transform(X, batch=batch["scanner"], covariates=cov)
     np.testing.assert_array_equal(a.to_numpy(), b.to_numpy())
@@ -76,7 +57,7 @@ def test_staged_gam_model_file_round_trip_and_checks(tmp_path: Path) -> None:
     from imharmony._persist import _digest
     from imharmony.errors import ModelFileError
 
-    X, batch, cov = _data(1)
+    X, batch, cov = crossed_batches_cohort(1)
     gam = ih.ComBat(smooth=["age"], smooth_penalty="gcv").fit(X, batch=batch, covariates=cov)
     path = gam.save(tmp_path / "staged.json")
     back = ih.ComBat.load(path)
@@ -97,7 +78,7 @@ def test_staged_gam_model_file_round_trip_and_checks(tmp_path: Path) -> None:
 
 
 def test_diagnostics_per_batch_variable() -> None:
-    X, batch, cov = _data(2)
+    X, batch, cov = crossed_batches_cohort(2)
     out = ih.ComBat().fit_transform(X, batch=batch, covariates=cov)
     result = diagnose_batches(
         X, out, batch=batch, covariates=cov, max_features=0, n_permutations=50, random_state=0

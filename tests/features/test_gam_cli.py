@@ -130,7 +130,7 @@ def test_diagnose_report_names_the_method_and_its_parameters(table: Path, tmp_pa
                "--output", str(out)) == 0  # fmt: skip
     report, summary = tmp_path / "r.html", tmp_path / "r.json"
     assert run("diagnose", str(table), str(out), "--batch", "scanner", "--biology", "sex",
-               "--id", "kernel", "--covariate", "age", "--model", str(model), "--permutations",
+               "--id", "kernel", "--covariate", "age", "--model", str(model), "--n-permutations",
                "0", "--output", str(report), "--json", str(summary)) == 0  # fmt: skip
     method = json.loads(summary.read_text())["method"]
     assert method.startswith("ComBat(") and "smooth=['age']" in method

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from scipy import optimize
 
 import imharmony as ih
+from _support.cohorts import longitudinal_cohort
 from imharmony.errors import (
     DataError,
     DesignError,
@@ -24,34 +25,9 @@ from imharmony.errors import (
 from imharmony.features._reml import MixedDesign, _profile, fit_reml
 
 
-def cohort(seed: int = 0, n_subjects: int = 40, n_features: int = 6):
-    """Subjects with 2-5 visits, random intercepts and slopes, three scanners with shifts and
-    scales, a diagnosis with its own slope."""
-    rng = np.random.default_rng(seed)
-    visits = rng.integers(2, 6, n_subjects)
-    subject = np.repeat([f"s{i:02d}" for i in range(n_subjects)], visits)
-    sid = np.repeat(np.arange(n_subjects), visits)
-    time = np.concatenate([np.arange(v) + rng.uniform(-0.2, 0.2, v) for v in visits])
-    scanner = np.array(["A", "B", "C"])[rng.integers(0, 3, n_subjects)][sid]
-    diagnosis = np.array(["AD", "CN"])[rng.integers(0, 2, n_subjects)][sid]
-    age = rng.uniform(60, 80, n_subjects)[sid] + time
-    n = sid.size
-    u0 = rng.normal(0, 1.5, (n_subjects, n_features))[sid]
-    u1 = rng.normal(0, 0.3, (n_subjects, n_features))[sid]
-    shift = {"A": 0.0, "B": 2.0, "C": -1.5}
-    scale = {"A": 1.0, "B": 1.8, "C": 0.6}
-    sh = np.array([shift[s] for s in scanner])[:, None]
-    sc = np.array([scale[s] for s in scanner])[:, None]
-    X = 20 + 0.05 * age[:, None] - 0.5 * (diagnosis == "AD")[:, None] * time[:, None]
-    X = X + u0 + u1 * time[:, None] + sh + sc * rng.normal(size=(n, n_features))
-    cov = pd.DataFrame({"age": age, "diagnosis": diagnosis, "time": time})
-    cols = [f"f{i}" for i in range(n_features)]
-    return pd.DataFrame(X, columns=cols), pd.Series(scanner), cov, pd.Series(subject)
-
-
 @pytest.mark.parametrize("random", ["intercept", "slope"])
 def test_learn_on_train_equals_apply_to_train(random: str) -> None:
-    X, scanner, cov, subject = cohort()
+    X, scanner, cov, subject = longitudinal_cohort()
     model = ih.LongitudinalComBat(random=random)
     a = model.fit_transform(X, batch=scanner, covariates=cov, subject=subject)
     b = model.transform(X, batch=scanner, covariates=cov, subject=subject)
@@ -72,21 +48,21 @@ def test_learn_on_train_equals_apply_to_train(random: str) -> None:
 def test_a_new_subject_gets_the_random_effects_it_would_have_had(random: str) -> None:
     """Relabelling training subjects as unknown gives the same output: the random effects
     predicted from their visits with the fitted model are the fitted ones."""
-    X, scanner, cov, subject = cohort(seed=1)
+    X, scanner, cov, subject = longitudinal_cohort(seed=1)
     model = ih.LongitudinalComBat(random=random).fit(
         X, batch=scanner, covariates=cov, subject=subject
     )
     known = model.transform(X, batch=scanner, covariates=cov, subject=subject)
-    renamed = subject.where(~subject.isin(["s01", "s02", "s07"]), "new-" + subject)
+    renamed = subject.where(~subject.isin(["sub-001", "sub-002", "sub-007"]), "new-" + subject)
     as_new = model.transform(X, batch=scanner, covariates=cov, subject=renamed)
     np.testing.assert_allclose(as_new.to_numpy(), known.to_numpy(), rtol=0, atol=1e-9)
 
 
 def test_new_visits_are_harmonized_like_a_fit_that_saw_them() -> None:
-    X, scanner, cov, subject = cohort(seed=2, n_subjects=60)
+    X, scanner, cov, subject = longitudinal_cohort(seed=2, n_subjects=60)
     rng = np.random.default_rng(3)
     held = rng.random(len(X)) < 0.15  # new visits of known subjects
-    newsub = subject.isin([f"s{i:02d}" for i in range(50, 60)]).to_numpy()  # new subjects
+    newsub = subject.isin([f"sub-{i:03d}" for i in range(50, 60)]).to_numpy()  # new subjects
     train = ~held & ~newsub
     model = ih.LongitudinalComBat(formula="age + diagnosis*time").fit(
         X[train], batch=scanner[train], covariates=cov[train], subject=subject[train]
@@ -104,7 +80,7 @@ def test_new_visits_are_harmonized_like_a_fit_that_saw_them() -> None:
 
 
 def test_save_load_round_trip(tmp_path: Path) -> None:
-    X, scanner, cov, subject = cohort()
+    X, scanner, cov, subject = longitudinal_cohort()
     model = ih.LongitudinalComBat(random="slope", sigma="msr", n_iter=10).fit(
         X, batch=scanner, covariates=cov, subject=subject
     )
@@ -113,7 +89,7 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     assert doc["kind"] == "imharmony.longitudinal_combat"
     loaded = ih.LongitudinalComBat.load(path)
     assert loaded.get_params() == model.get_params()
-    renamed = subject.where(subject != "s03", "new")
+    renamed = subject.where(subject != "sub-003", "new")
     for subj in (subject, renamed):
         pd.testing.assert_frame_equal(
             loaded.transform(X, batch=scanner, covariates=cov, subject=subj),
@@ -133,7 +109,7 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
 
 
 def test_errors_name_the_column_and_the_fix() -> None:
-    X, scanner, cov, subject = cohort()
+    X, scanner, cov, subject = longitudinal_cohort()
     kw = {"batch": scanner, "subject": subject}
     with pytest.raises(DataError, match="'sex' is not a column"):
         ih.LongitudinalComBat(formula="age + sex").fit(X, covariates=cov, **kw)
@@ -245,7 +221,7 @@ def test_pipeline_routes_batch_covariates_and_subject_to_the_folds() -> None:
     from sklearn.model_selection import GroupKFold, cross_validate
     from sklearn.pipeline import make_pipeline
 
-    X, scanner, cov, subject = cohort(seed=4)
+    X, scanner, cov, subject = longitudinal_cohort(seed=4)
     y = cov["age"].to_numpy()
     with sklearn.config_context(enable_metadata_routing=True):
         harmonizer = (

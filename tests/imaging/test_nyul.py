@@ -14,8 +14,14 @@ from hypothesis.extra import numpy as hnp
 from sklearn.base import clone
 
 from imharmony import Image
-from imharmony.errors import DataError, HarmonizationWarning, ModelFileError, NotFittedError
-from imharmony.imaging.histogram import HistogramStandardizer, _percentiles
+from imharmony.errors import (
+    DataError,
+    HarmonizationError,
+    HarmonizationWarning,
+    ModelFileError,
+    NotFittedError,
+)
+from imharmony.imaging.nyul import HistogramStandardizer, _percentiles
 
 A = np.arange(101, dtype=np.float64)  # percentiles p of A are exactly p
 B = A**2 / 100.0  # percentiles 1, 50, 99 of B: B[1] = 0.01, B[50] = 25, B[99] = 98.01
@@ -236,7 +242,8 @@ def test_not_fitted_and_parameter_errors() -> None:
     ]
     for params in bad:
         name = next(iter(params))
-        with pytest.raises(DataError, match=f"'{name}' parameter of HistogramStandardizer"):
+        message = f"The '{name}' parameter of HistogramStandardizer must be"
+        with pytest.raises(HarmonizationError, match=message):
             HistogramStandardizer(**params).fit([Image(np.arange(10.0))])
 
 
@@ -260,7 +267,7 @@ def test_output_dtype_input_untouched_history() -> None:
     np.testing.assert_array_equal(src, (A * 3).astype(np.int16))
     assert img.meta["history"] == [{"step": "earlier"}]
     step = out.meta["history"][-1]
-    assert step["step"] == "nyul_standardize"
+    assert step["step"] == "nyul"
     np.testing.assert_allclose(step["standard_landmarks"], [0.0, 37.75, 100.0])
     assert model.transform(Image(A.astype(np.float32))).array.dtype == np.float32
     assert model.transform(Image(A)).array.dtype == np.float64
@@ -300,7 +307,7 @@ def test_save_load_round_trip_is_json(tmp_path) -> None:
     assert data["kind"] == "imharmony.HistogramStandardizer" and data["kind_version"] == 2
     back = HistogramStandardizer.load(path)
     assert back.get_params() == {
-        "landmarks": [1.0, 50.0, 99.0],
+        "landmarks": (1.0, 50.0, 99.0),
         "output_range": (0.0, 100.0),
         "foreground": "all",
     }

@@ -6,13 +6,17 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from imharmony.errors import DataError
 from imharmony.image import Image
 from imharmony.imaging.resample import (
     antialias_sigma,
+    footprint_spacing,
     resample,
     resample_mask,
+    resample_to_grid,
     resampled_grid,
 )
 
@@ -225,3 +229,139 @@ def test_grid_tolerates_float32_spacing() -> None:
     assert shape == (16,)
     shape, _ = resampled_grid((30,), (0.8,), (1.49,))
     assert shape == (17,)
+
+
+# --- onto a reference grid -------------------------------------------------------------------
+
+
+def _rotation_z(degrees: float) -> np.ndarray:
+    t = math.radians(degrees)
+    return np.array([[math.cos(t), -math.sin(t), 0.0], [math.sin(t), math.cos(t), 0.0],
+                     [0.0, 0.0, 1.0]])
+
+
+def _continuous_index(img: Image, points: list[np.ndarray]) -> np.ndarray:
+    """Continuous array index of physical points on img's grid, shape (3, ...)."""
+    rel = np.stack([p - o for p, o in zip(points, img.origin, strict=True)])
+    steps = np.tensordot(np.linalg.inv(img.direction), rel, axes=1)
+    return steps / np.asarray(img.spacing).reshape((-1,) + (1,) * (rel.ndim - 1))
+
+
+def _ramp_case(angle: float, shift: tuple[float, float, float],
+               spacing: tuple[float, float, float]) -> tuple[Image, Image, np.ndarray]:
+    """A linear ramp in physical space, a rotated and shifted reference grid, and the voxels
+    of the reference whose centres lie inside the hull of the image's voxel centres."""
+    img = Image(np.zeros((16, 14, 7)), spacing=(1.0, 1.25, 2.0), origin=(-3.0, 2.0, 10.0),
+                direction=_rotation_z(10.0))
+    x, y, z = _centres(img)
+    img = img.with_array(2.0 * x - 0.5 * y + 0.25 * z + 7.0)
+    ref = Image(np.zeros((12, 13, 9), np.int16), spacing=spacing,
+                origin=tuple(np.add(img.origin, shift)), direction=_rotation_z(angle))
+    idx = _continuous_index(img, _centres(ref))
+    limits = np.asarray(img.array.shape, float).reshape(3, 1, 1, 1) - 1.0
+    inside = np.all((idx >= 1e-9) & (idx <= limits - 1e-9), axis=0)
+    return img, ref, inside
+
+
+def test_onto_a_rotated_shifted_grid_values_and_geometry() -> None:
+    img, ref, inside = _ramp_case(37.0, (1.3, -0.7, 2.1), (0.9, 1.1, 1.7))
+    out = resample_to_grid(img, ref, anti_alias=False)
+    assert out.same_grid(ref) and ref.same_grid(out)
+    assert out.shape == ref.shape and out.array.dtype == np.float64
+    np.testing.assert_array_equal(out.direction, ref.direction)
+    xn, yn, zn = _centres(ref)
+    expected = 2.0 * xn - 0.5 * yn + 0.25 * zn + 7.0
+    assert 0.2 < inside.mean() < 0.95  # part of the reference lies outside the image
+    np.testing.assert_allclose(out.array[inside], expected[inside], atol=1e-9)
+    # reference voxels farther than half a voxel outside the image are 0
+    idx = _continuous_index(img, [xn, yn, zn])
+    limits = np.asarray(img.array.shape, float).reshape(3, 1, 1, 1) - 0.5
+    far = np.any((idx < -0.5 - 1e-6) | (idx > limits + 1e-6), axis=0)
+    assert far.any()
+    np.testing.assert_array_equal(out.array[far], 0.0)
+    step = out.meta["history"][-1]
+    assert step["step"] == "resample_to_grid" and step["shape"] == [12, 13, 9]
+    assert step["origin"] == pytest.approx(list(ref.origin))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    angle=st.floats(-180.0, 180.0),
+    shift=st.tuples(*[st.floats(-3.0, 3.0)] * 3),
+    spacing=st.tuples(*[st.floats(0.6, 2.5)] * 3),
+)
+def test_linear_interpolation_onto_any_rigid_grid_is_exact_on_a_ramp(
+    angle: float, shift: tuple[float, float, float], spacing: tuple[float, float, float]
+) -> None:
+    img, ref, inside = _ramp_case(angle, shift, spacing)
+    out = resample_to_grid(img, ref, anti_alias=False)
+    assert out.same_grid(ref)
+    xn, yn, zn = _centres(ref)
+    expected = 2.0 * xn - 0.5 * yn + 0.25 * zn + 7.0
+    np.testing.assert_allclose(out.array[inside], expected[inside], atol=1e-8)
+
+
+def test_a_transposed_copy_comes_back_voxel_for_voxel() -> None:
+    # the same physical image stored with axes 0 and 1 swapped (direction columns swapped)
+    rng = np.random.default_rng(5)
+    arr = rng.normal(size=(9, 11, 5)).astype(np.float32)
+    direction = _rotation_z(25.0)
+    img = Image(arr, spacing=(0.8, 1.3, 2.0), origin=(4.0, -2.0, 1.0), direction=direction)
+    swapped = Image(arr.transpose(1, 0, 2), spacing=(1.3, 0.8, 2.0), origin=img.origin,
+                    direction=direction[:, [1, 0, 2]])
+    for interpolation in ("nearest", "linear"):
+        back = resample_to_grid(swapped, img, interpolation=interpolation)  # type: ignore[arg-type]
+        assert back.same_grid(img)
+        np.testing.assert_allclose(back.array, arr, rtol=0, atol=1e-5)
+
+
+def test_onto_its_own_grid_is_the_identity_and_labels_stay_labels() -> None:
+    rng = np.random.default_rng(6)
+    labels = rng.choice(np.array([0, 2, 5], np.uint8), size=(7, 8, 6))
+    img = Image(labels, spacing=(1.0, 1.5, 2.0), origin=(1.0, 2.0, 3.0),
+                direction=_rotation_z(-60.0))
+    out = resample_to_grid(img, img, interpolation="nearest")
+    assert out.array.dtype == np.uint8
+    np.testing.assert_array_equal(out.array, labels)
+    mask = resample_to_grid(img.with_array(labels > 0), img, interpolation="nearest")
+    assert mask.array.dtype == bool
+    np.testing.assert_array_equal(mask.array, labels > 0)
+
+
+def test_footprint_spacing_and_anti_aliasing_onto_a_coarser_rotated_grid() -> None:
+    img = Image(np.zeros((6, 6, 4)), spacing=(1.0, 1.0, 2.0))
+    aligned = Image(np.zeros((3, 3, 2)), spacing=(2.0, 3.0, 4.0))
+    np.testing.assert_allclose(footprint_spacing(img, aligned), [2.0, 3.0, 4.0])
+    quarter = Image(np.zeros((3, 3, 2)), spacing=(2.0, 3.0, 4.0), direction=_rotation_z(90.0))
+    np.testing.assert_allclose(footprint_spacing(img, quarter), [3.0, 2.0, 4.0], atol=1e-12)
+    eighth = Image(np.zeros((3, 3, 2)), spacing=(2.0, 3.0, 4.0), direction=_rotation_z(45.0))
+    np.testing.assert_allclose(footprint_spacing(img, eighth),
+                               [math.sqrt(6.5), math.sqrt(6.5), 4.0])
+    out = resample_to_grid(img, quarter)
+    np.testing.assert_allclose(out.meta["history"][-1]["anti_alias_sigma_mm"],
+                               antialias_sigma(img.spacing, [3.0, 2.0, 4.0]))
+    # aligned and with the reference's spacing: the same numbers as the spacing-only path
+    rng = np.random.default_rng(7)
+    noisy = img.with_array(rng.normal(size=img.shape))
+    coarse = resample(noisy, (2.0, 3.0, 4.0))
+    np.testing.assert_allclose(resample_to_grid(noisy, coarse).array, coarse.array, atol=1e-12)
+
+
+def test_trailing_axis_and_errors_onto_a_grid() -> None:
+    rng = np.random.default_rng(8)
+    arr = rng.normal(size=(6, 7, 5, 2)).astype(np.float32)
+    img = Image(arr, spacing=(1.0, 1.0, 2.0, 3.0), origin=(0.0, 0.0, 0.0, 10.0))
+    ref = Image(np.zeros((5, 5, 4)), spacing=(1.2, 1.2, 2.0), origin=(0.5, 0.2, 0.0),
+                direction=_rotation_z(15.0))
+    out = resample_to_grid(img, ref)
+    assert out.shape == (5, 5, 4, 2) and out.spacing == (1.2, 1.2, 2.0, 3.0)
+    assert out.origin[3] == 10.0 and out.direction[3, 3] == 1.0
+    for t in range(2):
+        single = resample_to_grid(Image(arr[..., t], spacing=(1.0, 1.0, 2.0)), ref)
+        np.testing.assert_array_equal(out.array[..., t], single.array)
+    with pytest.raises(DataError, match="spatial axes"):
+        resample_to_grid(Image(np.zeros((4, 4)), spacing=(1.0, 1.0)), ref)
+    with pytest.raises(DataError, match="reference must be an imharmony"):
+        resample_to_grid(ref, np.zeros((5, 5, 4)))  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="interpolation"):
+        resample_to_grid(ref, ref, interpolation="cubic")  # type: ignore[arg-type]

@@ -7,7 +7,6 @@ pixel (column c, row r) of a slice is ``IPP + c * Δc * X + r * Δr * Y`` with `
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import os
@@ -27,6 +26,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from _support import dicom
 from imharmony import Image
 from imharmony.errors import HarmonizationError
 from imharmony.io import read_image
@@ -40,8 +40,6 @@ from imharmony.io.dicom import (
     stored_values,
 )
 from imharmony.physics.ct import HounsfieldError
-
-fac = importlib.import_module("dicom_factory")
 
 RNG = np.random.default_rng(20240101)
 
@@ -75,7 +73,7 @@ def test_oblique_geometry_matches_the_dicom_pixel_formula(tmp_path):
     orientation = [*row_cos, *col_cos]
     stored = _stored(n=5, rows=4, cols=3)
     pixel_spacing = (0.9, 0.6)  # between rows, between columns
-    paths = fac.write_series(
+    paths = dicom.write_series(
         tmp_path, stored, orientation=orientation, pixel_spacing=pixel_spacing,
         origin=(12.5, -40.0, 7.25), slice_spacing=3.5,
     )
@@ -99,8 +97,8 @@ def test_oblique_geometry_matches_the_dicom_pixel_formula(tmp_path):
 def test_unsorted_files_are_ordered_by_position_not_by_name(tmp_path):
     stored = _stored(n=6)
     # Slices numbered against the normal and written under shuffled file names.
-    positions = fac.slice_positions(6, origin=(0, 0, 100), slice_spacing=-2.0)
-    fac.write_series(
+    positions = dicom.slice_positions(6, origin=(0, 0, 100), slice_spacing=-2.0)
+    dicom.write_series(
         tmp_path, stored, positions=positions, slice_spacing=2.0, file_index=[4, 0, 5, 2, 1, 3]
     )
     img = read_dicom_series(tmp_path)
@@ -115,7 +113,7 @@ def test_unsorted_files_are_ordered_by_position_not_by_name(tmp_path):
 def test_slice_spacing_comes_from_positions_and_a_disagreeing_thickness_is_logged(
     tmp_path, caplog
 ):
-    fac.write_series(tmp_path, _stored(n=3), slice_spacing=20.0, tags={"SliceThickness": "5"})
+    dicom.write_series(tmp_path, _stored(n=3), slice_spacing=20.0, tags={"SliceThickness": "5"})
     with caplog.at_level(logging.WARNING, logger="imharmony.io.dicom"):
         img = read_dicom_series(tmp_path)
     assert img.spacing[2] == pytest.approx(20.0)
@@ -124,9 +122,9 @@ def test_slice_spacing_comes_from_positions_and_a_disagreeing_thickness_is_logge
 
 
 def test_single_slice_takes_spacing_between_slices_then_thickness(tmp_path):
-    fac.write_series(tmp_path / "a", _stored(n=1), tags={"SliceThickness": "1.5"})
+    dicom.write_series(tmp_path / "a", _stored(n=1), tags={"SliceThickness": "1.5"})
     assert read_dicom_series(tmp_path / "a").spacing[2] == pytest.approx(1.5)
-    fac.write_series(
+    dicom.write_series(
         tmp_path / "b", _stored(n=1), tags={"SliceThickness": "1.5", "SpacingBetweenSlices": "3"}
     )
     assert read_dicom_series(tmp_path / "b").spacing[2] == pytest.approx(3.0)
@@ -134,7 +132,7 @@ def test_single_slice_takes_spacing_between_slices_then_thickness(tmp_path):
 
 def test_a_single_file_and_subfolders_are_read(tmp_path):
     stored = _stored(n=3)
-    paths = fac.write_series(tmp_path / "deep" / "er", stored)
+    paths = dicom.write_series(tmp_path / "deep" / "er", stored)
     one = read_dicom_series(paths[1])
     np.testing.assert_array_equal(one.array[:, :, 0], stored[1].T.astype(float) - 1024)
     assert read_dicom_series(tmp_path).shape == (6, 5, 3)
@@ -154,7 +152,7 @@ def test_geometry_is_recovered_for_any_orientation_and_file_order(tmp_path, angl
     folder = tmp_path / f"s{abs(hash((angles, spacing, tuple(perm))))}"
     stored = _stored(n=4, rows=2, cols=3)
     origin = (-50.0, 20.0, 3.0)
-    fac.write_series(
+    dicom.write_series(
         folder, stored, orientation=[*rot[:, 0], *rot[:, 1]],
         pixel_spacing=(spacing[1], spacing[0]), slice_spacing=spacing[2], origin=origin,
         file_index=perm,
@@ -172,7 +170,7 @@ def test_geometry_is_recovered_for_any_orientation_and_file_order(tmp_path, angl
 
 
 def test_gap_names_the_files_on_both_sides(tmp_path):
-    paths = fac.write_series(tmp_path, _stored(n=6))
+    paths = dicom.write_series(tmp_path, _stored(n=6))
     paths[3].unlink()
     with pytest.raises(DicomSeriesError, match=r"IM_0002.dcm and IM_0004.dcm") as exc:
         read_dicom_series(tmp_path)
@@ -181,7 +179,7 @@ def test_gap_names_the_files_on_both_sides(tmp_path):
 
 @pytest.mark.parametrize("missing", [1, 7, 10])
 def test_a_missing_slice_anywhere_is_a_gap(tmp_path, missing):
-    paths = fac.write_series(tmp_path, _stored(n=12, rows=2, cols=2), slice_spacing=0.625)
+    paths = dicom.write_series(tmp_path, _stored(n=12, rows=2, cols=2), slice_spacing=0.625)
     paths[missing].unlink()
     with pytest.raises(DicomSeriesError, match=rf"IM_{missing - 1:04d}.dcm and "
                        rf"IM_{missing + 1:04d}.dcm are 1.2500 mm apart"):
@@ -191,28 +189,28 @@ def test_a_missing_slice_anywhere_is_a_gap(tmp_path, missing):
 def test_rounded_positions_are_tolerated_but_a_drifting_spacing_is_not(tmp_path):
     stored = _stored(n=8, rows=2, cols=2)
     jitter = np.array([0, 0.04, -0.03, 0.05, 0, -0.05, 0.02, 0])  # mm, spacing 1 mm
-    positions = fac.slice_positions(8, slice_spacing=1.0)
+    positions = dicom.slice_positions(8, slice_spacing=1.0)
     positions[:, 2] += jitter
-    fac.write_series(tmp_path / "ok", stored, positions=positions, slice_spacing=1.0)
+    dicom.write_series(tmp_path / "ok", stored, positions=positions, slice_spacing=1.0)
     assert read_dicom_series(tmp_path / "ok").spacing[2] == pytest.approx(1.0)
-    drift = fac.slice_positions(8, slice_spacing=1.0)
+    drift = dicom.slice_positions(8, slice_spacing=1.0)
     drift[:, 2] = 30 + np.cumsum([0, 1, 1, 1, 1.3, 1.3, 1.3, 1.3])
-    fac.write_series(tmp_path / "bad", stored, positions=drift, slice_spacing=1.0)
+    dicom.write_series(tmp_path / "bad", stored, positions=drift, slice_spacing=1.0)
     with pytest.raises(DicomSeriesError, match="non-uniform slice spacing"):
-        read_dicom_series(tmp_path / "bad")
+        read_dicom_series(tmp_path / "bad", variable_spacing="refuse")
 
 
 def test_duplicate_positions_name_both_files(tmp_path):
-    positions = fac.slice_positions(4)
+    positions = dicom.slice_positions(4)
     positions[2] = positions[1]
-    fac.write_series(tmp_path, _stored(n=4), positions=positions)
+    dicom.write_series(tmp_path, _stored(n=4), positions=positions)
     with pytest.raises(DicomSeriesError, match=r"unequal numbers of frames .* IM_0001.dcm, "
                        r"IM_0002.dcm lie at 32.5000 mm"):
         read_dicom_series(tmp_path)
 
 
 def test_mixed_orientation_is_refused(tmp_path):
-    fac.write_series(
+    dicom.write_series(
         tmp_path, _stored(n=4),
         per_instance=[{}, {}, {"ImageOrientationPatient": [1, 0, 0, 0, 0, -1]}, {}],
     )
@@ -222,18 +220,18 @@ def test_mixed_orientation_is_refused(tmp_path):
 
 
 def test_mixed_rows_and_columns_are_refused(tmp_path):
-    fac.write_series(tmp_path, _stored(n=3, rows=5, cols=6))
-    fac.write_series(
+    dicom.write_series(tmp_path, _stored(n=3, rows=5, cols=6))
+    dicom.write_series(
         tmp_path, _stored(n=1, rows=6, cols=6), filenames="X_{index}.dcm",
         series_uid=pydicom.dcmread(tmp_path / "IM_0000.dcm").SeriesInstanceUID,
-        positions=fac.slice_positions(4)[3:], file_index=[3],
+        positions=dicom.slice_positions(4)[3:], file_index=[3],
     )
     with pytest.raises(DicomSeriesError, match=r"mixed image sizes.*X_3.dcm is 6 x 6"):
         read_dicom_series(tmp_path)
 
 
 def test_mixed_pixel_spacing_is_refused(tmp_path):
-    fac.write_series(
+    dicom.write_series(
         tmp_path, _stored(n=3), per_instance=[{}, {"PixelSpacing": [0.5, 0.5]}, {}]
     )
     with pytest.raises(DicomSeriesError, match=r"Pixel Spacing \(0028,0030\).*IM_0001.dcm"):
@@ -242,9 +240,9 @@ def test_mixed_pixel_spacing_is_refused(tmp_path):
 
 def test_gantry_tilt_is_de_sheared_onto_a_grown_rectilinear_grid(tmp_path):
     stored = _stored(n=4, rows=5, cols=6)
-    positions = fac.slice_positions(4)  # 2.5 mm apart along z
+    positions = dicom.slice_positions(4)  # 2.5 mm apart along z
     positions[:, 1] -= np.arange(4) * 0.8  # one row (0.8 mm) per slice towards -y: a tilt
-    fac.write_series(tmp_path, stored, positions=positions)
+    dicom.write_series(tmp_path, stored, positions=positions)
     img = read_dicom_series(tmp_path)
     assert img.shape == (6, 5 + 3, 4)  # three rows more to hold the shifted slices
     assert img.spacing == pytest.approx((0.7, 0.8, 2.5))
@@ -258,9 +256,9 @@ def test_gantry_tilt_is_de_sheared_onto_a_grown_rectilinear_grid(tmp_path):
 
 
 def test_a_shear_that_is_not_a_tilt_is_refused(tmp_path):
-    positions = fac.slice_positions(4)
+    positions = dicom.slice_positions(4)
     positions[:, 1] += [0.0, 1.0, 0.0, 1.0]  # in-plane drift not proportional to position
-    fac.write_series(tmp_path, _stored(n=4), positions=positions)
+    dicom.write_series(tmp_path, _stored(n=4), positions=positions)
     with pytest.raises(DicomSeriesError, match=r"sheared series: .* does not grow linearly"):
         read_dicom_series(tmp_path)
 
@@ -268,9 +266,9 @@ def test_a_shear_that_is_not_a_tilt_is_refused(tmp_path):
 def test_several_series_are_listed_and_one_can_be_chosen(tmp_path):
     a = _stored(n=3)
     b = _stored(n=2)
-    fac.write_series(tmp_path, a, series_uid="1.2.3.4", filenames="A_{index}.dcm",
+    dicom.write_series(tmp_path, a, series_uid="1.2.3.4", filenames="A_{index}.dcm",
                      tags={"SeriesDescription": "soft"})
-    fac.write_series(tmp_path, b, series_uid="1.2.3.5", filenames="B_{index}.dcm",
+    dicom.write_series(tmp_path, b, series_uid="1.2.3.5", filenames="B_{index}.dcm",
                      modality="MR")
     with pytest.raises(DicomSeriesError) as exc:
         read_dicom_series(tmp_path)
@@ -289,7 +287,8 @@ def test_several_series_are_listed_and_one_can_be_chosen(tmp_path):
 
 
 def test_missing_position_names_file_and_tag(tmp_path):
-    fac.write_series(tmp_path, _stored(n=3), per_instance=[{}, {"ImagePositionPatient": None}, {}])
+    dicom.write_series(tmp_path, _stored(n=3),
+                       per_instance=[{}, {"ImagePositionPatient": None}, {}])
     with pytest.raises(DicomError, match=r"IM_0001.dcm: Image Position \(Patient\) "
                        r"\(0020,0032\) missing"):
         read_dicom_series(tmp_path)
@@ -301,7 +300,7 @@ def test_missing_position_names_file_and_tag(tmp_path):
 
 
 def test_a_huge_announced_size_fails_fast_without_allocating(tmp_path):
-    fac.write_series(
+    dicom.write_series(
         tmp_path, _stored(n=1, rows=2, cols=2),
         tags={"Rows": 60000, "Columns": 60000, "NumberOfFrames": 1000},
     )
@@ -319,7 +318,7 @@ def test_a_huge_announced_size_fails_fast_without_allocating(tmp_path):
 
 
 def test_a_huge_announced_size_in_a_compressed_file_fails_before_decoding(tmp_path, monkeypatch):
-    fac.write_series(tmp_path, _stored(n=1, rows=4, cols=4), transfer_syntax=RLELossless)
+    dicom.write_series(tmp_path, _stored(n=1, rows=4, cols=4), transfer_syntax=RLELossless)
     path = tmp_path / "IM_0000.dcm"
     ds = pydicom.dcmread(path)
     ds.Rows, ds.Columns, ds.NumberOfFrames = 60000, 60000, 1000
@@ -334,7 +333,7 @@ def test_a_huge_announced_size_in_a_compressed_file_fails_before_decoding(tmp_pa
 
 
 def test_a_hostile_element_length_in_the_header_allocates_nothing(tmp_path):
-    paths = fac.write_series(
+    paths = dicom.write_series(
         tmp_path, _stored(n=2, rows=2, cols=2), tags={(0x0009, 0x1010): ("OB", b"\0" * 16)}
     )
     data = bytearray(paths[1].read_bytes())
@@ -353,14 +352,14 @@ def test_a_hostile_element_length_in_the_header_allocates_nothing(tmp_path):
 
 
 def test_the_series_total_is_checked_against_max_pixels(tmp_path):
-    fac.write_series(tmp_path, _stored(n=4, rows=5, cols=6))  # 120 voxels
+    dicom.write_series(tmp_path, _stored(n=4, rows=5, cols=6))  # 120 voxels
     with pytest.raises(DicomSizeError, match="120 voxels in 4 files, above max_pixels=100"):
         read_dicom_series(tmp_path, max_pixels=100)
     assert read_dicom_series(tmp_path, max_pixels=120).array.size == 120
 
 
 def test_file_truncated_in_the_pixel_data_is_named(tmp_path):
-    paths = fac.write_series(tmp_path, _stored(n=3))
+    paths = dicom.write_series(tmp_path, _stored(n=3))
     data = paths[1].read_bytes()
     paths[1].write_bytes(data[:-20])
     with pytest.raises(DicomError, match=r"IM_0001.dcm: file truncated: it ends after 40 of the "
@@ -370,7 +369,7 @@ def test_file_truncated_in_the_pixel_data_is_named(tmp_path):
 
 @pytest.mark.parametrize("keep", [200, 700])
 def test_file_truncated_in_the_header_is_named(tmp_path, keep):
-    paths = fac.write_series(tmp_path, _stored(n=3))
+    paths = dicom.write_series(tmp_path, _stored(n=3))
     paths[2].write_bytes(paths[2].read_bytes()[:keep])
     with pytest.raises(DicomError, match=r"IM_0002.dcm"):
         read_dicom_series(tmp_path)
@@ -395,7 +394,7 @@ def test_random_bytes_behind_a_dicom_prefix_are_a_damaged_file(tmp_path):
 
 def test_a_non_dicom_file_in_the_folder_is_skipped_with_a_warning(tmp_path, caplog):
     stored = _stored(n=3)
-    fac.write_series(tmp_path, stored)
+    dicom.write_series(tmp_path, stored)
     (tmp_path / "README.txt").write_text("scanned on Monday\n")
     (tmp_path / ".DS_Store").write_bytes(b"\0\1\2")
     with caplog.at_level(logging.WARNING, logger="imharmony.io.dicom"):
@@ -407,13 +406,11 @@ def test_a_non_dicom_file_in_the_folder_is_skipped_with_a_warning(tmp_path, capl
 
 def test_a_dicom_object_without_pixels_is_skipped(tmp_path, caplog):
     stored = _stored(n=2)
-    fac.write_series(tmp_path, stored)
-    ds = pydicom.dcmread(tmp_path / "IM_0000.dcm")
-    for kw in ("PixelData", "Rows", "Columns", "ImagePositionPatient", "BitsAllocated"):
-        delattr(ds, kw)
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"
-    ds.SeriesInstanceUID = "1.2.3.99"
-    ds.save_as(tmp_path / "report.dcm")
+    dicom.write_series(tmp_path, stored)
+    no_pixels = ("PixelData", "Rows", "Columns", "ImagePositionPatient", "BitsAllocated")
+    dicom.write_instance(tmp_path / "report.dcm", stored[:1], series_uid="1.2.3.99",
+                         sop_class_uid="1.2.840.10008.5.1.4.1.1.88.11",
+                         tags=dict.fromkeys(no_pixels))
     with caplog.at_level(logging.INFO, logger="imharmony.io.dicom"):
         img = read_dicom_series(tmp_path)
     assert img.shape == (6, 5, 2)
@@ -426,7 +423,7 @@ def test_a_missing_folder_is_a_clear_error(tmp_path):
 
 
 def test_bad_arguments_are_harmonization_errors(tmp_path):
-    fac.write_series(tmp_path, _stored(n=2))
+    dicom.write_series(tmp_path, _stored(n=2))
     with pytest.raises(HarmonizationError, match="units='kelvin' is not known"):
         read_dicom_series(tmp_path, "kelvin")
     with pytest.raises(HarmonizationError, match="dtype"):
@@ -439,7 +436,7 @@ def test_bad_arguments_are_harmonization_errors(tmp_path):
 
 def test_headers_are_read_before_pixels_and_files_are_closed(tmp_path):
     # ResourceWarning is an error in this suite: an unclosed file would fail the test.
-    fac.write_series(tmp_path, _stored(n=3))
+    dicom.write_series(tmp_path, _stored(n=3))
     read_dicom_series(tmp_path, workers=1)
     read_dicom_series(tmp_path, workers=3)
 
@@ -455,7 +452,7 @@ def test_headers_are_read_before_pixels_and_files_are_closed(tmp_path):
 )
 def test_transfer_syntaxes_give_the_same_values(tmp_path, ts):
     stored = _stored(n=3, low=-2048, high=2048)
-    fac.write_series(tmp_path, stored, transfer_syntax=ts, bits_stored=12)
+    dicom.write_series(tmp_path, stored, transfer_syntax=ts, bits_stored=12)
     img = read_dicom_series(tmp_path, "raw")
     np.testing.assert_array_equal(img.array, stored.astype(float).transpose(2, 1, 0))
 
@@ -468,7 +465,7 @@ def test_unused_high_bits_are_ignored_and_the_sign_extended(tmp_path, signed):
     garbage = RNG.integers(0, 16, size=values.shape) << 12  # e.g. overlay bits
     cells = ((values & 0x0FFF) | garbage).astype(np.uint16)
     stored = cells.view(np.int16) if signed else cells
-    fac.write_series(tmp_path, stored, bits_stored=12, modality="MR")
+    dicom.write_series(tmp_path, stored, bits_stored=12, modality="MR")
     img = read_dicom_series(tmp_path)
     np.testing.assert_array_equal(img.array, values.astype(float).transpose(2, 1, 0))
 
@@ -514,10 +511,10 @@ def test_the_range_check_skips_stored_values_only_when_it_changes_nothing(bits_s
 
 def test_32_bit_and_8_bit_pixels(tmp_path):
     s32 = RNG.integers(-100_000, 100_000, size=(2, 3, 4)).astype(np.int32)
-    fac.write_series(tmp_path / "a", s32, modality="MR")
+    dicom.write_series(tmp_path / "a", s32, modality="MR")
     np.testing.assert_array_equal(read_dicom_series(tmp_path / "a").array, s32.T.astype(float))
     s8 = RNG.integers(0, 256, size=(2, 3, 4)).astype(np.uint8)
-    fac.write_series(tmp_path / "b", s8, modality="MR")
+    dicom.write_series(tmp_path / "b", s8, modality="MR")
     np.testing.assert_array_equal(read_dicom_series(tmp_path / "b").array, s8.T.astype(float))
 
 
@@ -530,7 +527,7 @@ def test_enhanced_ct_with_shuffled_frames_and_per_frame_rescale(tmp_path):
     stored = _stored(n=5, rows=4, cols=3)
     rescale = [(1.0 + 0.5 * k, -1024.0 + 3 * k) for k in range(5)]
     rot = _rotation(0.2, 0.4, -0.1)
-    fac.write_enhanced(
+    dicom.write_enhanced(
         tmp_path / "enh.dcm", stored, frame_rescale=rescale, frame_order=[3, 0, 4, 1, 2],
         orientation=[*rot[:, 0], *rot[:, 1]], slice_spacing=1.25, origin=(1.0, 2.0, 3.0),
     )
@@ -545,7 +542,7 @@ def test_enhanced_ct_with_shuffled_frames_and_per_frame_rescale(tmp_path):
 
 def test_enhanced_per_frame_rescale_overrides_shared(tmp_path):
     stored = _stored(n=3)
-    fac.write_enhanced(
+    dicom.write_enhanced(
         tmp_path / "e.dcm", stored, rescale=(1.0, -1024.0),
         frame_rescale=[(2.0, 0.0), (2.0, 0.0), (2.0, 0.0)],
     )
@@ -562,7 +559,7 @@ def test_enhanced_dtype_auto_uses_each_frames_own_range(tmp_path):
     stored[2, 0, 1] = 0  # -5 after rescale: a signed type
     for folder, peak, want in (("fits", 22767, np.int16), ("wide", 22768, np.int32)):
         stored[1, 0, 0] = peak
-        fac.write_enhanced(tmp_path / folder / "e.dcm", stored, frame_rescale=rescale,
+        dicom.write_enhanced(tmp_path / folder / "e.dcm", stored, frame_rescale=rescale,
                            frame_order=[1, 3, 0, 2])
         img = read_dicom_series(tmp_path / folder, dtype="auto")
         expected = np.stack([stored[k].astype(np.int64) + int(b) for k, (_, b) in
@@ -572,7 +569,7 @@ def test_enhanced_dtype_auto_uses_each_frames_own_range(tmp_path):
 
 
 def test_multiframe_without_functional_groups_is_refused(tmp_path):
-    fac.write_series(
+    dicom.write_series(
         tmp_path, _stored(n=1, rows=4, cols=2), tags={"Rows": 2, "NumberOfFrames": 2},
     )
     with pytest.raises(DicomError, match=r"IM_0000.dcm: 2 frames but no Per-[Ff]rame"):
@@ -586,7 +583,7 @@ def test_multiframe_without_functional_groups_is_refused(tmp_path):
 
 def test_raw_units_are_the_stored_values(tmp_path):
     stored = _stored(n=3, low=-500, high=500)
-    fac.write_series(tmp_path, stored, tags={"RescaleSlope": 2.5, "RescaleIntercept": 7})
+    dicom.write_series(tmp_path, stored, tags={"RescaleSlope": 2.5, "RescaleIntercept": 7})
     img = read_dicom_series(tmp_path, "raw")
     assert img.array.dtype == np.float64
     np.testing.assert_array_equal(img.array, stored.astype(float).transpose(2, 1, 0))
@@ -595,7 +592,7 @@ def test_raw_units_are_the_stored_values(tmp_path):
 
 def test_dtype_auto_gives_exact_integers_and_float32_is_honoured(tmp_path):
     stored = _stored(n=3, low=0, high=4096, dtype=np.uint16)
-    fac.write_series(tmp_path, stored)
+    dicom.write_series(tmp_path, stored)
     auto = read_dicom_series(tmp_path, dtype="auto")
     assert auto.array.dtype == np.int16
     np.testing.assert_array_equal(auto.array, stored.astype(np.int64).T - 1024)
@@ -608,19 +605,19 @@ def test_dtype_auto_with_per_slice_intercepts_and_wide_values(tmp_path):
     stored = _stored(n=3, low=0, high=65536, dtype=np.uint16)
     stored[2, 0, 0], stored[0, 0, 0] = 0, 65535  # values from -10 to 65535: int32
     intercepts = [{"RescaleIntercept": -5 * k} for k in range(3)]
-    fac.write_series(tmp_path, stored, per_instance=intercepts)
+    dicom.write_series(tmp_path, stored, per_instance=intercepts)
     auto = read_dicom_series(tmp_path, dtype="auto")
     expected = stored.astype(np.int64) - 5 * np.arange(3)[:, None, None]
     assert auto.array.dtype == np.int32
     np.testing.assert_array_equal(auto.array, expected.T)
-    fac.write_series(tmp_path / "s", stored, tags={"RescaleSlope": 0.5, "RescaleIntercept": 0})
+    dicom.write_series(tmp_path / "s", stored, tags={"RescaleSlope": 0.5, "RescaleIntercept": 0})
     half = read_dicom_series(tmp_path / "s", dtype="auto")
     assert half.array.dtype == np.float64
     np.testing.assert_array_equal(half.array, 0.5 * stored.astype(float).T)
 
 
 def test_meta_holds_keywords_units_and_source(tmp_path):
-    fac.write_series(tmp_path, _stored(n=2), tags={"SeriesDescription": "abdomen"})
+    dicom.write_series(tmp_path, _stored(n=2), tags={"SeriesDescription": "abdomen"})
     img = read_dicom_series(tmp_path)
     m = img.meta
     assert m["Modality"] == "CT"
@@ -636,7 +633,7 @@ def test_meta_holds_keywords_units_and_source(tmp_path):
 
 
 def test_hu_asked_of_an_mr_series_is_refused(tmp_path):
-    fac.write_series(tmp_path, _stored(n=2), modality="MR")
+    dicom.write_series(tmp_path, _stored(n=2), modality="MR")
     with pytest.raises(HounsfieldError, match="not a CT image class"):
         read_dicom_series(tmp_path, "hu")
 
@@ -649,7 +646,7 @@ def test_hu_asked_of_an_mr_series_is_refused(tmp_path):
 def test_pet_series_in_suv_with_per_slice_slopes(tmp_path):
     stored = _stored(n=4, low=0, high=30000)
     slopes = [0.5, 1.25, 2.0, 0.75]
-    fac.write_series(
+    dicom.write_series(
         tmp_path, stored, modality="PT", file_index=[2, 0, 3, 1],
         per_instance=[{"RescaleSlope": s} for s in slopes],
     )
@@ -671,7 +668,7 @@ def test_pet_series_in_suv_with_per_slice_slopes(tmp_path):
 
 def test_pet_options_reach_suv_factors(tmp_path):
     stored = _stored(n=2, low=0, high=1000)
-    fac.write_series(tmp_path, stored, modality="PT")
+    dicom.write_series(tmp_path, stored, modality="PT")
     base = read_dicom_series(tmp_path, "suvbw")
     heavier = read_dicom_series(tmp_path, "suvbw", weight=150.0)
     np.testing.assert_allclose(heavier.array, 2 * base.array, rtol=1e-12)
@@ -692,13 +689,13 @@ def test_ibsi_suv_reference_objects(shared_data):
 
 
 def test_workers_must_be_positive(tmp_path):
-    fac.write_series(tmp_path, _stored(n=2))
+    dicom.write_series(tmp_path, _stored(n=2))
     with pytest.raises(HarmonizationError, match="workers"):
         read_dicom_series(tmp_path, workers=0)
 
 
 def test_reader_does_not_modify_inputs(tmp_path):
-    paths = fac.write_series(tmp_path, _stored(n=3))
+    paths = dicom.write_series(tmp_path, _stored(n=3))
     before = {p: (p.read_bytes(), os.stat(p).st_mtime_ns) for p in paths}
     read_dicom_series(tmp_path)
     assert {p: (p.read_bytes(), os.stat(p).st_mtime_ns) for p in paths} == before

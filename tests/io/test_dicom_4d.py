@@ -3,16 +3,14 @@
 
 from __future__ import annotations
 
-import importlib
-
 import nibabel as nib
 import numpy as np
 import pytest
 
+from _support import dicom
 from imharmony import cli
 from imharmony.io.dicom import DicomSeriesError, read_dicom_series
 
-fac = importlib.import_module("dicom_factory")
 RNG = np.random.default_rng(404)
 
 
@@ -23,9 +21,9 @@ def _volumes(n_vol=3, n_slices=4, rows=3, cols=5):
 def _write_4d(folder, vols, per_volume, shuffle=True, orientation=(1, 0, 0, 0, 1, 0)):
     """One file per (volume, slice); files numbered in a shuffled order."""
     n_vol, n_slices = vols.shape[:2]
-    positions = fac.slice_positions(n_slices, orientation=orientation)
+    positions = dicom.slice_positions(n_slices, orientation=orientation)
     index = RNG.permutation(n_vol * n_slices) if shuffle else np.arange(n_vol * n_slices)
-    fac.write_series(
+    dicom.write_series(
         folder, vols.reshape(-1, *vols.shape[2:]), modality="MR",
         positions=np.tile(positions, (n_vol, 1)), file_index=index,
         per_instance=[
@@ -65,9 +63,9 @@ def test_multi_echo_volumes_and_one_echo(tmp_path):
 def test_volumes_whose_slices_disagree_on_the_b_value_are_refused(tmp_path):
     vols = _volumes(n_vol=2, n_slices=2)
     # In acquisition order (Instance Number) the second slice has its b-values swapped.
-    fac.write_series(
+    dicom.write_series(
         tmp_path, vols.reshape(-1, 3, 5), modality="MR",
-        positions=np.tile(fac.slice_positions(2), (2, 1)),
+        positions=np.tile(dicom.slice_positions(2), (2, 1)),
         per_instance=[{"DiffusionBValue": 0.0, "InstanceNumber": 1},
                       {"DiffusionBValue": 1000.0, "InstanceNumber": 2},
                       {"DiffusionBValue": 1000.0, "InstanceNumber": 3},
@@ -112,7 +110,7 @@ def test_dwi_writes_fsl_bval_and_bvec_in_the_voxel_frame(tmp_path):
 def test_multi_file_mosaics_are_the_volumes_of_one_series(tmp_path):
     vols = RNG.integers(0, 4000, size=(3, 5, 4, 6)).astype(np.uint16)
     for t in range(3):
-        fac.write_mosaic(
+        dicom.write_mosaic(
             tmp_path / f"vol{t}.dcm", vols[t], series_uid="1.2.3.9",
             tags={"InstanceNumber": t + 1, "SOPInstanceUID": f"1.2.3.9.{t}",
                   "AcquisitionNumber": t + 1},
@@ -124,9 +122,9 @@ def test_multi_file_mosaics_are_the_volumes_of_one_series(tmp_path):
 
 def test_an_enhanced_4d_object(tmp_path):
     vols = _volumes(n_vol=2, n_slices=3)
-    positions = np.tile(fac.slice_positions(3), (2, 1))
+    positions = np.tile(dicom.slice_positions(3), (2, 1))
     frame_order = [3, 0, 4, 1, 5, 2]  # interleaved storage
-    fac.write_enhanced(
+    dicom.write_enhanced(
         tmp_path / "e.dcm", vols.reshape(6, 3, 5), modality="MR", positions=positions,
         frame_order=frame_order,
         per_frame_groups=[

@@ -4,19 +4,18 @@ and both accept or refuse each mutated file alike."""
 
 from __future__ import annotations
 
-import importlib
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from _support import dicom
 from imharmony._dicom.header import FileRejected, read_header
 from imharmony.errors import HarmonizationError
 from imharmony.io.dicom import read_dicom_series
 from imharmony.protocols import scan_errors, scan_protocols
 
-fac = importlib.import_module("dicom_factory")
 N_CASES = 60
 BUDGET_S = 12.0
 
@@ -25,7 +24,7 @@ BUDGET_S = 12.0
 def original(tmp_path_factory):
     folder = tmp_path_factory.mktemp("orig")
     stored = np.random.default_rng(5).integers(0, 3000, size=(3, 4, 5)).astype(np.int16)
-    paths = fac.write_series(folder, stored, tags={"PixelPaddingValue": -2000})
+    paths = dicom.write_series(folder, stored, tags={"PixelPaddingValue": -2000})
     data = paths[1].read_bytes()
     pixel_at = data.rfind(b"\xe0\x7f\x10\x00")
     return [p.read_bytes() for p in paths], pixel_at

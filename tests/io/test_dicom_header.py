@@ -9,7 +9,6 @@ position of the pixel data element.
 
 from __future__ import annotations
 
-import importlib
 import io
 import warnings
 from pathlib import Path
@@ -23,9 +22,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
+from _support import dicom
 from imharmony._dicom.framing import frame_header
 
-fac = importlib.import_module("dicom_factory")
 DEFER = 1 << 20
 CORPUS = Path(pydicom.__file__).parent / "data" / "test_files"
 
@@ -82,9 +81,9 @@ def test_whole_file_buffers_agree_too():
 
 def test_factory_series_agree(tmp_path):
     stored = np.arange(2 * 4 * 3, dtype=np.int16).reshape(2, 4, 3)
-    fac.write_series(tmp_path / "ct", stored)
-    fac.write_series(tmp_path / "ct_implicit", stored, transfer_syntax=ImplicitVRLittleEndian)
-    fac.write_enhanced(tmp_path / "enh.dcm", stored)
+    dicom.write_series(tmp_path / "ct", stored)
+    dicom.write_series(tmp_path / "ct_implicit", stored, transfer_syntax=ImplicitVRLittleEndian)
+    dicom.write_enhanced(tmp_path / "enh.dcm", stored)
     files = [*sorted((tmp_path / "ct").iterdir()), *sorted((tmp_path / "ct_implicit").iterdir()),
              tmp_path / "enh.dcm"]
     assert all(_compare(p, 1 << 14) for p in files[:4])
@@ -93,7 +92,7 @@ def test_factory_series_agree(tmp_path):
 
 
 def test_a_header_longer_than_the_buffer_is_declined(tmp_path):
-    fac.write_series(tmp_path, np.zeros((1, 2, 2), dtype=np.int16),
+    dicom.write_series(tmp_path, np.zeros((1, 2, 2), dtype=np.int16),
                      tags={"TextValue": "x" * 20000})
     path = next(tmp_path.iterdir())
     assert not _compare(path, 1 << 14)
@@ -101,7 +100,7 @@ def test_a_header_longer_than_the_buffer_is_declined(tmp_path):
 
 
 def test_a_value_longer_than_the_deferral_size_is_declined(tmp_path):
-    fac.write_series(tmp_path, np.zeros((1, 2, 2), dtype=np.int16),
+    dicom.write_series(tmp_path, np.zeros((1, 2, 2), dtype=np.int16),
                      tags={"TextValue": "y" * 5000})
     path = next(tmp_path.iterdir())
     data = path.read_bytes()

@@ -3,7 +3,6 @@ never block the chosen one, and hostile DICOM contents are refused with their re
 
 from __future__ import annotations
 
-import importlib
 import math
 import struct
 from pathlib import Path
@@ -12,13 +11,13 @@ import numpy as np
 import pydicom
 import pytest
 
+from _support import dicom
 from imharmony import cli
 from imharmony._dicom.header import FileRejected, read_header
 from imharmony.io.dicom import DicomError, read_dicom_series
 from imharmony.physics.mr import MRScalingError
 from imharmony.protocols import scan_errors, scan_protocols
 
-fac = importlib.import_module("dicom_factory")
 RNG = np.random.default_rng(2026)
 
 
@@ -34,23 +33,20 @@ def _meta_end(data: bytes) -> int:
 
 
 def _rgb(path: Path, series_uid: str) -> None:
-    src = fac.write_series(path.parent.parent / "rgb_src", _stored(n=1), series_uid=series_uid)
-    ds = pydicom.dcmread(src[0])
-    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit, ds.PixelRepresentation = 7, 0
-    ds.PixelData = bytes(ds.Rows * ds.Columns * 3)
-    ds.save_as(path, enforce_file_format=True)
+    stored = _stored(n=1)
+    rows, cols = stored.shape[1:]
+    dicom.write_instance(path, stored, series_uid=series_uid, tags={
+        "SamplesPerPixel": 3, "PhotometricInterpretation": "RGB", "PlanarConfiguration": 0,
+        "BitsAllocated": 8, "BitsStored": 8, "HighBit": 7, "PixelRepresentation": 0,
+        "PixelData": bytes(rows * cols * 3)})
 
 
 def _one_bit(path: Path, series_uid: str) -> None:
-    src = fac.write_series(path.parent.parent / "bit_src", _stored(n=1), series_uid=series_uid)
-    ds = pydicom.dcmread(src[0])
-    ds.BitsAllocated = ds.BitsStored = 1
-    ds.HighBit, ds.PixelRepresentation = 0, 0
-    n = math.ceil(ds.Rows * ds.Columns / 8)
-    ds.PixelData = bytes(n + n % 2)
-    ds.save_as(path, enforce_file_format=True)
+    stored = _stored(n=1)
+    n = math.ceil(stored.shape[1] * stored.shape[2] / 8)
+    dicom.write_instance(path, stored, series_uid=series_uid, tags={
+        "BitsAllocated": 1, "BitsStored": 1, "HighBit": 0, "PixelRepresentation": 0,
+        "PixelData": bytes(n + n % 2)})
 
 
 @pytest.fixture
@@ -58,19 +54,19 @@ def mixed(tmp_path):
     """A folder with one good CT series (two of its files without preamble) and hostile others."""
     root = tmp_path / "in"
     stored = _stored(n=4)
-    paths = fac.write_series(root, stored, series_uid="1.2.3.1")
+    paths = dicom.write_series(root, stored, series_uid="1.2.3.1")
     data = paths[1].read_bytes()
     paths[1].write_bytes(data[132:])  # no preamble, file meta kept
-    implicit = fac.write_series(
+    implicit = dicom.write_series(
         tmp_path / "implicit", stored[2:3], series_uid="1.2.3.1",
         transfer_syntax=pydicom.uid.ImplicitVRLittleEndian,
         positions=[[-100.0, -120.0, 35.0]],
     )[0].read_bytes()
     paths[2].write_bytes(implicit[_meta_end(implicit):])  # a bare implicit VR data set
-    other = fac.write_series(tmp_path / "o", _stored(n=2), series_uid="1.2.3.2")
+    other = dicom.write_series(tmp_path / "o", _stored(n=2), series_uid="1.2.3.2")
     cut = root / "other_cut.dcm"
     cut.write_bytes(other[0].read_bytes()[:-7])  # another series, cut in its pixels
-    big = fac.write_series(tmp_path / "b", _stored(n=1), series_uid="1.2.3.3",
+    big = dicom.write_series(tmp_path / "b", _stored(n=1), series_uid="1.2.3.3",
                            tags={"NumberOfFrames": 10**6})[0]
     (root / "other_big.dcm").write_bytes(big.read_bytes())
     _rgb(root / "other_rgb.dcm", "1.2.3.4")
@@ -180,7 +176,7 @@ HOSTILE = {
 @pytest.mark.parametrize("kind", sorted(HOSTILE))
 def test_hostile_dicom_contents_exit_2_with_the_reason(tmp_path, kind, capsys):
     mutate, reason, message = HOSTILE[kind]
-    paths = fac.write_series(tmp_path / "in", _stored(n=3))
+    paths = dicom.write_series(tmp_path / "in", _stored(n=3))
     mutate(paths[1])
     out = tmp_path / "out.nii.gz"
     assert cli.main(["convert", str(tmp_path / "in"), "--output", str(out)]) == 2
@@ -235,7 +231,7 @@ PHILIPS_SS = (0x2005, "Philips MR Imaging DD 001", 0x0E)
 def test_mr_units_apply_the_rescale_and_the_philips_scale_slope(tmp_path, capsys):
     stored = RNG.integers(0, 4000, size=(3, 4, 5)).astype(np.uint16)
     slopes, scale_slopes = [2.5, 1.25, 0.1], [0.4, 0.2, 1.5]
-    fac.write_series(
+    dicom.write_series(
         tmp_path / "in", stored, modality="MR",
         tags={"Manufacturer": "Philips Medical Systems", "RescaleIntercept": "-3"},
         per_instance=[
@@ -259,7 +255,7 @@ def test_mr_units_apply_the_rescale_and_the_philips_scale_slope(tmp_path, capsys
 
 
 def test_philips_units_without_the_private_scale_slope_are_refused(tmp_path):
-    fac.write_series(tmp_path, _stored(n=2).astype(np.uint16), modality="MR",
+    dicom.write_series(tmp_path, _stored(n=2).astype(np.uint16), modality="MR",
                      tags={"RescaleSlope": "2"})
     with pytest.raises(MRScalingError, match=r"IM_0000.dcm: no Philips Scale Slope \(2005,xx0E\)"):
         read_dicom_series(tmp_path, "philips_fp")

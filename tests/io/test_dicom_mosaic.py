@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 import warnings
 
 import numpy as np
 import pytest
 
+from _support import dicom
 from imharmony.io.dicom import DicomError, read_dicom_series
 
-fac = importlib.import_module("dicom_factory")
 RNG = np.random.default_rng(7)
 
 
@@ -56,7 +55,7 @@ def test_a_single_file_mosaic_is_unpacked_like_nibabel(tmp_path, orientation, no
     slices = RNG.integers(0, 4000, size=(7, 6, 8)).astype(np.uint16)  # 3 x 3 tiles, 2 empty
     row, col = np.asarray(orientation[:3]), np.asarray(orientation[3:])
     normal = normal_sign * np.cross(row, col)
-    path = fac.write_mosaic(tmp_path / "in" / "mosaic.dcm", slices, orientation=orientation,
+    path = dicom.write_mosaic(tmp_path / "in" / "mosaic.dcm", slices, orientation=orientation,
                             slice_normal=normal)
     img = read_dicom_series(tmp_path / "in")
     assert img.shape == (8, 6, 7)  # columns, rows, slices: not the 24 x 18 tiled sheet
@@ -68,7 +67,7 @@ def test_a_single_file_mosaic_is_unpacked_like_nibabel(tmp_path, orientation, no
 
 def test_the_slice_count_from_the_siemens_mr_header(tmp_path):
     slices = RNG.integers(0, 4000, size=(4, 3, 5)).astype(np.uint16)
-    fac.write_mosaic(tmp_path / "a" / "m.dcm", slices, count_in="private")
+    dicom.write_mosaic(tmp_path / "a" / "m.dcm", slices, count_in="private")
     img = read_dicom_series(tmp_path / "a", "raw")
     np.testing.assert_array_equal(img.array, slices.astype(float).transpose(2, 1, 0))
     # First slice at the written origin, the others along the normal.
@@ -77,7 +76,7 @@ def test_the_slice_count_from_the_siemens_mr_header(tmp_path):
 
 def test_a_mosaic_whose_slice_count_is_unknown_is_refused(tmp_path):
     slices = RNG.integers(0, 4000, size=(4, 3, 5)).astype(np.uint16)
-    fac.write_mosaic(tmp_path / "m.dcm", slices, count_in="none")
+    dicom.write_mosaic(tmp_path / "m.dcm", slices, count_in="none")
     with pytest.raises(DicomError, match=r"m.dcm: Image Type \(0008,0008\) says MOSAIC but "
                        r"NumberOfImagesInMosaic .* cannot be unpacked"):
         read_dicom_series(tmp_path)

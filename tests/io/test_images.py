@@ -7,7 +7,6 @@ order.
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 from pathlib import Path
@@ -18,12 +17,12 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
+from _support import dicom
 from imharmony import Image
 from imharmony.errors import DataError
 from imharmony.io import read_image, write_image
 from imharmony.io.images import ImageFormatError
 
-fac = importlib.import_module("dicom_factory")
 RNG = np.random.default_rng(3)
 LPS_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -151,7 +150,7 @@ def test_dicom_series_to_nifti_keeps_the_dicom_geometry(tmp_path):
     """DICOM -> Image -> NIfTI: nibabel's affine maps voxels to the DICOM pixel positions."""
     rot = _rotation(0.25, 0.6)
     stored = RNG.integers(0, 2000, size=(4, 3, 5)).astype(np.int16)
-    paths = fac.write_series(
+    paths = dicom.write_series(
         tmp_path / "dcm", stored, orientation=[*rot[:, 0], *rot[:, 1]],
         pixel_spacing=(0.8, 0.6), slice_spacing=2.0, origin=(10.0, -5.0, 40.0),
         file_index=[2, 0, 3, 1],

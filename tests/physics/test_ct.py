@@ -6,8 +6,6 @@ Reference values are computed in the tests from the raw tags with the standard f
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pydicom
 import pytest
@@ -17,6 +15,7 @@ from hypothesis.extra import numpy as hnp
 from pydicom.data import get_testdata_file
 from pydicom.sequence import Sequence as DicomSequence
 
+from _support import dicom
 from imharmony.imaging.resample import resample
 from imharmony.io.dicom import read_dicom_series
 from imharmony.physics.ct import (
@@ -29,7 +28,6 @@ from imharmony.physics.ct import (
     tag_label,
 )
 
-fac = importlib.import_module("dicom_factory")
 RNG = np.random.default_rng(7)
 
 
@@ -136,7 +134,7 @@ def test_rescale_checks_name_the_tag():
 
 def test_instance_checks():
     ds = pydicom.Dataset()
-    ds.SOPClassUID = fac.CT_IMAGE
+    ds.SOPClassUID = dicom.CT_IMAGE
     ds.Modality = "CT"
     check_ct_instance(ds, "ok.dcm")
     ds.ModalityLUTSequence = DicomSequence([pydicom.Dataset()])
@@ -146,7 +144,7 @@ def test_instance_checks():
     ds.Modality = "OT"
     with pytest.raises(HounsfieldError, match=r"Modality \(0008,0060\) is 'OT'"):
         check_ct_instance(ds, "ok.dcm")
-    ds.SOPClassUID = fac.SECONDARY_CAPTURE
+    ds.SOPClassUID = dicom.SECONDARY_CAPTURE
     with pytest.raises(HounsfieldError, match="Secondary Capture Image Storage"):
         check_ct_instance(ds, "sc.dcm")
 
@@ -164,7 +162,7 @@ def test_tag_label():
 def test_per_slice_rescale_in_a_classic_series(tmp_path):
     stored = _stored()
     rescale = [(1.0, -1024.0), (0.5, -1000.0), (2.0, -2048.0)]
-    fac.write_series(
+    dicom.write_series(
         tmp_path, stored,
         per_instance=[{"RescaleSlope": s, "RescaleIntercept": b} for s, b in rescale],
     )
@@ -176,7 +174,7 @@ def test_padding_is_nan_and_the_field_of_view_follows_resampling(tmp_path):
     stored = _stored(low=0, high=2000).astype(np.uint16)
     stored[:, 0, :] = 3000  # padding rows at the top of every slice
     stored[1, 2, 3] = 2995  # inside the padding range on one slice
-    fac.write_series(
+    dicom.write_series(
         tmp_path, stored, tags={"PixelPaddingValue": 3000, "PixelPaddingRangeLimit": 2990},
     )
     img = read_dicom_series(tmp_path)
@@ -195,7 +193,7 @@ def test_padding_is_nan_and_the_field_of_view_follows_resampling(tmp_path):
 
 
 def test_rescale_type_other_than_hu_is_refused(tmp_path):
-    fac.write_series(tmp_path, _stored(), tags={"RescaleType": "US"})
+    dicom.write_series(tmp_path, _stored(), tags={"RescaleType": "US"})
     with pytest.raises(HounsfieldError, match=r"IM_0000.dcm: Rescale Type \(0028,1054\) is 'US'"):
         read_dicom_series(tmp_path)
     np.testing.assert_array_equal(  # raw still works
@@ -210,7 +208,7 @@ def _raw(folder):
 
 
 def test_missing_slope_names_the_file(tmp_path):
-    fac.write_series(
+    dicom.write_series(
         tmp_path, _stored(n=5), per_instance=[{}, {}, {}, {"RescaleSlope": None}, {}],
         filenames="CT_{index:04d}.dcm",
     )
@@ -219,7 +217,7 @@ def test_missing_slope_names_the_file(tmp_path):
 
 
 def test_secondary_capture_is_not_hu(tmp_path):
-    fac.write_series(tmp_path, _stored(), sop_class_uid=fac.SECONDARY_CAPTURE)
+    dicom.write_series(tmp_path, _stored(), sop_class_uid=dicom.SECONDARY_CAPTURE)
     with pytest.raises(HounsfieldError, match=r"IM_0000.dcm: SOP Class UID .*Secondary Capture"):
         read_dicom_series(tmp_path)
 
@@ -229,7 +227,7 @@ def test_modality_lut_sequence_is_refused(tmp_path):
     lut.LUTDescriptor = [4, 0, 16]
     lut.ModalityLUTType = "HU"
     lut.LUTData = np.arange(4, dtype='<u2').tobytes()
-    fac.write_series(tmp_path, _stored(), tags={"ModalityLUTSequence": DicomSequence([lut])})
+    dicom.write_series(tmp_path, _stored(), tags={"ModalityLUTSequence": DicomSequence([lut])})
     with pytest.raises(HounsfieldError, match=r"Modality LUT Sequence \(0028,3000\)"):
         read_dicom_series(tmp_path)
 
@@ -237,7 +235,7 @@ def test_modality_lut_sequence_is_refused(tmp_path):
 def test_enhanced_ct_per_frame_rescale_and_rescale_type(tmp_path):
     stored = _stored(n=4)
     rescale = [(1.0, -1024.0), (1.0, -1000.0), (2.0, -1024.0), (0.25, 0.0)]
-    fac.write_enhanced(
+    dicom.write_enhanced(
         tmp_path / "a" / "e.dcm", stored, frame_rescale=rescale, rescale_type="HU",
         frame_order=[2, 3, 1, 0],
     )
@@ -245,11 +243,11 @@ def test_enhanced_ct_per_frame_rescale_and_rescale_type(tmp_path):
     expected = np.stack([stored[k] * s + b for k, (s, b) in enumerate(rescale)])
     np.testing.assert_array_equal(img.array, expected.transpose(2, 1, 0))
 
-    fac.write_enhanced(tmp_path / "b" / "e.dcm", stored, frame_rescale=rescale, rescale_type="US")
+    dicom.write_enhanced(tmp_path / "b" / "e.dcm", stored, frame_rescale=rescale, rescale_type="US")
     with pytest.raises(HounsfieldError, match=r"e.dcm frame 1: Rescale Type"):
         read_dicom_series(tmp_path / "b")
 
-    fac.write_enhanced(tmp_path / "c" / "e.dcm", stored)  # no Pixel Value Transformation
+    dicom.write_enhanced(tmp_path / "c" / "e.dcm", stored)  # no Pixel Value Transformation
     with pytest.raises(HounsfieldError, match=r"e.dcm frame 1: Rescale Slope \(0028,1053\)"):
         read_dicom_series(tmp_path / "c")
 
@@ -257,7 +255,7 @@ def test_enhanced_ct_per_frame_rescale_and_rescale_type(tmp_path):
 def test_values_outside_the_field_of_view_without_padding_tag_are_logged(tmp_path, caplog):
     stored = _stored()
     stored[0, 0, 0] = -2000  # -3024 HU after the intercept
-    fac.write_series(tmp_path, stored)
+    dicom.write_series(tmp_path, stored)
     img = read_dicom_series(tmp_path)
     assert img.array[0, 0, 0] == -3024.0  # left as is
     assert "-3024 HU but no Pixel Padding Value (0028,0120)" in caplog.text

@@ -8,7 +8,6 @@ defined terms of Acquisition Contrast (0008,9209).
 
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 
+from _support import dicom
 from imharmony.errors import HarmonizationError
 from imharmony.io import read_table, write_table
 from imharmony.physics.mr import (
@@ -33,9 +33,6 @@ from imharmony.physics.mr import (
     require_harmonizable,
 )
 from imharmony.physics.protocol import scan_protocols
-
-dicom_factory = importlib.import_module("dicom_factory")
-mr_factory = importlib.import_module("mr_factory")
 
 MR_SMALL = pydicom.data.get_testdata_file("MR_small.dcm")
 
@@ -261,7 +258,7 @@ def test_unrecognised_acquisition_contrast_falls_back_to_parameters() -> None:
 
 
 def _enhanced(tmp_path: Path, name: str, *, shared: dict, tags: dict | None = None) -> Dataset:
-    path = dicom_factory.write_enhanced(
+    path = dicom.write_enhanced(
         tmp_path / name, np.zeros((2, 4, 4), np.uint16), modality="MR",
         tags={"RepetitionTime": None, "EchoTime": None, "FlipAngle": None,
               "ScanningSequence": None, "SequenceVariant": None, "MagneticFieldStrength": 3.0,
@@ -498,7 +495,7 @@ def test_require_harmonizable_raises_with_the_hard_stops() -> None:
 
 
 def test_require_harmonizable_with_a_mapping_logs_instead(caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="imharmony.physics.mr"):
+    with caplog.at_level(logging.WARNING, logger="imharmony.physics.compatibility"):
         verdict = require_harmonizable([se(500, 15), se(4000, 100)], mapping=object())
     assert not verdict.ok
     assert "overridden by the given mapping" in caplog.text
@@ -518,8 +515,8 @@ def test_require_harmonizable_refuses_a_single_meta() -> None:
 
 
 def test_require_harmonizable_on_a_protocol_table(tmp_path) -> None:
-    dicom_factory.write_series(tmp_path / "t1", np.zeros((2, 4, 4), np.uint16), modality="MR")
-    dicom_factory.write_series(tmp_path / "t2", np.zeros((2, 4, 4), np.uint16), modality="MR",
+    dicom.write_series(tmp_path / "t1", np.zeros((2, 4, 4), np.uint16), modality="MR")
+    dicom.write_series(tmp_path / "t2", np.zeros((2, 4, 4), np.uint16), modality="MR",
                                tags={"RepetitionTime": 4000.0, "EchoTime": 100.0})
     table = scan_protocols(tmp_path)
     assert sorted(table["weighting"]) == ["T1w", "T2w"]

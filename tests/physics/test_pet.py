@@ -6,7 +6,6 @@ check values of the physics notes, or hand arithmetic), never taken from imharmo
 
 from __future__ import annotations
 
-import importlib
 import math
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +16,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _support.dicom import (
+    GE_SCAN_DATETIME,
+    PHILIPS_ACTIVITY_FACTOR,
+    PHILIPS_SUV_FACTOR,
+    apply_tags,
+    build_series,
+    no_creator,
+    save_series,
+)
 from imharmony.errors import DataError, HarmonizationError, HarmonizationWarning
 from imharmony.physics.pet import (
     SUVError,
@@ -32,11 +40,25 @@ from imharmony.physics.pet import (
     suv_factors,
 )
 
-factory = importlib.import_module("pet_factory")
-pet_series = factory.pet_series
-add_philips = factory.add_philips
-add_ge_scan_datetime = factory.add_ge_scan_datetime
-write_series = factory.write_series
+
+def pet_series(n=3, *, stored=None, radio=None, per_instance=None, **header):
+    """The factory's PET series: ``n`` instances (2 x 2 slices of 1000 unless ``stored``) with
+    the ``header`` attributes and the ``radio`` attributes of the Radiopharmaceutical
+    Information Sequence item set (None removes)."""
+    if radio is not None:
+        header["RadiopharmaceuticalInformationSequence"] = radio
+    stored = np.full((n, 2, 2), 1000, np.int16) if stored is None else stored
+    return build_series(stored, modality="PT", tags=header, per_instance=per_instance)
+
+
+NO_RADIO = {"RadiopharmaceuticalInformationSequence": None}  # header without the sequence
+
+
+def write_series(series, folder):
+    """Write ``series`` as PT_0001.dcm... and read it back (each dataset then has its filename)."""
+    paths = save_series(folder, series, filenames="PT_{number:04d}.dcm")
+    return [pydicom.dcmread(p) for p in paths]
+
 
 F18 = 6586.2  # s
 GA68 = 4062.6  # s
@@ -165,7 +187,7 @@ def test_per_slice_slopes_and_intercepts():
     stored = np.stack([(a - b) / m for a, m, b in zip(activity, slopes, intercepts, strict=True)])
     assert np.allclose(stored, np.round(stored))
     series = pet_series(
-        stored=np.round(stored),
+        stored=np.round(stored).astype(np.int16),
         per_instance={"RescaleSlope": [str(s) for s in slopes], "RescaleIntercept": intercepts},
     )
     factors = suv_factors(series)
@@ -181,7 +203,7 @@ def test_per_slice_slopes_and_intercepts():
 def test_cnts_philips_suv_scale_factor():
     series = pet_series(Units="CNTS", Manufacturer="Philips Medical Systems")
     for ds, f in zip(series, ["0.0002", "0.00021", "0.00022"], strict=True):
-        add_philips(ds, suv=f)
+        apply_tags(ds, {PHILIPS_SUV_FACTOR: ("DS", f)})
     np.testing.assert_allclose(suv_factors(series), [2e-4, 2.1e-4, 2.2e-4], rtol=1e-12)
     # SUVlbm (SUL) from a body-weight factor: times LBM / W = 60.91533589 / 75
     np.testing.assert_allclose(
@@ -194,7 +216,7 @@ def test_cnts_philips_suv_scale_factor():
 def test_cnts_philips_activity_concentration_factor():
     series = pet_series(Units="CNTS", Manufacturer="Philips")
     for ds, f in zip(series, ["1.5", "1.5", "2.0"], strict=True):
-        add_philips(ds, activity=f)
+        apply_tags(ds, {PHILIPS_ACTIVITY_FACTOR: ("DS", f)})
     # counts * factor = Bq/ml, then as BQML
     np.testing.assert_allclose(suv_factors(series), np.array([1.5, 1.5, 2.0]) * DEFAULT, rtol=1e-12)
 
@@ -202,7 +224,8 @@ def test_cnts_philips_activity_concentration_factor():
 def test_cnts_suv_factor_preferred_over_activity_factor():
     series = pet_series(Units="CNTS", Manufacturer="Philips")
     for ds in series:
-        add_philips(ds, suv="0.0003", activity="2.0")
+        apply_tags(ds, {PHILIPS_SUV_FACTOR: ("DS", "0.0003"),
+                        PHILIPS_ACTIVITY_FACTOR: ("DS", "2.0")})
     np.testing.assert_allclose(suv_factors(series), 3e-4, rtol=1e-12)
     assert pet_parameters(series).scale == "philips_suv_factor"
 
@@ -212,19 +235,20 @@ def test_philips_creator_in_another_block():
     for ds in series:
         ds.add_new((0x7053, 0x0010), "LO", "Some Other Creator")
         ds.add_new((0x7053, 0x1000), "DS", "99")  # belongs to the other creator: not ours
-        add_philips(ds, suv="0.0004", block=0x11)
+        apply_tags(ds, {PHILIPS_SUV_FACTOR: ("DS", "0.0004")})  # the next free block, 0x11
+        assert ds[0x7053, 0x0011].value == "Philips PET Private Group"
     np.testing.assert_allclose(suv_factors(series), 4e-4, rtol=1e-12)
 
 
 def test_philips_without_creator_falls_back_on_manufacturer():
     series = pet_series(Units="CNTS", Manufacturer="Philips Medical Systems")
     for ds in series:
-        add_philips(ds, suv="0.0005", creator=False)
+        apply_tags(ds, {no_creator(PHILIPS_SUV_FACTOR): ("DS", "0.0005")})
     np.testing.assert_allclose(suv_factors(series), 5e-4, rtol=1e-12)
 
     other = pet_series(Units="CNTS", Manufacturer="SIEMENS")
     for ds in other:
-        add_philips(ds, suv="0.0005", creator=False)
+        apply_tags(ds, {no_creator(PHILIPS_SUV_FACTOR): ("DS", "0.0005")})
     with pytest.raises(SUVError, match=r"7053,xx00.*7053,xx09"):
         suv_factors(other)
 
@@ -233,18 +257,19 @@ def test_private_values_read_as_unknown_vr_bytes():
     # Without a creator (and in implicit VR files) private values arrive as UN bytes.
     series = pet_series(Units="CNTS", Manufacturer="Philips")
     for ds in series:
-        factory.add_private(ds, 0x7053, None, 0x00, "UN", b"0.0005")
+        apply_tags(ds, {no_creator(PHILIPS_SUV_FACTOR): ("UN", b"0.0005")})
     np.testing.assert_allclose(suv_factors(series), 5e-4, rtol=1e-12)
     ge = pet_series(SeriesTime="120000", Manufacturer="GE MEDICAL SYSTEMS")
     for ds in ge:
-        factory.add_private(ds, 0x0009, None, 0x0D, "UN", b"20250101105000.00 ")
+        apply_tags(ds, {no_creator(GE_SCAN_DATETIME): ("UN", b"20250101105000.00 ")})
     np.testing.assert_allclose(suv_factors(ge), bw_factor(3000.0), rtol=1e-12)
 
 
 def test_bqml_ignores_philips_private_factors():
     series = pet_series(Manufacturer="Philips")
     for ds in series:
-        add_philips(ds, suv="0.5", activity="3.0")
+        apply_tags(ds, {PHILIPS_SUV_FACTOR: ("DS", "0.5"),
+                        PHILIPS_ACTIVITY_FACTOR: ("DS", "3.0")})
     np.testing.assert_allclose(suv_factors(series), DEFAULT, rtol=1e-12)
 
 
@@ -255,18 +280,19 @@ def test_cnts_without_any_factor_refused(tmp_path):
 
 
 def test_activity_factors_bqml_needs_no_dose_time_or_body_size():
-    series = pet_series(PatientWeight=None, DecayCorrection=None, no_radio=True)
+    series = pet_series(PatientWeight=None, DecayCorrection=None, **NO_RADIO)
     np.testing.assert_array_equal(activity_factors(series), [1.0, 1.0, 1.0])
 
 
 def test_activity_factors_cnts_use_the_philips_activity_factor_only():
     series = pet_series(Units="CNTS", Manufacturer="Philips")
     for ds, f in zip(series, ["1.5", "1.5", "2.0"], strict=True):
-        add_philips(ds, suv="0.0003", activity=f)  # the SUV factor must not be used for Bq/ml
+        # the SUV factor must not be used for Bq/ml
+        apply_tags(ds, {PHILIPS_SUV_FACTOR: ("DS", "0.0003"), PHILIPS_ACTIVITY_FACTOR: ("DS", f)})
     np.testing.assert_allclose(activity_factors(series), [1.5, 1.5, 2.0], rtol=1e-15)
     suv_only = pet_series(Units="CNTS", Manufacturer="Philips")
     for ds in suv_only:
-        add_philips(ds, suv="0.0003")
+        apply_tags(ds, {PHILIPS_SUV_FACTOR: ("DS", "0.0003")})
     with pytest.raises(SUVError, match=r"CNTS.*Activity Concentration Scale Factor \(7053,xx09\)"):
         activity_factors(suv_only)
 
@@ -300,7 +326,7 @@ def test_gml_body_weight(suv_type):
 
 def test_gml_needs_no_patient_data_when_kept():
     series = pet_series(
-        Units="GML", PatientWeight=None, PatientSize=None, DecayCorrection=None, no_radio=True
+        Units="GML", PatientWeight=None, PatientSize=None, DecayCorrection=None, **NO_RADIO
     )
     np.testing.assert_allclose(suv_factors(series), 1.0)
 
@@ -447,7 +473,7 @@ def test_rule2_ge_private_scan_datetime():
     # Series re-saved at 12:00 (after the 11:00 acquisition): GE private scan time 10:50 is used.
     series = pet_series(SeriesTime="120000", Manufacturer="GE MEDICAL SYSTEMS")
     for ds in series:
-        add_ge_scan_datetime(ds, "20250101105000.00")
+        apply_tags(ds, {GE_SCAN_DATETIME: ("DT", "20250101105000.00")})
     ref = reference_time(series)
     assert ref.source == "ge_private"
     assert ref.times == (datetime(2025, 1, 1, 10, 50),) * 3
@@ -457,13 +483,13 @@ def test_rule2_ge_private_scan_datetime():
 def test_rule2_ge_without_creator_needs_ge_manufacturer():
     series = pet_series(SeriesTime="120000", Manufacturer="GE MEDICAL SYSTEMS")
     for ds in series:
-        add_ge_scan_datetime(ds, "20250101105000", creator=False)
+        apply_tags(ds, {no_creator(GE_SCAN_DATETIME): ("DT", "20250101105000")})
     assert reference_time(series).source == "ge_private"
     np.testing.assert_allclose(suv_factors(series), bw_factor(3000.0), rtol=1e-12)
 
     other = pet_series(SeriesTime="120000", Manufacturer="SIEMENS", FrameReferenceTime=None)
     for ds in other:
-        add_ge_scan_datetime(ds, "20250101105000", creator=False)
+        apply_tags(ds, {no_creator(GE_SCAN_DATETIME): ("DT", "20250101105000")})
     assert reference_time(other).source == "acquisition"
 
 
@@ -658,7 +684,7 @@ def _radio_missing(keyword):
         ("suv", {"PatientWeight": "0"}, r"Patient's Weight \(0010,1030\) is 0 in PT_0001\.dcm"),
         ("suv", _radio_missing("RadionuclideTotalDose"), r"\(0018,1074\).* missing in PT_0001"),
         ("suv", _radio_missing("RadionuclideHalfLife"), r"\(0018,1075\).* missing in PT_0001"),
-        ("suv", {"no_radio": True}, r"\(0018,1074\) in Radiopharmaceutical Information Sequence"),
+        ("suv", NO_RADIO, r"\(0018,1074\) in Radiopharmaceutical Information Sequence"),
         ("suv", {"Units": None}, r"Units \(0054,1001\) missing in PT_0001"),
         ("suv", {"DecayCorrection": None}, r"\(0054,1102\) missing in PT_0001"),
         ("suv", {"AcquisitionTime": None}, r"\(0008,0032\).* missing in PT_0001"),

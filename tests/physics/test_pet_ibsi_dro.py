@@ -21,7 +21,6 @@ frames of 300 s with Frame Reference Time 150 s.
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -30,10 +29,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from _support import dicom
 from imharmony.errors import HarmonizationWarning
 from imharmony.physics.pet import SUVError, pet_parameters, suv_factors
-
-factory = importlib.import_module("pet_factory")
 
 EXPECTED = np.array([0.20, 1.00, 4.00])  # SUVmin / median / max of every DRO (DRO_list.csv)
 W_G = 70_000.0
@@ -64,16 +62,23 @@ def _none(elapsed_s: float, duration_s: float, half_life: float = F18) -> float:
     return W_G * frame * math.exp(lam * elapsed_s) / DOSE
 
 
-def _philips(ds_list: list[Any], **values: str) -> None:
+def _philips(ds_list: list[Any], suv: str | None = None, activity: str | None = None) -> None:
+    keys = {dicom.no_creator(dicom.PHILIPS_SUV_FACTOR): suv,
+            dicom.no_creator(dicom.PHILIPS_ACTIVITY_FACTOR): activity}
     for ds in ds_list:  # as in the DROs: no Private Creator element, Manufacturer Philips
-        factory.add_philips(ds, creator=False, **values)
+        dicom.apply_tags(
+            ds, {key: ("DS", value) for key, value in keys.items() if value is not None}
+        )
 
 
 def _ge(ds_list: list[Any]) -> None:
     for ds in ds_list:  # as in DRO_3_3: no Private Creator element, Manufacturer GE
-        factory.add_ge_scan_datetime(ds, "20250101110000.000000", creator=False)
+        dicom.apply_tags(
+            ds, {dicom.no_creator(dicom.GE_SCAN_DATETIME): ("DT", "20250101110000.000000")}
+        )
 
 
+RADIO = "RadiopharmaceuticalInformationSequence"
 BASE: dict[str, Any] = {
     "PatientWeight": "70.0", "PatientSize": "1.75", "PatientSex": "O",
     "ActualFrameDuration": "300000", "FrameReferenceTime": "150000.0",
@@ -152,12 +157,15 @@ CASES: dict[str, Case] = {
 }
 
 
+def _pet(tags: dict[str, Any], per_instance: dict[str, list[Any]] | None = None) -> list[Any]:
+    """The factory's three-instance PET series with the DRO header ``tags``."""
+    return dicom.build_series(modality="PT", tags=tags, per_instance=per_instance)
+
+
 def _series(case: Case) -> tuple[list[Any], np.ndarray]:
     header, radio, per_instance, private, slopes, factors, _ = case
     per = {"RescaleSlope": [str(s) for s in slopes], **per_instance}
-    series = factory.pet_series(
-        3, radio={**BASE_RADIO, **radio}, per_instance=per, **{**BASE, **header}
-    )
+    series = _pet({**BASE, **header, RADIO: {**BASE_RADIO, **radio}}, per_instance=per)
     if private is not None:
         private(series)
     # Stored values that hold the documented SUVbw 0.2 / 1 / 4, one per instance.
@@ -205,12 +213,11 @@ def test_stored_type_to_another_type_needs_the_body_size():
     """Converting a stored SUVibw to SUVbw needs weight and height; without height it is refused
     with the tag named, while the stored type itself needs neither."""
     header = CASES["DRO_2_2 GML IBW sex O"][0]
-    series = factory.pet_series(3, **{**BASE, **header, "PatientSize": None})
+    series = _pet({**BASE, **header, "PatientSize": None})
     np.testing.assert_allclose(suv_factors(series), 1.0)
     with pytest.raises(SUVError, match=r"Patient's Size \(0010,1020\)"):
         suv_factors(series, "suvbw")
-    lbm = factory.pet_series(3, **{**BASE, **CASES["DRO_2_1 GML LBMJAMES128 male"][0],
-                                   "PatientWeight": None})
+    lbm = _pet({**BASE, **CASES["DRO_2_1 GML LBMJAMES128 male"][0], "PatientWeight": None})
     np.testing.assert_allclose(suv_factors(lbm), 1.0)
     with pytest.raises(SUVError, match=r"Patient's Weight \(0010,1030\)"):
         suv_factors(lbm, "suvibw")

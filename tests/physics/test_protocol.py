@@ -1,13 +1,12 @@
 """Protocol tables and audits (imharmony.physics.protocol).
 
-Collections are written with pydicom (tests/dicom_factory.py for well-formed series,
-tests/physics/mr_factory.py for hostile files); expected values are the ones written.
+Collections are written with pydicom by the test suite's DICOM factory (tests/_support/dicom.py,
+well-formed series and hostile files); expected values are the ones written.
 """
 
 from __future__ import annotations
 
 import builtins
-import importlib
 import math
 import warnings
 from pathlib import Path
@@ -20,6 +19,7 @@ from hypothesis import strategies as st
 from pydicom.uid import BasicTextSRStorage, JPEGBaseline8Bit
 
 import imharmony.protocols.scan as protocol
+from _support import dicom
 from imharmony.errors import DataError
 from imharmony.io import read_table, write_table
 from imharmony.physics.protocol import (
@@ -36,8 +36,6 @@ from imharmony.physics.protocol import (
     summarize_audit,
 )
 
-dicom_factory = importlib.import_module("dicom_factory")
-mr_factory = importlib.import_module("mr_factory")
 EXAMPLE_REFERENCE = Path(__file__).parents[2] / "examples" / "reference_protocol.yaml"
 
 
@@ -49,12 +47,12 @@ def ct(folder: Path, n: int = 3, **kwargs) -> list[Path]:
     tags = {"InstitutionName": "Hospital A", "StationName": "CT01", "Manufacturer": "GE MEDICAL",
             "ManufacturerModelName": "Revolution", "SoftwareVersions": "v1.2",
             **kwargs.pop("tags", {})}
-    return dicom_factory.write_series(folder, zeros(n), modality="CT", tags=tags, **kwargs)
+    return dicom.write_series(folder, zeros(n), modality="CT", tags=tags, **kwargs)
 
 
 def mr(folder: Path, n: int = 3, **kwargs) -> list[Path]:
     tags = {"InstitutionName": "Hospital B", "StationName": "MR01", **kwargs.pop("tags", {})}
-    return dicom_factory.write_series(
+    return dicom.write_series(
         folder, zeros(n, dtype=np.uint16), modality="MR", tags=tags, **kwargs
     )
 
@@ -122,7 +120,7 @@ def test_mr_series_row(tmp_path) -> None:
 
 
 def test_enhanced_mr_is_one_instance_with_frames(tmp_path) -> None:
-    dicom_factory.write_enhanced(
+    dicom.write_enhanced(
         tmp_path / "e.dcm", zeros(5, dtype=np.uint16), modality="MR", slice_spacing=1.2,
         tags={"RepetitionTime": None, "EchoTime": None, "ScanningSequence": None,
               "SequenceVariant": None, "EchoPulseSequence": "GRADIENT"},
@@ -141,7 +139,7 @@ def test_enhanced_mr_is_one_instance_with_frames(tmp_path) -> None:
 
 
 def test_enhanced_ct_reads_functional_groups(tmp_path) -> None:
-    dicom_factory.write_enhanced(
+    dicom.write_enhanced(
         tmp_path / "ect.dcm", zeros(4), modality="CT", slice_spacing=0.625,
         tags={"KVP": None, "ConvolutionKernel": None, "XRayTubeCurrent": None},
         shared_groups={
@@ -266,8 +264,8 @@ def test_progress_callable_and_rich(tmp_path) -> None:
 
 def test_pixel_data_is_never_read(tmp_path, monkeypatch) -> None:
     # 512 × 512 × 16 bit = 512 KiB of pixels; count the bytes the scan reads.
-    path = mr_factory.write(tmp_path / "big.dcm", mr_factory.make_dataset(
-        "MR", rows=512, columns=512, RepetitionTime=500, EchoTime=10))
+    (path,) = dicom.write_series(tmp_path, np.zeros((1, 512, 512), np.uint16), modality="MR",
+                                 filenames="big.dcm", tags={"RepetitionTime": 500, "EchoTime": 10})
     size = path.stat().st_size
     read = {"bytes": 0}
     real_open = builtins.open
@@ -294,14 +292,14 @@ def test_pixel_data_is_never_read(tmp_path, monkeypatch) -> None:
 
 def test_compressed_pixel_data_is_not_decoded(tmp_path) -> None:
     # JPEG Baseline with bytes that are not a JPEG: headers-only scanning never notices.
-    ds = mr_factory.make_dataset("MR", pixels=False, RepetitionTime=500, EchoTime=10,
-                                 BitsAllocated=8, BitsStored=8, HighBit=7)
     from pydicom.encaps import encapsulate
 
-    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
-    ds.PixelData = encapsulate([b"\xff\xd8 not a jpeg \xff\xd9"])
-    ds["PixelData"].VR = "OB"
-    ds.save_as(tmp_path / "jpeg.dcm", enforce_file_format=True)
+    dicom.write_instance(
+        tmp_path / "jpeg.dcm", np.zeros((1, 4, 4), np.uint8), modality="MR", defaults=False,
+        transfer_syntax=JPEGBaseline8Bit,
+        tags={"RepetitionTime": 500, "EchoTime": 10,
+              "PixelData": encapsulate([b"\xff\xd8 not a jpeg \xff\xd9"])},
+    )
     table = scan_protocols(tmp_path)
     assert only_row(table)["weighting"] == "T1w"
 
@@ -312,27 +310,26 @@ def test_compressed_pixel_data_is_not_decoded(tmp_path) -> None:
 
 
 def _non_image(path: Path) -> Path:
-    ds = mr_factory.make_dataset("SR", pixels=False, SOPClassUID=BasicTextSRStorage)
-    for name in ("Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation",
-                 "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation"):
-        delattr(ds, name)
-    return mr_factory.write(path, ds)
+    no_pixels = ("Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation",
+                 "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "PixelData")
+    return dicom.write_instance(path, modality="SR", sop_class_uid=BasicTextSRStorage,
+                                tags=dict.fromkeys(no_pixels))
 
 
 def _no_series_uid(path: Path) -> Path:
-    ds = mr_factory.make_dataset("MR", RepetitionTime=500, EchoTime=10)
-    del ds.SeriesInstanceUID
-    return mr_factory.write(path, ds)
+    return dicom.write_instance(path, modality="MR", defaults=False,
+                                tags={"RepetitionTime": 500, "EchoTime": 10,
+                                      "SeriesInstanceUID": None})
 
 
 def _bad_uid(path: Path) -> Path:
     with warnings.catch_warnings():  # pydicom warns when the bad UID is set; that is the point
         warnings.simplefilter("ignore")
-        return mr_factory.write(path, mr_factory.make_dataset("MR", SeriesInstanceUID="1.2.abc"))
+        return dicom.write_instance(path, modality="MR", defaults=False, series_uid="1.2.abc")
 
 
 def _cut_in_meta(path: Path) -> Path:
-    full = mr_factory.write(path.with_suffix(".tmp"), mr_factory.make_dataset("MR"))
+    full = dicom.write_instance(path.with_suffix(".tmp"), modality="MR", defaults=False)
     path.write_bytes(full.read_bytes()[:200])
     full.unlink()
     return path
@@ -345,17 +342,17 @@ def _raw_random(path: Path) -> Path:
 
 
 HOSTILE = {
-    "truncated_header": (mr_factory.write_truncated_header, {"truncated"}),
-    "truncated_pixels": (mr_factory.write_truncated_pixels, {"truncated"}),
+    "truncated_header": (dicom.write_truncated_header, {"truncated"}),
+    "truncated_pixels": (dicom.write_truncated_pixels, {"truncated"}),
     "cut_in_file_meta": (_cut_in_meta, {"truncated"}),
-    "random_bytes": (mr_factory.write_random_bytes, {"not_dicom"}),
+    "random_bytes": (dicom.write_random_bytes, {"not_dicom"}),
     "random_after_group_0008": (_raw_random, {"not_dicom", "missing_required_tag", "unreadable"}),
     "text_file": (lambda p: (p.write_text("patient list\n"), p)[1], {"not_dicom"}),
     "empty": (lambda p: (p.write_bytes(b""), p)[1], {"empty"}),
-    "missing_pixel_data": (mr_factory.write_missing_pixels, {"missing_pixel_data"}),
-    "huge_announced_size": (mr_factory.write_huge, {"too_large"}),
-    "deep_undefined_length": (mr_factory.write_deeply_nested, {"too_deeply_nested"}),
-    "deep_defined_length": (lambda p: mr_factory.write_nested_defined(p, 40),
+    "missing_pixel_data": (dicom.write_missing_pixels, {"missing_pixel_data"}),
+    "huge_announced_size": (dicom.write_huge, {"too_large"}),
+    "deep_undefined_length": (dicom.write_deeply_nested, {"too_deeply_nested"}),
+    "deep_defined_length": (lambda p: dicom.write_nested_defined(p, 40),
                             {"too_deeply_nested"}),
     "not_an_image": (_non_image, {"not_an_image"}),
     "no_series_uid": (_no_series_uid, {"missing_required_tag"}),
@@ -399,7 +396,7 @@ def test_an_unforeseen_failure_rejects_one_file_not_the_scan(tmp_path, monkeypat
 
 
 def test_nesting_within_the_limit_is_accepted(tmp_path) -> None:
-    mr_factory.write_nested_defined(tmp_path / "ok.dcm", 10)
+    dicom.write_nested_defined(tmp_path / "ok.dcm", 10)
     table = scan_protocols(tmp_path)
     assert len(table) == 1 and scan_errors(table).empty
     table = scan_protocols(tmp_path, max_depth=5)
@@ -415,7 +412,7 @@ def test_max_pixels_is_checked_before_pixels(tmp_path) -> None:
 
 
 def test_errors_are_easy_to_write_out(tmp_path) -> None:
-    mr_factory.write_random_bytes(tmp_path / "a.bin")
+    dicom.write_random_bytes(tmp_path / "a.bin")
     ct(tmp_path / "ct", n=1)
     table = scan_protocols(tmp_path)
     out = write_table(scan_errors(table), tmp_path / "out" / "errors.csv")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import imharmony as ih
+from _support.voxel_stack import make_stack, stacked
 from imharmony.scale import voxelwise
 from imharmony.scale.voxelwise import WORK_NAME, apply_voxelwise, fit_voxelwise
-from voxel_stack import make_stack, stacked
 
 
 class Interrupt(Exception):

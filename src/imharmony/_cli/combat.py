@@ -22,8 +22,10 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .._vocabulary import LONGITUDINAL_RANDOM, LONGITUDINAL_SIGMA, SMOOTH_CRITERIA
 from ..errors import DataError
 from ..io._atomic import check_outputs
+from . import given
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -61,7 +63,8 @@ class Method:
 
 
 #: Method-specific options: argparse settings, and whether the value is a column given per
-#: sample to fit/transform ("column") or a constructor parameter ("param").
+#: sample to fit/transform ("column") or a constructor parameter ("param"). Each defaults to
+#: ``argparse.SUPPRESS``: an option not given is not passed, and the estimator's default applies.
 _OPTIONS: dict[str, dict[str, Any]] = {
     "smooth": {
         "kind": "param",
@@ -77,10 +80,39 @@ _OPTIONS: dict[str, dict[str, Any]] = {
         "kind": "param",
         "flags": ("--smooth-penalty",),
         "kwargs": {
-            "metavar": "cv|gcv|ALPHA",
+            "metavar": "|".join(SMOOTH_CRITERIA) + "|ALPHA",
             "help": "spline penalty: chosen per feature by seeded 5-fold cross-validation "
             "(cv, default), generalized cross-validation (gcv), or one number",
         },
+    },
+    "smooth_df": {
+        "kind": "param",
+        "flags": ("--smooth-df",),
+        "kwargs": {"type": int, "metavar": "N", "help": "B-spline basis size of each smooth "
+                   "covariate (default 10)"},
+    },
+    "smooth_degree": {
+        "kind": "param",
+        "flags": ("--smooth-degree",),
+        "kwargs": {"type": int, "metavar": "N", "help": "degree of the splines (default 3)"},
+    },
+    "percent_var": {
+        "kind": "param",
+        "flags": ("--percent-var",),
+        "kwargs": {"type": float, "metavar": "P", "help": "CovBat: harmonize the principal "
+                   "components explaining this share of the variance (default 0.95)"},
+    },
+    "n_components": {
+        "kind": "param",
+        "flags": ("--n-components",),
+        "kwargs": {"type": int, "metavar": "N", "help": "CovBat: harmonize exactly N principal "
+                   "components (overrides --percent-var)"},
+    },
+    "standardize_scores": {
+        "kind": "param",
+        "flags": ("--standardize-scores",),
+        "kwargs": {"action": argparse.BooleanOptionalAction, "help": "CovBat: standardize the "
+                   "component scores before their ComBat (default: yes)"},
     },
     "random_state": {
         "kind": "param",
@@ -100,27 +132,47 @@ _OPTIONS: dict[str, dict[str, Any]] = {
     "random": {
         "kind": "param",
         "flags": ("--random",),
-        "kwargs": {"choices": ("intercept", "slope"), "help": "subject random effects"},
+        "kwargs": {"choices": LONGITUDINAL_RANDOM, "help": "subject random effects (default "
+                   f"{LONGITUDINAL_RANDOM[0]})"},
     },
     "time": {
         "kind": "param",
         "flags": ("--time",),
         "kwargs": {"metavar": "COL", "help": "time column of the random slope (default time)"},
     },
+    "sigma": {
+        "kind": "param",
+        "flags": ("--sigma",),
+        "kwargs": {"choices": LONGITUDINAL_SIGMA, "help": "feature scale: REML residual SD or "
+                   f"root mean square of the conditional residuals (default "
+                   f"{LONGITUDINAL_SIGMA[0]})"},
+    },
+    "n_iter": {
+        "kind": "param",
+        "flags": ("--n-iter",),
+        "kwargs": {"type": int, "metavar": "N", "help": "empirical Bayes iterations (default 30)"},
+    },
 }
+
+#: Options of every ComBat-like method (not of every method: --method longitudinal has none).
+_COMMON = ("nonparametric", "mean_only", "eb", "reference_batch", "tol", "max_iter")
 
 #: The estimators behind ``--method`` (the first is the default).
 METHODS: dict[str, Method] = {
     "combat": Method(
         "..features.estimators:ComBat",
         "ComBat (empirical Bayes); with --smooth, ComBat-GAM",
-        ("smooth", "smooth_penalty", "random_state"),
+        ("smooth", "smooth_penalty", "smooth_df", "smooth_degree", "random_state"),
     ),
-    "covbat": Method("..features.covbat:CovBat", "CovBat: ComBat, then the covariance (PCA)"),
+    "covbat": Method(
+        "..features.covbat:CovBat",
+        "CovBat: ComBat, then the covariance (PCA)",
+        ("percent_var", "n_components", "standardize_scores"),
+    ),
     "longitudinal": Method(
         "..features.longitudinal:LongitudinalComBat",
         "longitudinal ComBat: a mixed model per feature with subject random effects",
-        ("subject", "formula", "random", "time"),
+        ("subject", "formula", "random", "time", "sigma", "n_iter"),
         required=("subject",),
         several_batches=False,
     ),
@@ -161,7 +213,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     used = {o for m in METHODS.values() for o in m.options}
     for key, opt in _OPTIONS.items():
         if key in used:
-            f.add_argument(*opt["flags"], dest=key, **opt["kwargs"])
+            f.add_argument(*opt["flags"], dest=key, default=argparse.SUPPRESS, **opt["kwargs"])
     f.add_argument(
         "--covariate",
         action="append",
@@ -183,11 +235,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="COL",
         help="numeric column that is an identifier, not a feature (repeatable)",
     )
-    f.add_argument("--nonparametric", action="store_true", help="non-parametric EB priors")
-    f.add_argument("--mean-only", action="store_true", help="adjust location only")
-    f.add_argument("--no-eb", action="store_true", help="no empirical Bayes shrinkage")
-    f.add_argument("--reference-batch", metavar="VALUE", help="site to leave unchanged")
-    f.add_argument("--max-iter", type=int, default=1000, help="EB iteration cap (default 1000)")
+    # the options of every ComBat-like method; not given, the estimator's defaults apply
+    keep = argparse.SUPPRESS
+    f.add_argument("--nonparametric", action="store_true", default=keep,
+                   help="non-parametric EB priors")
+    f.add_argument("--mean-only", action="store_true", default=keep,
+                   help="adjust location only")
+    f.add_argument("--eb", action=argparse.BooleanOptionalAction, default=keep,
+                   help="empirical Bayes shrinkage of the site effects (default: yes)")
+    f.add_argument("--reference-batch", metavar="VALUE", default=keep,
+                   help="site to leave unchanged")
+    f.add_argument("--tol", type=float, metavar="TOL", default=keep,
+                   help="convergence tolerance of the EB iterations (default 1e-4)")
+    f.add_argument("--max-iter", type=int, metavar="N", default=keep,
+                   help="EB iteration cap (default 1000)")
     f.add_argument("--model", required=True, metavar="MODEL.json", help="where to save the model")
     f.add_argument("--output", metavar="OUT.csv", help="write the harmonized training table")
     _add_table_options(f)
@@ -281,18 +342,19 @@ def _method_options(args: argparse.Namespace, method: str) -> tuple[dict[str, An
     params: dict[str, Any] = {}
     columns: dict[str, str] = {}
     for key, opt in _OPTIONS.items():
-        value = getattr(args, key, None)
-        if value is None:
+        if not hasattr(args, key):
             continue
+        value = getattr(args, key)
         if key not in METHODS[method].options:
             raise DataError(f"{opt['flags'][0]} is not an option of --method {method}.")
         if key == "smooth_penalty":
             try:
                 value = float(value)
             except ValueError:
-                if value not in ("cv", "gcv"):
+                if value not in SMOOTH_CRITERIA:
                     raise DataError(
-                        f"--smooth-penalty {value!r}: give cv, gcv or a number."
+                        f"--smooth-penalty {value!r}: give {', '.join(SMOOTH_CRITERIA)} or a "
+                        "number."
                     ) from None
         (columns if opt["kind"] == "column" else params)[key] = value
     m = METHODS[method]
@@ -336,18 +398,11 @@ def run_fit(args: argparse.Namespace) -> int:
         logger.info("carried along unharmonized (excluded): %s", ", ".join(cols.excluded))
     estimator = METHODS[args.method].load_class()
     accepted = set(estimator().get_params())
-    common = {}
-    for key, flag, value, default in (
-        ("nonparametric", "--nonparametric", args.nonparametric, False),
-        ("mean_only", "--mean-only", args.mean_only, False),
-        ("reference_batch", "--reference-batch", args.reference_batch, None),
-        ("eb", "--no-eb", not args.no_eb, True),
-        ("max_iter", "--max-iter", args.max_iter, 1000),
-    ):
-        if key in accepted:
-            common[key] = value
-        elif value != default:
-            raise DataError(f"{flag} is not an option of --method {args.method}.")
+    common = given(args, *_COMMON)
+    refused = [k for k in common if k not in accepted]
+    if refused:
+        flag = "--" + refused[0].replace("_", "-")
+        raise DataError(f"{flag} is not an option of --method {args.method}.")
     model = estimator(**common, **extra)
     X = df[features]
     batch = _batch(df, args.batch)

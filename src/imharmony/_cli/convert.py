@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import HarmonizationError
 from ..io._atomic import check_outputs
-from ..io.dicom import DEFAULT_MAX_PIXELS, UNITS, read_dicom_series
+from ..io.dicom import DEFAULT_MAX_PIXELS, DTYPES, UNITS, VARIABLE_SPACING, read_dicom_series
 from ..io.images import write_image
 from . import positive_int
 
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument(
         "--dtype",
-        choices=("auto", "float32", "float64"),
+        choices=DTYPES,
         default="auto",
         help=(
             "voxel type written (default auto: integers when every value is an exact integer, "
@@ -67,6 +67,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="write only echo N (from 1) of a multi-echo series; default: all echoes as volumes",
     )
     p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="threads reading the pixel data (default: imharmony's thread policy)",
+    )
+    p.add_argument(
+        "--variable-spacing",
+        choices=VARIABLE_SPACING,
+        default="auto",
+        help=(
+            "slices not equally spaced: resample onto equidistant slices (linear along the "
+            "normal), refuse, or auto, which resamples but refuses a regular grid with holes, "
+            "what a missing file looks like (default: auto)"
+        ),
+    )
+    p.add_argument(
         "--max-pixels",
         type=positive_int,
         default=DEFAULT_MAX_PIXELS,
@@ -78,17 +95,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     """Convert ``args.dicom_dir`` to ``args.output``; returns the exit status (0)."""
-    if args.dtype not in ("auto", "float32", "float64"):
-        raise HarmonizationError(f"--dtype {args.dtype!r}: choose auto, float32 or float64.")
+    if args.dtype not in DTYPES:
+        raise HarmonizationError(f"--dtype {args.dtype!r}: choose {', '.join(DTYPES)}.")
     check_outputs([args.dicom_dir], [args.output])
     img = read_dicom_series(
         args.dicom_dir,
         args.units,
         series_uid=args.series_uid,
         max_pixels=args.max_pixels,
-        dtype="float32" if args.dtype == "float32" else args.dtype,
+        dtype=args.dtype,
+        workers=args.workers,
         volume=args.volume,
         echo=args.echo,
+        variable_spacing=args.variable_spacing,
     )
     out_dtype = None
     if args.dtype == "auto" and img.array.dtype.kind == "f":

@@ -5,7 +5,7 @@ offset, point-spread function, voxel grid and noise, and its own disease prevale
 harmonized at the image level, measured (region features), harmonized with ComBat with and
 without the disease as a covariate, and diagnosed. The summary shows that leaving the disease out
 of ComBat erases it while keeping it preserves it; the HTML reports hold the details. The
-pipeline itself is :func:`imharmony.demo.run_demo`.
+pipeline itself is :func:`imharmony.workflows.demo.run_demo`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import positive_int
+from .._vocabulary import DEMO_RANDOM_STATE
+from . import add_former_flag, positive_int
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from ..demo import DemoResult
+    from ..workflows.demo import DemoResult
 
 logger = logging.getLogger("imharmony.cli")
 
@@ -43,12 +44,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         ),
     )
     p.add_argument("--output", default="demo-output", help="output folder (default: demo-output)")
-    p.add_argument("--seed", type=int, default=2026, help="random seed of the cohort")
+    p.add_argument("--random-state", type=int, default=DEMO_RANDOM_STATE, metavar="N",
+                   help=f"seed of the cohort (default {DEMO_RANDOM_STATE})")
+    add_former_flag(p, "--seed", "--random-state", dest="random_state", type=int)
     p.add_argument(
-        "--subjects-per-site", type=positive_int, default=24, metavar="N",
+        "--n-per-site", type=positive_int, default=argparse.SUPPRESS, metavar="N",
         help="subjects at each of the four sites (default 24; fewer run faster, but below about "
              "16 the verdicts start to depend on the seed)",
     )
+    add_former_flag(p, "--subjects-per-site", "--n-per-site", dest="n_per_site",
+                    type=positive_int)
     p.add_argument(
         "--quick", action="store_true",
         help="smoke test in seconds: 6 subjects per site, a coarser anatomy, no mixed models "
@@ -175,10 +180,12 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..demo import run_demo
+    from ..workflows.demo import run_demo
 
     console = Console(width=None if Console().is_terminal else 120)
-    kwargs: dict[str, object] = {"n_per_site": (args.subjects_per_site,) * 4}
+    kwargs: dict[str, object] = {}
+    if hasattr(args, "n_per_site"):  # not given: run_demo's default
+        kwargs["n_per_site"] = (args.n_per_site,) * 4
     if args.quick:
         kwargs = {"n_per_site": (6,) * 4, "fine_shape": 40, "n_permutations": 100,
                   "max_features": 0}
@@ -199,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
                     tasks[step] = bar.add_task(step, total=total)
                 bar.update(tasks[step], completed=done, total=total)
 
-            result = run_demo(Path(args.output), random_state=args.seed, progress=progress,
+            result = run_demo(Path(args.output), random_state=args.random_state, progress=progress,
                               **kwargs)  # type: ignore[arg-type]
     finally:
         lib_logger.setLevel(previous)

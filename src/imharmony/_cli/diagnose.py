@@ -15,9 +15,10 @@ import logging
 import shlex
 from typing import TYPE_CHECKING, Any
 
+from .._vocabulary import BIOLOGY_TYPES, MAX_FEATURES, N_PERMUTATIONS, N_SPLITS
 from ..errors import DataError
 from ..io._atomic import check_outputs
-from . import non_negative_int, positive_int
+from . import add_former_flag, non_negative_int, positive_int
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--batch", required=True, metavar="COL", help="column with the site/batch")
     p.add_argument("--biology", required=True, metavar="COL",
                    help="column with the biology to preserve (a class label or a number)")
+    p.add_argument("--biology-type", choices=BIOLOGY_TYPES, default=BIOLOGY_TYPES[0],
+                   help="how to read the biology (default auto: text, and integers with at most "
+                        "10 distinct values, are classes; numbers otherwise)")
     p.add_argument("--covariate", action="append", default=[], metavar="COL",
                    help="further biological covariate (repeatable); non-numeric = categorical")
     p.add_argument("--id", action="append", default=[], metavar="COL",
@@ -57,12 +61,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--title", metavar="TEXT", help="heading of the report")
     p.add_argument("--random-state", type=int, default=0, metavar="N",
                    help="seed of the permutations and cross-validation folds (default 0)")
-    p.add_argument("--max-features", type=non_negative_int, default=100, metavar="N",
-                   help="mixed models on the N most site-affected features (default 100; 0 skips)")
-    p.add_argument("--permutations", type=non_negative_int, default=1000, metavar="N",
-                   help="site shuffles of the guided-PCA p-value (default 1000; 0 skips)")
-    p.add_argument("--folds", type=positive_int, default=5, metavar="N",
-                   help="cross-validation folds of the site prediction (default 5)")
+    p.add_argument("--max-features", type=non_negative_int, default=MAX_FEATURES, metavar="N",
+                   help=f"mixed models on the N most site-affected features (default "
+                        f"{MAX_FEATURES}; 0 skips)")
+    p.add_argument("--n-permutations", type=non_negative_int, default=N_PERMUTATIONS,
+                   metavar="N", help=f"site shuffles of the guided-PCA p-value (default "
+                                     f"{N_PERMUTATIONS}; 0 skips)")
+    add_former_flag(p, "--permutations", "--n-permutations", dest="n_permutations",
+                    type=non_negative_int)
+    p.add_argument("--n-splits", type=positive_int, default=N_SPLITS, metavar="N",
+                   help=f"cross-validation folds of the site prediction (default {N_SPLITS})")
+    add_former_flag(p, "--folds", "--n-splits", dest="n_splits", type=positive_int)
+    p.add_argument("--anderson", action="store_true",
+                   help="add the k-sample Anderson-Darling test to the site tests (slow for many "
+                        "features)")
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                    help="numeric columns matching this glob are not diagnosed (repeatable; "
                         "pyradiomics' diagnostics_* columns never are)")
@@ -132,8 +144,11 @@ def _command_line(args: argparse.Namespace) -> str:
     for c in args.exclude:
         parts += ["--exclude", c]
     parts += ["--output", args.output, "--random-state", str(args.random_state),
-              "--max-features", str(args.max_features), "--permutations",
-              str(args.permutations), "--folds", str(args.folds)]
+              "--max-features", str(args.max_features), "--n-permutations",
+              str(args.n_permutations), "--n-splits", str(args.n_splits),
+              "--biology-type", args.biology_type]
+    if args.anderson:
+        parts.append("--anderson")
     if args.title:
         parts += ["--title", args.title]
     if args.model:
@@ -223,9 +238,11 @@ def run(args: argparse.Namespace) -> int:
             biology=before[args.biology].reset_index(drop=True),
             covariates=covariates,
             random_state=args.random_state,
+            biology_type=args.biology_type,
             max_features=args.max_features,
-            n_permutations=args.permutations,
-            n_splits=args.folds,
+            n_permutations=args.n_permutations,
+            n_splits=args.n_splits,
+            anderson=args.anderson,
         )
     for w in caught:
         logger.warning("%s", w.message)

@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from ..errors import HarmonizationError
+from ..workflows.batch import FORMER_NORMALIZERS, GRIDS, NORMALIZERS, NYUL_MODEL_NAME
 
 __all__ = ["register", "run"]
 
@@ -37,17 +38,30 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="harmonize the images of a manifest: resolution, grid, intensities",
         description=(
             "Harmonize every image listed in MANIFEST.csv (columns: path, site, optional mask, "
-            "source_fwhm in mm as 'x;y;z' or one number, id, MR metadata). Per image: match "
-            "the resolution to a common target, resample to a common spacing, normalize the "
-            "intensities. Finished rows are skipped when run again; failed rows are reported "
-            "in DIR/summary.csv while the others complete."
+            "source_fwhm in mm as 'x;y;z' or one number, id, MR metadata; any other column is "
+            "an error). Per image: match the resolution to a common target, resample to a "
+            "common spacing or onto one common grid (--reference IMAGE, --grid first), "
+            "normalize the intensities. At least one step must be selected. Finished rows are "
+            "skipped when run again; failed rows are reported in DIR/summary.csv while the "
+            "others complete."
         ),
     )
     p.add_argument("manifest", metavar="MANIFEST.csv", help="one row per image")
     p.add_argument("--output-dir", required=True, metavar="DIR", help="folder for the outputs")
     p.add_argument(
         "--spacing", nargs="+", type=float, metavar="MM",
-        help="new voxel spacing: one value or one per axis (default: keep each grid)",
+        help="new voxel spacing: one value or one per axis; each image keeps its own extent "
+        "and orientation (default: keep each grid)",
+    )
+    p.add_argument(
+        "--reference", metavar="IMAGE",
+        help="put every image and mask on the grid of IMAGE: orientation, origin, spacing and "
+        "shape (masks by nearest neighbour); instead of --spacing",
+    )
+    p.add_argument(
+        "--grid", choices=GRIDS,
+        help="'first': put every image on the grid of the manifest's first image (as "
+        "--reference with that image)",
     )
     p.add_argument(
         "--target-fwhm", nargs="+", metavar="MM",
@@ -55,8 +69,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "source_fwhm of the manifest, when it has that column) or 'none'",
     )
     p.add_argument(
-        "--normalize", choices=["zscore", "robust", "whitestripe", "none"], default="none",
-        help="intensity normalization inside each row's mask (default: none)",
+        "--normalize", choices=(*NORMALIZERS, *FORMER_NORMALIZERS), default="none",
+        metavar="{" + ",".join(NORMALIZERS) + "}",
+        help="intensity normalization inside each row's mask; nyul: the Nyúl standardizer "
+        f"fitted on the batch, saved as DIR/{NYUL_MODEL_NAME} (default: none)",
+    )
+    p.add_argument(
+        "--nyul-model", metavar="M.json",
+        help="with --normalize nyul: load the standardizer from M.json when it exists (nothing "
+        "is fitted), else fit it on the batch and save it there",
     )
     p.add_argument("--contrast", choices=["T1w", "T2w"], default="T1w",
                    help="weighting, for whitestripe (default: T1w)")
@@ -69,6 +90,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="tcp://HOST:PORT of a running Dask scheduler: run the rows on its "
                    "workers (which must see the same files) instead of --workers processes")
+    p.add_argument("--ignore-column", action="append", default=[], metavar="COL",
+                   help="a manifest column with no meaning here, left alone (repeatable; any "
+                   "other unknown column is an error)")
     p.add_argument("--overwrite", action="store_true",
                    help="recompute rows that a previous run already finished")
     p.add_argument("--no-harmonizability-check", action="store_true",
@@ -82,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from ..imaging.batch import SUMMARY_NAME, harmonize_images
+    from ..workflows.batch import SUMMARY_NAME, harmonize_images
 
     spacing = args.spacing
     if spacing is not None and len(spacing) == 1:
@@ -92,32 +116,45 @@ def run(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
     out = Console(file=sys.stdout)
 
-    with Progress(
+    # the bar appears with the first row's result, so that a run refused before any row
+    # starts prints its one-line error alone
+    bar = Progress(
         TextColumn("[bold]images[/bold]"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.description}"), TimeElapsedColumn(),
         console=err, disable=quiet, transient=False,
-    ) as bar:
-        task_id = bar.add_task("", total=None)
+    )
+    task_ids: list[Any] = []
 
-        def progress(res: dict[str, Any]) -> None:
-            bar.update(task_id, total=res["total"], advance=1,
-                       description=f"{res['name']}: {res['status']}")
+    def progress(res: dict[str, Any]) -> None:
+        if not task_ids:
+            bar.start()
+            task_ids.append(bar.add_task("", total=res["total"]))
+        bar.update(task_ids[0], total=res["total"], advance=1,
+                   description=f"{res['name']}: {res['status']}")
 
+    try:
         summary = harmonize_images(
             args.manifest,
             args.output_dir,
             spacing=spacing,
+            reference=args.reference,
+            grid=args.grid,
             target_fwhm=target,
             normalize=args.normalize,
+            nyul_model=args.nyul_model,
             contrast=args.contrast,
             interpolation=args.interpolation,
             outside=args.outside,
             workers=args.workers,
             overwrite=args.overwrite,
             check_harmonizable=not args.no_harmonizability_check,
+            ignore_columns=args.ignore_column,
             progress=progress,
             scheduler=args.scheduler,
         )
+    finally:
+        if task_ids:
+            bar.stop()
 
     counts = summary["status"].value_counts()
     failed = summary[summary["status"] == "failed"]

@@ -12,6 +12,8 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from .._vocabulary import EARL_STANDARDS
+from ..io.dicom import UNITS
 from .phantom_tables import add_apply, add_calibrate
 
 __all__ = ["register", "run_nema"]
@@ -36,11 +38,12 @@ def _register_nema(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
                    help="true background concentration at scan time, in the image's units")
     p.add_argument("--spheres", type=float, required=True, metavar="S",
                    help="true sphere concentration at scan time, in the image's units")
-    p.add_argument("--units", default=None, metavar="UNITS",
+    p.add_argument("--units", default=None, choices=UNITS, metavar="UNITS",
                    help="value units when IMAGE is a DICOM series folder (as for 'convert': "
                    "bqml, suv, raw, ...; default: bqml, activity concentration in Bq/mL); "
                    "--background and --spheres are in them")
-    p.add_argument("--standard", choices=["earl1", "earl2"], type=str.lower, default=None,
+    p.add_argument("--standard", choices=[s.lower() for s in EARL_STANDARDS], type=str.lower,
+                   default=None,
                    help="EARL standard to check and meet with a Gaussian post-filter")
     p.add_argument("--bands", metavar="BANDS.csv", default=None,
                    help="custom bands instead of a shipped standard (columns diameter_mm, "
@@ -96,7 +99,7 @@ def run_nema(args: argparse.Namespace) -> int:
     cols = ["diameter_mm", "rc_max", "rc_mean", "rc_peak"]
     if args.standard or bands is not None:
         result = earl_filter(img, background=args.background, spheres=args.spheres,
-                             standard=(args.standard or "EARL1").upper(), bands=bands)
+                             standard=(args.standard or EARL_STANDARDS[0]).upper(), bands=bands)
         rec = result.recovery
         before = result.before.set_index("diameter_mm")
         after = result.after.set_index("diameter_mm")

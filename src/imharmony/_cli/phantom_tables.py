@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from . import add_former_flag, given
 
 logger = logging.getLogger("imharmony.cli")
-
-_TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 
 
 def add_calibrate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -34,7 +33,11 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     c.add_argument("--measured", required=True, metavar="COL", help="column of measured values")
     c.add_argument("--insert", metavar="COL", help="column naming the insert (optional)")
     c.add_argument("--sd", metavar="COL", help="column of each measurement's SD (weights)")
-    c.add_argument("--unweighted", action="store_true", help="ordinary least squares")
+    c.add_argument("--weighted", action=argparse.BooleanOptionalAction,
+                   default=argparse.SUPPRESS,
+                   help="weighted least squares (default: yes); --no-weighted: ordinary least "
+                        "squares")
+    add_former_flag(c, "--unweighted", "--no-weighted", dest="weighted", nargs=0, const=False)
     c.add_argument("--model", required=True, metavar="M.json", help="where to save the model")
     c.add_argument("--json", metavar="SUMMARY.json", help="write gains, offsets, SEs, linearity")
     c.set_defaults(func=run_calibrate)
@@ -64,7 +67,9 @@ def add_apply(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
 
 
 def _is_table(path: str) -> bool:
-    return Path(path).suffix.lower() in _TABLE_SUFFIXES
+    from ..io.tables import TABLE_SUFFIXES
+
+    return Path(path).suffix.lower() in TABLE_SUFFIXES
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
@@ -81,7 +86,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         raise DataError(
             f"{args.inserts}: column(s) {missing} not found; columns are {list(df.columns)[:12]}"
         )
-    cal = PhantomCalibration(weighted=not args.unweighted).fit(
+    cal = PhantomCalibration(**given(args, "weighted")).fit(
         df, site=args.site, reference=args.reference, measured=args.measured,
         insert=args.insert, sd=args.sd,
     )

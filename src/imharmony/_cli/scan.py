@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import DataError
 from ..io._atomic import check_outputs
 from ..io.dicom import DEFAULT_MAX_PIXELS  # the same header-size limit as reading series
-from . import positive_int
+from . import given, positive_int
 
 __all__ = ["default_errors_path", "register", "run"]
 
@@ -59,6 +59,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="N",
         help=f"reject files announcing more than N pixels (default {DEFAULT_MAX_PIXELS})",
     )
+    p.add_argument(
+        "--max-depth",
+        type=positive_int,
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help="reject files whose sequences nest deeper than N (default 32)",
+    )
     p.set_defaults(func=run)
 
 
@@ -90,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         transient=True,
         disable=bool(getattr(args, "quiet", False)),
     ) as bar:
-        table = scan_protocols(args.paths, progress=bar, max_pixels=args.max_pixels)
+        table = scan_protocols(args.paths, progress=bar, max_pixels=args.max_pixels,
+                               **given(args, "max_depth"))
     errors = scan_errors(table)
     write_table(errors, errors_path)
     if errors.shape[0]:

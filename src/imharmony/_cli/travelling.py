@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import logging
 
+from .._vocabulary import TRAVELLING_SCALES
 from ..errors import DataError
+from . import given
 
 logger = logging.getLogger("imharmony.cli")
 
@@ -33,9 +35,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     f.add_argument("table", metavar="TS.csv", help="one row per visit (.csv, .tsv, .parquet)")
     f.add_argument("--site", required=True, metavar="COL", help="column with the site")
     f.add_argument("--subject", required=True, metavar="COL", help="column with the participant")
-    f.add_argument("--scale", choices=("additive", "linear"), default="additive",
+    f.add_argument("--scale", choices=TRAVELLING_SCALES, default=TRAVELLING_SCALES[0],
                    help="site offset only (additive, default) or offset and gain (linear)")
     f.add_argument("--reference-site", metavar="VALUE", help="map onto this site's scale")
+    # not given, the model's own defaults apply
+    f.add_argument("--validate", action=argparse.BooleanOptionalAction,
+                   default=argparse.SUPPRESS,
+                   help="leave-one-traveller-out check of the agreement (default: yes)")
+    f.add_argument("--max-iter", type=int, metavar="N", default=argparse.SUPPRESS,
+                   help="Gauss-Newton iteration cap of --scale linear (default 100)")
+    f.add_argument("--tol", type=float, metavar="TOL", default=argparse.SUPPRESS,
+                   help="relative convergence tolerance of --scale linear (default 1e-10)")
     f.add_argument("--id", action="append", default=[], metavar="COL",
                    help="numeric column that is an identifier, not a feature (repeatable)")
     f.add_argument("--model", required=True, metavar="M.json", help="where to save the model")
@@ -72,7 +82,8 @@ def run_fit(args: argparse.Namespace) -> int:
     features = [c for c in df.columns if c not in roles and _is_numeric_dtype(df[c].dtype)]
     if not features:
         raise DataError(f"{args.table}: no numeric feature columns besides site/subject/id.")
-    model = TravellingSubjects(scale=args.scale, reference_site=args.reference_site)
+    model = TravellingSubjects(scale=args.scale, reference_site=args.reference_site,
+                               **given(args, "validate", "max_iter", "tol"))
     model.fit(df[features], site=df[args.site], subject=df[args.subject])
     model.save(args.model, metadata={"site_column": str(args.site), "source": str(args.table)})
     logger.info("travelling subjects: %d travellers at %d sites, %d features; model saved to %s",

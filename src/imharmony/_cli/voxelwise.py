@@ -11,6 +11,8 @@ import json
 import sys
 from typing import Any
 
+from . import given
+
 __all__ = ["register"]
 
 
@@ -34,12 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     f.add_argument("--covariate", action="append", default=[], metavar="COL",
                    help="biological covariate to preserve (repeatable)")
     f.add_argument("--mean-only", action="store_true", help="correct location only")
-    f.add_argument("--no-eb", action="store_true", help="no empirical Bayes shrinkage")
+    f.add_argument("--eb", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                   help="empirical Bayes shrinkage of the site effects (default: yes)")
     f.add_argument("--reference-batch", metavar="VALUE", help="site left unchanged")
     _common(f)
-    f.add_argument("--memory-limit", metavar="SIZE",
-                   help="memory of the local Dask worker, e.g. 1GiB (default: Dask's share of "
-                   "the machine)")
     f.set_defaults(func=run_fit)
 
     a = vsub.add_parser("apply", help="harmonize new images of the learned sites with a model")
@@ -54,6 +54,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="folder for the harmonized images (the inputs' file names)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="tcp://HOST:PORT of a running Dask scheduler (default: a local cluster)")
+    p.add_argument("--memory-limit", metavar="SIZE",
+                   help="memory of the local Dask worker, e.g. 1GiB (default: Dask's share of "
+                   "the machine)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -91,15 +94,17 @@ def run_fit(args: argparse.Namespace) -> int:
     return _run(args, lambda progress: fit_voxelwise(
         args.manifest, mask=args.mask, batch=args.batch, covariates=args.covariate,
         model_dir=args.model, output_dir=args.output_dir, scheduler=args.scheduler,
-        memory_limit=memory, mean_only=args.mean_only, eb=not args.no_eb,
-        reference_batch=args.reference_batch, progress=progress,
+        memory_limit=memory, mean_only=args.mean_only, reference_batch=args.reference_batch,
+        progress=progress, **given(args, "eb"),
     ))
 
 
 def run_apply(args: argparse.Namespace) -> int:
+    from ..scale.cluster import parse_memory
     from ..scale.voxelwise import apply_voxelwise
 
+    memory = parse_memory(args.memory_limit)
     return _run(args, lambda progress: apply_voxelwise(
         args.manifest, model_dir=args.model, output_dir=args.output_dir,
-        scheduler=args.scheduler, progress=progress,
+        scheduler=args.scheduler, memory_limit=memory, progress=progress,
     ))

@@ -39,7 +39,7 @@ from typing import Any
 
 from ..errors import DataError
 from .framing import frame_header
-from .tags import brief, dicom_value, numbers, raw_elements, tag_label
+from .tags import as_text, brief, numbers, plain_value, raw_elements, tag_label
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",
@@ -402,10 +402,9 @@ def _read(
 
     def text(keyword: str, holder: Any = ds) -> str:
         try:
-            value = dicom_value(holder, keyword)
+            return as_text(plain_value(holder, keyword)) or ""
         except Exception:
             return ""
-        return "" if value is None else str(value).strip()
 
     sop = text("SOPClassUID") or text("MediaStorageSOPClassUID", ds.file_meta)
     if sop == _DICOMDIR_SOP_CLASS:
@@ -434,23 +433,24 @@ def _read(
         raise reject("invalid_value", f"{tag_label('SeriesInstanceUID')} {uid[:70]!r} is not a UID")
 
     # Transfer syntax: known, and in agreement with the encoding of the data set.
-    ts_value = ds.file_meta.get("TransferSyntaxUID")
+    ts_given = "TransferSyntaxUID" in ds.file_meta
+    ts_value = text("TransferSyntaxUID", ds.file_meta)
     implicit, little = ds.original_encoding
-    if ts_value is None and not has_prefix:
+    if not ts_given and not has_prefix:
         ts = UID(
             "1.2.840.10008.1.2" if implicit else
             ("1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2")
         )
-    elif ts_value is None or not str(ts_value).strip():
+    elif not ts_value:
         raise reject(
             "invalid_value",
             f"{tag_label('TransferSyntaxUID')} is "
-            + ("missing from" if ts_value is None else "empty in")
+            + ("empty in" if ts_given else "missing from")
             + " the file meta information; the encoding of the file is unknown. Replace the file.",
             uid,
         )
     else:
-        ts = UID(str(ts_value).strip())
+        ts = UID(ts_value)
         if not ts.is_transfer_syntax:
             raise reject(
                 "invalid_value",
@@ -498,7 +498,10 @@ def _read(
         from pydicom.uid import UID as _UIDType
 
         image_class = "Image Storage" in _UIDType(sop).name
-        if is_image or image_class:
+        # A vendor's private class (not a DICOM UID) is no image without pixel data, even with
+        # Rows and Columns (Philips' Private MR Series Data Storage, 1.3.46.670589.11.0.0.12.2).
+        private_class = bool(sop) and not sop.startswith("1.2.840.10008.")
+        if image_class or (is_image and not private_class):
             if truncated:
                 raise reject("truncated", f"the file is truncated ({truncated})", uid)
             raise reject(

@@ -6,11 +6,17 @@ post-filtering its images with a Gaussian (vendors sell this as "EQ" filters). :
 finds that filter from a phantom scan; :func:`apply_earl_filter` applies it to the same scanner's
 patient images as an image step with its history entry.
 
-The bands are data (``earl_bands.json`` beside this module), each standard with its source.
-EARL1 is shipped. The EARL2 bands (Kaalep et al., "Feasibility of state of the art PET/CT systems
-performance harmonisation", Eur J Nucl Med Mol Imaging 45:1344–1361, 2018) are not: their table
-could not be checked against the publication when this module was written, and the numbers are
-not copied from memory. Pass them as ``bands=`` (see :func:`earl_bands`) until they are added.
+The bands are data (``earl_bands.json`` beside this module), each standard with its source and
+the sources it was checked against. EARL1 is shipped (EANM guideline 2010; equal, number for
+number, to the EARL web site's accreditation specifications and to Table 3 of "SUV variability in
+EARL-accredited conventional and digital PET", EJNMMI Research 2019). The EARL2 bands (Kaalep et
+al., "Feasibility of state of the art PET/CT systems performance harmonisation", Eur J Nucl Med
+Mol Imaging 45:1344–1361, 2018; EARL 18F standards 2) are not: no readable copy of their table
+was found in the reference stores searched for this release (the publication's pages there give
+its abstract and first page only, the EARL site refers to a specifications page without the
+numbers, and no public repository carries the table with a citation), and the numbers are not
+typed from memory. ``standard="EARL2"`` raises :class:`EARLError` saying so (the reason is kept in
+``earl_bands.json``); pass the publication's table as ``bands=`` (see :func:`earl_bands`).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._vocabulary import EARL_STANDARDS
 from ..errors import DataError
 from ..image import Image
 from ..imaging.resolution import fwhm_to_sigma, gaussian_blur
@@ -43,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 #: Standards whose bands are shipped in ``earl_bands.json``.
 STANDARDS: tuple[str, ...] = ("EARL1",)
-_KNOWN = ("EARL1", "EARL2")
+_KNOWN = EARL_STANDARDS
 #: Candidate filter FWHMs (mm) of the coarse search.
 _COARSE_STEP = 0.5
 _MAX_FILTER_MM = 20.0
@@ -66,8 +73,14 @@ def earl_bands(standard: str = "EARL1") -> pd.DataFrame:
     -------
     pandas.DataFrame, shape (6, 5)
         ``diameter_mm``, ``rc_mean_low``, ``rc_mean_high``, ``rc_max_low``, ``rc_max_high``;
-        ``attrs["source"]`` cites the publication and ``attrs["standard"]`` names it. A table of
+        ``attrs["source"]`` cites the publication, ``attrs["checked_against"]`` the independent
+        copies its numbers were compared with, and ``attrs["standard"]`` names it. A table of
         the same form can be passed to :func:`earl_filter` as ``bands``.
+
+    Raises
+    ------
+    EARLError
+        An unknown standard, or EARL2, whose table is not shipped (the error gives the reason).
     """
     key = str(standard).upper()
     if key not in _KNOWN:
@@ -75,9 +88,8 @@ def earl_bands(standard: str = "EARL1") -> pd.DataFrame:
     data = json.loads(resources.files(__package__).joinpath("earl_bands.json").read_text("utf-8"))
     if key not in data:
         raise EARLError(
-            f"the {key} bands are not shipped with imharmony yet (Kaalep et al., Eur J Nucl Med "
-            "Mol Imaging 45:1344-1361, 2018 could not be checked here); pass them as a table with "
-            "columns diameter_mm, rc_mean_low, rc_mean_high, rc_max_low, rc_max_high (bands=...)."
+            f"{data.get(f'{key}_not_shipped', f'the {key} bands are not shipped.')} The table "
+            "needs the columns diameter_mm, rc_mean_low, rc_mean_high, rc_max_low, rc_max_high."
         )
     rows = [
         {
@@ -91,6 +103,7 @@ def earl_bands(standard: str = "EARL1") -> pd.DataFrame:
     ]
     table = pd.DataFrame(rows)
     table.attrs["source"] = data[key]["source"]
+    table.attrs["checked_against"] = list(data[key].get("checked_against", []))
     table.attrs["standard"] = key
     return table
 

@@ -21,38 +21,47 @@ for a system phantom. Magn Reson Med 79:48.
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
+from .._persist import ArraySpec, check, is_number, is_table
 from .._validation import encode_labels as _encode
 from .._validation import format_items as _fmt
 from .._validation import label_key as _label_key
 from .._validation import labels_of as _as_labels
+from ..base import HarmonizerMixin, Rule
 from ..errors import (
     DataError,
     DesignError,
     HarmonizationWarning,
-    NotFittedError,
     UnseenBatchError,
 )
 from ..features.estimators import as_feature_matrix
 from ..image import Image
-from ._modelfile import check_shapes, load_envelope, reading, save_envelope
-from .travelling import label_codes
+from .travelling import check_offset_gain, label_codes, sites_field
 
 __all__ = ["PhantomCalibration"]
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "imharmony.phantom_calibration"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the project's model envelope (imharmony._persist)
 _ARRAYS = ("offset", "gain", "offset_se", "gain_se", "range")
+_RESIDUAL_COLUMNS = {
+    "site": lambda v: isinstance(v, str), "insert": lambda v: isinstance(v, str),
+    **dict.fromkeys(("reference", "measured", "fitted", "residual", "reference_error"),
+                    is_number),
+}
+_LINEARITY_COLUMNS = {
+    "site": lambda v: isinstance(v, str),
+    "n_inserts": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 2,
+    **dict.fromkeys(("r2", "rmse", "max_abs_residual"), lambda v: is_number(v, none_ok=True)),
+}
 _MIN_REPLICATES = 5  # below, variances estimated from replicates make weights (and SEs) unreliable
 
 
@@ -83,7 +92,7 @@ def _numeric(values: np.ndarray, what: str) -> np.ndarray:
     return out
 
 
-class PhantomCalibration(BaseEstimator):
+class PhantomCalibration(HarmonizerMixin, BaseEstimator):
     """Per-site gain and offset learned from phantom inserts of known value.
 
     Parameters
@@ -127,6 +136,11 @@ class PhantomCalibration(BaseEstimator):
     [1.0, 1.1]
     """
 
+    _parameter_constraints: ClassVar[dict[str, Rule]] = {"weighted": Rule.boolean()}
+    _fitted_attribute: ClassVar[str] = "gain_"
+    _model_kind: ClassVar[str] = FORMAT
+    _model_version: ClassVar[int] = FORMAT_VERSION
+
     def __init__(self, weighted: bool = True) -> None:
         self.weighted = weighted
 
@@ -161,8 +175,7 @@ class PhantomCalibration(BaseEstimator):
             A site with fewer than 2 distinct inserts, or whose measured values do not increase
             with the reference (gain <= 0).
         """
-        if not isinstance(self.weighted, bool | np.bool_):
-            raise DataError(f"'weighted' must be True or False; got {self.weighted!r}.")
+        self._validate_params()
         ref = _numeric(_column(table, reference, None, "reference"), "reference")
         n = ref.shape[0]
         meas = _numeric(_column(table, measured, n, "measured"), "measured")
@@ -261,13 +274,6 @@ class PhantomCalibration(BaseEstimator):
             index=pd.Index(self.sites_, name="site"),
         )
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "gain_"):
-            raise NotFittedError(
-                "This PhantomCalibration is not fitted yet; call fit(table, site=..., "
-                "reference=..., measured=...) or PhantomCalibration.load(path)."
-            )
-
     def _codes(self, site: Any, n: int) -> np.ndarray:
         arr = _as_labels(np.full(n, site, dtype=object) if np.ndim(site) == 0 else site, n,
                          "site")
@@ -335,34 +341,38 @@ class PhantomCalibration(BaseEstimator):
                 stacklevel=3,
             )
 
-    # -- persistence ------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str], *, metadata: dict[str, Any] | None = None) -> Path:
-        """Save as JSON + ``.npz`` (see :mod:`imharmony.calibration._modelfile`)."""
-        self._check_fitted()
-        state = {
+    # -- persistence (HarmonizerMixin.save / .load: the project's model envelope) -----------
+    def _model_content(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        def cells(frame: pd.DataFrame) -> dict[str, list[Any]]:
+            return {c: [None if isinstance(v, float) and not np.isfinite(v) else v
+                        for v in frame[c].tolist()] for c in frame.columns}
+
+        content = {
             "sites": [_label_key(s) for s in self.sites_.tolist()],
-            "residuals": self.residuals_.astype({"site": str, "insert": str}).to_dict("list"),
-            "linearity": self.linearity_.reset_index().astype({"site": str}).to_dict("list"),
+            "residuals": cells(self.residuals_.astype({"site": str, "insert": str})),
+            "linearity": cells(self.linearity_.reset_index().astype({"site": str})),
         }
-        arrays = {k: getattr(self, f"{k}_") for k in _ARRAYS}
-        return save_envelope(path, fmt=FORMAT, version=FORMAT_VERSION, params=self.get_params(),
-                             state=state, arrays=arrays,
-                             metadata=metadata or getattr(self, "metadata_", None))
+        return content, {k: np.asarray(getattr(self, f"{k}_"), dtype=np.float64) for k in _ARRAYS}
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> PhantomCalibration:
-        """Load a calibration written by :meth:`save`."""
-        doc, arrays = load_envelope(path, fmt=FORMAT, version=FORMAT_VERSION)
-        with reading(path, "phantom calibration"):
-            model = cls(**doc["params"])
-            st = doc["state"]
-            J = len(st["sites"])
-            check_shapes(path, arrays, {k: (J, 2) if k == "range" else (J,) for k in _ARRAYS})
-            for k in _ARRAYS:
-                setattr(model, f"{k}_", arrays[k].astype(float))
-            model.sites_ = np.array(st["sites"], dtype=object)
-            model.residuals_ = pd.DataFrame(st["residuals"])
-            model.linearity_ = pd.DataFrame(st["linearity"]).set_index("site")
-        model.metadata_ = dict(doc.get("metadata") or {})
-        return model
+    def _model_arrays(cls, path: Path, content: dict[str, Any]) -> dict[str, ArraySpec]:
+        J = sites_field(path, content, 1)
+        check(path, "residuals", content.get("residuals"),
+              is_table(content.get("residuals"), _RESIDUAL_COLUMNS), "a table of the fit's "
+              "measurements (site, insert, reference, measured, fitted, residual, "
+              "reference_error)")
+        check(path, "linearity", content.get("linearity"),
+              is_table(content.get("linearity"), _LINEARITY_COLUMNS, J),
+              "one row per site (site, n_inserts, r2, rmse, max_abs_residual)")
+        return {k: ArraySpec((J, 2) if k == "range" else (J,)) for k in _ARRAYS}
 
+    def _restore(self, path: Path, content: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        check_offset_gain(path, "phantom calibration", arrays["offset"], arrays["gain"],
+                          ok=bool(np.all(arrays["gain"] > 0)
+                                  and np.all(arrays["range"][:, 0] <= arrays["range"][:, 1])))
+        for k in _ARRAYS:
+            setattr(self, f"{k}_", arrays[k])
+        self.sites_ = np.array(content["sites"], dtype=object)
+        self.residuals_ = pd.DataFrame(content["residuals"])
+        linearity = pd.DataFrame(content["linearity"]).set_index("site")
+        self.linearity_ = linearity.astype({c: float for c in ("r2", "rmse", "max_abs_residual")})

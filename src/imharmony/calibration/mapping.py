@@ -12,26 +12,28 @@ two acquisitions.
 from __future__ import annotations
 
 import logging
-import os
+import numbers
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from .._persist import ArraySpec, check, is_int, is_str_list
+from .._validation import check_feature_columns
 from .._validation import format_items as _fmt
-from ..errors import DataError, HarmonizationError, NotFittedError
-from ..features.estimators import ComBat, as_feature_matrix
-from ._modelfile import check_shapes, load_envelope, reading, save_envelope
+from ..base import HarmonizerMixin, Rule
+from ..errors import DataError, ModelFileError
+from ..features.estimators import as_feature_matrix
 
 __all__ = ["AcquisitionMapping", "acquisition_key"]
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "imharmony.acquisition_mapping"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the project's model envelope (imharmony._persist)
 _METHODS = ("linear", "monotone")
 
 
@@ -72,7 +74,11 @@ def acquisition_key(acquisition: Any, keys: list[str] | None = None) -> dict[str
     return {k: _value_key(acquisition[k]) for k in keys}
 
 
-class AcquisitionMapping(TransformerMixin, BaseEstimator):
+def _is_seed(value: Any) -> bool:
+    return value is None or (isinstance(value, numbers.Integral) and not isinstance(value, bool))
+
+
+class AcquisitionMapping(HarmonizerMixin, TransformerMixin, BaseEstimator):
     """Per-feature mapping from a source acquisition onto a target acquisition.
 
     Parameters
@@ -85,7 +91,9 @@ class AcquisitionMapping(TransformerMixin, BaseEstimator):
         Folds of the cross-validated error (subjects split into ``cv`` folds, at most one per
         subject).
     random_state : int, optional
-        Shuffling of the folds.
+        Shuffling of the folds: None, an int or a ``numpy.random.RandomState`` (a model file
+        keeps an int seed; a RandomState is saved as None, since it only served the
+        cross-validation at fit).
 
     Attributes
     ----------
@@ -103,6 +111,18 @@ class AcquisitionMapping(TransformerMixin, BaseEstimator):
     cv_rmse_identity_ : ndarray, shape (n_features_in_,)
         The same error without mapping (source taken as target), for comparison.
     """
+
+    _parameter_constraints: ClassVar[dict[str, Rule]] = {
+        "method": Rule.one_of(*_METHODS),
+        "cv": Rule.integer(2),
+        "random_state": Rule(
+            lambda v: _is_seed(v) or isinstance(v, np.random.RandomState),
+            "None, an int or a numpy RandomState (the folds are scikit-learn's KFold)",
+        ),
+    }
+    _fitted_attribute: ClassVar[str] = "source_"
+    _model_kind: ClassVar[str] = FORMAT
+    _model_version: ClassVar[int] = FORMAT_VERSION
 
     def __init__(self, method: str = "linear", cv: int = 5, random_state: Any = None) -> None:
         self.method = method
@@ -122,11 +142,7 @@ class AcquisitionMapping(TransformerMixin, BaseEstimator):
             The acquisitions (DICOM keywords or protocol-table columns -> values), as given to
             :meth:`imharmony.ComBat.fit` in ``acquisitions``.
         """
-        if self.method not in _METHODS:
-            raise HarmonizationError(
-                f"The 'method' parameter of AcquisitionMapping must be one of {_METHODS}; got "
-                f"{self.method!r}."
-            )
+        self._validate_params()
         src, names, _ = as_feature_matrix(X, "X (source acquisition)")
         tgt, _, _ = as_feature_matrix(y, "y (target acquisition)")
         if src.shape != tgt.shape:
@@ -202,13 +218,9 @@ class AcquisitionMapping(TransformerMixin, BaseEstimator):
 
     def transform(self, X: Any) -> Any:
         """Express features measured with the source acquisition on the target's scale."""
-        if not hasattr(self, "source_"):
-            raise NotFittedError(
-                "This AcquisitionMapping is not fitted yet; call fit(X_source, X_target, "
-                "source=..., target=...) first."
-            )
+        self._check_fitted()
         data, names, _ = as_feature_matrix(X)
-        ComBat._check_columns(self, data, names)  # type: ignore[arg-type]
+        check_feature_columns(self, data, names)
         out = self._map(data)
         if isinstance(X, pd.DataFrame):
             return pd.DataFrame(out, index=X.index, columns=X.columns, copy=False)
@@ -248,54 +260,88 @@ class AcquisitionMapping(TransformerMixin, BaseEstimator):
                 + ". Learn a mapping for these acquisitions or harmonize them separately."
             )
         is_src = np.array([r == src for r in rows])
-        ComBat._check_columns(self, data, None)  # type: ignore[arg-type]
+        check_feature_columns(self, data, None)
         out = data.copy()
         out[is_src] = self._map(data[is_src])
         logger.info("mapped %d sample(s) from the source onto the target acquisition",
                     int(is_src.sum()))
         return out
 
-    # -- persistence ------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str], *, metadata: dict[str, Any] | None = None) -> Path:
-        """Save as JSON + ``.npz`` (see :mod:`imharmony.calibration._modelfile`)."""
-        if not hasattr(self, "source_"):
-            raise NotFittedError("fit the AcquisitionMapping before saving it.")
+    # -- persistence (HarmonizerMixin.save / .load: the project's model envelope) -----------
+    def _params_for_file(self) -> dict[str, Any]:
+        params = self.get_params(deep=False)
+        if not _is_seed(params["random_state"]):
+            params["random_state"] = None  # a RandomState served the fit's folds only
+        elif params["random_state"] is not None:
+            params["random_state"] = int(params["random_state"])
+        params["cv"] = int(params["cv"])
+        return params
+
+    def _model_content(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays: dict[str, np.ndarray] = {"cv_rmse": self.cv_rmse_,
                                          "cv_rmse_identity": self.cv_rmse_identity_}
+        knots = None
         if self.method == "linear":
             arrays |= {"intercept": self.intercept_, "slope": self.slope_}
         else:
             arrays |= {f"knots_x_{g}": k for g, k in enumerate(self.knots_x_)}
             arrays |= {f"knots_y_{g}": k for g, k in enumerate(self.knots_y_)}
-        state = {
-            "source": self.source_, "target": self.target_, "n_features": self.n_features_in_,
+            knots = [int(k.size) for k in self.knots_x_]
+        content = {
+            "source": self.source_, "target": self.target_,
+            "n_features": int(self.n_features_in_),
             "feature_names": ([str(x) for x in self.feature_names_in_]
                               if hasattr(self, "feature_names_in_") else None),
+            "knot_counts": knots,
         }
-        return save_envelope(path, fmt=FORMAT, version=FORMAT_VERSION, params=self.get_params(),
-                             state=state, arrays=arrays, metadata=metadata)
+        return content, {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> AcquisitionMapping:
-        """Load a mapping written by :meth:`save`."""
-        doc, arrays = load_envelope(path, fmt=FORMAT, version=FORMAT_VERSION)
-        with reading(path, "acquisition mapping"):
-            model = cls(**doc["params"])
-            st = doc["state"]
-            G = int(st["n_features"])
-            model.source_, model.target_ = dict(st["source"]), dict(st["target"])
-            model.n_features_in_ = G
-            if st["feature_names"] is not None:
-                model.feature_names_in_ = np.array(st["feature_names"], dtype=object)
-            names = ["cv_rmse", "cv_rmse_identity"]
-            if model.method == "linear":
-                names += ["intercept", "slope"]
-            check_shapes(path, arrays, dict.fromkeys(names, (G,)))
-            model.cv_rmse_, model.cv_rmse_identity_ = arrays["cv_rmse"], arrays["cv_rmse_identity"]
-            if model.method == "linear":
-                model.intercept_, model.slope_ = arrays["intercept"], arrays["slope"]
-            else:
-                model.knots_x_ = [arrays[f"knots_x_{g}"] for g in range(G)]
-                model.knots_y_ = [arrays[f"knots_y_{g}"] for g in range(G)]
-        model.metadata_ = dict(doc.get("metadata") or {})
-        return model
+    def _model_arrays(cls, path: Path, content: dict[str, Any]) -> dict[str, ArraySpec]:
+        source, target = content.get("source"), content.get("target")
+        for key, acq in (("source", source), ("target", target)):
+            check(path, key, acq, isinstance(acq, dict) and bool(acq)
+                  and is_str_list(list(acq)) and is_str_list(list(acq.values())),
+                  "a non-empty object of acquisition keywords to values (str)")
+        check(path, "target", target, sorted(target) == sorted(source) and target != source,
+              "the source's keywords with other values")
+        G = check(path, "n_features", content.get("n_features"),
+                  is_int(content.get("n_features"), 1), "an int >= 1")
+        names = content.get("feature_names")
+        check(path, "feature_names", names, names is None or (is_str_list(names)
+              and len(names) == G), f"null or a list of {G} feature names")
+        specs = dict.fromkeys(("cv_rmse", "cv_rmse_identity"), ArraySpec((G,)))
+        knots = content.get("knot_counts")
+        if content["params"]["method"] == "linear":
+            check(path, "knot_counts", knots, knots is None, "null for a linear mapping")
+            return specs | dict.fromkeys(("intercept", "slope"), ArraySpec((G,)))
+        check(path, "knot_counts", knots, isinstance(knots, list) and len(knots) == G
+              and all(is_int(k, 1) for k in knots), f"a list of {G} ints >= 1")
+        for g, k in enumerate(knots):
+            specs[f"knots_x_{g}"] = specs[f"knots_y_{g}"] = ArraySpec((k,))
+        return specs
+
+    def _restore(self, path: Path, content: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        G = int(content["n_features"])
+        if self.method == "linear":
+            coefs = [arrays["intercept"], arrays["slope"]]
+        else:
+            coefs = [arrays[f"knots_{a}_{g}"] for a in "xy" for g in range(G)]
+        if not all(np.all(np.isfinite(c)) for c in coefs) or (
+            self.method == "monotone"
+            and any(np.any(np.diff(arrays[f"knots_x_{g}"]) < 0) for g in range(G))
+        ):
+            raise ModelFileError(
+                f"{path}: inconsistent acquisition mapping (non-finite coefficients or knots out "
+                "of order); re-fit the mapping."
+            )
+        self.source_, self.target_ = dict(content["source"]), dict(content["target"])
+        self.n_features_in_ = G
+        if content["feature_names"] is not None:
+            self.feature_names_in_ = np.array(content["feature_names"], dtype=object)
+        self.cv_rmse_, self.cv_rmse_identity_ = arrays["cv_rmse"], arrays["cv_rmse_identity"]
+        if self.method == "linear":
+            self.intercept_, self.slope_ = arrays["intercept"], arrays["slope"]
+        else:
+            self.knots_x_ = [arrays[f"knots_x_{g}"] for g in range(G)]
+            self.knots_y_ = [arrays[f"knots_y_{g}"] for g in range(G)]

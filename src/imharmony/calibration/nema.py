@@ -82,7 +82,7 @@ class NemaRecovery:
         Fit details: ``amplitude`` and ``baseline`` of the model, ``rms_residual`` (image units)
         and ``n_voxels``.
     fwhm_axes_mm : tuple of 3 float
-        FWHM (mm) per array axis, from the profiles of the three largest spheres (see
+        FWHM (mm) per array axis, from the three largest spheres (see
         :func:`nema_recovery`); NaN on an axis where the fit failed.
     """
 
@@ -311,20 +311,21 @@ def _fit_spheres(
 
 
 def _fwhm_per_axis(
-    arr: np.ndarray, spacing: np.ndarray, centres: np.ndarray, baseline: float
+    arr: np.ndarray, spacing: np.ndarray, centres: np.ndarray, baseline: float, fwhm: float
 ) -> tuple[float, ...]:
-    """Per-axis FWHM from axis projections of the 37, 28 and 22 mm spheres (mean of the three).
+    """Per-axis FWHM from the 37, 28 and 22 mm spheres (mean of the three).
 
-    Within a ball of radius ``R + 14 mm`` around a sphere (clear of its neighbours' blur for a
-    FWHM up to about 8 mm), the background-subtracted image summed over two axes is the chord
-    area ``π(R² − t²)`` blurred by the Gaussian of the third axis alone and averaged over its
-    voxel — the closed form :func:`imharmony.calibration.resolution.measure_fwhm` fits for
-    ``kind="sphere"`` (with the known radius).
+    The voxels within ``R + 3.5σ + one voxel`` of a sphere's centre (at most ``R + 14 mm``, clear
+    of its neighbours' blur) are fitted with the exact voxel means of the ball blurred by an
+    anisotropic Gaussian, as :func:`imharmony.calibration.resolution.measure_fwhm` does for
+    ``kind="sphere"`` (with the known radius; see
+    :func:`imharmony.calibration.resolution.sphere_axis_fwhm`).
     """
     from .resolution import sphere_axis_fwhm
 
+    margin = min(14.0, 3.5 * fwhm_to_sigma(fwhm) + float(np.max(spacing)))
     per_sphere = [
-        sphere_axis_fwhm(arr, spacing, c, d / 2.0, d / 2.0 + 14.0, baseline)
+        sphere_axis_fwhm(arr, spacing, c, d / 2.0, d / 2.0 + margin, baseline)
         for c, d in list(zip(centres, NEMA_DIAMETERS_MM, strict=True))[3:]
     ]
     return tuple(float(v) for v in np.nanmean(np.asarray(per_sphere), axis=0))
@@ -456,9 +457,9 @@ def nema_recovery(img: Image, *, background: float, spheres: float) -> NemaRecov
     partial-volume model ``v = b + a·⟨1_ball(R) ∗ G_σ⟩_voxel`` (closed form of a Gaussian-blurred
     ball averaged over each voxel by Gauss-Legendre quadrature; free σ, amplitude ``a``,
     baseline ``b`` and the six centres). ``FWHM = 2·sqrt(2·ln 2)·σ``. Per axis: the 37, 28 and
-    22 mm spheres' projections on each array axis are fitted with the Gaussian of that axis
-    alone, after subtracting the background VOI's mean (``fwhm_axes_mm``; see
-    :func:`_fwhm_per_axis`).
+    22 mm spheres are each fitted again with a Gaussian of its own σ per array axis (the exact
+    voxel means of the ball blurred by an anisotropic Gaussian, from its Fourier transform;
+    ``fwhm_axes_mm``, the mean of the three; see :func:`_fwhm_per_axis`).
 
     The background VOI is a ±20 mm slab around the sphere plane, at least 15 mm + FWHM away from
     every sphere and from the 25 mm-radius lung insert, within the ring's outer radius.
@@ -482,7 +483,7 @@ def nema_recovery(img: Image, *, background: float, spheres: float) -> NemaRecov
     values = arr[mask]
     bg_mean = float(values.mean())
     bg_cv = float(values.std(ddof=1) / bg_mean) if bg_mean > 0 else float("nan")
-    fwhm_axes = _fwhm_per_axis(arr, spacing, centres, bg_mean)
+    fwhm_axes = _fwhm_per_axis(arr, spacing, centres, bg_mean, fwhm)
     table = recovery_at(arr, spacing, centres, bg_mean, float(spheres))
     for a in range(3):
         table[f"centre_{a}"] = centres[:, a]

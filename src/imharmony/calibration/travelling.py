@@ -27,39 +27,40 @@ measurement bias. PLOS Biology 17(4):e3000042.
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from .._persist import ArraySpec, check, is_int, is_label, is_number, is_str_list, is_table
+from .._validation import check_feature_columns, feature_names_out
 from .._validation import encode_labels as _encode
 from .._validation import factorize_labels as _factorize
 from .._validation import format_items as _fmt
 from .._validation import label_key as _label_key
 from .._validation import labels_of as _as_labels
 from .._validation import sorted_levels as _sorted_levels
+from .._vocabulary import TRAVELLING_SCALES
+from ..base import HarmonizerMixin, Rule
 from ..diagnostics.agreement import concordance_correlation, icc_2_1
 from ..errors import (
     ConvergenceWarning,
     DesignError,
-    HarmonizationError,
-    NotFittedError,
+    ModelFileError,
     UnseenBatchError,
 )
-from ..features.estimators import ComBat, as_feature_matrix
-from ._modelfile import check_shapes, load_envelope, reading, save_envelope
+from ..features.estimators import as_feature_matrix
 
-__all__ = ["TravellingSubjects", "label_codes"]
+__all__ = ["TravellingSubjects", "check_offset_gain", "label_codes", "sites_field"]
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "imharmony.travelling_subjects"
-FORMAT_VERSION = 1
-_SCALES = ("additive", "linear")
+FORMAT_VERSION = 2  # 2: the project's model envelope (imharmony._persist)
+_SCALES = TRAVELLING_SCALES
 _CHUNK = 2_000_000  # Jacobian entries per block of features
 
 
@@ -68,6 +69,26 @@ def label_codes(values: Any, n: int, what: str) -> tuple[np.ndarray, list[Any]]:
     arr = _as_labels(values, n, what)
     levels = _sorted_levels(_factorize(arr)[1])
     return _encode(arr, levels)[0], levels
+
+
+def sites_field(path: Path, content: dict[str, Any], minimum: int) -> int:
+    """Check a model file's ``sites`` field (distinct labels, at least ``minimum``); their count."""
+    sites = content.get("sites")
+    check(path, "sites", sites, isinstance(sites, list) and len(sites) >= minimum
+          and all(is_label(s) for s in sites) and len({str(s) for s in sites}) == len(sites),
+          f"a list of at least {minimum} distinct site label(s)")
+    return len(sites)
+
+
+def check_offset_gain(path: Path, what: str, offset: np.ndarray, gain: np.ndarray,
+                      ok: bool = True) -> None:
+    """Refuse a loaded model whose offsets or gains are not finite, or a gain of 0 (the
+    correction divides by it); ``ok``: further conditions of the caller."""
+    if not (ok and np.all(np.isfinite(offset)) and np.all(np.isfinite(gain) & (gain != 0))):
+        raise ModelFileError(
+            f"{path}: inconsistent {what} (a non-finite offset or gain, a zero gain, or values "
+            "that contradict each other); re-fit the model."
+        )
 
 
 def _contrast(n_sites: int, ref: int | None) -> np.ndarray:
@@ -315,7 +336,7 @@ def site_pair_agreement(
     return icc / n_pairs, ccc / n_pairs, n_pairs
 
 
-class TravellingSubjects(TransformerMixin, BaseEstimator):
+class TravellingSubjects(HarmonizerMixin, TransformerMixin, BaseEstimator):
     """Learn each site's measurement bias from travelling subjects and remove it.
 
     Parameters
@@ -379,6 +400,17 @@ class TravellingSubjects(TransformerMixin, BaseEstimator):
     [-1.0, 0.5, 0.5]
     """
 
+    _parameter_constraints: ClassVar[dict[str, Rule]] = {
+        "scale": Rule.one_of(*_SCALES),
+        "reference_site": Rule.label_or_none(),
+        "validate": Rule.boolean(),
+        "max_iter": Rule.integer(1),
+        "tol": Rule.real(0.0),
+    }
+    _fitted_attribute: ClassVar[str] = "offset_"
+    _model_kind: ClassVar[str] = FORMAT
+    _model_version: ClassVar[int] = FORMAT_VERSION
+
     def __init__(
         self,
         scale: str = "additive",
@@ -392,17 +424,6 @@ class TravellingSubjects(TransformerMixin, BaseEstimator):
         self.validate = validate
         self.max_iter = max_iter
         self.tol = tol
-
-    def _check_params(self) -> None:
-        if self.scale not in _SCALES:
-            raise HarmonizationError(
-                f"The 'scale' parameter of TravellingSubjects must be one of {_SCALES}; "
-                f"got {self.scale!r}."
-            )
-        if not isinstance(self.max_iter, int | np.integer) or self.max_iter < 1:
-            raise HarmonizationError(f"'max_iter' must be an integer >= 1; got {self.max_iter!r}.")
-        if not self.tol > 0:
-            raise HarmonizationError(f"'tol' must be > 0; got {self.tol!r}.")
 
     def _reference(self, sites: list[Any]) -> int | None:
         if self.reference_site is None:
@@ -436,7 +457,7 @@ class TravellingSubjects(TransformerMixin, BaseEstimator):
             Fewer than two sites, sites not connected through shared travellers, a site without
             travellers (or, for ``scale="linear"``, with fewer than two), or no degrees of freedom.
         """
-        self._check_params()
+        self._validate_params()
         data, names, _ = as_feature_matrix(X)
         n = data.shape[0]
         site_codes, sites = label_codes(site, n, "site")
@@ -521,13 +542,6 @@ class TravellingSubjects(TransformerMixin, BaseEstimator):
             return [str(x) for x in self.feature_names_in_]
         return [f"x{i}" for i in range(self.n_features_in_)]
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "offset_"):
-            raise NotFittedError(
-                "This TravellingSubjects instance is not fitted yet; call fit(X, site=..., "
-                "subject=...) first or load a saved model with TravellingSubjects.load(path)."
-            )
-
     def transform(self, X: Any, *, site: Any) -> Any:
         """Remove the learned measurement bias from samples of the fitted sites.
 
@@ -550,7 +564,7 @@ class TravellingSubjects(TransformerMixin, BaseEstimator):
         """
         self._check_fitted()
         data, names, _ = as_feature_matrix(X)
-        ComBat._check_columns(self, data, names)  # type: ignore[arg-type]
+        check_feature_columns(self, data, names)
         codes = self._site_codes(site, data.shape[0])
         out = (data - self.offset_[codes]) / self.gain_[codes]
         if isinstance(X, pd.DataFrame):
@@ -582,60 +596,68 @@ class TravellingSubjects(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Output feature names (the input names)."""
         self._check_fitted()
-        return ComBat.get_feature_names_out(self, input_features)  # type: ignore[arg-type]
+        return feature_names_out(self, input_features)
 
-    # -- persistence ------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str], *, metadata: dict[str, Any] | None = None) -> Path:
-        """Save as JSON + ``.npz`` (see :mod:`imharmony.calibration._modelfile`)."""
-        self._check_fitted()
-        params = self.get_params()
+    # -- persistence (HarmonizerMixin.save / .load: the project's model envelope) -----------
+    def _params_for_file(self) -> dict[str, Any]:
+        params = self.get_params(deep=False)
         params["reference_site"] = _label_key(params["reference_site"])
+        return params
+
+    def _model_content(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         agreement = None
         if self.agreement_ is not None:
             agreement = {c: [None if not np.isfinite(v) else float(v) for v in self.agreement_[c]]
                          for c in self.agreement_.columns}
-        state = {
+        content = {
             "sites": [_label_key(s) for s in self.sites_.tolist()],
-            "reference_index": self.reference_index_,
+            "reference_index": (None if self.reference_index_ is None
+                                else int(self.reference_index_)),
             "n_features": int(self.n_features_in_),
             "feature_names": self._names() if hasattr(self, "feature_names_in_") else None,
-            "n_travellers": self.n_travellers_,
-            "n_iter": self.n_iter_,
+            "n_travellers": int(self.n_travellers_),
+            "n_iter": int(self.n_iter_),
             "agreement": agreement,
         }
-        arrays = {k: getattr(self, f"{k}_") for k in _ARRAYS}
-        return save_envelope(path, fmt=FORMAT, version=FORMAT_VERSION, params=params,
-                             state=state, arrays=arrays,
-                             metadata=metadata or getattr(self, "metadata_", None))
+        return content, {k: np.asarray(getattr(self, f"{k}_"), dtype=np.float64) for k in _ARRAYS}
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> TravellingSubjects:
-        """Load a model written by :meth:`save` (JSON and a pickle-free ``.npz``)."""
-        doc, arrays = load_envelope(path, fmt=FORMAT, version=FORMAT_VERSION)
-        with reading(path, "travelling-subject model"):
-            model = cls(**doc["params"])
-            model._check_params()
-            st = doc["state"]
-            J, G = len(st["sites"]), int(st["n_features"])
-            check_shapes(path, arrays,
-                         {k: (G,) if k == "residual_sd" else (J, G) for k in _ARRAYS})
-            for k in _ARRAYS:
-                setattr(model, f"{k}_", arrays[k].astype(float))
-            model.sites_ = np.array(st["sites"], dtype=object)
-            model.n_features_in_ = G
-            if st["feature_names"] is not None:
-                model.feature_names_in_ = np.array(st["feature_names"], dtype=object)
-            model.reference_index_ = st["reference_index"]
-            model.n_travellers_ = int(st["n_travellers"])
-            model.n_iter_ = int(st["n_iter"])
-            agreement = st["agreement"]
-            model.agreement_ = None if agreement is None else pd.DataFrame(
-                {c: np.array([np.nan if v is None else v for v in vals], dtype=float)
-                 for c, vals in agreement.items()},
-                index=pd.Index(model._names(), name="feature"),
-            )
-        model.metadata_ = dict(doc.get("metadata") or {})
-        return model
+    def _model_arrays(cls, path: Path, content: dict[str, Any]) -> dict[str, ArraySpec]:
+        J = sites_field(path, content, 2)
+        G = check(path, "n_features", content.get("n_features"),
+                  is_int(content.get("n_features"), 1), "an int >= 1")
+        ref = content.get("reference_index")
+        check(path, "reference_index", ref, ref is None or is_int(ref, 0, J - 1),
+              f"null or a site index in [0, {J - 1}]")
+        names = content.get("feature_names")
+        check(path, "feature_names", names, names is None or (is_str_list(names)
+              and len(names) == G), f"null or a list of {G} feature names")
+        for key in ("n_travellers", "n_iter"):
+            check(path, key, content.get(key), is_int(content.get(key)), "an int >= 0")
+        agreement = content.get("agreement")
+        check(path, "agreement", agreement, agreement is None or is_table(
+            agreement, dict.fromkeys(("icc_before", "icc_after", "ccc_before", "ccc_after"),
+                                     lambda v: is_number(v, none_ok=True)), G),
+              f"null or the four agreement columns over {G} features")
+        return {k: ArraySpec((G,) if k == "residual_sd" else (J, G)) for k in _ARRAYS}
+
+    def _restore(self, path: Path, content: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        check_offset_gain(path, "travelling-subject model", arrays["offset"], arrays["gain"])
+        for k in _ARRAYS:
+            setattr(self, f"{k}_", arrays[k])
+        self.sites_ = np.array(content["sites"], dtype=object)
+        self.n_features_in_ = int(content["n_features"])
+        if content["feature_names"] is not None:
+            self.feature_names_in_ = np.array(content["feature_names"], dtype=object)
+        self.reference_index_ = content["reference_index"]
+        self.n_travellers_ = int(content["n_travellers"])
+        self.n_iter_ = int(content["n_iter"])
+        agreement = content["agreement"]
+        self.agreement_ = None if agreement is None else pd.DataFrame(
+            {c: np.array([np.nan if v is None else v for v in vals], dtype=float)
+             for c, vals in agreement.items()},
+            index=pd.Index(self._names(), name="feature"),
+        )
 
 
 _ARRAYS = ("offset", "gain", "offset_se", "gain_se", "residual_sd")

@@ -18,6 +18,7 @@ from .._validation import (
     as_label_array,
     levels_and_codes,
 )
+from .._vocabulary import BIOLOGY_TYPES
 from ..errors import DataError, DesignError
 
 __all__ = [
@@ -127,18 +128,18 @@ def group_indicator(codes: np.ndarray, k: int) -> np.ndarray:
     return G
 
 
-def biology_kind(values: np.ndarray, kind: str = "auto") -> str:
+def biology_kind(values: np.ndarray, biology_type: str = "auto") -> str:
     """Decide whether a biology variable is ``"categorical"`` or ``"continuous"``.
 
-    With ``kind="auto"``: non-numeric and boolean values are categorical; numeric values are
-    categorical when they are all integers with at most 10 distinct values (e.g. a 0/1 diagnosis
-    or a stage 1-4), continuous otherwise (e.g. age).
+    With ``biology_type="auto"``: non-numeric and boolean values are categorical; numeric values
+    are categorical when they are all integers with at most 10 distinct values (e.g. a 0/1
+    diagnosis or a stage 1-4), continuous otherwise (e.g. age).
     """
-    if kind in ("categorical", "continuous"):
-        return kind
-    if kind != "auto":
+    if biology_type in BIOLOGY_TYPES[1:]:
+        return biology_type
+    if biology_type != "auto":
         raise DataError(
-            f"biology_kind={kind!r}: use 'auto', 'categorical' or 'continuous'."
+            f"biology_type={biology_type!r}: use one of {', '.join(map(repr, BIOLOGY_TYPES))}."
         )
     s = pd.Series(values)
     if not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):

@@ -26,6 +26,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .._deprecate import renamed_keywords
+from .._vocabulary import (
+    ALPHA,
+    FISHER_ERASED_BELOW,
+    FISHER_INFLATED_ABOVE,
+    MAX_FEATURES,
+    SE_INFLATED_BELOW,
+    SHRINKAGE_KEPT,
+)
 from ..errors import DataError, DesignError
 from ._data import (
     as_covariate_design,
@@ -49,7 +58,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def fisher_ratio(X: Any, biology: Any, *, kind: str = "auto") -> np.ndarray:
+@renamed_keywords(kind="biology_type")
+def fisher_ratio(X: Any, biology: Any, *, biology_type: str = "auto") -> np.ndarray:
     """Fisher discriminant ratio of the biology for every feature.
 
     Parameters
@@ -57,7 +67,7 @@ def fisher_ratio(X: Any, biology: Any, *, kind: str = "auto") -> np.ndarray:
     X : array-like or pandas.DataFrame, shape (n_samples, n_features)
     biology : array-like, shape (n_samples,)
         Class label (categorical) or value (continuous) of each sample.
-    kind : {"auto", "categorical", "continuous"}
+    biology_type : {"auto", "categorical", "continuous"}
         How to read ``biology``; ``"auto"`` treats non-numeric values and integers with at most
         10 distinct values as categorical.
 
@@ -72,7 +82,7 @@ def fisher_ratio(X: Any, biology: Any, *, kind: str = "auto") -> np.ndarray:
     """
     Xa, _ = as_matrix(X, name="X")
     b = as_labels(biology, Xa.shape[0], name="biology")
-    if biology_kind(b, kind) == "continuous":
+    if biology_kind(b, biology_type) == "continuous":
         bf = b.astype(float)
         bc = bf - bf.mean()
         Xc = Xa - Xa.mean(axis=0)
@@ -109,8 +119,9 @@ def _varying_sites(b: np.ndarray, site_codes: np.ndarray, kind: str) -> np.ndarr
     return held.index[held.to_numpy() > 1].to_numpy()
 
 
+@renamed_keywords(kind="biology_type")
 def within_site_fisher(
-    X: Any, biology: Any, batch: Any, *, kind: str = "auto"
+    X: Any, biology: Any, batch: Any, *, biology_type: str = "auto"
 ) -> tuple[np.ndarray, list[str]]:
     """Fisher ratio of the biology inside the sites where it varies, averaged over those sites.
 
@@ -122,7 +133,7 @@ def within_site_fisher(
     ----------
     X : array-like or pandas.DataFrame, shape (n_samples, n_features)
     biology, batch : array-like, shape (n_samples,)
-    kind : {"auto", "categorical", "continuous"}
+    biology_type : {"auto", "categorical", "continuous"}
 
     Returns
     -------
@@ -135,14 +146,14 @@ def within_site_fisher(
     n = Xa.shape[0]
     b = as_labels(biology, n, name="biology")
     levels, codes = encode_labels(as_labels(batch, n, name="batch"))
-    k = biology_kind(b, kind)
+    k = biology_kind(b, biology_type)
     used = _varying_sites(b, codes, k)
     out = np.zeros(Xa.shape[1])
     weight = 0
     for g in used:  # loop over sites, vectorized over features
         rows = codes == g
         with np.errstate(divide="ignore", invalid="ignore"):
-            out = out + rows.sum() * fisher_ratio(Xa[rows], b[rows], kind=k)
+            out = out + rows.sum() * fisher_ratio(Xa[rows], b[rows], biology_type=k)
         weight += int(rows.sum())
     if not weight:
         return np.full(Xa.shape[1], np.nan), []
@@ -203,16 +214,16 @@ def _fisher_columns(Xb: np.ndarray, Xa: np.ndarray, b: np.ndarray, k: str,
     out: dict[str, np.ndarray] = {}
     if np.unique(b.astype(str)).size < 2 or Xb.shape[0] < 3:
         return out  # too few complete cases: the columns stay NaN
-    out["fisher_before"] = fisher_ratio(Xb, b, kind=k)
-    out["fisher_after"] = fisher_ratio(Xa, b, kind=k)
+    out["fisher_before"] = fisher_ratio(Xb, b, biology_type=k)
+    out["fisher_after"] = fisher_ratio(Xa, b, biology_type=k)
     with np.errstate(divide="ignore", invalid="ignore"):
         out["fisher_ratio"] = out["fisher_after"] / out["fisher_before"]
     site_codes = None
     if site_labels is not None:
         site_codes = encode_labels(site_labels)[1]
         if _varying_sites(b, site_codes, k).size:
-            wb, _ = within_site_fisher(Xb, b, site_labels, kind=k)
-            wa, _ = within_site_fisher(Xa, b, site_labels, kind=k)
+            wb, _ = within_site_fisher(Xb, b, site_labels, biology_type=k)
+            wa, _ = within_site_fisher(Xa, b, site_labels, biology_type=k)
             with np.errstate(divide="ignore", invalid="ignore"):
                 out.update(within_before=wb, within_after=wa, within_ratio=wa / wb)
         else:
@@ -222,15 +233,16 @@ def _fisher_columns(Xb: np.ndarray, Xa: np.ndarray, b: np.ndarray, k: str,
     return out
 
 
+@renamed_keywords(kind="biology_type")
 def fisher_preservation(
     before: Any,
     after: Any,
     biology: Any,
     *,
-    kind: str = "auto",
-    erased_below: float = 0.8,
-    inflated_above: float = 1.25,
-    alpha: float = 0.05,
+    biology_type: str = "auto",
+    erased_below: float = FISHER_ERASED_BELOW,
+    inflated_above: float = FISHER_INFLATED_ABOVE,
+    alpha: float = ALPHA,
     feature_names: list[str] | None = None,
     batch: Any = None,
 ) -> pd.DataFrame:
@@ -241,7 +253,7 @@ def fisher_preservation(
     before, after : array-like or pandas.DataFrame, shape (n_samples, n_features)
         The same samples and features before and after harmonization.
     biology : array-like, shape (n_samples,)
-    kind : {"auto", "categorical", "continuous"}
+    biology_type : {"auto", "categorical", "continuous"}
         See :func:`fisher_ratio`.
     erased_below, inflated_above : float
         Bands of the ratio after/before: below ``erased_below`` "erased", above
@@ -273,7 +285,7 @@ def fisher_preservation(
     Xb, Xa, names = as_pair(before, after, feature_names=feature_names, allow_missing=True)
     n, p = Xb.shape
     b = as_labels(biology, n, name="biology")
-    k = biology_kind(b, kind)
+    k = biology_kind(b, biology_type)
     site_labels = None if batch is None else as_labels(batch, n, name="batch")
     within = site_labels is not None and \
         _varying_sites(b, encode_labels(site_labels)[1], k).size > 0
@@ -422,6 +434,7 @@ def _mixed_rows(Xb: np.ndarray, Xa: np.ndarray, D: np.ndarray, terms: list[str],
     return rows
 
 
+@renamed_keywords(kind="biology_type")
 def mixed_effects(
     before: Any,
     after: Any,
@@ -429,12 +442,12 @@ def mixed_effects(
     batch: Any,
     *,
     covariates: Any = None,
-    kind: str = "auto",
-    max_features: int | None = 100,
+    biology_type: str = "auto",
+    max_features: int | None = MAX_FEATURES,
     rank_by: Any = None,
-    kept: tuple[float, float] = (0.9, 1.1),
-    se_inflated_below: float = 0.5,
-    alpha: float = 0.05,
+    kept: tuple[float, float] = SHRINKAGE_KEPT,
+    se_inflated_below: float = SE_INFLATED_BELOW,
+    alpha: float = ALPHA,
     feature_names: list[str] | None = None,
 ) -> pd.DataFrame:
     """Coefficient of the biology: mixed model on raw data against OLS on harmonized data.
@@ -449,7 +462,7 @@ def mixed_effects(
         Site of each sample: the grouping of the random intercept.
     covariates : pandas.DataFrame, optional
         Further fixed effects (categorical columns one-hot encoded).
-    kind : {"auto", "categorical", "continuous"}
+    biology_type : {"auto", "categorical", "continuous"}
     max_features : int or None
         The mixed model is fitted per feature (a few tens of ms each). Only the
         ``max_features`` most site-affected features are modelled: ranked by ``rank_by`` when
@@ -497,7 +510,7 @@ def mixed_effects(
     if site_levels.size < 2:
         raise DesignError("batch: only one site; the random site intercept needs at least two.")
     Z = as_covariate_design(covariates, n)
-    k = biology_kind(b, kind)
+    k = biology_kind(b, biology_type)
     _design(b, k, Z)  # the full design must be estimable
 
     if rank_by is None:

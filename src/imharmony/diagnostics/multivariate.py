@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from .._vocabulary import N_PERMUTATIONS, N_SPLITS
 from ..errors import DesignError
 from ._data import (
     as_covariate_design,
@@ -210,7 +211,7 @@ def guided_pca(
     X: Any,
     batch: Any,
     *,
-    n_permutations: int = 1000,
+    n_permutations: int = N_PERMUTATIONS,
     scale: bool = False,
     random_state: int | np.random.Generator | None = None,
 ) -> GuidedPCA:
@@ -329,7 +330,7 @@ def site_prediction(
     covariates: Any = None,
     adjust_for: Any = None,
     classifier: Any = None,
-    n_splits: int = 5,
+    n_splits: int = N_SPLITS,
     random_state: int | None = None,
 ) -> SitePrediction:
     """Cross-validated balanced accuracy of predicting the site from the features.

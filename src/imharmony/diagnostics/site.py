@@ -30,6 +30,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .._deprecate import renamed_keywords
+from .._vocabulary import ALPHA, NEGLIGIBLE_EFFECT
 from ._data import (
     as_covariate_design,
     as_labels,
@@ -252,9 +254,10 @@ class SiteTests:
         ``anderson_stat``, ``anderson_p``, ``anderson_q``; ``n_complete`` (samples where the
         feature is present); and ``site_effect`` (bool, see :func:`site_tests`).
     summary : dict
-        ``n_samples``, ``n_features``, ``n_sites``, ``alpha``, ``negligible``, ``residualized_on``
-        (covariate columns), ``frac_<test>`` (fraction of features with q < alpha for each test),
-        ``frac_site_effect``, ``median_eta2``, ``median_epsilon2``, ``frac_eta2_not_negligible``.
+        ``n_samples``, ``n_features``, ``n_sites``, ``alpha``, ``negligible_effect``,
+        ``residualized_on`` (covariate columns), ``frac_<test>`` (fraction of features with
+        q < alpha for each test), ``frac_site_effect``, ``median_eta2``, ``median_epsilon2``,
+        ``frac_eta2_not_negligible``.
     """
 
     table: pd.DataFrame
@@ -291,13 +294,14 @@ def _site_statistics(X: np.ndarray, codes: np.ndarray, Z: np.ndarray, *,
     return out
 
 
+@renamed_keywords(negligible="negligible_effect")
 def site_tests(
     X: Any,
     batch: Any,
     *,
     covariates: Any = None,
-    alpha: float = 0.05,
-    negligible: float = 0.01,
+    alpha: float = ALPHA,
+    negligible_effect: float = NEGLIGIBLE_EFFECT,
     anderson: bool = False,
     feature_names: list[str] | None = None,
 ) -> SiteTests:
@@ -314,8 +318,10 @@ def site_tests(
         categorical columns are one-hot encoded.
     alpha : float
         False-discovery rate for the Benjamini-Hochberg adjustment (across features, per test).
-    negligible : float
-        Effect size (ε², η²) below which a significant difference is called negligible.
+    negligible_effect : float
+        Effect size (ε², η²) below which a significant difference is called negligible
+        (``Thresholds.negligible_effect`` in :func:`imharmony.diagnose`; formerly
+        ``negligible``).
     anderson : bool
         Also run the k-sample Anderson-Darling test (shape). It loops over features (slow for
         thousands) and scipy reports its p-value interpolated and capped to [0.001, 0.25].
@@ -326,8 +332,8 @@ def site_tests(
     -------
     SiteTests
         ``site_effect`` in the table is True where the location test (Kruskal-Wallis, on residuals
-        when covariates are given) has q < alpha and ε² >= negligible, or the scale test
-        (Brown-Forsythe) has q < alpha and η² >= negligible.
+        when covariates are given) has q < alpha and ε² >= negligible_effect, or the scale test
+        (Brown-Forsythe) has q < alpha and η² >= negligible_effect.
 
     Notes
     -----
@@ -371,15 +377,15 @@ def site_tests(
         table["anderson_q"] = benjamini_hochberg(stats_["anderson_p"])
         tests.append("anderson")
     table["n_complete"] = (~missing).sum(axis=0)
-    location = (table["kruskal_q"] < alpha) & (table["epsilon2"] >= negligible)
-    scale = (table["levene_q"] < alpha) & (table["levene_eta2"] >= negligible)
+    location = (table["kruskal_q"] < alpha) & (table["epsilon2"] >= negligible_effect)
+    scale = (table["levene_q"] < alpha) & (table["levene_eta2"] >= negligible_effect)
     table["site_effect"] = (location | scale).to_numpy()
     summary: dict[str, Any] = {
         "n_samples": n,
         "n_features": len(names),
         "n_sites": int(levels.size),
         "alpha": alpha,
-        "negligible": negligible,
+        "negligible_effect": negligible_effect,
         "residualized_on": list(Zdf.columns),
     }
     for t in tests:
@@ -389,6 +395,6 @@ def site_tests(
         else float("nan")
     summary["median_epsilon2"] = float(np.nanmedian(table["epsilon2"])) \
         if table["epsilon2"].notna().any() else float("nan")
-    summary["frac_eta2_not_negligible"] = float((table["eta2"] >= negligible).mean())
+    summary["frac_eta2_not_negligible"] = float((table["eta2"] >= negligible_effect).mean())
     logger.debug("site tests: %s", summary)
     return SiteTests(table=table, summary=summary)

@@ -17,6 +17,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._vocabulary import (
+    ALPHA,
+    FISHER_ERASED_BELOW,
+    FISHER_INFLATED_ABOVE,
+    MAX_FEATURES,
+    N_PERMUTATIONS,
+    N_SPLITS,
+    NEGLIGIBLE_EFFECT,
+    SE_INFLATED_BELOW,
+    SHRINKAGE_KEPT,
+)
 from ..errors import DataError, DesignError
 from ._data import as_covariate_design, as_labels, as_pair, biology_kind, encode_labels
 from .agreement import phantom_agreement
@@ -62,15 +73,15 @@ class Thresholds:
         confidence, Nygaard et al. 2016).
     """
 
-    alpha: float = 0.05
-    negligible_effect: float = 0.01
+    alpha: float = ALPHA
+    negligible_effect: float = NEGLIGIBLE_EFFECT
     site_removed_max_fraction: float = 0.05
     site_reduced_ratio: float = 0.5
     site_prediction_margin: float = 0.1
-    fisher_erased_below: float = 0.8
-    fisher_inflated_above: float = 1.25
-    shrinkage_kept: tuple[float, float] = (0.9, 1.1)
-    se_inflated_below: float = 0.5
+    fisher_erased_below: float = FISHER_ERASED_BELOW
+    fisher_inflated_above: float = FISHER_INFLATED_ABOVE
+    shrinkage_kept: tuple[float, float] = SHRINKAGE_KEPT
+    se_inflated_below: float = SE_INFLATED_BELOW
 
 
 @dataclass(frozen=True)
@@ -84,7 +95,8 @@ class DiagnosisData:
     batch : numpy.ndarray, shape (n_samples,)
         Site label of each sample.
     biology : numpy.ndarray, shape (n_samples,), or None
-    biology_kind : {"categorical", "continuous"} or None
+    biology_type : {"categorical", "continuous"} or None
+        How ``biology`` was read (``diagnose(biology_type="auto")`` resolved).
     covariates : pandas.DataFrame or None
     batch_name, biology_name : str
         Names of the site and biology variables (a Series' name, else "site" / "biology").
@@ -101,7 +113,7 @@ class DiagnosisData:
     after: pd.DataFrame
     batch: np.ndarray
     biology: np.ndarray | None
-    biology_kind: str | None
+    biology_type: str | None
     covariates: pd.DataFrame | None
     pca: PCAProjection
     batch_name: str = "site"
@@ -501,11 +513,11 @@ def diagnose(
     thresholds: Thresholds | None = None,
     random_state: int | None = None,
     biology_type: str = "auto",
-    max_features: int | None = 100,
-    n_permutations: int = 1000,
+    max_features: int | None = MAX_FEATURES,
+    n_permutations: int = N_PERMUTATIONS,
     harmonizer: Any = None,
     harmonizer_covariates: Any = None,
-    n_splits: int = 5,
+    n_splits: int = N_SPLITS,
     anderson: bool = False,
     phantom: Any = None,
 ) -> Diagnosis:
@@ -618,7 +630,7 @@ def diagnose(
         except DesignError:
             logger.info("covariates are collinear; site tests use no covariates")
             resid_arg = None
-    kw = {"covariates": resid_arg, "alpha": th.alpha, "negligible": th.negligible_effect,
+    kw = {"covariates": resid_arg, "alpha": th.alpha, "negligible_effect": th.negligible_effect,
           "anderson": anderson, "feature_names": names}
     st_b = site_tests(Xb, site, **kw)
     st_a = site_tests(Xa, site, **kw)
@@ -649,13 +661,15 @@ def diagnose(
     # Biology.
     fisher = mixed = None
     if bio is not None:
-        fisher = fisher_preservation(Xb, Xa, bio, kind=kind, erased_below=th.fisher_erased_below,
+        fisher = fisher_preservation(Xb, Xa, bio, biology_type=kind,
+                                     erased_below=th.fisher_erased_below,
                                      inflated_above=th.fisher_inflated_above, alpha=th.alpha,
                                      feature_names=names, batch=site)
         if (max_features is None or max_features > 0) and not complete:
             try:
                 mixed = mixed_effects(
-                    Xb, Xa, bio, site, covariates=cov_df, kind=kind, max_features=max_features,
+                    Xb, Xa, bio, site, covariates=cov_df, biology_type=kind,
+                    max_features=max_features,
                     rank_by=_signal_rank(fisher["signal_q"].to_numpy(),
                                          st_b.table["epsilon2"].to_numpy()),
                     kept=th.shrinkage_kept,
@@ -666,7 +680,7 @@ def diagnose(
 
     frame = lambda a: pd.DataFrame(a, columns=names)  # noqa: E731
     data = DiagnosisData(
-        before=frame(Xb), after=frame(Xa), batch=site, biology=bio, biology_kind=kind,
+        before=frame(Xb), after=frame(Xa), batch=site, biology=bio, biology_type=kind,
         covariates=cov_df, pca=pca_projection(Xb[np.ix_(rows, cols)], Xa[np.ix_(rows, cols)],
                                               n_components=2),
         batch_name=_name_of(batch, "site"), biology_name=_name_of(biology, "biology"),

@@ -21,14 +21,15 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from .._persist import ArraySpec, check, is_int, is_label, is_str_list
 from .._validation import CovariateEncoder as _CovariateEncoder
 from .._validation import as_covariate_frame as _as_covariate_frame
+from .._validation import check_feature_columns, feature_names_out, label_text, sorted_levels
 from .._validation import encode_labels as _encode
 from .._validation import factorize_labels as _factorize
 from .._validation import format_items as _fmt
 from .._validation import is_numeric_column as _is_numeric_dtype
 from .._validation import label_key as _label_key
-from .._validation import label_text, sorted_levels
 from .._validation import labels_of as _as_labels
 from .._validation import sorted_levels as _sorted_levels  # noqa: F401 (the family imports it)
+from .._vocabulary import SMOOTH_CRITERIA
 from ..base import HarmonizerMixin, Rule
 from ..errors import (
     DataError,
@@ -163,7 +164,7 @@ def _check_acquisitions(acquisitions: Any, data: np.ndarray, mapping: Any) -> np
             f"RepetitionTime, EchoTime); got {type(acquisitions).__name__} of length "
             f"{len(acquisitions) if hasattr(acquisitions, '__len__') else '?'} for {n} samples."
         )
-    from ..physics.mr import require_harmonizable
+    from ..physics.compatibility import require_harmonizable
 
     if mapping is not None:
         from ..calibration.mapping import AcquisitionMapping
@@ -353,7 +354,7 @@ def _is_str_columns(v: Any) -> bool:
 
 def _is_penalty(v: Any) -> bool:
     if isinstance(v, str):
-        return v in ("cv", "gcv")
+        return v in SMOOTH_CRITERIA
     if isinstance(v, bool | np.bool_):
         return False
     try:
@@ -931,7 +932,7 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
         """
         self._check_fitted()
         data, names, _ = as_feature_matrix(X)
-        self._check_columns(data, names)
+        check_feature_columns(self, data, names)
         n = data.shape[0]
         if hasattr(self, "stages_"):
             frame = batch if isinstance(batch, pd.DataFrame) else None
@@ -958,24 +959,6 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
             return apply_dask(data, codes, pack_fit(self.fit_), self.fit_.batch_sizes, C,
                               ref=self.reference_index_)
         return _like(X, apply_combat(data, codes, self.fit_, C, ref=self.reference_index_))
-
-    def _check_columns(self, data: np.ndarray, names: list[str] | None) -> None:
-        G = data.shape[1]
-        if G != self.n_features_in_:
-            raise DataError(
-                f"X has {G} features but the model was fitted on {self.n_features_in_}."
-            )
-        if hasattr(self, "feature_names_in_") and names is not None:
-            fitted = [str(x) for x in self.feature_names_in_]
-            if names != fitted:
-                missing = [c for c in fitted if c not in names]
-                extra = [c for c in names if c not in fitted]
-                detail = (
-                    f"missing {_fmt(missing)}; unexpected {_fmt(extra)}"
-                    if missing or extra
-                    else "same names in a different order"
-                )
-                raise DataError(f"feature columns differ from those at fit: {detail}.")
 
     def fit_transform(  # type: ignore[override]
         self,
@@ -1006,11 +989,7 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Output feature names (the input names: ComBat keeps every feature)."""
         self._check_fitted()
-        if hasattr(self, "feature_names_in_"):
-            return np.asarray(self.feature_names_in_, dtype=object)
-        if input_features is not None:
-            return np.asarray(input_features, dtype=object)
-        return np.array([f"x{i}" for i in range(self.n_features_in_)], dtype=object)
+        return feature_names_out(self, input_features)
 
     def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
         tags = super().__sklearn_tags__()

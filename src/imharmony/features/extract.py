@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._deprecate import renamed_keywords
 from ..errors import DataError
 from ..image import Image
 
@@ -105,8 +106,9 @@ def _grouped_quantiles(
     return a + (b - a) * frac
 
 
+@renamed_keywords(image="img")
 def region_features(
-    image: Image | np.ndarray,
+    img: Image | np.ndarray,
     labels: Image | np.ndarray,
     *,
     regions: Regions = None,
@@ -116,7 +118,7 @@ def region_features(
 
     Parameters
     ----------
-    image : Image or ndarray, shape (n0, n1[, n2])
+    img : Image or ndarray, shape (n0, n1[, n2])
         Intensities; the values inside the measured regions must be finite.
     labels : Image or ndarray of int, same shape
         Label map (0 = background). A boolean mask is read as label 1.
@@ -141,7 +143,7 @@ def region_features(
           constant region);
         - ``energy`` Σx² (IBSI; grows with the region's size);
         - ``entropy`` −Σ p_k log₂ p_k of the ``bins``-bin histogram (0 for a constant region);
-        - ``volume_mm3``: number of voxels times the voxel volume (spacing of ``image``, or
+        - ``volume_mm3``: number of voxels times the voxel volume (spacing of ``img``, or
           ``labels`` when only it is an Image; 1 mm per axis for plain arrays).
 
     Raises
@@ -164,7 +166,7 @@ def region_features(
     """
     if not isinstance(bins, int | np.integer) or bins < 1:
         raise DataError(f"bins must be a positive integer; got {bins!r}.")
-    img_arr, lab_arr, spacing = _as_arrays(image, labels)
+    img_arr, lab_arr, spacing = _as_arrays(img, labels)
     values, names = _selected_regions(lab_arr, regions)
     n_reg = values.size
 
@@ -268,8 +270,9 @@ def features_wide(table: pd.DataFrame, *, sep: str = "_") -> pd.Series:
     return stacked
 
 
+@renamed_keywords(image="img")
 def radiomics_features(
-    image: Image,
+    img: Image,
     labels: Image,
     *,
     regions: Regions = None,
@@ -280,7 +283,7 @@ def radiomics_features(
 
     Parameters
     ----------
-    image : Image
+    img : Image
         3-D image.
     labels : Image
         Label map on the image's grid (0 = background).
@@ -317,8 +320,8 @@ def radiomics_features(
         ) from exc
     from ..io.images import to_sitk
 
-    img_arr, lab_arr, _ = _as_arrays(image, labels)
-    if not isinstance(image, Image) or not isinstance(labels, Image):
+    img_arr, lab_arr, _ = _as_arrays(img, labels)
+    if not isinstance(img, Image) or not isinstance(labels, Image):
         raise DataError("radiomics_features needs imharmony.Image inputs (for their geometry).")
     values, names = _selected_regions(lab_arr, regions)
     extractor = featureextractor.RadiomicsFeatureExtractor(**dict(settings or {}))
@@ -326,7 +329,7 @@ def radiomics_features(
         extractor.disableAllFeatures()
         for name in feature_classes:
             extractor.enableFeatureClassByName(name)
-    itk_img = to_sitk(image.with_array(img_arr.astype(np.float32, copy=False)), None)
+    itk_img = to_sitk(img.with_array(img_arr.astype(np.float32, copy=False)), None)
     itk_lab = to_sitk(labels.with_array(lab_arr.astype(np.int32, copy=False)), None)
     rows = []
     present = set(np.unique(lab_arr).tolist())

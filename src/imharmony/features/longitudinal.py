@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from .._validation import check_feature_columns
+from .._vocabulary import LONGITUDINAL_RANDOM, LONGITUDINAL_SIGMA
 from ..errors import DataError, DesignError, HarmonizationError, ModelFileError
 from ._reml import MixedDesign, fit_reml, relative_factor, shrinkage
 from .combat import CombatFit, prior_sums, priors_from_sums
@@ -142,12 +144,12 @@ class LongitudinalComBat(ComBat):
 
         if not isinstance(self.formula, str) or not self.formula.strip():
             raise bad("formula", "a formula string such as 'age + diagnosis*time'")
-        if self.random not in ("intercept", "slope"):
-            raise bad("random", "'intercept' or 'slope'")
+        if self.random not in LONGITUDINAL_RANDOM:
+            raise bad("random", " or ".join(map(repr, LONGITUDINAL_RANDOM)))
         if not isinstance(self.time, str):
             raise bad("time", "a column name")
-        if self.sigma not in ("reml", "msr"):
-            raise bad("sigma", "'reml' or 'msr'")
+        if self.sigma not in LONGITUDINAL_SIGMA:
+            raise bad("sigma", " or ".join(map(repr, LONGITUDINAL_SIGMA)))
         if isinstance(self.n_iter, bool) or not isinstance(self.n_iter, (int, np.integer)):
             raise bad("n_iter", "an int >= 1")
         if self.n_iter < 1:
@@ -369,7 +371,7 @@ class LongitudinalComBat(ComBat):
         """
         self._check_fitted()
         data, names, nan_cols = as_feature_matrix(X)
-        self._check_columns(data, names)
+        check_feature_columns(self, data, names)
         _require_complete(nan_cols, names, "longitudinal ComBat")
         n = data.shape[0]
         codes = self._codes(batch, n)

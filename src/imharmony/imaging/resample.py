@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -23,7 +23,14 @@ from ..errors import DataError
 from ..image import Image
 from .resolution import gaussian_blur
 
-__all__ = ["antialias_sigma", "resample", "resample_mask", "resampled_grid"]
+__all__ = [
+    "antialias_sigma",
+    "footprint_spacing",
+    "resample",
+    "resample_mask",
+    "resample_to_grid",
+    "resampled_grid",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -175,57 +182,62 @@ class _SitkBuffer:
         self.__array_interface__ = interface
 
 
-def _sitk_resample(
-    arr: np.ndarray,
-    spacing: np.ndarray,
-    new_shape: Sequence[int],
-    new_spacing: np.ndarray,
-    offset_mm: np.ndarray,
-    interpolator: int,
-) -> np.ndarray:
-    """Resample a 2-D/3-D array in a local frame (origin 0, identity direction).
+class _Grid(NamedTuple):
+    """A voxel grid: per-axis shape and spacing, origin, direction cosines (columns = axes)."""
+
+    shape: tuple[int, ...]
+    spacing: np.ndarray
+    origin: np.ndarray
+    direction: np.ndarray
+
+
+def _local_grid(shape: Sequence[int], spacing: np.ndarray, origin: Any = None) -> _Grid:
+    """A grid in the image's own frame (identity direction; origin 0 unless given)."""
+    n = len(spacing)
+    return _Grid(tuple(int(k) for k in shape), np.asarray(spacing, dtype=float),
+                 np.zeros(n) if origin is None else np.asarray(origin, dtype=float), np.eye(n))
+
+
+def _sitk_resample(arr: np.ndarray, src: _Grid, dst: _Grid, interpolator: int) -> np.ndarray:
+    """Resample a 2-D/3-D array on grid ``src`` onto grid ``dst`` (same physical frame).
 
     SimpleITK's first index axis is the fastest-varying in memory. A C-ordered array is handed
     over as is (SimpleITK axis ``k`` = array axis ``ndim − 1 − k``), a Fortran-ordered one (as
-    read from NIfTI) through its transpose, so neither needs a reordering copy.
+    read from NIfTI) through its transpose, so neither needs a reordering copy; the per-axis
+    spacing and the columns of the direction matrix are reordered to match, the physical
+    coordinates (origin, rows of the direction) are not.
     """
     fortran = arr.flags.f_contiguous and not arr.flags.c_contiguous
     if fortran:
         src_arr, order = arr.T, slice(None)
     else:
         src_arr, order = np.ascontiguousarray(arr), slice(None, None, -1)
-    src = sitk.GetImageFromArray(src_arr)
-    src.SetSpacing([float(v) for v in spacing[order]])
+    image = sitk.GetImageFromArray(src_arr)
+    image.SetSpacing([float(v) for v in src.spacing[order]])
+    image.SetOrigin([float(v) for v in src.origin])
+    image.SetDirection([float(v) for v in src.direction[:, order].ravel()])
     flt = sitk.ResampleImageFilter()
-    flt.SetSize([int(v) for v in tuple(new_shape)[order]])
-    flt.SetOutputSpacing([float(v) for v in new_spacing[order]])
-    flt.SetOutputOrigin([float(v) for v in offset_mm[order]])
+    flt.SetSize([int(v) for v in dst.shape[order]])
+    flt.SetOutputSpacing([float(v) for v in dst.spacing[order]])
+    flt.SetOutputOrigin([float(v) for v in dst.origin])
+    flt.SetOutputDirection([float(v) for v in dst.direction[:, order].ravel()])
     flt.SetInterpolator(interpolator)
     flt.SetDefaultPixelValue(0)
-    flt.SetOutputPixelType(src.GetPixelID())
-    out = np.asarray(_SitkBuffer(flt.Execute(src)))
+    flt.SetOutputPixelType(image.GetPixelID())
+    out = np.asarray(_SitkBuffer(flt.Execute(image)))
     return out.T if fortran else out
 
 
 def _resample_array(
-    arr: np.ndarray,
-    n_sp: int,
-    spacing: np.ndarray,
-    new_shape: Sequence[int],
-    new_spacing: np.ndarray,
-    offset_mm: np.ndarray,
-    interpolator: int,
+    arr: np.ndarray, n_sp: int, src: _Grid, dst: _Grid, interpolator: int
 ) -> np.ndarray:
     """Resample the leading ``n_sp`` axes of ``arr``, looping over any trailing axes."""
     if arr.ndim == n_sp:
-        return _sitk_resample(arr, spacing, new_shape, new_spacing, offset_mm, interpolator)
-    out = np.empty(tuple(new_shape) + arr.shape[n_sp:], dtype=arr.dtype)
+        return _sitk_resample(arr, src, dst, interpolator)
+    out = np.empty(tuple(dst.shape) + arr.shape[n_sp:], dtype=arr.dtype)
     for idx in np.ndindex(*arr.shape[n_sp:]):
         sl = (Ellipsis, *idx)
-        out[sl] = _sitk_resample(
-            np.ascontiguousarray(arr[sl]), spacing, new_shape, new_spacing, offset_mm,
-            interpolator,
-        )
+        out[sl] = _sitk_resample(np.ascontiguousarray(arr[sl]), src, dst, interpolator)
     return out
 
 
@@ -239,6 +251,15 @@ def _new_geometry(
     spacing_new = spacing_all.copy()
     spacing_new[:n_sp] = new_spacing
     return tuple(spacing_new.tolist()), tuple(origin.tolist())
+
+
+def _working_array(arr: np.ndarray, nearest: bool) -> np.ndarray:
+    """The array SimpleITK interpolates: labels keep their type (bool as uint8, float16 as
+    float32); for the other interpolators, float32/float64 as is and anything else as float32."""
+    if nearest:
+        work = arr.astype(np.uint8) if arr.dtype == bool else arr
+        return work.astype(np.float32) if work.dtype == np.float16 else work
+    return arr if arr.dtype in (np.float32, np.float64) else arr.astype(np.float32)
 
 
 def _check_image(img: Image, name: str = "image") -> int:
@@ -328,12 +349,7 @@ def resample(
     nearest = interpolation == "nearest"
 
     arr = img.array
-    if nearest:
-        work = arr.astype(np.uint8) if arr.dtype == bool else arr
-        if work.dtype == np.float16:
-            work = work.astype(np.float32)
-    else:
-        work = arr if arr.dtype in (np.float32, np.float64) else arr.astype(np.float32)
+    work = _working_array(arr, nearest)
 
     sigma_vox = np.zeros(arr.ndim)
     if anti_alias and not nearest:
@@ -342,9 +358,11 @@ def resample(
     def prefilter(a: np.ndarray) -> np.ndarray:
         return gaussian_blur(a, sigma_vox) if np.any(sigma_vox > 0) else a
 
+    src = _local_grid(img.array.shape[:n_sp], old_spacing)
+    dst = _local_grid(new_shape, new_spacing, offset_mm)
+
     def interp(a: np.ndarray) -> np.ndarray:
-        return _resample_array(a, n_sp, old_spacing, new_shape, new_spacing, offset_mm,
-                               interpolator)
+        return _resample_array(a, n_sp, src, dst, interpolator)
 
     if mask is None:
         out = interp(prefilter(work))
@@ -379,6 +397,142 @@ def resample(
     meta["history"] = history
     logger.debug("resample %s -> %s, shape %s", img.spacing, spacing_new, out.shape)
     return Image(out, spacing_new, origin_new, img.direction.copy(), meta)
+
+
+def _spatial_grid(img: Image, n_sp: int) -> _Grid:
+    """The grid of the first ``n_sp`` (spatial) axes of an image, in physical coordinates."""
+    return _Grid(
+        tuple(img.array.shape[:n_sp]),
+        np.asarray(img.spacing[:n_sp], dtype=float),
+        np.asarray(img.origin[:n_sp], dtype=float),
+        np.asarray(img.direction, dtype=float)[:n_sp, :n_sp],
+    )
+
+
+def footprint_spacing(src: Image, reference: Image) -> np.ndarray:
+    """Extent (mm) of one voxel of ``reference``'s grid along each spatial axis of ``src``.
+
+    Parameters
+    ----------
+    src, reference : Image
+        Images with the same number of spatial axes.
+
+    Returns
+    -------
+    ndarray, shape (n_spatial,)
+        ``sqrt(Σ_k (u_i · v_k)² · t_k²)`` for axis ``i`` of ``src`` (direction ``u_i``), over the
+        axes ``k`` of ``reference`` (direction ``v_k``, spacing ``t_k``): the reference spacing
+        seen along ``u_i``. It equals ``reference.spacing`` when the two grids have the same
+        direction, and is what :func:`antialias_sigma` takes as the new spacing.
+    """
+    n_sp = _n_spatial(src)
+    a, b = _spatial_grid(src, n_sp), _spatial_grid(reference, n_sp)
+    cosines = a.direction.T @ b.direction  # [i, k] = u_i · v_k
+    return np.sqrt((cosines**2) @ (b.spacing**2))
+
+
+def resample_to_grid(
+    img: Image,
+    reference: Image,
+    *,
+    interpolation: Interpolation = "linear",
+    anti_alias: bool = True,
+) -> Image:
+    """Resample an image onto the voxel grid of another: its orientation, origin, spacing, shape.
+
+    Parameters
+    ----------
+    img : Image
+        Image with 2 or 3 spatial axes, optionally followed by time or channel axes (resampled
+        one volume at a time).
+    reference : Image
+        Image whose grid (spatial shape, spacing, origin and direction of its spatial axes) the
+        output takes; its values are not used. It must have as many spatial axes as ``img``.
+    interpolation : {"linear", "bspline", "nearest"}
+        As for :func:`resample`; ``"nearest"`` for label images and masks (keeps the dtype and
+        the labels, never anti-aliased).
+    anti_alias : bool
+        Blur the axes of ``img`` along which the reference grid is coarser with a Gaussian of
+        ``σ = ½·sqrt(t² − s²)`` mm before interpolating, ``t`` being the reference voxel's extent
+        along that axis (:func:`footprint_spacing`; the reference spacing when the two grids are
+        aligned).
+
+    Returns
+    -------
+    Image
+        On ``reference``'s grid: ``out.same_grid(reference)`` holds. Reference voxels whose
+        centre lies outside ``img``'s extent are 0. Floating input keeps its dtype; integer
+        input becomes float32 unless ``interpolation="nearest"``. ``meta["history"]`` gains a
+        ``"resample_to_grid"`` entry.
+
+    Raises
+    ------
+    DataError
+        If either argument is not an :class:`~imharmony.image.Image`, their numbers of spatial
+        axes differ, or the interpolation is unknown.
+
+    Notes
+    -----
+    Voxel ``j`` of the output is the value of ``img`` at the physical point
+    ``reference.origin + reference.direction @ (j · reference.spacing)``, interpolated on
+    ``img``'s own grid (SimpleITK's ``ResampleImageFilter`` with both grids' direction cosines),
+    so a rotated or shifted copy of an image is brought back voxel for voxel. To change only the
+    spacing, keeping the physical extent and centre, use :func:`resample`.
+    """
+    n_sp = _check_image(img)
+    if not isinstance(reference, Image):
+        raise DataError(f"reference must be an imharmony.Image, got {type(reference).__name__}.")
+    if _n_spatial(reference) != n_sp:
+        raise DataError(
+            f"the image has {n_sp} spatial axes and the reference {_n_spatial(reference)}; "
+            "resample onto a reference with as many spatial axes."
+        )
+    if interpolation not in _INTERPOLATORS:
+        raise DataError(
+            f"interpolation must be one of {sorted(_INTERPOLATORS)}; got {interpolation!r}."
+        )
+    src, dst = _spatial_grid(img, n_sp), _spatial_grid(reference, n_sp)
+    check_allocation(
+        (*dst.shape, *img.array.shape[n_sp:]),
+        max(np.dtype(np.float32).itemsize, img.array.dtype.itemsize),
+        f"resampling {img.array.shape} voxels onto the reference grid {dst.shape}",
+        "choose a reference with fewer voxels.",
+    )
+    nearest = interpolation == "nearest"
+    arr = img.array
+    work = _working_array(arr, nearest)
+    sigma_mm = np.zeros(n_sp)
+    if anti_alias and not nearest:
+        sigma_mm = antialias_sigma(src.spacing, footprint_spacing(img, reference))
+        if np.any(sigma_mm > 0):
+            sigma_vox = np.zeros(arr.ndim)
+            sigma_vox[:n_sp] = sigma_mm / src.spacing
+            work = gaussian_blur(work, sigma_vox)
+    out = _resample_array(work, n_sp, src, dst, _INTERPOLATORS[interpolation])
+    if nearest and arr.dtype == bool:
+        out = out.astype(bool)
+
+    n = img.ndim
+    spacing = np.asarray(img.spacing, dtype=float)
+    origin = np.asarray(img.origin, dtype=float)
+    direction = np.array(img.direction, dtype=float)
+    spacing[:n_sp], origin[:n_sp] = dst.spacing, dst.origin
+    direction[:n_sp, :] = 0.0
+    direction[:, :n_sp] = 0.0
+    direction[:n_sp, :n_sp] = dst.direction
+    meta = dict(img.meta)
+    meta["history"] = [*img.meta.get("history", []), {
+        "step": "resample_to_grid",
+        "shape": list(dst.shape),
+        "spacing": dst.spacing.tolist(),
+        "origin": dst.origin.tolist(),
+        "direction": dst.direction.tolist(),
+        "interpolation": interpolation,
+        "anti_alias_sigma_mm": sigma_mm.tolist(),
+    }]
+    logger.debug("resample_to_grid %s -> %s on %s", img.shape, out.shape, dst.spacing.tolist())
+    return Image(out, tuple(spacing.tolist()), tuple(origin.tolist()),
+                 direction.reshape(n, n), meta)
 
 
 def resample_mask(mask: Image, spacing: float | Sequence[float | None]) -> Image:

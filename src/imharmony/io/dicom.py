@@ -53,6 +53,8 @@ from .._dicom.header import (
     read_header,
 )
 from .._dicom.mosaic import csa_header, mosaic_layout, tile_positions, untile
+from .._dicom.multiframe import classic_frame_geometry
+from .._dicom.slices import equalize, equidistant_grid, missing_slices
 from .._dicom.tags import (
     brief,
     float_list,
@@ -72,7 +74,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "DTYPES",
     "UNITS",
+    "VARIABLE_SPACING",
     "DicomError",
     "DicomSeriesError",
     "DicomSizeError",
@@ -87,6 +91,10 @@ logger = logging.getLogger(__name__)
 UNITS: tuple[str, ...] = (
     "hu", "raw", "suv", "suvbw", "suvlbm", "suvbsa", "suvibw", "bqml", "rescaled", "philips_fp"
 )
+#: Accepted values of ``dtype``.
+DTYPES: tuple[str, ...] = ("float64", "float32", "auto")
+#: Accepted values of ``variable_spacing``: what to do with slices not equally spaced.
+VARIABLE_SPACING: tuple[str, ...] = ("auto", "resample", "refuse")
 _SUV_UNITS = frozenset(("suv", "suvbw", "suvlbm", "suvbsa", "suvibw"))
 _MR_UNITS = frozenset(("rescaled", "philips_fp"))
 
@@ -441,13 +449,11 @@ def _collect_instance(fr: _Frames, i: int, h: Header) -> None:
     shared_seq = ds.get("SharedFunctionalGroupsSequence")
     shared = shared_seq[0] if shared_seq else None
     layout = h.mosaic
-    tiles = None if layout is None else _mosaic_positions(h)
+    positions = None if layout is None else _mosaic_positions(h)
+    classic_iop = None
     if per_frame is None and h.n_frames > 1 and layout is None:
-        raise DicomError(
-            f"{h.name}: {h.n_frames} frames but no "
-            f"{tag_label('PerFrameFunctionalGroupsSequence')}; a multi-frame image without "
-            "per-frame positions cannot be placed in space."
-        )
+        # Classic multi-frame: positions from the Frame Increment Pointer or the spacing.
+        positions, classic_iop = classic_frame_geometry(ds, h.n_frames, h.name, DicomError)
     if per_frame is not None and len(per_frame) != h.n_frames:
         raise DicomError(
             f"{h.name}: {tag_label('PerFrameFunctionalGroupsSequence')} has "
@@ -455,7 +461,9 @@ def _collect_instance(fr: _Frames, i: int, h: Header) -> None:
         )
     for f in range(h.n_frames):
         if per_frame is None:
-            label = h.name if layout is None else f"{h.name} slice {f + 1}"
+            label = h.name if positions is None else (
+                f"{h.name} slice {f + 1}" if layout is not None else f"{h.name} frame {f + 1}"
+            )
             pos_src = ori_src = pm_src = pvt_src = ds
         else:
             label = f"{h.name} frame {f + 1}"
@@ -473,10 +481,13 @@ def _collect_instance(fr: _Frames, i: int, h: Header) -> None:
         fr.frame.append(f)
         fr.label.append(label)
         fr.position.append(
-            _vector(pos_src, "ImagePositionPatient", 3, label) if tiles is None
-            else tiles[f].tolist()
+            _vector(pos_src, "ImagePositionPatient", 3, label) if positions is None
+            else positions[f].tolist()
         )
-        fr.orientation.append(_vector(ori_src, "ImageOrientationPatient", 6, label))
+        fr.orientation.append(
+            _vector(ori_src, "ImageOrientationPatient", 6, label) if classic_iop is None
+            else classic_iop
+        )
         fr.pixel_spacing.append(_vector(pm_src, "PixelSpacing", 2, label))
         fr.slope.append(_opt_float(_numbers(pvt_src, "RescaleSlope"), "RescaleSlope", label))
         fr.intercept.append(
@@ -526,6 +537,10 @@ class _Geometry:
     # that grid needs to hold every shifted slice; None for an unsheared stack.
     shift: np.ndarray | None = None
     pad: tuple[int, int, int, int] = (0, 0, 0, 0)
+    # Unequal slice spacing: the acquired slices' distances from the first (mm, in slice order)
+    # and the equidistant grid they are resampled onto; None for an equidistant stack.
+    distances: np.ndarray | None = None
+    grid: np.ndarray | None = None
 
 
 def _first_differing(values: np.ndarray, tol: float) -> int | None:
@@ -566,8 +581,14 @@ def _geometry_checks(fr: _Frames, headers: Sequence[Header]) -> None:
         raise DicomError(f"{labels[0]}: {tag_label('PixelSpacing')} {ps[0].tolist()} not positive.")
 
 
-def _geometry(fr: _Frames, headers: Sequence[Header]) -> _Geometry:
-    """Slice order, spacing, origin and direction of one volume (one frame per position)."""
+def _geometry(
+    fr: _Frames, headers: Sequence[Header], variable_spacing: str = "auto"
+) -> _Geometry:
+    """Slice order, spacing, origin and direction of one volume (one frame per position).
+
+    ``variable_spacing`` (see :func:`read_dicom_series`) decides what happens to slices that
+    are not equally spaced.
+    """
     _geometry_checks(fr, headers)
     labels = fr.label
     ori = np.asarray(fr.orientation)
@@ -603,19 +624,22 @@ def _geometry(fr: _Frames, headers: Sequence[Header]) -> _Geometry:
         )
     n = len(order)
     shift = None
+    distances = grid = None
     if n > 1:
         spacing_z = float((d_sorted[-1] - d_sorted[0]) / (n - 1))
         # Each slice must sit within a tenth of the spacing of the regular grid from the first to
         # the last slice: rounding in the headers passes, a missing slice (>= 25 %) does not.
         residual = d_sorted - (d_sorted[0] + spacing_z * np.arange(n))
         if np.abs(residual).max() > max(_GRID_RTOL * spacing_z, _GRID_ATOL_MM):
-            j = int(np.argmax(np.abs(steps - spacing_z)))
-            a, b = order[j], order[j + 1]
-            raise DicomSeriesError(
-                f"non-uniform slice spacing (a gap or a missing slice): {labels[a]} and "
-                f"{labels[b]} are {steps[j]:.4f} mm apart along the slice normal, while the "
-                f"series spans {d_sorted[-1] - d_sorted[0]:.4f} mm in {n} slices "
-                f"({spacing_z:.4f} mm on average). Check that no file is missing."
+            distances = d_sorted - d_sorted[0]
+            _check_variable_spacing(variable_spacing, distances, steps, spacing_z, labels, order)
+            grid = equidistant_grid(distances)
+            spacing_z = float(grid[1] - grid[0])
+            logger.warning(
+                "%s: slices %.4g to %.4g mm apart along the normal; equalized to %d slices "
+                "%.4g mm apart by linear interpolation between neighbouring slices "
+                "(recorded in the image history).",
+                labels[order[0]], float(steps.min()), float(steps.max()), len(grid), spacing_z,
             )
         # Positions off the normal through the first slice: a sheared stack (gantry tilt).
         offsets = pos[order] - pos[order[0]]
@@ -630,7 +654,8 @@ def _geometry(fr: _Frames, headers: Sequence[Header]) -> _Geometry:
         spacing_z = next(
             (v for v in (*fr.between, *fr.thickness) if v is not None and v > 0), 1.0
         )
-    _check_nominal_spacing(fr, spacing_z)
+    if grid is None:
+        _check_nominal_spacing(fr, spacing_z)
     direction = np.column_stack([row_cos, col_cos, normal])
     spacing = (float(ps[0, 1]), float(ps[0, 0]), spacing_z)
     first = pos[order[0]]
@@ -644,7 +669,40 @@ def _geometry(fr: _Frames, headers: Sequence[Header]) -> _Geometry:
     origin = tuple(float(v) for v in first)
     return _Geometry(
         order=order, spacing=spacing, origin=origin, direction=direction,  # type: ignore[arg-type]
-        shift=shift, pad=pad,
+        shift=shift, pad=pad, distances=distances, grid=grid,
+    )
+
+
+def _check_variable_spacing(
+    policy: str,
+    distances: np.ndarray,
+    steps: np.ndarray,
+    spacing_z: float,
+    labels: Sequence[str],
+    order: np.ndarray,
+) -> None:
+    """Refuse unequal slice spacing when ``policy`` says so, or (``"auto"``) when the stack is a
+    regular grid with holes: a missing file must not be filled by interpolation unasked."""
+    holes = missing_slices(distances)
+    if policy == "resample" or (policy == "auto" and not holes):
+        return
+    j = int(np.argmax(np.abs(steps - spacing_z)))
+    a, b = order[j], order[j + 1]
+    n = len(distances)
+    why = (
+        f"non-uniform slice spacing (a gap or a missing slice): {labels[a]} and {labels[b]} "
+        f"are {steps[j]:.4f} mm apart along the slice normal, while the series spans "
+        f"{distances[-1]:.4f} mm in {n} slices ({spacing_z:.4f} mm on average)."
+    )
+    if policy == "refuse":
+        raise DicomSeriesError(
+            f"{why} Refused (variable_spacing='refuse'); pass variable_spacing='resample' "
+            "(--variable-spacing resample) to resample onto equidistant slices."
+        )
+    raise DicomSeriesError(
+        f"{why} Every slice lies on a regular {float(steps.min()):.4f} mm grid with {holes} "
+        "slice(s) missing: check that no file is missing. If the spacing really varies, pass "
+        "variable_spacing='resample' (--variable-spacing resample) to interpolate across it."
     )
 
 
@@ -1166,6 +1224,7 @@ def read_dicom_series(
     workers: int | None = None,
     volume: int | None = None,
     echo: int | None = None,
+    variable_spacing: str = "auto",
     **pet_options: Any,
 ) -> Image:
     """Read one DICOM series into an image in physical units.
@@ -1205,6 +1264,13 @@ def read_dicom_series(
     echo : int, optional
         Read only the frames of this echo (Echo Numbers (0018,0086), or the rank of the echo
         time for enhanced objects), counted from 1.
+    variable_spacing : {"auto", "resample", "refuse"}
+        Slices that are not equally spaced along the normal (one orientation, every slice
+        placed): ``"resample"`` resamples them onto equidistant slices by linear interpolation
+        along the normal (see :mod:`imharmony._dicom.slices` for the grid; a warning is logged
+        and ``meta["history"]`` records it); ``"refuse"`` raises; ``"auto"`` (default)
+        resamples unless every slice lies on a regular grid with holes, which is what a missing
+        file looks like (then it raises).
     **pet_options
         Passed to :func:`imharmony.physics.pet.suv_factors` for SUV units (e.g. body size
         overrides).
@@ -1227,8 +1293,8 @@ def read_dicom_series(
     DicomError
         Damaged files, missing tags (the message names file and tag), no image found.
     DicomSeriesError
-        Several series and no ``series_uid``; gaps, duplicate positions, mixed orientation or
-        size, sheared (tilted) stacks.
+        Several series and no ``series_uid``; gaps (see ``variable_spacing``), duplicate
+        positions, mixed orientation or size, sheared stacks that are not a gantry tilt.
     DicomSizeError
         A header announcing more than ``max_pixels`` voxels.
     imharmony.physics.ct.HounsfieldError
@@ -1246,8 +1312,12 @@ def read_dicom_series(
             f"units={units!r} is not known; choose one of {', '.join(UNITS)} (or None for the "
             "modality's default)."
         )
-    if dtype not in ("float64", "float32", "auto"):
-        raise HarmonizationError(f"dtype={dtype!r}: choose 'float64', 'float32' or 'auto'.")
+    if dtype not in DTYPES:
+        raise HarmonizationError(f"dtype={dtype!r}: choose {', '.join(map(repr, DTYPES))}.")
+    if variable_spacing not in VARIABLE_SPACING:
+        raise HarmonizationError(
+            f"variable_spacing={variable_spacing!r}: choose one of {', '.join(VARIABLE_SPACING)}."
+        )
     if int(max_pixels) < 1:
         raise HarmonizationError(f"max_pixels must be positive, got {max_pixels}.")
     n_workers = _workers(workers)
@@ -1288,15 +1358,24 @@ def read_dicom_series(
                 )
             volumes = [volumes[int(volume) - 1]]
         first_volume = _subset(fr, volumes[0])
-        geom = _geometry(first_volume, members)
+        geom = _geometry(first_volume, members, variable_spacing)
         # Keep only the frames read, in (volume, slice) order.
         fr = _subset(fr, np.concatenate([np.asarray(v)[geom.order] for v in volumes]).tolist())
         n_slices = len(volumes[0])
         volumes = [list(range(t * n_slices, (t + 1) * n_slices)) for t in range(len(volumes))]
         geom = _Geometry(
             order=np.arange(len(fr.inst)), spacing=geom.spacing, origin=geom.origin,
-            direction=geom.direction, shift=geom.shift, pad=geom.pad,
+            direction=geom.direction, shift=geom.shift, pad=geom.pad, distances=geom.distances,
+            grid=geom.grid,
         )
+        if geom.grid is not None:
+            grown = len(volumes) * len(geom.grid) * members[0].rows * members[0].columns
+            if grown > max_pixels:
+                raise DicomSizeError(
+                    f"{source}: series {series_uid} resampled onto equidistant slices would "
+                    f"have {grown:.4g} voxels, above max_pixels={max_pixels}; nothing was "
+                    "decoded. Raise max_pixels, or read one volume."
+                )
         first = members[fr.inst[geom.order[0]]]
         modality = str(first.ds.get("Modality", "") or "")
         mods = Counter(str(h.ds.get("Modality", "") or "") for h in members)
@@ -1325,13 +1404,29 @@ def read_dicom_series(
                 mask = None
         values = _to_values(
             stored, scale_sorted, offset_sorted, mask,
-            dtype if geom.shift is None or dtype != "auto" else "float64", value_range, n_workers,
+            dtype if (geom.shift is None and geom.grid is None) or dtype != "auto" else "float64",
+            value_range, n_workers,
         )
         del stored
         if geom.shift is not None:
             values = _deshear(values, geom, n_slices)
             if mask is not None:
                 mask = np.isnan(values)
+        history: list[dict[str, Any]] = []
+        if geom.grid is not None and geom.distances is not None:
+            n_vol = values.shape[0] // n_slices
+            values = equalize(
+                values.reshape(n_vol, n_slices, *values.shape[1:]), geom.distances, geom.grid
+            )
+            values = values.reshape(n_vol * len(geom.grid), *values.shape[2:])
+            n_slices = len(geom.grid)
+            history.append({
+                "step": "equalize_slices",
+                "interpolation": "linear along the slice normal",
+                "acquired_mm": [round(float(v), 6) for v in geom.distances],
+                "spacing_mm": float(geom.spacing[2]),
+                "n_slices": n_slices,
+            })
         meta = _meta(first.ds)
         meta.update(
             units=units,
@@ -1339,6 +1434,8 @@ def read_dicom_series(
             files=[fr.label[k] for k in geom.order],
             slice_spacing=geom.spacing[2],
         )
+        if history:
+            meta["history"] = history
         if padding is None and units == "hu":
             ends = np.minimum(value_range[0] * scale_sorted, value_range[1] * scale_sorted)
             lowest = float((ends + offset_sorted).min())
@@ -1350,7 +1447,7 @@ def read_dicom_series(
                     lowest,
                     tag_label("PixelPaddingValue"),
                 )
-    n_volumes = len(geom.order) // n_slices
+    n_volumes = values.shape[0] // n_slices
     if n_volumes > 1:
         shape = (n_volumes, n_slices, *values.shape[1:])
         values = values.reshape(shape)
@@ -1369,14 +1466,19 @@ def _deshear(values: np.ndarray, geom: _Geometry, n_slices: int) -> np.ndarray:
 
     Linear interpolation within the slice (the shift is fractional); the grid's new border,
     outside every acquired slice, takes the series' lowest value, as dcm2niix fills it (air for
-    CT). NaN (padding) spreads to the pixels interpolated from it.
+    CT), or NaN when the series has padding (NaN already marks what lies outside the field of
+    view; dcm2niix fills it with the padding value). NaN spreads to the pixels interpolated
+    from it.
     """
     from scipy import ndimage
 
     assert geom.shift is not None
     i_lo, i_hi, j_lo, j_hi = geom.pad
     n, rows, cols = values.shape
-    fill = float(np.nanmin(values)) if np.isfinite(values).any() else 0.0
+    if np.isnan(values).any():
+        fill = math.nan
+    else:
+        fill = float(values.min()) if values.size else 0.0
     out = np.full((n, rows + j_lo + j_hi, cols + i_lo + i_hi), fill, dtype=values.dtype)
     for k in range(n):
         di, dj = geom.shift[k % n_slices]

@@ -38,6 +38,7 @@ from .dicom import _brief, read_dicom_series
 __all__ = [
     "IMAGE_SUFFIXES",
     "ImageFormatError",
+    "image_kind",
     "nifti_grid",
     "read_image",
     "read_nifti_grid",
@@ -77,6 +78,23 @@ def _is_dicom_file(path: Path) -> bool:
         return False
 
 
+def image_kind(path: str | os.PathLike[str]) -> str | None:
+    """What :func:`read_image` would read ``path`` as: ``"image"`` (a file with a known image
+    suffix), ``"DICOM file"``, ``"folder"`` (read as a DICOM series), or None (none of these).
+
+    Examples
+    --------
+    >>> image_kind("scan.nii.gz"), image_kind("table.csv")
+    ('image', None)
+    """
+    path = Path(path)
+    if path.is_dir():
+        return "folder"
+    if _suffix(path) is not None:
+        return "image"
+    return "DICOM file" if path.is_file() and _is_dicom_file(path) else None
+
+
 def read_image(path: str | os.PathLike[str], **dicom_options: Any) -> Image:
     """Read an image file or a DICOM series folder.
 
@@ -103,7 +121,7 @@ def read_image(path: str | os.PathLike[str], **dicom_options: Any) -> Image:
         For DICOM problems (see :func:`~imharmony.io.dicom.read_dicom_series`).
     """
     path = Path(path)
-    if path.is_dir() or (path.is_file() and _suffix(path) is None and _is_dicom_file(path)):
+    if image_kind(path) in ("folder", "DICOM file"):
         img = read_dicom_series(path, **dicom_options)
         img.meta.setdefault("format", "dicom")
         return img

@@ -16,11 +16,13 @@ import pandas as pd
 from ..errors import DataError
 from ._atomic import atomic_path
 
-__all__ = ["read_table", "write_json", "write_table"]
+__all__ = ["TABLE_SUFFIXES", "read_table", "write_json", "write_table"]
 
 logger = logging.getLogger(__name__)
 
 _PARQUET = {".parquet", ".pq"}
+#: Suffixes of the files read as tables (a command taking an image or a table tells them apart).
+TABLE_SUFFIXES: tuple[str, ...] = (".csv", ".tsv", ".tab", ".txt", *sorted(_PARQUET))
 
 
 def _is_parquet(path: Path) -> bool:

@@ -34,7 +34,7 @@ from .._dicom.header import (
     FileRejected,
     read_header,
 )
-from .._dicom.tags import dicom_value, functional_item
+from .._dicom.tags import as_float, as_int, as_text, dicom_value, functional_item, plain_value
 from .._dicom.walk import walk_files
 from ..errors import HarmonizationError
 from ..physics.mr import mr_parameters, mr_weighting
@@ -82,78 +82,57 @@ _CONSISTENT = (
 )
 
 
-def _int(value: Any, default: int | None = None) -> int | None:
-    try:
-        if value is None or value == "":
-            return default
-        return int(value)
-    except (TypeError, ValueError):
-        return default
-
-
-
 def _value(ds: Any, keyword: str, *macros: str) -> Any:
     """A value from the top level, else from the first functional-group macro holding it."""
-    value = dicom_value(ds, keyword)
-    if value not in (None, ""):
+    value = plain_value(ds, keyword)
+    if value is not None:
         return value
     for macro in macros:
         item = functional_item(ds, macro)
         if item is not None:
-            value = dicom_value(item, keyword)
-            if value not in (None, ""):
+            value = plain_value(item, keyword)
+            if value is not None:
                 return value
     return None
 
 
 def _float(value: Any) -> float:
-    if value is None or value == "":
-        return math.nan
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        value = value[0] if len(value) else None
-        if value is None:
-            return math.nan
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return math.nan
-    return out if math.isfinite(out) else math.nan
+    return as_float(value, math.nan)  # type: ignore[return-value]
 
 
-def _text(value: Any) -> str | None:
-    if value is None:
+def _point(value: Any, n: int) -> tuple[float, ...] | None:
+    """``n`` finite numbers of a multi-valued header value, None when it is not that."""
+    if not isinstance(value, list) or len(value) != n:
         return None
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        text = "\\".join(str(v).strip() for v in value)
-    else:
-        text = str(value).strip()
-    return text or None
+    out = tuple(as_float(v, math.nan) for v in value)
+    return None if any(math.isnan(v) for v in out) else out  # type: ignore[arg-type]
 
 
-def _positions(ds: Any) -> list[tuple[float, float, float]]:
+def _positions(ds: Any) -> list[tuple[float, ...]]:
     out = []
     frames = dicom_value(ds, "PerFrameFunctionalGroupsSequence")
     if frames:
         for item in frames:
             seq = dicom_value(item, "PlanePositionSequence")
-            pos = dicom_value(seq[0], "ImagePositionPatient") if seq else None
-            if pos is not None and len(pos) == 3:
-                out.append(tuple(float(v) for v in pos))
+            pos = _point(plain_value(seq[0], "ImagePositionPatient"), 3) if seq else None
+            if pos is not None:
+                out.append(pos)
     if not out:
-        pos = _value(ds, "ImagePositionPatient", "PlanePositionSequence")
-        if pos is not None and len(pos) == 3:
-            out.append(tuple(float(v) for v in pos))
-    return out  # type: ignore[return-value]
+        pos = _point(_value(ds, "ImagePositionPatient", "PlanePositionSequence"), 3)
+        if pos is not None:
+            out.append(pos)
+    return out
 
 
 def _extract(ds: Any, path: Path, series_uid: str) -> dict[str, Any]:
     """The per-instance values the protocol table is made of."""
-    modality = _text(dicom_value(ds, "Modality"))
+    modality = as_text(plain_value(ds, "Modality"))
     spacing = _value(ds, "PixelSpacing", "PixelMeasuresSequence")
-    orientation = _value(ds, "ImageOrientationPatient", "PlaneOrientationSequence")
-    kernel = _text(_value(ds, "ConvolutionKernel", "CTReconstructionSequence"))
-    manufacturer = _text(dicom_value(ds, "Manufacturer"))
-    group = _text(_value(ds, "ConvolutionKernelGroup", "CTReconstructionSequence"))
+    two = isinstance(spacing, list) and len(spacing) == 2
+    orientation = _point(_value(ds, "ImageOrientationPatient", "PlaneOrientationSequence"), 6)
+    kernel = as_text(_value(ds, "ConvolutionKernel", "CTReconstructionSequence"))
+    manufacturer = as_text(plain_value(ds, "Manufacturer"))
+    group = as_text(_value(ds, "ConvolutionKernelGroup", "CTReconstructionSequence"))
     if group:
         group_source = "dicom"
         group = group.upper()
@@ -164,32 +143,32 @@ def _extract(ds: Any, path: Path, series_uid: str) -> dict[str, Any]:
         group, group_source = None, None
     exposure = _float(_value(ds, "ExposureInmAs", "CTExposureSequence"))
     if math.isnan(exposure):
-        exposure = _float(dicom_value(ds, "Exposure"))
+        exposure = _float(plain_value(ds, "Exposure"))
     current = _float(_value(ds, "XRayTubeCurrentInmA", "CTExposureSequence"))
     if math.isnan(current):
-        current = _float(dicom_value(ds, "XRayTubeCurrent"))
-    institution = _text(dicom_value(ds, "InstitutionName"))
-    station = _text(dicom_value(ds, "StationName"))
+        current = _float(plain_value(ds, "XRayTubeCurrent"))
+    institution = as_text(plain_value(ds, "InstitutionName"))
+    station = as_text(plain_value(ds, "StationName"))
     record: dict[str, Any] = {
         "series_uid": series_uid,
-        "study_uid": _text(dicom_value(ds, "StudyInstanceUID")),
-        "sop_instance_uid": _text(dicom_value(ds, "SOPInstanceUID")),
-        "instance_number": _int(dicom_value(ds, "InstanceNumber")),
-        "series_number": _int(dicom_value(ds, "SeriesNumber")),
-        "series_description": _text(dicom_value(ds, "SeriesDescription")),
+        "study_uid": as_text(plain_value(ds, "StudyInstanceUID")),
+        "sop_instance_uid": as_text(plain_value(ds, "SOPInstanceUID")),
+        "instance_number": as_int(plain_value(ds, "InstanceNumber")),
+        "series_number": as_int(plain_value(ds, "SeriesNumber")),
+        "series_description": as_text(plain_value(ds, "SeriesDescription")),
         "modality": modality,
         "manufacturer": manufacturer,
-        "model": _text(dicom_value(ds, "ManufacturerModelName")),
-        "software_versions": _text(dicom_value(ds, "SoftwareVersions")),
+        "model": as_text(plain_value(ds, "ManufacturerModelName")),
+        "software_versions": as_text(plain_value(ds, "SoftwareVersions")),
         "institution": institution,
         "station": station,
         "site": " / ".join(v for v in (institution, station) if v) or "unknown",
-        "n_frames": _int(dicom_value(ds, "NumberOfFrames"), 1) or 1,
-        "rows": _int(dicom_value(ds, "Rows")),
-        "columns": _int(dicom_value(ds, "Columns")),
+        "n_frames": as_int(plain_value(ds, "NumberOfFrames"), 1) or 1,
+        "rows": as_int(plain_value(ds, "Rows")),
+        "columns": as_int(plain_value(ds, "Columns")),
         "slice_thickness_mm": _float(_value(ds, "SliceThickness", "PixelMeasuresSequence")),
-        "pixel_spacing_row_mm": _float(spacing[0]) if spacing and len(spacing) == 2 else math.nan,
-        "pixel_spacing_col_mm": _float(spacing[1]) if spacing and len(spacing) == 2 else math.nan,
+        "pixel_spacing_row_mm": _float(spacing[0]) if two else math.nan,
+        "pixel_spacing_col_mm": _float(spacing[1]) if two else math.nan,
         "spacing_between_slices_mm": _float(
             _value(ds, "SpacingBetweenSlices", "PixelMeasuresSequence")
         ),
@@ -199,9 +178,7 @@ def _extract(ds: Any, path: Path, series_uid: str) -> dict[str, Any]:
         "kvp": _float(_value(ds, "KVP", "CTXRayDetailsSequence")),
         "exposure_mas": exposure,
         "tube_current_ma": current,
-        "orientation": tuple(round(float(v), 4) for v in orientation)
-        if orientation is not None and len(orientation) == 6
-        else None,
+        "orientation": None if orientation is None else tuple(round(v, 4) for v in orientation),
         "positions": _positions(ds),
         "path": str(path),
     }
@@ -237,8 +214,8 @@ def _extract(ds: Any, path: Path, series_uid: str) -> dict[str, Any]:
             }
         )
     else:
-        record["image_type"] = _text(dicom_value(ds, "ImageType"))
-        record["contrast_agent"] = _text(dicom_value(ds, "ContrastBolusAgent"))
+        record["image_type"] = as_text(plain_value(ds, "ImageType"))
+        record["contrast_agent"] = as_text(plain_value(ds, "ContrastBolusAgent"))
     return record
 
 

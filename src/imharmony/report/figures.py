@@ -212,7 +212,7 @@ def pca_figure(data: DiagnosisData) -> InlineFigure:
     site_colours = _palette(len(sites))
     bio_levels: list[str] = []
     bio_codes = np.zeros(n, dtype=int)
-    if has_bio and data.biology_kind == "categorical":
+    if has_bio and data.biology_type == "categorical":
         bio_levels, bio_codes = _levels(np.asarray(data.biology)[rows])
     bio_colours = ["#5e3c99", "#e66101", "#1b9e77", "#d95f02", "#7570b3", "#e7298a",
                    "#66a61e", "#a6761d"]
@@ -226,7 +226,7 @@ def pca_figure(data: DiagnosisData) -> InlineFigure:
         ax.set_title(f"{stage}: by {text(data.batch_name)}", fontsize=10)
         if has_bio:
             ax = axes[row, 1]
-            if data.biology_kind == "categorical":
+            if data.biology_type == "categorical":
                 _scatter_groups(ax, xy, bio_codes, bio_levels, bio_colours,
                                 rasterized=rasterized, size=size)
             else:
@@ -245,7 +245,7 @@ def pca_figure(data: DiagnosisData) -> InlineFigure:
     axes[0, 0].legend(title=text(data.batch_name), fontsize=8, title_fontsize=8, loc="best",
                       ncols=1 if len(sites) <= 8 else 2, markerscale=1.2, framealpha=0.8)
     if has_bio:
-        if data.biology_kind == "categorical":
+        if data.biology_type == "categorical":
             axes[0, 1].legend(title=text(data.biology_name), fontsize=8, title_fontsize=8,
                               loc="best", markerscale=1.2, framealpha=0.8)
         elif mappable is not None:

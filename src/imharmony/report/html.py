@@ -536,7 +536,7 @@ def render_report(
 
     biology_desc = "none"
     if d.data is not None and d.data.biology is not None:
-        biology_desc = d.data.biology_kind or "given"
+        biology_desc = d.data.biology_type or "given"
     names = {f["role"]: f["name"] for f in prov["inputs"] if f.get("role")}
     compares = (f"before = {names.get('before', 'the data before harmonization')}, "
                 f"after = {names.get('after', 'the data after harmonization')}")

@@ -36,9 +36,10 @@ References
 
 
 The package is split along the module's former sections: :mod:`._header` (header access on top
-of :mod:`imharmony._dicom`, dates and times), :mod:`._body` (body size and decay),
-:mod:`._vendor` (Philips and GE private parts), :mod:`._times` (injection and reference times),
-:mod:`._ingredients` (what the factors are made of) and :mod:`._suv` (the factors).
+of :mod:`imharmony._dicom.tags`, which holds the value, private-element and date / time helpers),
+:mod:`._body` (body size and decay), :mod:`._vendor` (Philips and GE private parts),
+:mod:`._times` (injection and reference times), :mod:`._ingredients` (what the factors are made
+of) and :mod:`._suv` (the factors).
 """
 
 from __future__ import annotations

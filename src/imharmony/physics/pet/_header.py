@@ -1,4 +1,6 @@
-"""Header access for the PET conversions: tag labels, values, dates, times, one value per series."""
+"""Header access for the PET conversions: the radiopharmaceutical item, series dates and times,
+one value per series. Values, private elements and date / time parsing come from the one DICOM
+layer (:mod:`imharmony._dicom.tags`)."""
 
 from __future__ import annotations
 
@@ -6,13 +8,13 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from datetime import date, datetime, time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.valuerep import DA, DT, TM
 
+from ..._dicom.tags import as_text, parse_date, parse_datetime, parse_time, plain_value
 from ..._dicom.tags import tag_label as _tag
 from ...errors import DataError, HarmonizationWarning
 
@@ -83,38 +85,14 @@ def _label(ds: Dataset, index: int) -> str:
     filename = getattr(ds, "filename", None)
     if filename:
         return Path(str(filename)).name
-    number = ds.get("InstanceNumber")
-    if number not in (None, ""):
+    number = plain_value(ds, "InstanceNumber")
+    if number is not None:
         return f"instance {number}"
     return f"dataset #{index} (no file name, no Instance Number)"
 
 
-def _empty(value: Any) -> bool:
-    return value is None or (isinstance(value, str | bytes) and not value.strip())
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        value = value.decode("ascii", errors="replace").strip("\x00 ")
-    return str(value).strip()
-
-
-def _get(ds: Dataset, keyword: str) -> Any:
-    """Value of a top-level element, None when absent or empty.
-
-    A value pydicom cannot convert to its VR is returned as its raw bytes, so the caller's own
-    check names the tag and the file instead of failing inside pydicom.
-    """
-    try:
-        value = ds.get(keyword)
-    except (ValueError, TypeError, OverflowError):
-        raw = ds.get_item(keyword)
-        value = None if raw is None else raw.value
-    return None if _empty(value) else value
-
-
 def _radio_item(ds: Dataset) -> Dataset | None:
-    seq = ds.get("RadiopharmaceuticalInformationSequence")
+    seq = plain_value(ds, "RadiopharmaceuticalInformationSequence")
     if not seq:
         return None
     if len(seq) > 1:
@@ -126,50 +104,7 @@ def _radio_item(ds: Dataset) -> Dataset | None:
 
 def _get_radio(ds: Dataset, keyword: str) -> Any:
     item = _radio_item(ds)
-    return None if item is None else _get(item, keyword)
-
-def _dicom_value(cls: type, text: str, what: str) -> Any:
-    """Parse ``text`` with pydicom's DA / TM / DT; its warnings (a leap second) are errors here."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        try:
-            return cls(text)
-        except (ValueError, UserWarning):
-            raise ValueError(f"{text!r} is not a DICOM {what}") from None
-
-
-def _parse_date(value: Any) -> date:
-    """A DICOM DA (also the ACR-NEMA ``YYYY.MM.DD`` and ``YYYY-MM-DD`` forms) as a date."""
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return date(value.year, value.month, value.day)
-    text = _text(value).replace(".", "").replace("-", "")
-    parsed = _dicom_value(DA, text, "date (YYYYMMDD)") if len(text) == 8 else None
-    if parsed is None:
-        raise ValueError(f"{_text(value)!r} is not a DICOM date (YYYYMMDD)")
-    return date(parsed.year, parsed.month, parsed.day)
-
-
-def _parse_time(value: Any) -> time:
-    """A DICOM TM (also the legacy ``HH:MM:SS`` form) as a time, without time zone."""
-    if isinstance(value, time):
-        return value.replace(tzinfo=None)
-    parsed = _dicom_value(TM, _text(value).replace(":", ""), "time (HHMMSS.FFFFFF)")
-    return time(parsed.hour, parsed.minute, parsed.second, parsed.microsecond)
-
-
-def _parse_datetime(value: Any) -> datetime:
-    """A DICOM DT as a local datetime: a UTC offset is dropped, like every other DICOM date and
-    time of the series, which are local."""
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=None)
-    parsed = _dicom_value(DT, _text(value), "date-time (YYYYMMDDHHMMSS.FFFFFF)")
-    return datetime(
-        parsed.year, parsed.month, parsed.day,
-        parsed.hour, parsed.minute, parsed.second, parsed.microsecond,
-    )
-
+    return None if item is None else plain_value(item, keyword)
 
 def _parsed(parser: Callable[[Any], Any], value: Any, what: str, label: str) -> Any:
     try:
@@ -179,11 +114,11 @@ def _parsed(parser: Callable[[Any], Any], value: Any, what: str, label: str) -> 
 
 
 def _combine(ds: Dataset, date_kw: str, time_kw: str, label: str) -> datetime | None:
-    d, t = _get(ds, date_kw), _get(ds, time_kw)
+    d, t = plain_value(ds, date_kw), plain_value(ds, time_kw)
     if d is None or t is None:
         return None
     return datetime.combine(
-        _parsed(_parse_date, d, _tag(date_kw), label), _parsed(_parse_time, t, _tag(time_kw), label)
+        _parsed(parse_date, d, _tag(date_kw), label), _parsed(parse_time, t, _tag(time_kw), label)
     )
 
 
@@ -197,33 +132,31 @@ def _acquisition_datetime(ds: Dataset, label: str) -> datetime | None:
     dt = _combine(ds, "AcquisitionDate", "AcquisitionTime", label)
     if dt is not None:
         return dt
-    adt = _get(ds, "AcquisitionDateTime")
+    adt = plain_value(ds, "AcquisitionDateTime")
     if adt is not None:
-        return _parsed(_parse_datetime, adt, _tag("AcquisitionDateTime"), label)
-    t = _get(ds, "AcquisitionTime")
+        return _parsed(parse_datetime, adt, _tag("AcquisitionDateTime"), label)
+    t = plain_value(ds, "AcquisitionTime")
     if t is None:
         return None
     for kw in ("SeriesDate", "StudyDate"):
-        d = _get(ds, kw)
+        d = plain_value(ds, kw)
         if d is not None:
             logger.debug(
                 "%s: Acquisition Date missing; pairing Acquisition Time with %s", label, kw
             )
             return datetime.combine(
-                _parsed(_parse_date, d, _tag(kw), label),
-                _parsed(_parse_time, t, _tag("AcquisitionTime"), label),
+                _parsed(parse_date, d, _tag(kw), label),
+                _parsed(parse_time, t, _tag("AcquisitionTime"), label),
             )
     return None
 
 
 def _float(value: Any, what: str, label: str) -> float:
     try:
-        if isinstance(value, bytes):
-            value = _text(value)
-        result = float(value)
+        result = float(as_text(value) if isinstance(value, bytes) else value)
     except (TypeError, ValueError):
         raise SUVError(
-            f"{what} in {label} is {_text(value)!r}, not a number; correct the header."
+            f"{what} in {label} is {as_text(value) or ''!r}, not a number; correct the header."
         ) from None
     if not math.isfinite(result):
         raise SUVError(f"{what} in {label} is {result}; correct the header.")
@@ -280,7 +213,7 @@ def _close(a: float, b: float) -> bool:
 
 def _number_reader(keyword: str, *, in_radio: bool = False) -> Callable[[Dataset, str], Any]:
     def read(ds: Dataset, label: str) -> float | None:
-        value = _get_radio(ds, keyword) if in_radio else _get(ds, keyword)
+        value = _get_radio(ds, keyword) if in_radio else plain_value(ds, keyword)
         return None if value is None else _float(value, _tag(keyword), label)
 
     return read
@@ -288,18 +221,19 @@ def _number_reader(keyword: str, *, in_radio: bool = False) -> Callable[[Dataset
 
 def _upper_reader(keyword: str) -> Callable[[Dataset, str], Any]:
     def read(ds: Dataset, label: str) -> str | None:
-        value = _get(ds, keyword)
-        return None if value is None else _text(value).upper()
+        value = plain_value(ds, keyword)
+        text = as_text(value)
+        return None if text is None else text.upper()
 
     return read
 
 
 def _corrected_image(ds: Dataset, label: str) -> tuple[str, ...] | None:
-    value = ds.get("CorrectedImage")
+    value = plain_value(ds, "CorrectedImage")
     if value is None:
         return None
-    items = [value] if isinstance(value, str) else list(value)
-    return tuple(sorted(_text(v).upper() for v in items if not _empty(v)))
+    items = [as_text(v) for v in ([value] if isinstance(value, str) else value)]
+    return tuple(sorted(v.upper() for v in items if v is not None))
 
 
 def _wanted_units(units: str) -> str | None:
@@ -316,10 +250,10 @@ def _warn(message: str, adjustments: list[str]) -> None:
 
 def _check_pet(datasets: Sequence[Dataset], labels: Sequence[str], what: str) -> None:
     for ds, lab in zip(datasets, labels, strict=True):
-        modality = _get(ds, "Modality")
-        if modality is not None and _text(modality).upper() != "PT":
+        modality = as_text(plain_value(ds, "Modality"))
+        if modality is not None and modality.upper() != "PT":
             raise SUVError(
-                f"{_tag('Modality')} is {_text(modality)!r} in {lab}, not PT; {what} applies to "
+                f"{_tag('Modality')} is {modality!r} in {lab}, not PT; {what} applies to "
                 "PET images only."
             )
 

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 from pydicom.dataset import Dataset
 
+from ..._dicom.tags import parse_datetime, parse_time, plain_value
 from ..._dicom.tags import tag_label as _tag
 from ._body import _check_positive, _frame_average_factor, _sex_code
 from ._header import (
@@ -23,11 +24,8 @@ from ._header import (
     SUVError,
     _close,
     _float,
-    _get,
     _get_radio,
     _number_reader,
-    _parse_datetime,
-    _parse_time,
     _parsed,
     _series_units,
     _series_value,
@@ -292,7 +290,7 @@ def _dose(
 def _durations(datasets: Sequence[Dataset], labels: Sequence[str]) -> tuple[float, ...]:
     result = []
     for ds, lab in zip(datasets, labels, strict=True):
-        value = _get(ds, "ActualFrameDuration")
+        value = plain_value(ds, "ActualFrameDuration")
         if value is None:
             raise SUVError(
                 f"{_tag('ActualFrameDuration')} missing in {lab}; with Decay Correction NONE the "
@@ -308,10 +306,10 @@ def _durations(datasets: Sequence[Dataset], labels: Sequence[str]) -> tuple[floa
 def _injection_reader(ds: Dataset, label: str) -> Any:
     dt_value = _get_radio(ds, "RadiopharmaceuticalStartDateTime")
     if dt_value is not None:
-        return _parsed(_parse_datetime, dt_value, _tag("RadiopharmaceuticalStartDateTime"), label)
+        return _parsed(parse_datetime, dt_value, _tag("RadiopharmaceuticalStartDateTime"), label)
     t_value = _get_radio(ds, "RadiopharmaceuticalStartTime")
     if t_value is not None:
-        return _parsed(_parse_time, t_value, _tag("RadiopharmaceuticalStartTime"), label)
+        return _parsed(parse_time, t_value, _tag("RadiopharmaceuticalStartTime"), label)
     return None
 
 

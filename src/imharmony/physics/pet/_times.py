@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 from pydicom.dataset import Dataset
 
+from ..._dicom.tags import parse_date, parse_datetime, parse_time, plain_value
 from ..._dicom.tags import tag_label as _tag
 from ._body import _check_positive, _decay_average_time
 from ._header import (
@@ -18,13 +19,9 @@ from ._header import (
     _acquisition_datetime,
     _close,
     _float,
-    _get,
     _get_radio,
     _label,
     _number_reader,
-    _parse_date,
-    _parse_datetime,
-    _parse_time,
     _parsed,
     _series_datetime,
     _series_value,
@@ -140,15 +137,15 @@ def reference_time(
         value = _private_with_fallback(ds, 0x0009, _GE_CREATOR, 0x0D, "GE")
         if value is None:
             return None
-        return _parsed(_parse_datetime, value, "GE private scan datetime (0009,xx0D)", label)
+        return _parsed(parse_datetime, value, "GE private scan datetime (0009,xx0D)", label)
 
     ge = _series_value(datasets, labels, read_ge, "GE private scan datetime (0009,xx0D)")
     if ge is not None:
         logger.debug("reference time: GE private scan datetime %s", ge)
         return ReferenceTime((ge,) * n, "ge_private")
 
-    frame_ref = [_get(ds, "FrameReferenceTime") for ds in datasets]
-    duration = [_get(ds, "ActualFrameDuration") for ds in datasets]
+    frame_ref = [plain_value(ds, "FrameReferenceTime") for ds in datasets]
+    duration = [plain_value(ds, "ActualFrameDuration") for ds in datasets]
     if all(v is not None for v in frame_ref + duration):
         fr = [
             _float(v, _tag("FrameReferenceTime"), lab)
@@ -203,7 +200,7 @@ def injection_datetime(dataset: Dataset, scan_datetime: datetime | None = None) 
     where = f"in {_RADIO_SEQ} of {label}"
     dt_value = _get_radio(dataset, "RadiopharmaceuticalStartDateTime")
     if dt_value is not None:
-        return _parsed(_parse_datetime, dt_value, _tag("RadiopharmaceuticalStartDateTime"), label)
+        return _parsed(parse_datetime, dt_value, _tag("RadiopharmaceuticalStartDateTime"), label)
     t_value = _get_radio(dataset, "RadiopharmaceuticalStartTime")
     if t_value is None:
         raise SUVError(
@@ -211,12 +208,12 @@ def injection_datetime(dataset: Dataset, scan_datetime: datetime | None = None) 
             f"{_tag('RadiopharmaceuticalStartTime')} both missing {where}; the decay correction "
             "needs the injection time — fill it in."
         )
-    start = _parsed(_parse_time, t_value, _tag("RadiopharmaceuticalStartTime"), label)
+    start = _parsed(parse_time, t_value, _tag("RadiopharmaceuticalStartTime"), label)
     day = None
     for kw in ("SeriesDate", "AcquisitionDate", "StudyDate"):
-        value = _get(dataset, kw)
+        value = plain_value(dataset, kw)
         if value is not None:
-            day = _parsed(_parse_date, value, _tag(kw), label)
+            day = _parsed(parse_date, value, _tag(kw), label)
             break
     if day is None:
         raise SUVError(

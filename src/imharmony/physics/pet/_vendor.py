@@ -8,8 +8,9 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from ..._dicom.tags import as_text, element_value, plain_value, private_value
 from ..._dicom.tags import tag_label as _tag
-from ._header import SUVError, _empty, _float, _text, _where
+from ._header import SUVError, _float, _where
 
 logger = logging.getLogger(__name__)
 
@@ -20,35 +21,20 @@ _GE_CREATOR = "GEMS_PETD_01"
 _PHILIPS_CREATOR = "Philips PET Private Group"
 
 
-def _private(ds: Dataset, group: int, creator: str, offset: int) -> Any:
-    """A private element found through its creator; fall back to block 0x10 if no creator is set.
-
-    Some real and reference files omit the Private Creator element. The fallback reads
-    ``(group, 0x10xx)`` only when no creator claims block 0x10 at all, and the caller only asks for
-    it when Manufacturer names the vendor.
-    """
-    wanted = creator.strip().upper()
-    for block in range(0x10, 0x100):
-        element = ds.get((group, block))
-        if element is None:
-            continue
-        if _text(element.value).upper() == wanted:
-            found = ds.get((group, (block << 8) | offset))
-            return None if found is None or _empty(found.value) else found.value
-    return None
-
-
 def _private_with_fallback(ds: Dataset, group: int, creator: str, offset: int, vendor: str) -> Any:
-    value = _private(ds, group, creator, offset)
+    """A private element found through its creator; else, when no creator claims block 0x10 at all
+    and Manufacturer names ``vendor``, the element at ``(group, 0x10xx)``.
+
+    Some real and reference files omit the Private Creator element.
+    """
+    value = private_value(ds, group, creator, offset)
     if value is not None:
         return value
-    if (group, 0x0010) in ds:  # block 0x10 belongs to some other creator
+    if ((group << 16) | 0x0010) in ds:  # block 0x10 belongs to some other creator
         return None
-    manufacturer = _text(ds.get("Manufacturer") or "").upper()
-    if vendor not in manufacturer:
+    if vendor not in (as_text(plain_value(ds, "Manufacturer")) or "").upper():
         return None
-    found = ds.get((group, 0x1000 | offset))
-    return None if found is None or _empty(found.value) else found.value
+    return element_value(ds, (group << 16) | 0x1000 | offset)
 
 
 def _philips_scale(

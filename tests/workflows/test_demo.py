@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imharmony.demo import DEMO_STEPS, DISEASE_FEATURES, SCENARIOS, DemoResult, run_demo
 from imharmony.errors import HarmonizationError
 from imharmony.features.estimators import ComBat
 from imharmony.features.extract import features_wide, region_features
 from imharmony.io.images import read_image
+from imharmony.workflows.demo import DEMO_STEPS, DISEASE_FEATURES, SCENARIOS, DemoResult, run_demo
 
 # A reduced cohort (4 sites x 16 subjects) whose verdicts held for seeds 1-6 when it was tuned;
 # the full-size demo (24 per site) held for seeds 1-6 too. The HTML reports are left to the
