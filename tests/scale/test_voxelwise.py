@@ -10,6 +10,7 @@ import pytest
 
 import imharmony as ih
 from _support.voxel_stack import make_stack, stacked
+from imharmony.errors import HarmonizationWarning
 from imharmony.scale import voxelwise
 from imharmony.scale.voxelwise import WORK_NAME, apply_voxelwise, fit_voxelwise
 
@@ -139,3 +140,59 @@ def test_a_tampered_model_is_refused_and_nothing_is_written(tmp_path: Path) -> N
     with pytest.raises(ModelFileError, match="'combat' do not match their checksum"):
         apply_voxelwise(s["manifest"], model_dir=model_dir, output_dir=tmp_path / "applied")
     assert not (tmp_path / "applied").exists()
+
+
+def _edit(root: Path, rel: str, mask: np.ndarray, edit) -> None:
+    img = nib.load(root / rel)
+    data = img.get_fdata(dtype=np.float32)
+    values = data[mask]
+    edit(values)
+    data[mask] = values
+    nib.save(nib.Nifti1Image(data, img.affine), root / rel)
+
+
+def test_voxels_the_sums_cannot_serve_get_the_in_memory_moments(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    # a missing value, a voxel constant within a site and a voxel the covariate explains
+    # exactly: their moments come from their values in the stack, as in memory
+    monkeypatch.setattr(voxelwise, "_rows_per_task", lambda V: 4)
+    s = make_stack(tmp_path / "data")
+    mask = np.asanyarray(nib.load(s["mask"]).dataobj) != 0
+    table = s["table"]
+    for i, rel in enumerate(table["image"]):
+        def edit(v: np.ndarray, i: int = i) -> None:
+            if i in (2, 7):
+                v[5] = np.nan
+            if table["site"][i] == "a":
+                v[11] = 40.0
+            v[20] = np.float32(3.0 + 0.5 * table["age"][i] + 2.0 * "abc".index(table["site"][i]))
+
+        _edit(s["root"], rel, mask, edit)
+    out = tmp_path / "out"
+    fit_voxelwise(s["manifest"], mask=s["mask"], batch="site", covariates=["age"],
+                  model_dir=tmp_path / "model", output_dir=out)
+    X = stacked(s["root"], table, s["mask"])
+    with pytest.warns(HarmonizationWarning, match="11: constant inside a batch"):
+        expected = ih.ComBat().fit_transform(X, batch=table["site"], covariates=table[["age"]])
+    got = _outputs(out, table, s["mask"])
+    assert np.isnan(got[[2, 7], 5]).all()
+    np.testing.assert_array_equal(got, expected.astype(np.float32).astype(np.float64))
+
+
+def test_an_infinite_value_names_the_voxel(tmp_path: Path) -> None:
+    from imharmony.errors import DataError
+
+    s = make_stack(tmp_path / "data", n=9)
+    mask = np.asanyarray(nib.load(s["mask"]).dataobj) != 0
+
+    def edit(v: np.ndarray) -> None:
+        v[13] = np.inf
+
+    _edit(s["root"], s["table"]["image"][4], mask, edit)
+    # voxels are numbered in the mask's storage (Fortran) order
+    number = np.zeros(mask.shape, dtype=int)
+    number.T[mask.T] = np.arange(mask.sum())
+    with pytest.raises(DataError, match=rf"masked voxel\(s\) \[{number[mask][13]}\].*infinite"):
+        fit_voxelwise(s["manifest"], mask=s["mask"], batch="site", model_dir=tmp_path / "model",
+                      output_dir=tmp_path / "out")
+    assert not (tmp_path / "model").exists()

@@ -262,10 +262,8 @@ def _moments_complete(
 
     The pass accumulates, per batch, the sums, sums of squares and covariate cross-products of
     the data shifted by one sample (``y = x - K``; the shifted-data algorithm keeps the sums of
-    squares free of cancellation). The residual sum of squares of the least-squares fit then
-    follows algebraically; the few features where that subtraction loses more than about eight
-    digits (covariates explaining nearly all of the variance) are recomputed from explicit
-    residuals. Columns holding missing values come out as NaN here; the caller recomputes them.
+    squares free of cancellation); :func:`moments_from_sums` finishes. Columns holding missing
+    values come out as NaN here; the caller recomputes them.
     """
     G = X.shape[1]
     J = len(batch_rows)
@@ -282,6 +280,54 @@ def _moments_complete(
         syy[j, cols] += np.einsum("ij,ij->j", y, y)
         if q:
             scy[j, :, cols] += C[rows].T @ y
+    mom, lossy, candidates = moments_from_sums(sy, syy, scy, K, batch_rows, C, solve)
+    for g in np.flatnonzero(lossy):  # exact residuals for the ill-conditioned few
+        rss_exact(X[:, g], batch_rows, C, mom["Bb"][:, g], mom["beta"][:, g], mom["rss"][:, g])
+    # A feature constant inside a batch has a raw within-batch sum of squares of zero up to
+    # rounding; the few candidates are then checked exactly (max == min), as R does.
+    constant = mom["constant"]
+    for j, g in zip(*np.nonzero(candidates), strict=True):
+        col = X[batch_rows[j], g]
+        constant[j, g] = bool(col.max() == col.min())
+    return mom
+
+
+def moments_from_sums(
+    sy: np.ndarray,
+    syy: np.ndarray,
+    scy: np.ndarray,
+    K: np.ndarray,
+    batch_rows: list[np.ndarray],
+    C: np.ndarray,
+    solve: Callable[[np.ndarray], np.ndarray],
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Design fit and per-batch residual moments of features from shifted sums.
+
+    Parameters
+    ----------
+    sy, syy : ndarray, shape (n_batches, G)
+        Per batch, the sums and sums of squares of ``y = x - K`` over the batch's samples.
+    scy : ndarray, shape (n_batches, q, G)
+        Per batch, the sums of ``C_i y_i``.
+    K : ndarray, shape (G,)
+        The shift (one sample's values: the shifted-data algorithm).
+    batch_rows, C, solve
+        The samples of each batch, the covariates and the solver of the design's normal equations.
+
+    Returns
+    -------
+    mom : dict
+        As :func:`chunk_moments` (``constant`` all False: see ``candidates``; ``unusable`` absent).
+    lossy : ndarray of bool, shape (G,)
+        Features where the algebraic residual sum of squares loses more than about eight digits
+        (covariates explaining nearly all of the variance): recompute ``rss`` with
+        :func:`rss_exact`.
+    candidates : ndarray of bool, shape (n_batches, G)
+        Batches and features whose within-batch sum of squares is zero up to rounding: constant
+        when the batch's values have ``max == min`` (checked exactly by the caller, as R does).
+    """
+    J, G = sy.shape
+    q = C.shape[1]
     counts = np.array([rows.shape[0] for rows in batch_rows], dtype=float)
     rhs = np.vstack([sy, scy.sum(axis=0)]) if q else sy
     B = solve(rhs)
@@ -300,27 +346,27 @@ def _moments_complete(
         ss_raw = syy - sy**2 / counts[:, None]
         lossy = ~(rss.sum(axis=0) > 1e-8 * syy.sum(axis=0))
     lossy &= np.isfinite(syy).all(axis=0)
-    for g in np.flatnonzero(lossy):  # exact residuals for the ill-conditioned few
-        for j, rows in enumerate(batch_rows):
-            r = X[rows, g] - (Bs[j, g] + K[g])
-            if q:
-                r -= C[rows] @ beta[:, g]
-            rss[j, g] = r @ r
-    # A feature constant inside a batch has a raw within-batch sum of squares of zero up to
-    # rounding; the few candidates are then checked exactly (max == min), as R does.
     candidates = (ss_raw <= 64 * np.finfo(float).eps * syy) & (counts[:, None] > 1)
-    constant = np.zeros((J, G), dtype=bool)
-    for j, g in zip(*np.nonzero(candidates), strict=True):
-        col = X[batch_rows[j], g]
-        constant[j, g] = bool(col.max() == col.min())
-    return {
+    mom = {
         "Bb": Bs + K,
         "beta": beta,
         "rsum": rsum,
         "rss": rss,
         "n": np.repeat(counts[:, None], G, axis=1),
-        "constant": constant,
+        "constant": np.zeros((J, G), dtype=bool),
     }
+    return mom, lossy, candidates
+
+
+def rss_exact(x: np.ndarray, batch_rows: list[np.ndarray], C: np.ndarray, Bb: np.ndarray,
+              beta: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Per-batch residual sums of squares of one feature ``x`` from explicit residuals."""
+    for j, rows in enumerate(batch_rows):
+        r = x[rows] - Bb[j]
+        if C.shape[1]:
+            r -= C[rows] @ beta
+        out[j] = r @ r
+    return out
 
 
 def _moments_missing(
@@ -626,6 +672,27 @@ REASONS: dict[int, str] = {
 }
 
 
+def design_solver(
+    codes: np.ndarray,
+    n_batches: int,
+    C: np.ndarray,
+    penalty: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The solver of the design's normal equations (batch indicators and covariates) for the
+    right-hand sides of many features at once (``penalty`` as for :func:`chunk_moments`)."""
+    gram = _design_gram(codes, n_batches, C)
+    if penalty is not None:
+        from .gam import penalized_solver
+
+        return penalized_solver(gram, n_batches, penalty)
+    chol = linalg.cho_factor(gram)
+
+    def solve(rhs: np.ndarray) -> np.ndarray:
+        return linalg.cho_solve(chol, rhs, check_finite=False)
+
+    return solve
+
+
 def chunk_moments(
     X: np.ndarray,
     codes: np.ndarray,
@@ -662,18 +729,7 @@ def chunk_moments(
         nan_columns = missing_columns(X)
     nan_cols = np.asarray(nan_columns, dtype=np.intp)
     batch_rows = [np.flatnonzero(codes == j) for j in range(n_batches)]
-    gram = _design_gram(codes, n_batches, C)
-    if penalty is None:
-        chol = linalg.cho_factor(gram)
-
-        def solve(rhs: np.ndarray) -> np.ndarray:
-            return linalg.cho_solve(chol, rhs, check_finite=False)
-
-    else:
-        from .gam import penalized_solver
-
-        solve = penalized_solver(gram, n_batches, penalty)
-    mom = _moments_complete(X, batch_rows, C, solve)
+    mom = _moments_complete(X, batch_rows, C, design_solver(codes, n_batches, C, penalty))
     mom["unusable"] = np.zeros(G, dtype=bool)
     if nan_cols.size:
         pen_cols = None if penalty is None else penalty[0][penalty[1][nan_cols]]

@@ -61,7 +61,15 @@ from ..features.combat import (
     warn_not_converged,
 )
 
-__all__ = ["apply_dask", "estimate_rows", "fit_dask", "is_dask_array", "unpack_estimates"]
+__all__ = [
+    "apply_dask",
+    "estimate_rows",
+    "fit_dask",
+    "fit_moments",
+    "is_dask_array",
+    "pack_moments",
+    "unpack_estimates",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -259,18 +267,46 @@ def fit_dask(
         ``batch_sizes``, ``gamma_bar``, ``tau2``, ``a_prior``, ``b_prior`` (per batch),
         ``n_iter``, ``converged`` (per batch), ``n_adjusted`` (int).
     """
-    import dask
-    import dask.array as da
-
     n = X.shape[0]
     J = int(n_batches)
     C = np.zeros((n, 0)) if C is None else np.asarray(C, dtype=np.float64)
     q = C.shape[1]
-    counts = np.bincount(codes, minlength=J)
     X = X.rechunk({0: -1})
     mom = X.map_blocks(_moments_block, codes, J, C, dtype=np.float64,
                        chunks=((_n_rows(_moment_rows(J, q)),), X.chunks[1]), meta=np.empty((0, 0)))
     mom = stash(mom, "moments") if stash is not None else mom.persist()
+    return fit_moments(mom, codes, J, q, method=method, mean_only=mean_only, ref=ref, tol=tol,
+                       max_iter=max_iter)
+
+
+def pack_moments(mom: dict[str, np.ndarray], n_batches: int, n_covariates: int) -> np.ndarray:
+    """The per-feature moments of :func:`~imharmony.features.combat.chunk_moments` as one block
+    of the array :func:`fit_moments` takes (features as columns)."""
+    return _pack(mom, _moment_rows(n_batches, n_covariates), mom["Bb"].shape[1])
+
+
+def fit_moments(
+    mom: Any,
+    codes: np.ndarray,
+    n_batches: int,
+    n_covariates: int,
+    *,
+    method: Method = "parametric",
+    mean_only: bool = False,
+    ref: int | None = None,
+    tol: float = 1e-4,
+    max_iter: int = 1000,
+) -> tuple[Any, dict[str, Any]]:
+    """The second half of :func:`fit_dask`: ComBat from per-feature moments.
+
+    ``mom`` is a Dask array of blocks of :func:`pack_moments` (read several times: keep it
+    stored or persisted); the other parameters and the result are those of :func:`fit_dask`.
+    """
+    import dask
+    import dask.array as da
+
+    J, q = int(n_batches), int(n_covariates)
+    counts = np.bincount(codes, minlength=J)
     blocks = list(mom.to_delayed().ravel())
     call = dask.delayed(pure=True)
 
@@ -293,11 +329,11 @@ def fit_dask(
         est = _pack({"grand_mean": fit.grand_mean, "var_pooled": fit.var_pooled,
                      "beta": fit.beta, "gamma_hat": fit.gamma_hat, "delta_hat": fit.delta_hat,
                      "gamma_star": fit.gamma_star, "delta_star": fit.delta_star,
-                     "reason": st["reason"]}, _estimate_rows(J, q), X.shape[1])
+                     "reason": st["reason"]}, _estimate_rows(J, q), mom.shape[1])
         info = {"batch_sizes": counts, "gamma_bar": fit.gamma_bar, "tau2": fit.tau2,
                 "a_prior": fit.a_prior, "b_prior": fit.b_prior, "n_iter": fit.n_iter,
                 "converged": fit.converged, "n_adjusted": int(fit.adjusted.sum())}
-        return da.from_array(est, chunks=((est.shape[0],), X.chunks[1])), info
+        return da.from_array(est, chunks=((est.shape[0],), mom.chunks[1])), info
 
     if first is None:  # the pooled variance changes with a missing value: sums again
         first = np.sum(dask.compute(*[call(_prior_block)(b, J, q, counts, std, None)

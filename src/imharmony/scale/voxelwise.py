@@ -68,7 +68,7 @@ MODEL_VERSION = 2  # 1 was a format of its own (model.json + estimates.zarr + ma
 MODEL_FILE = "model.json"
 WORK_NAME = ".imharmony-voxelwise"
 _SUFFIXES = (".nii.gz", ".nii")
-#: Bytes of one float64 block (all images x a run of voxels) that a task works on.
+#: Bytes of one float64 block of per-voxel statistics (a run of voxels) that a task works on.
 _BLOCK_BYTES = 16 << 20
 #: Voxels per block when the main process streams per-voxel arrays (model file, coefficients).
 _STREAM_VOXELS = 1 << 18
@@ -188,10 +188,11 @@ def _fingerprint(*parts: Any, paths: Sequence[Path] = ()) -> str:
 
 
 def _chunk_voxels(n_images: int, n_voxels: int, memory_limit: int | None) -> int:
-    """Voxels per block: a float64 block of every image fits ``_BLOCK_BYTES`` (or a 16th of the
+    """Voxels per block of the per-voxel statistics (moments, estimates: about 32 rows of
+    float64, whatever the number of images): a block fits ``_BLOCK_BYTES`` (or a 16th of the
     memory limit), at least 1,024 voxels."""
     budget = _BLOCK_BYTES if memory_limit is None else min(_BLOCK_BYTES, memory_limit // 16)
-    return int(min(n_voxels, max(1024, budget // (8 * max(n_images, 1)))))
+    return int(min(n_voxels, max(1024, budget // (8 * 32))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,20 +340,55 @@ def _write_corrected(path: Path, out: Path, mask_path: str,
 
 def _rows_per_task(n_voxels: int) -> int:
     """Images per read/write task: their masked voxels (float32) stay within 64 MiB, at most 16.
-    A read task writes one shard (one file) of the stack: that many whole rows."""
+    A read task writes one chunk (one file) of the stack: that many whole rows."""
     return int(max(1, min(16, (64 << 20) // (4 * max(n_voxels, 1)))))
 
 
-def _ingest_rows(paths: list[str], mask_path: str, store: str, first: int,
-                 markers: list[str]) -> int:
-    """Task: read some images, write their masked voxels as rows ``first...`` of the stack."""
+def _accumulate(paths: list[str], mask_path: str, store: str, slot: int, from_stack: bool,
+                shift_path: str, covariates: np.ndarray, acc: dict[str, np.ndarray] | None,
+                markers: list[str], final: tuple[str, str] | None) -> Any:
+    """Task: some images of one site into slot ``slot`` of the stack, and their shifted sums.
+
+    The images are read (or, when an earlier run already stored them, their rows are read from
+    the stack) and added to the site's running sums ``acc`` (updated in place: each site's tasks
+    form a chain, run in the order of the manifest), per voxel: ``y = x - K``, ``y^2`` and
+    ``c y`` for each covariate ``c``, and the extremes of ``x``. The last task of a chain saves
+    them to ``final`` and returns None.
+    """
     import zarr
 
-    slab = np.stack([_masked_values(Path(p), mask_path) for p in paths])
-    zarr.open_array(store, mode="r+")[first : first + len(paths), :] = slab
-    for marker in markers:
-        Path(marker).touch()
-    return len(paths)
+    stack = zarr.open_array(store, mode="r+")
+    first = slot * stack.chunks[0]
+    if from_stack:
+        slab = stack[first : first + len(paths)]
+    else:
+        slab = np.empty((len(paths), stack.shape[1]), dtype=np.float32)
+        for row, p in zip(slab, paths, strict=True):
+            row[:] = _masked_values(Path(p), mask_path)
+        stack[first : first + len(paths)] = slab
+        for marker in markers:
+            Path(marker).touch()
+    K = np.load(shift_path)
+    if acc is None:
+        acc = {"sums": np.zeros((2 + covariates.shape[1], K.size)),
+               "range": np.stack([np.full(K.size, np.inf, np.float32),
+                                  np.full(K.size, -np.inf, np.float32)])}
+    sums, extremes = acc["sums"], acc["range"]
+    y, tmp = np.empty(K.size), np.empty(K.size)
+    for x, c in zip(slab, covariates, strict=True):
+        np.subtract(x, K, out=y, dtype=np.float64)
+        sums[0] += y
+        sums[1] += np.multiply(y, y, out=tmp)
+        for k, ck in enumerate(c):
+            sums[2 + k] += np.multiply(y, ck, out=tmp)
+        np.minimum(extremes[0], x, out=extremes[0])
+        np.maximum(extremes[1], x, out=extremes[1])
+    if final is None:
+        return acc
+    for path, arr in zip(final, (sums, extremes), strict=True):
+        with atomic_path(path) as tmp_path, open(tmp_path, "wb") as fh:
+            np.save(fh, arr)
+    return None
 
 
 def _write_rows(paths: list[str], mask_path: str, coef_store: str, batch: int, reference: bool,
@@ -363,12 +399,14 @@ def _write_rows(paths: list[str], mask_path: str, coef_store: str, batch: int, r
     from ..features.combat import correct_rows
 
     coef = None if reference else zarr.open_array(coef_store, mode="r")[batch]  # (2 + q, V)
+    scratch = None if coef is None or not covariates.shape[1] else np.empty((1, coef.shape[1]))
     for path, out, c, marker in zip(paths, outs, covariates, markers, strict=True):
         def correct(x: np.ndarray, c: np.ndarray = c) -> np.ndarray:
             if coef is None:  # the reference site is returned exactly as given
                 return x
             row = x[None]
-            return correct_rows(row, coef[0], coef[1], c[None], coef[2:], out=row)[0]
+            return correct_rows(row, coef[0], coef[1], c[None], coef[2:], out=row,
+                                scratch=scratch)[0]
 
         _write_corrected(Path(path), Path(out), mask_path, correct)
         Path(marker).touch()
@@ -401,42 +439,160 @@ def _submit(client: Any, work: _Work, func: Callable[..., int], stage: str,
             progress(stage, finished, total)
 
 
-def _ingest(client: Any, work: _Work, paths: list[Path], mask_file: str, n_voxels: int,
-            chunk: int, progress: Progress | None) -> Any:
+def _chains(client: Any, work: _Work, paths: list[Path], codes: np.ndarray, C: np.ndarray,
+            mask_file: str, n_voxels: int, progress: Progress | None) -> None:
+    """Read every image once into the stack, with each site's shifted sums (one chain of tasks
+    per site; a site whose sums an earlier run saved is skipped, rows already in the stack are
+    not read again)."""
+    import zarr
+
+    n = len(paths)
+    J = int(codes.max()) + 1
+    per_task = _rows_per_task(n_voxels)
+    groups = [(j, rows[k : k + per_task].tolist()) for j in range(J)
+              for rows in [np.flatnonzero(codes == j)] for k in range(0, rows.size, per_task)]
+    store = work.path("stack.zarr")
+    if not work.done("stack-created"):
+        # one chunk (one file) per task: its rows of every voxel
+        zarr.create_array(store, shape=(len(groups) * per_task, n_voxels),
+                          chunks=(per_task, n_voxels), dtype="float32", overwrite=True,
+                          compressors=None)
+        work.mark("stack-created")
+    shift = work.path("shift.npy")
+    if not work.done("shift"):  # the first image of the first site, as fit_combat shifts
+        with atomic_path(shift) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, _masked_values(paths[int(np.flatnonzero(codes == 0)[0])], mask_file))
+        work.mark("shift")
+
+    def read() -> int:
+        return sum(work.done(f"read-{i}") for i in range(n))
+
+    finished = read()
+    if finished:
+        logger.info("resuming: %d of %d images already in the stack", finished, n)
+    if progress is not None:
+        progress("read", finished, n)
+    ends = []
+    for j in range(J):
+        if work.done(f"sums-{j}"):
+            continue
+        acc = None
+        mine = [(slot, rows) for slot, (site, rows) in enumerate(groups) if site == j]
+        for k, (slot, rows) in enumerate(mine):
+            final = ((work.path(f"sums-{j}.npy"), work.path(f"range-{j}.npy"))
+                     if k == len(mine) - 1 else None)
+            acc = client.submit(
+                _accumulate, [str(paths[i]) for i in rows], mask_file, store, slot,
+                all(work.done(f"read-{i}") for i in rows), shift, C[rows], acc,
+                [work.path(f"done/read-{i}") for i in rows], final,
+                pure=False, priority=J - j,  # one site after another: few sums held at once
+            )
+        ends.append((j, acc))
+    pending = [fut for _, fut in ends]
+    while pending:
+        time.sleep(0.05 if finished == 0 else 0.5)
+        pending = [fut for fut in pending if not fut.done()]
+        now = read()
+        if progress is not None and now != finished:
+            finished = now
+            progress("read", finished, n)
+    for j, fut in ends:
+        fut.result()  # raises a task's error
+        work.mark(f"sums-{j}")
+
+
+def _moments(client: Any, work: _Work, paths: list[Path], codes: np.ndarray, C: np.ndarray,
+             mask_file: str, n_voxels: int, chunk: int, progress: Progress | None) -> Any:
+    """The per-voxel moments (:func:`~imharmony.scale.combat.pack_moments`) in the work store,
+    from the sites' shifted sums (:func:`~imharmony.features.combat.moments_from_sums`). The
+    voxels the sums cannot serve (a missing or infinite value, or a sum of squares that lost
+    its digits) get the in-memory :func:`~imharmony.features.combat.chunk_moments` of their
+    values gathered from the stack. Returns the moments as a Dask array."""
     import dask.array as da
     import zarr
 
-    store = work.path("stack.zarr")
-    n = len(paths)
-    per_task = _rows_per_task(n_voxels)
-    if not work.done("stack-created"):
-        # one shard (file) per read task: its rows, every voxel; chunks inside it are the
-        # voxel blocks the fit reads
-        zarr.create_array(store, shape=(n, n_voxels), chunks=(per_task, chunk),
-                          shards=(per_task, chunk * math.ceil(n_voxels / chunk)),
-                          dtype="float32", overwrite=True, compressors=None)
-        work.mark("stack-created")
-    groups = []
-    for first in range(0, n, per_task):
-        rows = list(range(first, min(n, first + per_task)))
-        groups.append((rows, ([str(paths[i]) for i in rows], mask_file, store, first)))
-    _submit(client, work, _ingest_rows, "read", groups, n, progress)
-    # one task per block of voxels of every image (not one per stored chunk)
-    return da.from_zarr(store, chunks=(n, chunk))
+    from ..features.combat import design_solver, moments_from_sums
+    from .combat import pack_moments
 
-
-def _stash(work: _Work) -> Callable[[Any, str], Any]:
-    """Keep an intermediate array in the work store (computed once; reused on resume)."""
-    import dask.array as da
-
-    def stash(arr: Any, name: str) -> Any:
-        store = work.path(f"{name}.zarr")
-        if not work.done(name):
-            arr.to_zarr(store, overwrite=True, compressors=None)
-            work.mark(name)
+    store = work.path("moments.zarr")
+    if work.done("moments"):
+        if progress is not None:
+            progress("read", len(paths), len(paths))
         return da.from_zarr(store)
+    _chains(client, work, paths, codes, C, mask_file, n_voxels, progress)
+    J, q = int(codes.max()) + 1, C.shape[1]
+    batch_rows = [np.flatnonzero(codes == j) for j in range(J)]
+    solve = design_solver(codes, J, C)
 
-    return stash
+    def columns(name: str, a: int, b: int) -> np.ndarray:
+        """Columns a:b of the saved arrays ``name-{site}.npy`` of every site (mapped only while
+        they are copied: mapped pages count as resident memory)."""
+        parts = []
+        for j in range(J):
+            arr = np.load(work.path(f"{name}-{j}.npy"), mmap_mode="r")
+            parts.append(np.array(arr[:, a:b]))
+            del arr
+        return np.stack(parts)
+
+    probe = pack_moments(moments_from_sums(np.zeros((J, 1)), np.zeros((J, 1)),
+                                           np.zeros((J, q, 1)), np.zeros(1), batch_rows, C,
+                                           solve)[0] | {"unusable": np.zeros(1, bool)}, J, q)
+    out = zarr.create_array(store, shape=(probe.shape[0], n_voxels), chunks=(probe.shape[0],
+                            chunk), dtype="float64", overwrite=True, compressors=None)
+    step = chunk * max(1, _STREAM_VOXELS // chunk)
+    exact = []
+    for a in range(0, n_voxels, step):
+        b = min(n_voxels, a + step)
+        s = columns("sums", a, b)  # (J, 2 + q, G)
+        K = np.load(work.path("shift.npy"), mmap_mode="r")
+        with np.errstate(invalid="ignore", over="ignore"):
+            mom, lossy, candidates = moments_from_sums(
+                s[:, 0], s[:, 1], s[:, 2:], np.asarray(K[a:b], dtype=np.float64), batch_rows,
+                C, solve)
+        del K
+        extremes = columns("range", a, b)
+        mom["constant"] = candidates & (extremes[:, 0] == extremes[:, 1])
+        mom["unusable"] = np.zeros(b - a, dtype=bool)
+        out[:, a:b] = pack_moments(mom, J, q)
+        exact.append(a + np.flatnonzero(lossy | ~np.isfinite(s[:, :2]).all(axis=(0, 1))))
+    voxels = np.concatenate(exact)
+    if voxels.size:
+        _exact_moments(work, out, voxels, codes, C, len(paths))
+    work.mark("moments")
+    return da.from_zarr(store)
+
+
+def _exact_moments(work: _Work, out: Any, voxels: np.ndarray, codes: np.ndarray,
+                   C: np.ndarray, n: int) -> None:
+    """The moments of some voxels by the in-memory code, from their values in the stack (in
+    pieces of at most 64 MiB of float32 values; each piece reads the stack once)."""
+    import zarr
+
+    from ..features.combat import chunk_moments
+    from .combat import pack_moments
+
+    stack = zarr.open_array(work.path("stack.zarr"), mode="r")
+    per_task = stack.chunks[0]
+    J = int(codes.max()) + 1
+    groups = [rows[k : k + per_task] for j in range(J) for rows in [np.flatnonzero(codes == j)]
+              for k in range(0, rows.size, per_task)]
+    width = max(1, (64 << 20) // (4 * n))
+    logger.info("%d voxels hold missing or infinite values or lose digits in the sums: their "
+                "moments are computed from their values", voxels.size)
+    for a in range(0, voxels.size, width):
+        cols = voxels[a : a + width]
+        x = np.empty((n, cols.size), dtype=np.float32)
+        for slot, rows in enumerate(groups):
+            x[rows] = stack[slot * per_task : slot * per_task + rows.size][:, cols]
+        bad = np.isinf(x).any(axis=0)
+        if bad.any():
+            raise DataError(
+                f"masked voxel(s) {cols[bad][:5].tolist()} (numbered in the mask's storage "
+                "order) hold infinite values in some image; replace them (NaN is accepted as "
+                "missing and ignored in estimation)."
+            )
+        mom = chunk_moments(x.astype(np.float64), codes, J, C)
+        out.set_orthogonal_selection((slice(None), cols), pack_moments(mom, J, C.shape[1]))
 
 
 def _store_estimates(work: _Work, estimates: Any) -> None:
@@ -678,7 +834,7 @@ def fit_voxelwise(
     from ..features.estimators import ComBat
     from ..io.images import read_nifti_grid
     from .cluster import dask_client
-    from .combat import fit_dask
+    from .combat import fit_moments
 
     table, paths = _read_manifest(manifest, [batch, *covariates])
     mask_arr, affine, _ = _read_mask(mask)
@@ -705,13 +861,16 @@ def fit_voxelwise(
                 progress("read", n, n)
                 progress("fit", 1, 1)
         else:
-            X = _ingest(client, work, paths, mask_file, V, chunk, progress)
+            with _timed("reading the images, per-voxel moments"):
+                mom = _moments(client, work, paths, codes, C, mask_file, V, chunk, progress)
+            work.drop("stack.zarr")
             if progress is not None:
                 progress("fit", 0, 1)
-            estimates, info = fit_dask(X, codes, len(levels), C,
-                                       method="parametric" if eb else "none",
-                                       mean_only=mean_only, ref=ref, tol=float(model.tol),
-                                       max_iter=int(model.max_iter), stash=_stash(work))
+            with _timed("priors, EB"):
+                estimates, info = fit_moments(mom, codes, len(levels), C.shape[1],
+                                              method="parametric" if eb else "none",
+                                              mean_only=mean_only, ref=ref, tol=float(model.tol),
+                                              max_iter=int(model.max_iter))
             with _timed("estimates"):
                 _store_estimates(work, estimates)
             content = {
@@ -724,7 +883,7 @@ def fit_voxelwise(
                 _save_model(model_file, model, work.path("estimates.zarr"), info, content,
                             mask_arr)
             work.mark("model")
-            work.drop("stack.zarr", "moments.zarr")
+            work.drop("moments.zarr")
             if progress is not None:
                 progress("fit", 1, 1)
         loaded, saved = _load_model(model_dir)
