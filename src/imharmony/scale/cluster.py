@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import HarmonizationError
 
-__all__ = ["ClusterError", "dask_client", "parse_memory"]
+__all__ = ["ClusterError", "dask_client", "parse_memory", "release_memory"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,3 +117,20 @@ def _client(scheduler: str | None, memory_limit: int | None, timeout: float, Cli
     logger.info("Dask: local cluster, 1 worker x %d thread(s)", threads)
     with limits, cluster, Client(cluster, set_as_default=True) as client:
         yield client
+
+
+def release_memory() -> None:
+    """Give the memory freed by this process's finished step back to the system (glibc's
+    ``malloc_trim``; a no-op elsewhere). The local worker runs in this process: between steps,
+    freed blocks would otherwise stay resident, and the limit on summed memory counts them. (A
+    Dask nanny sets ``MALLOC_TRIM_THRESHOLD_`` for its worker processes instead, which makes
+    every large allocation page-fault anew: measured 1.7x slower here.)"""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        return

@@ -1,14 +1,21 @@
 """Voxel-wise ComBat of image stacks, out of core, on a local or remote Dask cluster.
 
-Every voxel inside a mask is a feature and every image a sample. ``fit`` reads the images named
-in a manifest once, each by one task, into a chunked on-disk Zarr store (samples x masked voxels,
-float32), fits ComBat block by block over voxels (:func:`imharmony.scale.combat.fit_dask`) and
-saves the model; then it harmonizes the images exactly as ``apply`` does: each task takes some
-images of one site, corrects their masked voxels row by row with that site's per-voxel
-coefficients (:func:`imharmony.features.combat.correction_coefficients`, the same arithmetic as
-the in-memory ComBat) and writes each output as a copy of its input (same file name, header and
-geometry, voxels outside the mask unchanged). Nothing holds the whole stack in memory: a task
-holds a few images, or one block of voxels of every image, or one site's coefficients.
+Every voxel inside a mask is a feature and every image a sample. ``fit`` reads each image named
+in a manifest once and adds its masked voxels to its site's per-voxel sums (the sufficient
+statistics of ComBat's least-squares step, by the shifted-data algorithm of
+:func:`imharmony.features.combat.fit_combat`: one chain of tasks per site, so the sums are the
+same on any cluster); the per-voxel moments follow from the sums
+(:func:`imharmony.features.combat.moments_from_sums`; the few voxels the sums cannot serve, with
+a missing or infinite value or a residual that lost its digits, get the in-memory
+:func:`~imharmony.features.combat.chunk_moments` of their values read again), then ComBat is
+fitted block by block over voxels (:func:`imharmony.scale.combat.fit_moments`) and the model is
+saved. Then ``fit`` harmonizes the images exactly as ``apply`` does: each task takes some images
+of one site, corrects their masked voxels with that site's per-voxel coefficients
+(:func:`imharmony.features.combat.correction_coefficients`, the same arithmetic as the in-memory
+ComBat) and writes each output as a copy of its input (same file name, header and geometry,
+voxels outside the mask unchanged). Every image is read twice (once for the sums, once to write
+its output) and nothing holds the stack in memory: a task holds one image and one site's sums or
+coefficients, the main process one block of voxels of the per-voxel statistics.
 
 An uncompressed ``.nii`` of float32/float64 without scaling is read and written as raw bytes:
 its masked voxels are gathered from the file and the output is the file's bytes with those
@@ -23,11 +30,12 @@ Files
     :class:`imharmony.ComBat` model file, per-voxel arrays in Fortran order), the mask, the grid
     and the manifest columns used. Checksummed, type-checked when loaded and replaced as a whole.
 ``OUTPUT_DIR/.imharmony-voxelwise/``
-    The work store: the stack, the per-voxel moments and estimates, the per-site coefficients
-    (Zarr, uncompressed: measured data do not compress enough to pay for the time), and one
-    marker per finished step or image. A run that is interrupted resumes from the markers when
-    started again with the same inputs; a run with other inputs starts afresh. The stack is
-    removed once the model is saved, the rest when the run completes.
+    The work store: each site's sums (``.npy``), the per-voxel moments and estimates and the
+    per-site coefficients (Zarr, uncompressed: measured data do not compress enough to pay for
+    the time), and one marker per finished step or image. A run that is interrupted resumes from
+    the markers when started again with the same inputs (the images of a site whose sums were
+    not finished are read again); a run with other inputs starts afresh. The moments and
+    estimates are removed once the model is saved, the rest when the run completes.
 
 The manifest is a CSV/TSV/Parquet table with an ``image`` column (NIfTI ``.nii`` or
 ``.nii.gz``, paths relative to the manifest's folder), the batch column and the covariate
@@ -253,7 +261,7 @@ def _timed(step: str) -> Iterator[None]:
 @functools.lru_cache(maxsize=2)
 def _mask_of(mask_path: str) -> np.ndarray:
     """The mask (read once per worker process) as a flat boolean array in the order NIfTI stores
-    voxels (Fortran order). Masked voxels are numbered in that order everywhere (stack, model):
+    voxels (Fortran order). Masked voxels are numbered in that order everywhere (sums, model):
     gathering them from an image file is then one sequential pass."""
     return np.ascontiguousarray(np.load(mask_path).T).reshape(-1)
 
@@ -282,7 +290,7 @@ def _raw_layout(img: Any, path: Path) -> tuple[int, np.dtype] | None:
 
 
 def _masked_values(path: Path, mask_path: str) -> np.ndarray:
-    """The masked voxels of an image as float32 (what the stack holds)."""
+    """The masked voxels of an image as float32."""
     import nibabel as nib
 
     mask = _mask_of(mask_path)
@@ -339,35 +347,22 @@ def _write_corrected(path: Path, out: Path, mask_path: str,
 
 
 def _rows_per_task(n_voxels: int) -> int:
-    """Images per read/write task: their masked voxels (float32) stay within 64 MiB, at most 16.
-    A read task writes one chunk (one file) of the stack: that many whole rows."""
+    """Images per read/write task: their masked voxels (float32) stay within 64 MiB, at most 16
+    (a task reads and writes one image at a time; fewer tasks, less scheduling)."""
     return int(max(1, min(16, (64 << 20) // (4 * max(n_voxels, 1)))))
 
 
-def _accumulate(paths: list[str], mask_path: str, store: str, slot: int, from_stack: bool,
-                shift_path: str, covariates: np.ndarray, acc: dict[str, np.ndarray] | None,
-                markers: list[str], final: tuple[str, str] | None) -> Any:
-    """Task: some images of one site into slot ``slot`` of the stack, and their shifted sums.
+def _accumulate(paths: list[str], mask_path: str, shift_path: str, covariates: np.ndarray,
+                acc: dict[str, np.ndarray] | None, markers: list[str],
+                final: tuple[str, str] | None) -> Any:
+    """Task: read some images of one site and add them to the site's shifted sums.
 
-    The images are read (or, when an earlier run already stored them, their rows are read from
-    the stack) and added to the site's running sums ``acc`` (updated in place: each site's tasks
-    form a chain, run in the order of the manifest), per voxel: ``y = x - K``, ``y^2`` and
-    ``c y`` for each covariate ``c``, and the extremes of ``x``. The last task of a chain saves
-    them to ``final`` and returns None.
+    ``acc`` holds the site's running sums (updated in place: each site's tasks form a chain, run
+    in the order of the manifest), per voxel: of ``y = x - K``, ``y^2`` and ``c y`` for each
+    covariate ``c`` (the shifted-data algorithm of :func:`~imharmony.features.combat.fit_combat`,
+    ``K`` one image), and the extremes of ``x``. The last task of a chain saves them to ``final``
+    and returns None.
     """
-    import zarr
-
-    stack = zarr.open_array(store, mode="r+")
-    first = slot * stack.chunks[0]
-    if from_stack:
-        slab = stack[first : first + len(paths)]
-    else:
-        slab = np.empty((len(paths), stack.shape[1]), dtype=np.float32)
-        for row, p in zip(slab, paths, strict=True):
-            row[:] = _masked_values(Path(p), mask_path)
-        stack[first : first + len(paths)] = slab
-        for marker in markers:
-            Path(marker).touch()
     K = np.load(shift_path)
     if acc is None:
         acc = {"sums": np.zeros((2 + covariates.shape[1], K.size)),
@@ -375,7 +370,8 @@ def _accumulate(paths: list[str], mask_path: str, store: str, slot: int, from_st
                                   np.full(K.size, -np.inf, np.float32)])}
     sums, extremes = acc["sums"], acc["range"]
     y, tmp = np.empty(K.size), np.empty(K.size)
-    for x, c in zip(slab, covariates, strict=True):
+    for path, c, marker in zip(paths, covariates, markers, strict=True):
+        x = _masked_values(Path(path), mask_path)
         np.subtract(x, K, out=y, dtype=np.float64)
         sums[0] += y
         sums[1] += np.multiply(y, y, out=tmp)
@@ -383,6 +379,7 @@ def _accumulate(paths: list[str], mask_path: str, store: str, slot: int, from_st
             sums[2 + k] += np.multiply(y, ck, out=tmp)
         np.minimum(extremes[0], x, out=extremes[0])
         np.maximum(extremes[1], x, out=extremes[1])
+        Path(marker).touch()
     if final is None:
         return acc
     for path, arr in zip(final, (sums, extremes), strict=True):
@@ -428,8 +425,7 @@ def _submit(client: Any, work: _Work, func: Callable[..., int], stage: str,
         finished -= len(rows)
         jobs.append((*args, [work.path(f"done/{stage}-{i}") for i in rows]))
     if finished:
-        logger.info("resuming: %d of %d images already %s", finished, total,
-                    "in the stack" if stage == "read" else "written")
+        logger.info("resuming: %d of %d images already %s", finished, total, "written")
     if progress is not None:
         progress(stage, finished, total)
     futures = [client.submit(func, *job, pure=False) for job in jobs]
@@ -441,35 +437,25 @@ def _submit(client: Any, work: _Work, func: Callable[..., int], stage: str,
 
 def _chains(client: Any, work: _Work, paths: list[Path], codes: np.ndarray, C: np.ndarray,
             mask_file: str, n_voxels: int, progress: Progress | None) -> None:
-    """Read every image once into the stack, with each site's shifted sums (one chain of tasks
-    per site; a site whose sums an earlier run saved is skipped, rows already in the stack are
-    not read again)."""
-    import zarr
-
+    """Read every image once into its site's shifted sums (one chain of tasks per site; the
+    sums of a site whose chain finished in an earlier run are kept, other sites start over)."""
     n = len(paths)
     J = int(codes.max()) + 1
     per_task = _rows_per_task(n_voxels)
-    groups = [(j, rows[k : k + per_task].tolist()) for j in range(J)
-              for rows in [np.flatnonzero(codes == j)] for k in range(0, rows.size, per_task)]
-    store = work.path("stack.zarr")
-    if not work.done("stack-created"):
-        # one chunk (one file) per task: its rows of every voxel
-        zarr.create_array(store, shape=(len(groups) * per_task, n_voxels),
-                          chunks=(per_task, n_voxels), dtype="float32", overwrite=True,
-                          compressors=None)
-        work.mark("stack-created")
     shift = work.path("shift.npy")
     if not work.done("shift"):  # the first image of the first site, as fit_combat shifts
         with atomic_path(shift) as tmp, open(tmp, "wb") as fh:
             np.save(fh, _masked_values(paths[int(np.flatnonzero(codes == 0)[0])], mask_file))
         work.mark("shift")
+    for i in np.flatnonzero([not work.done(f"sums-{j}") for j in codes]):
+        (work.root / "done" / f"read-{i}").unlink(missing_ok=True)  # read again
 
     def read() -> int:
         return sum(work.done(f"read-{i}") for i in range(n))
 
     finished = read()
     if finished:
-        logger.info("resuming: %d of %d images already in the stack", finished, n)
+        logger.info("resuming: the sums of %d of %d images were saved", finished, n)
     if progress is not None:
         progress("read", finished, n)
     ends = []
@@ -477,14 +463,14 @@ def _chains(client: Any, work: _Work, paths: list[Path], codes: np.ndarray, C: n
         if work.done(f"sums-{j}"):
             continue
         acc = None
-        mine = [(slot, rows) for slot, (site, rows) in enumerate(groups) if site == j]
-        for k, (slot, rows) in enumerate(mine):
+        rows = np.flatnonzero(codes == j)
+        for k in range(0, rows.size, per_task):
+            part = rows[k : k + per_task]
             final = ((work.path(f"sums-{j}.npy"), work.path(f"range-{j}.npy"))
-                     if k == len(mine) - 1 else None)
+                     if k + per_task >= rows.size else None)
             acc = client.submit(
-                _accumulate, [str(paths[i]) for i in rows], mask_file, store, slot,
-                all(work.done(f"read-{i}") for i in rows), shift, C[rows], acc,
-                [work.path(f"done/read-{i}") for i in rows], final,
+                _accumulate, [str(paths[i]) for i in part], mask_file, shift, C[part], acc,
+                [work.path(f"done/read-{i}") for i in part], final,
                 pure=False, priority=J - j,  # one site after another: few sums held at once
             )
         ends.append((j, acc))
@@ -507,7 +493,7 @@ def _moments(client: Any, work: _Work, paths: list[Path], codes: np.ndarray, C: 
     from the sites' shifted sums (:func:`~imharmony.features.combat.moments_from_sums`). The
     voxels the sums cannot serve (a missing or infinite value, or a sum of squares that lost
     its digits) get the in-memory :func:`~imharmony.features.combat.chunk_moments` of their
-    values gathered from the stack. Returns the moments as a Dask array."""
+    values read again from the images. Returns the moments as a Dask array."""
     import dask.array as da
     import zarr
 
@@ -557,33 +543,27 @@ def _moments(client: Any, work: _Work, paths: list[Path], codes: np.ndarray, C: 
         exact.append(a + np.flatnonzero(lossy | ~np.isfinite(s[:, :2]).all(axis=(0, 1))))
     voxels = np.concatenate(exact)
     if voxels.size:
-        _exact_moments(work, out, voxels, codes, C, len(paths))
+        _exact_moments(paths, mask_file, out, voxels, codes, C)
     work.mark("moments")
     return da.from_zarr(store)
 
 
-def _exact_moments(work: _Work, out: Any, voxels: np.ndarray, codes: np.ndarray,
-                   C: np.ndarray, n: int) -> None:
-    """The moments of some voxels by the in-memory code, from their values in the stack (in
-    pieces of at most 64 MiB of float32 values; each piece reads the stack once)."""
-    import zarr
-
+def _exact_moments(paths: list[Path], mask_file: str, out: Any, voxels: np.ndarray,
+                   codes: np.ndarray, C: np.ndarray) -> None:
+    """The moments of some voxels by the in-memory code, from their values read again from the
+    images (in pieces of at most 64 MiB of float32 values; each piece reads every image)."""
     from ..features.combat import chunk_moments
     from .combat import pack_moments
 
-    stack = zarr.open_array(work.path("stack.zarr"), mode="r")
-    per_task = stack.chunks[0]
-    J = int(codes.max()) + 1
-    groups = [rows[k : k + per_task] for j in range(J) for rows in [np.flatnonzero(codes == j)]
-              for k in range(0, rows.size, per_task)]
+    n, J = len(paths), int(codes.max()) + 1
     width = max(1, (64 << 20) // (4 * n))
     logger.info("%d voxels hold missing or infinite values or lose digits in the sums: their "
                 "moments are computed from their values", voxels.size)
     for a in range(0, voxels.size, width):
         cols = voxels[a : a + width]
         x = np.empty((n, cols.size), dtype=np.float32)
-        for slot, rows in enumerate(groups):
-            x[rows] = stack[slot * per_task : slot * per_task + rows.size][:, cols]
+        for i, path in enumerate(paths):
+            x[i] = _masked_values(path, mask_file)[cols]
         bad = np.isinf(x).any(axis=0)
         if bad.any():
             raise DataError(
@@ -833,7 +813,7 @@ def fit_voxelwise(
     """
     from ..features.estimators import ComBat
     from ..io.images import read_nifti_grid
-    from .cluster import dask_client
+    from .cluster import dask_client, release_memory
     from .combat import fit_moments
 
     table, paths = _read_manifest(manifest, [batch, *covariates])
@@ -863,7 +843,7 @@ def fit_voxelwise(
         else:
             with _timed("reading the images, per-voxel moments"):
                 mom = _moments(client, work, paths, codes, C, mask_file, V, chunk, progress)
-            work.drop("stack.zarr")
+            release_memory()
             if progress is not None:
                 progress("fit", 0, 1)
             with _timed("priors, EB"):
@@ -883,9 +863,10 @@ def fit_voxelwise(
                 _save_model(model_file, model, work.path("estimates.zarr"), info, content,
                             mask_arr)
             work.mark("model")
-            work.drop("moments.zarr")
+            work.drop("moments.zarr", "estimates.zarr")
             if progress is not None:
                 progress("fit", 1, 1)
+        release_memory()
         loaded, saved = _load_model(model_dir)
         _harmonize(client, work, loaded, saved, codes, C, paths, outs, mask_file, progress)
     with _timed("removing the work folder"):
@@ -911,7 +892,7 @@ def apply_voxelwise(
     The manifest needs the ``image`` column and the batch and covariate columns named at fit.
     Images must be on the model's grid; a site not seen at fit raises
     :class:`~imharmony.errors.UnseenBatchError` before anything is written. Each image is read
-    once (no stack is built).
+    once.
 
     Returns
     -------
