@@ -97,6 +97,41 @@ def test_an_interrupted_run_resumes_without_reading_again(tmp_path: Path, monkey
     assert not (out / WORK_NAME).exists()
 
 
+
+def test_a_failed_read_keeps_the_sums_of_the_sites_that_finished(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    monkeypatch.setattr(voxelwise, "_rows_per_task", lambda V: 2)  # 3 tasks per site
+    s = make_stack(tmp_path / "data")
+    out, model = tmp_path / "out", tmp_path / "model"
+    real = voxelwise._masked_values
+    read: list[str] = []
+
+    def failing(path: Path, mask_path: str) -> np.ndarray:
+        read.append(Path(path).name)
+        if Path(path).name == "s0_10.nii.gz":  # site b's fourth image
+            raise Interrupt
+        return real(path, mask_path)
+
+    monkeypatch.setattr(voxelwise, "_masked_values", failing)
+    with pytest.raises(Interrupt):
+        fit_voxelwise(s["manifest"], mask=s["mask"], batch="site", covariates=["age"],
+                      model_dir=model, output_dir=out)
+    monkeypatch.setattr(voxelwise, "_masked_values", lambda p, m: read.append(Path(p).name)
+                        or real(p, m))
+    read.clear()
+    calls: list[tuple[str, int, int]] = []
+    fit_voxelwise(s["manifest"], mask=s["mask"], batch="site", covariates=["age"],
+                  model_dir=model, output_dir=out, progress=lambda *a: calls.append(a))
+    assert calls[0] == ("read", 12, 18)  # sites a and c kept their sums
+    site_b = sorted(Path(p).name for p, b in zip(s["table"]["image"], s["table"]["site"],
+                                                  strict=True) if b == "b")
+    assert sorted(read) == site_b
+    X = stacked(s["root"], s["table"], s["mask"])
+    expected = ih.ComBat().fit_transform(X, batch=s["table"]["site"],
+                                         covariates=s["table"][["age"]])
+    np.testing.assert_array_equal(_outputs(out, s["table"], s["mask"]),
+                                  expected.astype(np.float32).astype(np.float64))
+
 def test_the_model_is_combat_of_the_masked_voxels_in_the_model_envelope(tmp_path: Path) -> None:
     import json
 

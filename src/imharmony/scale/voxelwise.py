@@ -354,14 +354,14 @@ def _rows_per_task(n_voxels: int) -> int:
 
 def _accumulate(paths: list[str], mask_path: str, shift_path: str, covariates: np.ndarray,
                 acc: dict[str, np.ndarray] | None, markers: list[str],
-                final: tuple[str, str] | None) -> Any:
+                final: tuple[str, str, str] | None) -> Any:
     """Task: read some images of one site and add them to the site's shifted sums.
 
     ``acc`` holds the site's running sums (updated in place: each site's tasks form a chain, run
     in the order of the manifest), per voxel: of ``y = x - K``, ``y^2`` and ``c y`` for each
     covariate ``c`` (the shifted-data algorithm of :func:`~imharmony.features.combat.fit_combat`,
-    ``K`` one image), and the extremes of ``x``. The last task of a chain saves them to ``final``
-    and returns None.
+    ``K`` one image), and the extremes of ``x``. The last task of a chain saves them to the first
+    two paths of ``final``, then creates the third (the site's marker), and returns None.
     """
     K = np.load(shift_path)
     if acc is None:
@@ -382,9 +382,10 @@ def _accumulate(paths: list[str], mask_path: str, shift_path: str, covariates: n
         Path(marker).touch()
     if final is None:
         return acc
-    for path, arr in zip(final, (sums, extremes), strict=True):
+    for path, arr in zip(final[:2], (sums, extremes), strict=True):
         with atomic_path(path) as tmp_path, open(tmp_path, "wb") as fh:
             np.save(fh, arr)
+    Path(final[2]).touch()
     return None
 
 
@@ -466,8 +467,8 @@ def _chains(client: Any, work: _Work, paths: list[Path], codes: np.ndarray, C: n
         rows = np.flatnonzero(codes == j)
         for k in range(0, rows.size, per_task):
             part = rows[k : k + per_task]
-            final = ((work.path(f"sums-{j}.npy"), work.path(f"range-{j}.npy"))
-                     if k + per_task >= rows.size else None)
+            final = ((work.path(f"sums-{j}.npy"), work.path(f"range-{j}.npy"),
+                      work.path(f"done/sums-{j}")) if k + per_task >= rows.size else None)
             acc = client.submit(
                 _accumulate, [str(paths[i]) for i in part], mask_file, shift, C[part], acc,
                 [work.path(f"done/read-{i}") for i in part], final,
@@ -482,9 +483,8 @@ def _chains(client: Any, work: _Work, paths: list[Path], codes: np.ndarray, C: n
         if progress is not None and now != finished:
             finished = now
             progress("read", finished, n)
-    for j, fut in ends:
-        fut.result()  # raises a task's error
-        work.mark(f"sums-{j}")
+    for _, fut in ends:
+        fut.result()  # raises a task's error (the sites that finished keep their sums)
 
 
 def _moments(client: Any, work: _Work, paths: list[Path], codes: np.ndarray, C: np.ndarray,
