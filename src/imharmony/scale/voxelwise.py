@@ -255,7 +255,7 @@ def _timed(step: str) -> Iterator[None]:
     """Log (INFO) how long a step of the main process took (``imharmony -v`` shows it)."""
     start = time.perf_counter()
     yield
-    logger.info("%s: %.1f s", step, time.perf_counter() - start)
+    logger.info("step %s: %.1f s", step, time.perf_counter() - start)
 
 
 @functools.lru_cache(maxsize=2)
@@ -495,17 +495,26 @@ def _moments(client: Any, work: _Work, paths: list[Path], codes: np.ndarray, C: 
     its digits) get the in-memory :func:`~imharmony.features.combat.chunk_moments` of their
     values read again from the images. Returns the moments as a Dask array."""
     import dask.array as da
+
+    if work.done("moments"):
+        if progress is not None:
+            progress("read", len(paths), len(paths))
+        return da.from_zarr(work.path("moments.zarr"))
+    with _timed("reading the images into per-site sums"):
+        _chains(client, work, paths, codes, C, mask_file, n_voxels, progress)
+    with _timed("per-voxel moments from the sums"):
+        return _moments_from_sums(work, paths, codes, C, mask_file, n_voxels, chunk)
+
+
+def _moments_from_sums(work: _Work, paths: list[Path], codes: np.ndarray, C: np.ndarray,
+                       mask_file: str, n_voxels: int, chunk: int) -> Any:
+    import dask.array as da
     import zarr
 
     from ..features.combat import design_solver, moments_from_sums
     from .combat import pack_moments
 
     store = work.path("moments.zarr")
-    if work.done("moments"):
-        if progress is not None:
-            progress("read", len(paths), len(paths))
-        return da.from_zarr(store)
-    _chains(client, work, paths, codes, C, mask_file, n_voxels, progress)
     J, q = int(codes.max()) + 1, C.shape[1]
     batch_rows = [np.flatnonzero(codes == j) for j in range(J)]
     solve = design_solver(codes, J, C)
@@ -750,7 +759,8 @@ def _harmonize(client: Any, work: _Work, loaded: _persist.ModelFile, model: Any,
             groups.append((part, ([str(paths[i]) for i in part], mask_file, coef, j, j == ref,
                                   np.asarray(C[part], dtype=np.float64),
                                   [str(outs[i]) for i in part])))
-    _submit(client, work, _write_rows, "write", groups, len(paths), progress)
+    with _timed("correcting and writing the images"):
+        _submit(client, work, _write_rows, "write", groups, len(paths), progress)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -841,12 +851,11 @@ def fit_voxelwise(
                 progress("read", n, n)
                 progress("fit", 1, 1)
         else:
-            with _timed("reading the images, per-voxel moments"):
-                mom = _moments(client, work, paths, codes, C, mask_file, V, chunk, progress)
+            mom = _moments(client, work, paths, codes, C, mask_file, V, chunk, progress)
             release_memory()
             if progress is not None:
                 progress("fit", 0, 1)
-            with _timed("priors, EB"):
+            with _timed("priors and EB"):
                 estimates, info = fit_moments(mom, codes, len(levels), C.shape[1],
                                               method="parametric" if eb else "none",
                                               mean_only=mean_only, ref=ref, tol=float(model.tol),
