@@ -62,8 +62,13 @@ def _cluster(tmp: Path) -> tuple[str, list[subprocess.Popen]]:
 
 
 def test_voxelwise_and_images_on_a_real_cluster_match_the_local_run(fitted: dict,
-                                                                    tmp_path: Path) -> None:
-    new = fitted["new"]
+                                                                    tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    from imharmony.scale import voxelwise
+
+    # a site's sums pass between the two workers (2 images per task, 5 per site)
+    monkeypatch.setattr(voxelwise, "_rows_per_task", lambda V: 2)
+    new, train = fitted["new"], fitted["train"]
     assert run("voxelwise", "apply", str(new["manifest"]), "--model", str(fitted["model"]),
                "--output-dir", str(tmp_path / "local")) == 0
     images = new["root"] / "images.csv"
@@ -77,6 +82,9 @@ def test_voxelwise_and_images_on_a_real_cluster_match_the_local_run(fitted: dict
                    "--output-dir", str(tmp_path / "cluster"), "--scheduler", address) == 0
         assert run("images", str(images), "--normalize", "zscore", "--ignore-column", "age",
                    "--output-dir", str(tmp_path / "images_cluster"), "--scheduler", address) == 0
+        assert run("voxelwise", "fit", str(train["manifest"]), "--mask", str(train["mask"]),
+                   "--batch", "site", "--covariate", "age", "--model", str(tmp_path / "model"),
+                   "--output-dir", str(tmp_path / "fit_cluster"), "--scheduler", address) == 0
     finally:
         for p in procs[::-1]:
             p.terminate()
@@ -88,6 +96,15 @@ def test_voxelwise_and_images_on_a_real_cluster_match_the_local_run(fitted: dict
         b = nib.load(tmp_path / "cluster" / name).get_fdata()
         np.testing.assert_array_equal(a, b)
         assert not np.array_equal(a, nib.load(new["root"] / rel).get_fdata())
+    for rel in train["table"]["image"]:  # the fit's sums, in the same order on any cluster
+        name = Path(rel).name
+        np.testing.assert_array_equal(nib.load(tmp_path / "fit_cluster" / name).get_fdata(),
+                                      nib.load(fitted["root"] / "out" / name).get_fdata())
+    with (np.load(next(fitted["model"].glob("model.*.npz"))) as local,
+          np.load(next((tmp_path / "model").glob("model.*.npz"))) as cluster):
+        assert local.files == cluster.files
+        for key in local.files:
+            np.testing.assert_array_equal(local[key], cluster[key], err_msg=key)
     summary = pd.read_csv(tmp_path / "images_cluster" / "summary.csv")
     assert list(summary["status"]) == ["done"] * len(new["table"])
     for name in summary["output"]:
