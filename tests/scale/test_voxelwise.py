@@ -24,8 +24,10 @@ def _outputs(out: Path, table, mask_path: Path) -> np.ndarray:
 
 
 def test_fit_matches_in_memory_combat_and_keeps_geometry(tmp_path: Path, monkeypatch) -> None:
-    # blocks of 7 voxels: the 60 voxels span 9 blocks, the last partial; 5 images per task
+    # blocks of 7 voxels: the 60 voxels span 9 blocks, the last partial; the main process
+    # streams per-voxel arrays 14 voxels at a time; 5 images per task
     monkeypatch.setattr(voxelwise, "_chunk_voxels", lambda n, V, limit: 7)
+    monkeypatch.setattr(voxelwise, "_STREAM_VOXELS", 14)
     monkeypatch.setattr(voxelwise, "_rows_per_task", lambda V: 5)
     s = make_stack(tmp_path / "data")
     out, model = tmp_path / "out", tmp_path / "model"

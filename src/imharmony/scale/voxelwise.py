@@ -534,7 +534,7 @@ def _moments_from_sums(work: _Work, paths: list[Path], codes: np.ndarray, C: np.
                                            solve)[0] | {"unusable": np.zeros(1, bool)}, J, q)
     out = zarr.create_array(store, shape=(probe.shape[0], n_voxels), chunks=(probe.shape[0],
                             chunk), dtype="float64", overwrite=True, compressors=None)
-    step = chunk * max(1, _STREAM_VOXELS // chunk)
+    step = _stream_voxels(chunk)
     exact = []
     for a in range(0, n_voxels, step):
         b = min(n_voxels, a + step)
@@ -584,6 +584,12 @@ def _exact_moments(paths: list[Path], mask_file: str, out: Any, voxels: np.ndarr
         out.set_orthogonal_selection((slice(None), cols), pack_moments(mom, J, C.shape[1]))
 
 
+def _stream_voxels(chunk: int) -> int:
+    """Voxels per block when the main process streams per-voxel arrays: a multiple of the
+    block of ``chunk`` voxels, about ``_STREAM_VOXELS``."""
+    return chunk * max(1, _STREAM_VOXELS // chunk)
+
+
 def _store_estimates(work: _Work, estimates: Any) -> None:
     """The per-voxel estimates in the work store, one row per stored chunk, so that the model
     file is streamed from them reading each row once."""
@@ -592,9 +598,11 @@ def _store_estimates(work: _Work, estimates: Any) -> None:
 
     if work.done("estimates"):
         return
+    step = _stream_voxels(estimates.chunks[1][0])
+    estimates = estimates.rechunk({1: step})  # blocks of 2^18 voxels, few files
     target = zarr.create_array(work.path("estimates.zarr"), shape=estimates.shape,
-                               chunks=(1, estimates.chunks[1][0]), dtype="float64",
-                               overwrite=True, compressors=None)
+                               chunks=(1, step), dtype="float64", overwrite=True,
+                               compressors=None)
     da.store(estimates, target, lock=False)  # a block covers whole chunks: one writer each
     work.mark("estimates")
 
@@ -619,15 +627,15 @@ def _save_model(path: Path, model: Any, estimates: str, info: dict[str, Any],
 
     est = zarr.open_array(estimates, mode="r")
     J, q = len(model.batches_), len(model.covariate_columns_)
-    V = est.shape[1]
+    V, step = est.shape[1], est.chunks[1]
     where = estimate_rows(J, q)
 
     def rows(name: str, a: int) -> np.ndarray:
-        return est[where[name], a : a + _STREAM_VOXELS]
+        return est[where[name], a : a + step]
 
     def blocks(name: str) -> Callable[[], Iterator[np.ndarray]]:
         def gen() -> Iterator[np.ndarray]:
-            for a in range(0, V, _STREAM_VOXELS):
+            for a in range(0, V, step):
                 if name == "adjusted":
                     yield rows("reason", a)[0] == 0
                 elif name in ("grand_mean", "var_pooled"):
@@ -637,7 +645,7 @@ def _save_model(path: Path, model: Any, estimates: str, info: dict[str, Any],
         return gen
 
     reasons: dict[str, str] = {}
-    for a in range(0, V, _STREAM_VOXELS):
+    for a in range(0, V, step):
         reason = rows("reason", a)[0].astype(np.int8)
         reasons.update({str(g): why for g, why in reasons_of(reason, offset=a).items()})
     shapes = {"grand_mean": (V,), "var_pooled": (V,), "beta": (q, V), "adjusted": (V,)}
