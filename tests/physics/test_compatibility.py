@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from _support import dicom
+from _support.acquisitions import ir, se
 from imharmony.errors import HarmonizationError
 from imharmony.io import read_table, write_table
 from imharmony.physics.compatibility import (
@@ -25,20 +26,9 @@ from imharmony.physics.compatibility import (
     require_harmonizable,
 )
 from imharmony.physics.mr import mr_weighting
-from imharmony.physics.protocol import scan_protocols
+from imharmony.protocols import scan_protocols
 
 MR_SMALL = pydicom.data.get_testdata_file("MR_small.dcm")
-
-
-def se(tr: float, te: float, **extra) -> dict:
-    """A spin-echo magnitude acquisition as a keyword dict."""
-    return {"ScanningSequence": "SE", "ImageType": ["ORIGINAL", "PRIMARY", "M", "ND"],
-            "RepetitionTime": tr, "EchoTime": te, **extra}
-
-
-def ir(tr: float, te: float, ti: float, scanning: str = "SE\\IR", **extra) -> dict:
-    return {"ScanningSequence": scanning, "RepetitionTime": tr, "EchoTime": te,
-            "InversionTime": ti, **extra}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 
 from _support import dicom
+from _support.acquisitions import ir, se
 from imharmony.errors import HarmonizationError
 from imharmony.physics.mr import (
     WEIGHTINGS,
@@ -28,17 +29,6 @@ from imharmony.physics.mr import (
 )
 
 MR_SMALL = pydicom.data.get_testdata_file("MR_small.dcm")
-
-
-def se(tr: float, te: float, **extra) -> dict:
-    """A spin-echo magnitude acquisition as a keyword dict."""
-    return {"ScanningSequence": "SE", "ImageType": ["ORIGINAL", "PRIMARY", "M", "ND"],
-            "RepetitionTime": tr, "EchoTime": te, **extra}
-
-
-def ir(tr: float, te: float, ti: float, scanning: str = "SE\\IR", **extra) -> dict:
-    return {"ScanningSequence": scanning, "RepetitionTime": tr, "EchoTime": te,
-            "InversionTime": ti, **extra}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -370,7 +360,6 @@ def test_dataset_and_dict_give_the_same_weighting(tr, te, ti, tesla) -> None:
         meta["InversionTime"] = float(f"{ti:.6g}")
     assert mr_weighting(ds) == mr_weighting(meta)
     assert mr_parameters(ds).field_strength_t == pytest.approx(tesla)
-
 
 
 def test_weighting_is_frozen() -> None:
