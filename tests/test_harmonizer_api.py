@@ -345,13 +345,14 @@ def _nyul(**params: Any) -> Contract:
     )
 
 
-# Not listed yet: CovBat, whose __init__ also stores ComBat's smooth_*/random_state (not its own
-# parameters) and whose model file keeps only what transform needs of the score fit (its priors
-# come back NaN, gamma_hat as gamma_star): three of these tests fail on it for those two causes.
 CONTRACTS: dict[str, Contract] = {
     "combat": _FEATURES,
     "combat-nonparametric-reference": Contract(
         lambda: ih.ComBat(nonparametric=True, reference_batch="B"), *astuple(_FEATURES)[1:]
+    ),
+    "covbat": Contract(lambda: ih.CovBat(n_components=3), *astuple(_FEATURES)[1:]),
+    "covbat-reference-no-standardize": Contract(
+        lambda: ih.CovBat(reference_batch="B", standardize_scores=False), *astuple(_FEATURES)[1:]
     ),
     "longitudinal-combat": Contract(
         lambda: ih.LongitudinalComBat(formula="age + sex"),

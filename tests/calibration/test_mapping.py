@@ -78,7 +78,7 @@ def test_combat_accepts_a_fitted_mapping_between_exactly_those_acquisitions() ->
 
 
 def test_anything_else_is_refused() -> None:
-    from imharmony.physics.mr import NotHarmonizableError
+    from imharmony.physics.compatibility import NotHarmonizableError
 
     X, site, acq, _ = cohort_with_two_contrasts()
     _, t1, t2 = paired(seed=3)

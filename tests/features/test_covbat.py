@@ -72,7 +72,7 @@ def test_save_load_round_trip_and_format(tmp_path: Path) -> None:
         ih.CovBat.load(combat_path)
     from imharmony._persist import _digest
 
-    doc["content"]["covbat"] = {"n_components": 4}  # a consistent-looking but edited file
+    doc["content"]["covbat"]["n_components"] = 4  # a consistent-looking but edited file
     doc["checksums"]["covbat"] = _digest(doc["content"]["covbat"])
     path.write_text(json.dumps(doc))
     with pytest.raises(ModelFileError, match="covbat_components"):

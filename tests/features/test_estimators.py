@@ -196,7 +196,7 @@ def test_confounding_is_checked_before_fitting() -> None:
 
 
 def test_acquisitions_that_measure_different_things_are_refused() -> None:
-    from imharmony.physics.mr import NotHarmonizableError
+    from imharmony.physics.compatibility import NotHarmonizableError
 
     X, _, site, _ = combat_cohort(seed=9)
     t1 = {"RepetitionTime": 500.0, "EchoTime": 12.0, "ScanningSequence": "SE"}

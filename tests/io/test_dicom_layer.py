@@ -155,6 +155,11 @@ def _tag(keyword: str, value: str):
     return edit
 
 
+def _null_in_character_set(path: Path) -> None:
+    _tag("SpecificCharacterSet", "ISO_IR 100")(path)
+    _patch(path, b"ISO_IR 100", b"ISO_IR\x00100")
+
+
 HOSTILE = {
     "implicit_syntax_on_explicit_data": (
         _implicit_syntax_on_explicit_data, "invalid_value",
@@ -168,6 +173,12 @@ HOSTILE = {
                         r"Rescale Intercept \(0028,1052\) is \[1e\+308\].*float32 range"),
     "spacing_1e308": (_tag("PixelSpacing", "1e308\\0.7"), None,
                       r"Pixel Spacing \(0028,0030\) is \[1e\+308, 0.7\].*float32 range"),
+    "undefined_value_representation": (  # Manufacturer (0008,0070) LO -> "LG"
+        lambda p: _patch(p, b"\x08\x00\x70\x00LO", b"\x08\x00\x70\x00LG"), "unreadable",
+        r"element \(0008,0070\) has the Value Representation 'LG', which DICOM does not define"),
+    "character_set_with_a_null": (  # the quick framing path gives dcmread's verdict too
+        _null_in_character_set, "unreadable",
+        r"header cannot be parsed \(ValueError: embedded null character\)"),
     "corrupt_spacing": (lambda p: _patch(p, b"0.8\\0.7", b"0.8\\a.7"), None,
                         r"Pixel Spacing \(0028,0030\) is .*not numbers"),
 }

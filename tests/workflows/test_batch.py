@@ -185,7 +185,7 @@ def test_manifest_errors(tmp_path: Path) -> None:
 
 
 def test_mr_metadata_is_checked_before_processing(tmp_path: Path) -> None:
-    from imharmony.physics.mr import NotHarmonizableError
+    from imharmony.physics.compatibility import NotHarmonizableError
 
     manifest = _make_dataset(tmp_path / "in")
     df = pd.read_csv(manifest)

@@ -139,5 +139,9 @@ def frame_header(
     file_meta = FileMetaDataset(raw(meta_elements, False))
     file_meta.set_original_encoding(False, True, "iso8859")
     ds = FileDataset(fileobj, raw(elements, implicit), buf[:128], file_meta, implicit, True)
-    ds.set_original_encoding(implicit, True, ds._character_set)
+    try:
+        charset = ds._character_set
+    except Exception:  # a damaged Specific Character Set: dcmread's verdict, through dcmread
+        return None
+    ds.set_original_encoding(implicit, True, charset)
     return ds, (end if stop is not None else None)

@@ -5,7 +5,8 @@
 is a usable DICOM image header, and why not. A file is accepted when
 
 * it starts with the 128-byte preamble and ``DICM``, or, without them, with a group 0002 or
-  0008 element (files written by old software, which pydicom reads with ``force=True``);
+  0008 element, little endian or explicit VR big endian (files written by old software, which
+  pydicom reads with ``force=True``);
 * its header parses completely (not cut, sequences nested at most ``max_depth`` deep, no
   element longer than the file), and its Transfer Syntax UID (0002,0010) is known and agrees
   with how the data set is actually encoded (implicit / explicit VR);
@@ -185,20 +186,30 @@ class Header:
 
 
 def _looks_like_raw_dicom(head: bytes) -> bool:
-    """A preamble-less DICOM file starts with a group 0002 or 0008 element (little endian)."""
+    """A preamble-less DICOM file starts with a group 0002 or 0008 element: little endian, or
+    big endian with an explicit VR (the file meta group, when present, is always little endian,
+    so a big-endian data set without it starts with group 0008)."""
     if len(head) < 8:
         return False
     group, element = struct.unpack("<HH", head[:4])
-    return group in (0x0002, 0x0008) and element < 0x0100
+    if group in (0x0002, 0x0008) and element < 0x0100:
+        return True
+    group, element = struct.unpack(">HH", head[:4])
+    return group == 0x0008 and element < 0x0100 and head[4:6].isalpha() and head[4:6].isupper()
 
 
-def _check_depth(ds: Any, max_depth: int) -> str | None:
-    """Walk every sequence iteratively; the offending tag when nesting exceeds ``max_depth``.
+def _check_structure(ds: Any, max_depth: int) -> tuple[str, str] | None:
+    """Walk every element and sequence iteratively; (reason, detail) of the first structural
+    fault: a sequence nested more than ``max_depth`` deep, or an element whose explicit Value
+    Representation is none that DICOM defines (PS3.5 6.2). pydicom reads such an element with a
+    guessed 2-byte length and cannot decode its value; the elements after it may be misframed,
+    so the file is damaged for every reader alike.
 
     Only sequence elements are converted (pydicom keeps the others raw until they are used),
     which keeps the walk cheap on headers with hundreds of elements.
     """
     from pydicom.datadict import dictionary_VR
+    from pydicom.valuerep import STANDARD_VR
 
     stack: list[tuple[Any, int]] = [(ds, 0)]
     while stack:
@@ -210,10 +221,20 @@ def _check_depth(ds: Any, max_depth: int) -> str | None:
                     vr = dictionary_VR(raw.tag)
                 except KeyError:
                     continue
+            elif vr not in STANDARD_VR and len(vr) == 2:  # ambiguous VRs ("US or SS") are not
+                shown = vr if vr.isprintable() else vr.encode("latin-1", "replace").hex(" ")
+                return "unreadable", (
+                    f"damaged DICOM file: element {raw.tag} has the Value Representation "
+                    f"{shown!r}, which DICOM does not define; its value cannot be decoded and "
+                    "the elements after it cannot be framed with confidence. Replace or remove "
+                    "the file."
+                )
             if vr != "SQ":
                 continue
             if depth + 1 > max_depth:
-                return f"sequence {raw.tag} is nested more than {max_depth} levels deep"
+                return "too_deeply_nested", (
+                    f"sequence {raw.tag} is nested more than {max_depth} levels deep"
+                )
             elem = dataset[raw.tag]
             if elem.VR == "SQ" and elem.value:
                 stack.extend((item, depth + 1) for item in elem.value)
@@ -379,17 +400,17 @@ def _read(
         if cut is None and pixel_start > size:
             cut = f"an element announces {pixel_start - size} bytes more than the file holds"
     try:
-        deep = _check_depth(ds, max_depth)
+        fault = _check_structure(ds, max_depth)
     except RecursionError:
-        deep = "sequences nested too deeply for the parser"
+        fault = "too_deeply_nested", "sequences nested too deeply for the parser"
     except Exception as exc:
         raise reject(
             "unreadable",
             f"damaged DICOM file, a sequence cannot be parsed ({type(exc).__name__}: "
             f"{brief(exc)})",
         ) from None
-    if deep:
-        raise reject("too_deeply_nested", deep)
+    if fault:
+        raise reject(*fault)
     eof = next(
         (
             str(w.message)

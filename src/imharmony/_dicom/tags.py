@@ -24,6 +24,7 @@ from typing import Any
 
 from pydicom.datadict import dictionary_description, dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
+from pydicom.errors import BytesLengthException
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
@@ -147,6 +148,8 @@ def _decode_raw(ds: Any, elem: Any, vr: str) -> Any:
         return raw.decode("latin-1").rstrip(" \x00") or None
     if vr in _MULTI_TEXT_VRS:
         parts = [part.strip(" \x00") for part in raw.decode("latin-1").split("\\")]
+        if vr == "PN":  # empty trailing component groups are dropped: "Doe^John=" is "Doe^John"
+            parts = [part.rstrip("=").rstrip(" ") for part in parts]
         if len(parts) == 1:
             return parts[0] or None
         return parts
@@ -186,7 +189,7 @@ def plain_value(ds: Any, keyword: str) -> Any:
                 return value
     try:
         value = ds[tag].value
-    except (ValueError, TypeError, OverflowError, LookupError):
+    except (ValueError, TypeError, OverflowError, LookupError, BytesLengthException):
         raw = ds.get_item(tag).value
         return None if not raw or (isinstance(raw, bytes) and not raw.strip(b" \x00")) else raw
     if value is None or value == "" or isinstance(value, bytes):
@@ -319,19 +322,32 @@ def element_value(ds: Any, tag: int) -> Any:
 
 
 def as_text(value: Any) -> str | None:
-    """A header value as one stripped string, several values joined by a backslash; None when
-    absent or empty (bytes are read as ISO 8859-1)."""
+    r"""A header value as one stripped string, several values joined by a backslash; None when
+    absent or empty (bytes are read as ISO 8859-1).
+
+    Only lists, tuples and pydicom's ``MultiValue`` are several values: other iterables, such as
+    a ``PersonName`` (which iterates over its characters), are one value, read as ``str()``.
+
+    >>> from pydicom.valuerep import PersonName
+    >>> as_text(PersonName("Doe^John ")), as_text(["ORIGINAL", "PRIMARY "]), as_text(b" 1.5 ")
+    ('Doe^John', 'ORIGINAL\\PRIMARY', '1.5')
+    """
     if value is None:
         return None
     if isinstance(value, bytes):
         value = value.decode("latin-1")
     if isinstance(value, str):
-        text = value.strip(" \x00\t\r\n\f\v")
-    elif isinstance(value, Iterable):
-        text = "\\".join(str(v).strip() for v in value)
+        text = value.strip(_BLANKS)
+    elif isinstance(value, list | tuple | MultiValue):
+        text = "\\".join(str(v).strip(_BLANKS) for v in value)
     else:
-        text = str(value).strip()
+        text = str(value).strip(_BLANKS)
     return text or None
+
+
+#: What :func:`as_text` strips: padding and ASCII white space (not a no-break space, which is
+#: text in ISO 8859-1).
+_BLANKS = " \x00\t\r\n\f\v"
 
 
 def as_float(value: Any, default: float | None = None) -> float | None:

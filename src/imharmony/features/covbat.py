@@ -22,7 +22,7 @@ from scipy import linalg
 
 from ..errors import DataError, HarmonizationError, ModelFileError
 from .combat import CombatFit, apply_combat, fit_combat, missing_columns
-from .estimators import ComBat, _check_shapes, _require_complete
+from .estimators import _ARRAYS, ComBat, _check_shapes, _require_complete, fit_array_specs
 
 __all__ = ["CovBat"]
 
@@ -31,7 +31,6 @@ logger = logging.getLogger(__name__)
 FORMAT = "imharmony.covbat"
 
 #: Arrays of the score-step ComBat that :meth:`CovBat.save` keeps (prefixed ``score_``).
-_SCORE_ARRAYS = ("batch_sizes", "grand_mean", "var_pooled", "gamma_star", "delta_star", "adjusted")
 
 
 class CovBat(ComBat):
@@ -97,6 +96,16 @@ class CovBat(ComBat):
     """
 
     _model_format: ClassVar[str] = FORMAT
+    # 3: the whole score fit is saved (priors, hat estimates, iterations), so that a loaded model
+    # equals the fitted one; version 2 files (ComBat's envelope, partial score fit) are re-fitted
+    _model_version: ClassVar[int] = 3
+    # ComBat's smooth (GAM) terms are not CovBat parameters: the PCA step needs a linear model.
+    smooth: ClassVar[None] = None
+    smooth_penalty: ClassVar[str] = "cv"
+    smooth_df: ClassVar[int] = 10
+    smooth_degree: ClassVar[int] = 3
+    smooth_bounds: ClassVar[None] = None
+    random_state: ClassVar[None] = None
 
     def __init__(
         self,
@@ -110,14 +119,14 @@ class CovBat(ComBat):
         tol: float = 1e-4,
         max_iter: int = 1000,
     ) -> None:
-        super().__init__(
-            nonparametric=nonparametric,
-            mean_only=mean_only,
-            reference_batch=reference_batch,
-            eb=eb,
-            tol=tol,
-            max_iter=max_iter,
-        )
+        # only CovBat's own parameters (the scikit-learn contract); ComBat's GAM parameters stay
+        # at their class-level defaults below
+        self.nonparametric = nonparametric
+        self.mean_only = mean_only
+        self.reference_batch = reference_batch
+        self.eb = eb
+        self.tol = tol
+        self.max_iter = max_iter
         self.percent_var = percent_var
         self.n_components = n_components
         self.standardize_scores = standardize_scores
@@ -233,30 +242,39 @@ class CovBat(ComBat):
             "covbat_components": self.components_,
             "covbat_explained_variance_ratio": self.explained_variance_ratio_,
         }
-        for k in _SCORE_ARRAYS:
+        for k in _ARRAYS:  # the whole score fit, so that a loaded model equals the fitted one
             arrays[f"covbat_score_{k}"] = np.asarray(getattr(self.score_fit_, k))
-        return arrays, {"covbat": {"n_components": int(self.n_components_)}}
+        reasons = {str(k): v for k, v in self.score_fit_.reasons.items()}
+        return arrays, {"covbat": {"n_components": int(self.n_components_),
+                                   "score_reasons": reasons}}
 
     def _restore_extra_state(
         self, arrays: dict[str, np.ndarray], doc: dict[str, Any], path: Path
     ) -> None:
         try:
             k = int(doc["covbat"]["n_components"])
+            reasons = {int(i): str(v) for i, v in doc["covbat"]["score_reasons"].items()}
             G, J = int(doc["n_features"]), len(doc["batches"])
+            if not 1 <= k <= G or not all(0 <= i < k for i in reasons):
+                raise ValueError(f"n_components {k} and score_reasons for {G} features")
             expected = {
                 "covbat_center": (G,),
                 "covbat_scale": (G,),
                 "covbat_components": (k, G),
                 "covbat_explained_variance_ratio": (k,),
-                "covbat_score_batch_sizes": (J,),
-                "covbat_score_grand_mean": (k,),
-                "covbat_score_var_pooled": (k,),
-                "covbat_score_gamma_star": (J, k),
-                "covbat_score_delta_star": (J, k),
-                "covbat_score_adjusted": (k,),
             }
+            score_specs = fit_array_specs(J, k, 0)  # the score fit: k features, no covariates
+            expected.update({f"covbat_score_{n}": spec.shape for n, spec in score_specs.items()})
             _check_shapes(path, arrays, expected)
-        except (KeyError, TypeError, ValueError) as exc:
+            for n, spec in score_specs.items():
+                dtype = arrays[f"covbat_score_{n}"].dtype
+                if dtype.kind not in spec.kinds:
+                    raise ValueError(f"covbat_score_{n} of dtype {dtype}")
+            for n in ("covbat_center", "covbat_scale", "covbat_components",
+                      "covbat_explained_variance_ratio"):
+                if arrays[n].dtype.kind != "f":
+                    raise ValueError(f"{n} of dtype {arrays[n].dtype}")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelFileError(
                 f"{path}: corrupted CovBat model ({type(exc).__name__}: {exc})."
             ) from exc
@@ -265,17 +283,6 @@ class CovBat(ComBat):
         self.components_ = arrays["covbat_components"]
         self.explained_variance_ratio_ = arrays["covbat_explained_variance_ratio"]
         self.n_components_ = k
-        score = {name: arrays[f"covbat_score_{name}"] for name in _SCORE_ARRAYS}
-        empty = np.full(J, np.nan)
         self.score_fit_ = CombatFit(
-            **score,
-            beta=np.zeros((0, k)),
-            gamma_hat=score["gamma_star"],
-            delta_hat=score["delta_star"],
-            gamma_bar=empty,
-            tau2=empty,
-            a_prior=empty,
-            b_prior=empty,
-            n_iter=np.zeros(J, dtype=int),
-            converged=np.ones(J, dtype=bool),
+            **{n: arrays[f"covbat_score_{n}"] for n in _ARRAYS}, reasons=reasons
         )

@@ -74,6 +74,20 @@ _ARRAYS = (
 )
 
 
+def fit_array_specs(n_batches: int, n_features: int, n_covariates: int) -> dict[str, ArraySpec]:
+    """Shape and dtype kinds of every array of a :class:`CombatFit` (:data:`_ARRAYS`), as a model
+    file must hold them: J batches, G features, q encoded covariate columns."""
+    J, G, q = n_batches, n_features, n_covariates
+    shapes = {
+        "batch_sizes": ((J,), "iu"), "grand_mean": ((G,), "f"), "var_pooled": ((G,), "f"),
+        "beta": ((q, G), "f"), "gamma_hat": ((J, G), "f"), "delta_hat": ((J, G), "f"),
+        "gamma_star": ((J, G), "f"), "delta_star": ((J, G), "f"), "gamma_bar": ((J,), "f"),
+        "tau2": ((J,), "f"), "a_prior": ((J,), "f"), "b_prior": ((J,), "f"),
+        "adjusted": ((G,), "b"), "n_iter": ((J,), "iu"), "converged": ((J,), "b"),
+    }
+    return {k: ArraySpec(*shapes[k]) for k in _ARRAYS}
+
+
 # ------------------------------------------------------------------------------------------------
 # input handling
 
@@ -1120,15 +1134,7 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
                   isinstance(v, dict) and all(isinstance(t, str) for t in v.values())
                   and (not idx_ok or all(k.isdigit() and int(k) < G for k in v)),
                   "an object of str" + (" keyed by feature index" if idx_ok else ""))
-        q = len(_SmoothEncoder(spec).columns)
-        shapes = {
-            "batch_sizes": ((J,), "iu"), "grand_mean": ((G,), "f"), "var_pooled": ((G,), "f"),
-            "beta": ((q, G), "f"), "gamma_hat": ((J, G), "f"), "delta_hat": ((J, G), "f"),
-            "gamma_star": ((J, G), "f"), "delta_star": ((J, G), "f"), "gamma_bar": ((J,), "f"),
-            "tau2": ((J,), "f"), "a_prior": ((J,), "f"), "b_prior": ((J,), "f"),
-            "adjusted": ((G,), "b"), "n_iter": ((J,), "iu"), "converged": ((J,), "b"),
-        }
-        specs = {k: ArraySpec(*shapes[k]) for k in _ARRAYS}
+        specs = fit_array_specs(J, G, len(_SmoothEncoder(spec).columns))
         n_smooth = sum(s["kind"] == "smooth" for s in spec)
         if n_smooth:
             specs["smooth_penalty"] = ArraySpec((G, n_smooth), "f")
