@@ -622,7 +622,7 @@ def _save_model(path: Path, model: Any, estimates: str, info: dict[str, Any],
     import zarr
 
     from ..features.combat import reasons_of
-    from ..features.estimators import _label_key
+    from ..features.estimators import _label_key, fit_array_specs
     from .combat import estimate_rows
 
     est = zarr.open_array(estimates, mode="r")
@@ -648,10 +648,10 @@ def _save_model(path: Path, model: Any, estimates: str, info: dict[str, Any],
     for a in range(0, V, step):
         reason = rows("reason", a)[0].astype(np.int8)
         reasons.update({str(g): why for g, why in reasons_of(reason, offset=a).items()})
-    shapes = {"grand_mean": (V,), "var_pooled": (V,), "beta": (q, V), "adjusted": (V,)}
+    specs = fit_array_specs(J, V, q)
     arrays: dict[str, Any] = {
-        name: _persist.ColumnBlocks(shapes.get(name, (J, V)),
-                                    bool if name == "adjusted" else np.float64, blocks(name))
+        name: _persist.ColumnBlocks(specs[name].shape,
+                                    bool if specs[name].kinds == "b" else np.float64, blocks(name))
         for name in _PER_VOXEL
     }
     arrays.update({k: np.asarray(info[k]) for k in ("batch_sizes", "gamma_bar", "tau2",
