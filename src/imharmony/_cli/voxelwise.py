@@ -23,8 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="voxel-wise ComBat of image stacks (out of core, local or on a Dask cluster)",
         description=(
             "Harmonize every voxel inside a mask across the images of a manifest (column "
-            "'image': NIfTI paths relative to the manifest). Images are read once into an "
-            "on-disk Zarr store; an interrupted run resumes when started again."
+            "'image': NIfTI paths relative to the manifest). fit reads each image into its "
+            "site's per-voxel sums on disk, then again to write its output; an interrupted run "
+            "resumes when started again."
         ),
     )
     vsub = p.add_subparsers(dest="voxelwise_command", metavar="{fit,apply}", required=True)

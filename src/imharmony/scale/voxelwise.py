@@ -426,7 +426,7 @@ def _submit(client: Any, work: _Work, func: Callable[..., int], stage: str,
         finished -= len(rows)
         jobs.append((*args, [work.path(f"done/{stage}-{i}") for i in rows]))
     if finished:
-        logger.info("resuming: %d of %d images already %s", finished, total, "written")
+        logger.info("resuming: %d of %d images already written", finished, total)
     if progress is not None:
         progress(stage, finished, total)
     futures = [client.submit(func, *job, pure=False) for job in jobs]
