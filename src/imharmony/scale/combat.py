@@ -74,7 +74,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: First horizon of the parametric EB trace (grown x4 while a batch has not stopped).
-_HORIZON = 16
+_HORIZON = 8
 
 
 def is_dask_array(X: Any) -> bool:

@@ -238,7 +238,11 @@ class _Work:
     def drop(self, *names: str) -> None:
         """Remove stores no later step reads (few, large files: cheap)."""
         for name in names:
-            shutil.rmtree(self.root / name, ignore_errors=True)
+            path = self.root / name
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
     def mask(self, mask: np.ndarray) -> str:
         """The mask as ``mask.npy`` (what every task reads), written once per run."""
@@ -590,21 +594,48 @@ def _stream_voxels(chunk: int) -> int:
     return chunk * max(1, _STREAM_VOXELS // chunk)
 
 
-def _store_estimates(work: _Work, estimates: Any) -> None:
-    """The per-voxel estimates in the work store, one row per stored chunk, so that the model
-    file is streamed from them reading each row once."""
-    import dask.array as da
-    import zarr
+def _store_estimates(work: _Work, estimates: Any) -> str:
+    """The per-voxel estimates in the work store as one ``.npy`` file (rows x voxels, each row
+    contiguous), so that the model file is streamed from it reading each row once. Every block
+    of the estimates is one task that writes its columns of each row in place (no rechunking,
+    no copy through the main process)."""
+    import dask
 
+    path = work.path("estimates.npy")
     if work.done("estimates"):
-        return
-    step = _stream_voxels(estimates.chunks[1][0])
-    estimates = estimates.rechunk({1: step})  # blocks of 2^18 voxels, few files
-    target = zarr.create_array(work.path("estimates.zarr"), shape=estimates.shape,
-                               chunks=(1, step), dtype="float64", overwrite=True,
-                               compressors=None)
-    da.store(estimates, target, lock=False)  # a block covers whole chunks: one writer each
+        return path
+    R, V = estimates.shape
+    target = np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=(R, V))
+    offset = int(target.offset)  # the header's length: the file is sized, nothing is mapped
+    del target
+    starts = np.cumsum((0, *estimates.chunks[1][:-1])).tolist()
+    write = dask.delayed(_write_columns, pure=False)
+    dask.compute(*[write(block, path, offset, V, a)
+                   for block, a in zip(estimates.to_delayed().ravel(), starts, strict=True)])
     work.mark("estimates")
+    return path
+
+
+def _write_columns(block: np.ndarray, path: str, offset: int, n_columns: int,
+                   start: int) -> None:
+    """Task: write a block of columns of a float64 C-ordered ``.npy`` file (``offset`` bytes of
+    header, ``n_columns`` columns) in place, from column ``start``."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        for r, row in enumerate(np.asarray(block, dtype=np.float64)):
+            os.pwrite(fd, np.ascontiguousarray(row).tobytes(),
+                      offset + (r * n_columns + start) * 8)
+    finally:
+        os.close(fd)
+
+
+def _columns_of(path: str, rows: slice, a: int, b: int) -> np.ndarray:
+    """Rows ``rows``, columns a:b of a saved 2-D array (mapped only while they are copied:
+    mapped pages count as resident memory)."""
+    arr = np.load(path, mmap_mode="r")
+    out = np.array(arr[rows, a:b])
+    del arr
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -619,19 +650,16 @@ def _save_model(path: Path, model: Any, estimates: str, info: dict[str, Any],
                 content: dict[str, Any], mask: np.ndarray) -> None:
     """Write the model: ComBat's fields and arrays (per-voxel ones streamed from the estimates
     store block by block), the mask and the voxel-wise fields."""
-    import zarr
-
     from ..features.combat import reasons_of
     from ..features.estimators import _label_key, fit_array_specs
     from .combat import estimate_rows
 
-    est = zarr.open_array(estimates, mode="r")
     J, q = len(model.batches_), len(model.covariate_columns_)
-    V, step = est.shape[1], est.chunks[1]
+    V, step = int(np.load(estimates, mmap_mode="r").shape[1]), _STREAM_VOXELS
     where = estimate_rows(J, q)
 
     def rows(name: str, a: int) -> np.ndarray:
-        return est[where[name], a : a + step]
+        return _columns_of(estimates, where[name], a, min(V, a + step))
 
     def blocks(name: str) -> Callable[[], Iterator[np.ndarray]]:
         def gen() -> Iterator[np.ndarray]:
@@ -869,7 +897,7 @@ def fit_voxelwise(
                                               mean_only=mean_only, ref=ref, tol=float(model.tol),
                                               max_iter=int(model.max_iter))
             with _timed("estimates"):
-                _store_estimates(work, estimates)
+                stored = _store_estimates(work, estimates)
             content = {
                 "batch_column": batch, "covariate_columns": list(covariates),
                 "shape": list(mask_arr.shape), "affine": affine.tolist(),
@@ -877,10 +905,10 @@ def fit_voxelwise(
                          "n_adjusted": int(info["n_adjusted"])},
             }
             with _timed("model file"):
-                _save_model(model_file, model, work.path("estimates.zarr"), info, content,
+                _save_model(model_file, model, stored, info, content,
                             mask_arr)
             work.mark("model")
-            work.drop("moments.zarr", "estimates.zarr")
+            work.drop("moments.zarr", "estimates.npy")
             if progress is not None:
                 progress("fit", 1, 1)
         release_memory()
