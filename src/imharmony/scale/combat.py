@@ -64,6 +64,7 @@ from ..features.combat import (
 __all__ = [
     "apply_dask",
     "estimate_rows",
+    "first_pass",
     "fit_dask",
     "fit_moments",
     "is_dask_array",
@@ -285,6 +286,20 @@ def pack_moments(mom: dict[str, np.ndarray], n_batches: int, n_covariates: int) 
     return _pack(mom, _moment_rows(n_batches, n_covariates), mom["Bb"].shape[1])
 
 
+def first_pass(block: np.ndarray, batch_sizes: np.ndarray, n_covariates: int, *,
+               mean_only: bool = False, ref: int | None = None) -> tuple[bool, np.ndarray]:
+    """The first pass of :func:`fit_moments` over one block of :func:`pack_moments`: whether the
+    block has a usable feature with a missing value, and its first prior sums.
+
+    A caller that makes the blocks of the moments itself can compute this where it holds each
+    block and give the results, in block order, to ``fit_moments(..., first_passes=...)``: one pass
+    over the stored moments fewer.
+    """
+    counts = np.asarray(batch_sizes)
+    std = {"ref": ref, "mean_only": mean_only, "has_nan": False}
+    return _first_block(block, counts.shape[0], int(n_covariates), counts, std)
+
+
 def fit_moments(
     mom: Any,
     codes: np.ndarray,
@@ -296,11 +311,14 @@ def fit_moments(
     ref: int | None = None,
     tol: float = 1e-4,
     max_iter: int = 1000,
+    first_passes: list[tuple[bool, np.ndarray]] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """The second half of :func:`fit_dask`: ComBat from per-feature moments.
 
     ``mom`` is a Dask array of blocks of :func:`pack_moments` (read several times: keep it
-    stored or persisted); the other parameters and the result are those of :func:`fit_dask`.
+    stored or persisted); ``first_passes``, optional, the :func:`first_pass` of each of its
+    blocks in order (with the same ``mean_only`` and ``ref``), spares the first pass over them.
+    The other parameters and the result are those of :func:`fit_dask`.
     """
     import dask
     import dask.array as da
@@ -316,7 +334,10 @@ def fit_moments(
                                      for b in blocks]))
         first = None
     else:  # one pass for the missing-value flag and the first prior sums
-        passes = dask.compute(*[call(_first_block)(b, J, q, counts, std) for b in blocks])
+        passes = first_passes if first_passes is not None else dask.compute(
+            *[call(_first_block)(b, J, q, counts, std) for b in blocks])
+        if len(passes) != len(blocks):
+            raise ValueError(f"first_passes: {len(passes)} results for {len(blocks)} blocks")
         has_nan = any(flag for flag, _ in passes)
         first = None if has_nan else np.sum([sums for _, sums in passes], axis=0)
     std["has_nan"] = has_nan

@@ -492,26 +492,34 @@ def _chains(client: Any, work: _Work, paths: list[Path], codes: np.ndarray, C: n
 
 
 def _moments(client: Any, work: _Work, paths: list[Path], codes: np.ndarray, C: np.ndarray,
-             mask_file: str, n_voxels: int, chunk: int, progress: Progress | None) -> Any:
+             mask_file: str, n_voxels: int, chunk: int, fit: dict[str, Any],
+             progress: Progress | None) -> tuple[Any, list[tuple[bool, np.ndarray]] | None]:
     """The per-voxel moments (:func:`~imharmony.scale.combat.pack_moments`) in the work store,
     from the sites' shifted sums (:func:`~imharmony.features.combat.moments_from_sums`). The
     voxels the sums cannot serve (a missing or infinite value, or a sum of squares that lost
     its digits) get the in-memory :func:`~imharmony.features.combat.chunk_moments` of their
-    values read again from the images. Returns the moments as a Dask array."""
+    values read again from the images. Returns the moments as a Dask array and, when they were
+    made in this run, the :func:`~imharmony.scale.combat.first_pass` of each of its blocks
+    (``fit``: its ``mean_only`` and ``ref``)."""
     import dask.array as da
 
     if work.done("moments"):
         if progress is not None:
             progress("read", len(paths), len(paths))
-        return da.from_zarr(work.path("moments.zarr"))
+        return da.from_zarr(work.path("moments.zarr")), None
     with _timed("reading the images into per-site sums"):
         _chains(client, work, paths, codes, C, mask_file, n_voxels, progress)
     with _timed("per-voxel moments from the sums"):
-        return _moments_from_sums(work, paths, codes, C, mask_file, n_voxels, chunk)
+        return _moments_from_sums(work, paths, codes, C, mask_file, n_voxels, chunk, fit)
 
 
 def _moments_from_sums(work: _Work, paths: list[Path], codes: np.ndarray, C: np.ndarray,
-                       mask_file: str, n_voxels: int, chunk: int) -> Any:
+                       mask_file: str, n_voxels: int, chunk: int, fit: dict[str, Any],
+                       ) -> tuple[Any, list[tuple[bool, np.ndarray]] | None]:
+    """One task per stored block of ``chunk`` voxels (:func:`_moments_block`); then the voxels
+    the sums cannot serve, by :func:`_exact_moments` (their first passes are then left to
+    :func:`~imharmony.scale.combat.fit_moments`)."""
+    import dask
     import dask.array as da
     import zarr
 
@@ -521,44 +529,60 @@ def _moments_from_sums(work: _Work, paths: list[Path], codes: np.ndarray, C: np.
     store = work.path("moments.zarr")
     J, q = int(codes.max()) + 1, C.shape[1]
     batch_rows = [np.flatnonzero(codes == j) for j in range(J)]
-    solve = design_solver(codes, J, C)
-
-    def columns(name: str, a: int, b: int) -> np.ndarray:
-        """Columns a:b of the saved arrays ``name-{site}.npy`` of every site (mapped only while
-        they are copied: mapped pages count as resident memory)."""
-        parts = []
-        for j in range(J):
-            arr = np.load(work.path(f"{name}-{j}.npy"), mmap_mode="r")
-            parts.append(np.array(arr[:, a:b]))
-            del arr
-        return np.stack(parts)
-
-    probe = pack_moments(moments_from_sums(np.zeros((J, 1)), np.zeros((J, 1)),
-                                           np.zeros((J, q, 1)), np.zeros(1), batch_rows, C,
-                                           solve)[0] | {"unusable": np.zeros(1, bool)}, J, q)
+    probe = moments_from_sums(np.zeros((J, 1)), np.zeros((J, 1)), np.zeros((J, q, 1)),
+                              np.zeros(1), batch_rows, C, design_solver(codes, J, C))[0]
+    probe = pack_moments(probe | {"unusable": np.zeros(1, bool)}, J, q)
     out = zarr.create_array(store, shape=(probe.shape[0], n_voxels), chunks=(probe.shape[0],
                             chunk), dtype="float64", overwrite=True, compressors=None)
-    step = _stream_voxels(chunk)
-    exact = []
-    for a in range(0, n_voxels, step):
-        b = min(n_voxels, a + step)
-        s = columns("sums", a, b)  # (J, 2 + q, G)
-        K = np.load(work.path("shift.npy"), mmap_mode="r")
-        with np.errstate(invalid="ignore", over="ignore"):
-            mom, lossy, candidates = moments_from_sums(
-                s[:, 0], s[:, 1], s[:, 2:], np.asarray(K[a:b], dtype=np.float64), batch_rows,
-                C, solve)
-        del K
-        extremes = columns("range", a, b)
-        mom["constant"] = candidates & (extremes[:, 0] == extremes[:, 1])
-        mom["unusable"] = np.zeros(b - a, dtype=bool)
-        out[:, a:b] = pack_moments(mom, J, q)
-        exact.append(a + np.flatnonzero(lossy | ~np.isfinite(s[:, :2]).all(axis=(0, 1))))
-    voxels = np.concatenate(exact)
+    task = dask.delayed(_moments_block, pure=False)
+    results = dask.compute(*[task(str(work.root), store, a, min(n_voxels, a + chunk), codes, C,
+                                  fit) for a in range(0, n_voxels, chunk)])
+    voxels = np.concatenate([exact for exact, _ in results])
+    first: list[tuple[bool, np.ndarray]] | None = [passed for _, passed in results]
     if voxels.size:
         _exact_moments(paths, mask_file, out, voxels, codes, C)
+        first = None  # the blocks holding those voxels changed
     work.mark("moments")
-    return da.from_zarr(store)
+    return da.from_zarr(store), first
+
+
+def _site_columns(root: str, name: str, n_sites: int, a: int, b: int) -> np.ndarray:
+    """Columns a:b of the saved arrays ``name-{site}.npy`` of every site (mapped only while
+    they are copied: mapped pages count as resident memory)."""
+    parts = []
+    for j in range(n_sites):
+        arr = np.load(os.path.join(root, f"{name}-{j}.npy"), mmap_mode="r")
+        parts.append(np.array(arr[:, a:b]))
+        del arr
+    return np.stack(parts)
+
+
+def _moments_block(root: str, store: str, a: int, b: int, codes: np.ndarray, C: np.ndarray,
+                   fit: dict[str, Any]) -> tuple[np.ndarray, tuple[bool, np.ndarray]]:
+    """Task: the moments of voxels a:b from the sites' sums, written into their block of the
+    moments store; returns the voxels the sums cannot serve and the block's
+    :func:`~imharmony.scale.combat.first_pass`."""
+    import zarr
+
+    from ..features.combat import design_solver, moments_from_sums
+    from .combat import first_pass, pack_moments
+
+    J, q = int(codes.max()) + 1, C.shape[1]
+    s = _site_columns(root, "sums", J, a, b)  # (J, 2 + q, G)
+    K = np.load(os.path.join(root, "shift.npy"), mmap_mode="r")
+    shift = np.asarray(K[a:b], dtype=np.float64)
+    del K
+    with np.errstate(invalid="ignore", over="ignore"):
+        mom, lossy, candidates = moments_from_sums(
+            s[:, 0], s[:, 1], s[:, 2:], shift, [np.flatnonzero(codes == j) for j in range(J)],
+            C, design_solver(codes, J, C))
+    extremes = _site_columns(root, "range", J, a, b)
+    mom["constant"] = candidates & (extremes[:, 0] == extremes[:, 1])
+    mom["unusable"] = np.zeros(b - a, dtype=bool)
+    block = pack_moments(mom, J, q)
+    zarr.open_array(store, mode="r+")[:, a:b] = block  # one whole chunk: one writer
+    exact = a + np.flatnonzero(lossy | ~np.isfinite(s[:, :2]).all(axis=(0, 1)))
+    return exact, first_pass(block, np.bincount(codes, minlength=J), q, **fit)
 
 
 def _exact_moments(paths: list[Path], mask_file: str, out: Any, voxels: np.ndarray,
@@ -586,12 +610,6 @@ def _exact_moments(paths: list[Path], mask_file: str, out: Any, voxels: np.ndarr
             )
         mom = chunk_moments(x.astype(np.float64), codes, J, C)
         out.set_orthogonal_selection((slice(None), cols), pack_moments(mom, J, C.shape[1]))
-
-
-def _stream_voxels(chunk: int) -> int:
-    """Voxels per block when the main process streams per-voxel arrays: a multiple of the
-    block of ``chunk`` voxels, about ``_STREAM_VOXELS``."""
-    return chunk * max(1, _STREAM_VOXELS // chunk)
 
 
 def _store_estimates(work: _Work, estimates: Any) -> str:
@@ -887,7 +905,9 @@ def fit_voxelwise(
                 progress("read", n, n)
                 progress("fit", 1, 1)
         else:
-            mom = _moments(client, work, paths, codes, C, mask_file, V, chunk, progress)
+            fit = {"mean_only": mean_only, "ref": ref}
+            mom, first = _moments(client, work, paths, codes, C, mask_file, V, chunk, fit,
+                                  progress)
             release_memory()
             if progress is not None:
                 progress("fit", 0, 1)
@@ -895,7 +915,8 @@ def fit_voxelwise(
                 estimates, info = fit_moments(mom, codes, len(levels), C.shape[1],
                                               method="parametric" if eb else "none",
                                               mean_only=mean_only, ref=ref, tol=float(model.tol),
-                                              max_iter=int(model.max_iter))
+                                              max_iter=int(model.max_iter),
+                                              first_passes=first)
             with _timed("estimates"):
                 stored = _store_estimates(work, estimates)
             content = {
