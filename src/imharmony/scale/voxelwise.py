@@ -30,12 +30,14 @@ Files
     :class:`imharmony.ComBat` model file, per-voxel arrays in Fortran order), the mask, the grid
     and the manifest columns used. Checksummed, type-checked when loaded and replaced as a whole.
 ``OUTPUT_DIR/.imharmony-voxelwise/``
-    The work store: each site's sums (``.npy``), the per-voxel moments and estimates and the
-    per-site coefficients (Zarr, uncompressed: measured data do not compress enough to pay for
-    the time), and one marker per finished step or image. A run that is interrupted resumes from
-    the markers when started again with the same inputs (the images of a site whose sums were
-    not finished are read again); a run with other inputs starts afresh. The moments and
-    estimates are removed once the model is saved, the rest when the run completes.
+    The work store: each site's sums (``.npy``), the per-voxel moments (Zarr, uncompressed:
+    measured data do not compress enough to pay for the time) and estimates (``.npy``), and one
+    marker per finished step or image. A run that is interrupted resumes from the markers when
+    started again with the same inputs (the images of a site whose sums were not finished are
+    read again); a run with other inputs starts afresh. The sums are removed once the moments
+    are stored, the moments and estimates once the model is saved, the rest when the run
+    completes. The per-site coefficients of the correction are computed from the model file
+    into memory (a few rows per voxel), never stored.
 
 The manifest is a CSV/TSV/Parquet table with an ``image`` column (NIfTI ``.nii`` or
 ``.nii.gz``, paths relative to the manifest's folder), the batch column and the covariate
@@ -44,6 +46,7 @@ columns.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -393,14 +396,12 @@ def _accumulate(paths: list[str], mask_path: str, shift_path: str, covariates: n
     return None
 
 
-def _write_rows(paths: list[str], mask_path: str, coef_store: str, batch: int, reference: bool,
+def _write_rows(paths: list[str], mask_path: str, coef: np.ndarray | None,
                 covariates: np.ndarray, outs: list[str], markers: list[str]) -> int:
-    """Task: harmonize some images of one site (``batch``) and write them."""
-    import zarr
-
+    """Task: harmonize some images of one site with its coefficients ``coef`` (2 + q, V), and
+    write them (None: the reference site, returned exactly as given)."""
     from ..features.combat import correct_rows
 
-    coef = None if reference else zarr.open_array(coef_store, mode="r")[batch]  # (2 + q, V)
     scratch = None if coef is None or not covariates.shape[1] else np.empty((1, coef.shape[1]))
     for path, out, c, marker in zip(paths, outs, covariates, markers, strict=True):
         def correct(x: np.ndarray, c: np.ndarray = c) -> np.ndarray:
@@ -444,6 +445,8 @@ def _chains(client: Any, work: _Work, paths: list[Path], codes: np.ndarray, C: n
             mask_file: str, n_voxels: int, progress: Progress | None) -> None:
     """Read every image once into its site's shifted sums (one chain of tasks per site; the
     sums of a site whose chain finished in an earlier run are kept, other sites start over)."""
+    from distributed import wait
+
     n = len(paths)
     J = int(codes.max()) + 1
     per_task = _rows_per_task(n_voxels)
@@ -481,7 +484,9 @@ def _chains(client: Any, work: _Work, paths: list[Path], codes: np.ndarray, C: n
         ends.append((j, acc))
     pending = [fut for _, fut in ends]
     while pending:
-        time.sleep(0.05 if finished == 0 else 0.5)
+        # returns as soon as every chain has finished (waking up in between for the progress)
+        with contextlib.suppress(TimeoutError):
+            wait(pending, timeout=0.05 if finished == 0 else 0.5)
         pending = [fut for fut in pending if not fut.done()]
         now = read()
         if progress is not None and now != finished:
@@ -543,6 +548,8 @@ def _moments_from_sums(work: _Work, paths: list[Path], codes: np.ndarray, C: np.
         _exact_moments(paths, mask_file, out, voxels, codes, C)
         first = None  # the blocks holding those voxels changed
     work.mark("moments")
+    # no later step reads the sums: removed before their pages are written back to the disk
+    work.drop("shift.npy", *(f"{name}-{j}.npy" for name in ("sums", "range") for j in range(J)))
     return da.from_zarr(store), first
 
 
@@ -765,32 +772,26 @@ def _load_model(model_dir: Path) -> tuple[_persist.ModelFile, Any]:
     return loaded, model
 
 
-def _coefficients(work: _Work, loaded: _persist.ModelFile, model: Any) -> str:
+def _coefficients(loaded: _persist.ModelFile, model: Any) -> np.ndarray:
     """Per-site, per-voxel coefficients (J, 2 + q, V) of the correction x* = a x + c + C b
     (:func:`~imharmony.features.combat.correction_coefficients`), computed block by block from
-    the model file into the work store: a write task reads one site's rows."""
-    import zarr
-
+    the model file. Held in memory (a few rows per voxel): written to the work store, they
+    would add dirty pages that compete with the outputs for the disk."""
     from ..features.combat import CombatFit, correction_coefficients
 
-    store = work.path("coef.zarr")
-    if work.done("coef"):
-        return store
     arrays = loaded.arrays
     J, q = len(model.batches_), len(model.covariate_columns_)
     V = int(loaded.content["combat"]["n_features"])
     block = min(V, _STREAM_VOXELS)
-    coef = zarr.create_array(store, shape=(J, 2 + q, V), chunks=(1, 2 + q, block),
-                             dtype="float64", overwrite=True, compressors=None)
+    coef = np.empty((J, 2 + q, V))
     small = {k: np.asarray(arrays[k]) for k in ("batch_sizes", "gamma_bar", "tau2", "a_prior",
                                                  "b_prior", "n_iter", "converged")}
     for a in range(0, V, block):
         b = min(V, a + block)
         fit = CombatFit(**small, **{k: arrays[k].columns(a, b) for k in _PER_VOXEL})
         scale, const, beta = correction_coefficients(fit)
-        coef[:, :, a:b] = np.concatenate([scale[:, None], const[:, None], beta], axis=1)
-    work.mark("coef")
-    return store
+        coef[:, 0, a:b], coef[:, 1, a:b], coef[:, 2:, a:b] = scale, const, beta
+    return coef
 
 
 # ---------------------------------------------------------------------------------------------
@@ -800,17 +801,22 @@ def _coefficients(work: _Work, loaded: _persist.ModelFile, model: Any) -> str:
 def _harmonize(client: Any, work: _Work, loaded: _persist.ModelFile, model: Any,
                codes: np.ndarray, C: np.ndarray, paths: list[Path], outs: list[Path],
                mask_file: str, progress: Progress | None) -> None:
+    ref = model.reference_index_
     with _timed("per-site coefficients"):
-        coef = _coefficients(work, loaded, model)
+        coef = _coefficients(loaded, model)
+        # one copy per site on the cluster (none on a local one: same process), which the
+        # site's write tasks share; the reference site is returned exactly as given
+        sites = [None if j == ref else client.scatter(coef[j], hash=False)
+                 for j in range(coef.shape[0])]
+        del coef
     V = int(loaded.content["combat"]["n_features"])
     per_task = _rows_per_task(V)
-    ref = model.reference_index_
     groups = []
     for j in range(len(model.batches_)):
         rows = np.flatnonzero(codes == j)
         for k in range(0, rows.size, per_task):
             part = rows[k : k + per_task].tolist()
-            groups.append((part, ([str(paths[i]) for i in part], mask_file, coef, j, j == ref,
+            groups.append((part, ([str(paths[i]) for i in part], mask_file, sites[j],
                                   np.asarray(C[part], dtype=np.float64),
                                   [str(outs[i]) for i in part])))
     with _timed("correcting and writing the images"):
