@@ -68,6 +68,7 @@ __all__ = [
     "fit_dask",
     "fit_moments",
     "is_dask_array",
+    "moment_rows",
     "pack_moments",
     "unpack_estimates",
 ]
@@ -127,6 +128,11 @@ def _moments(block: np.ndarray, J: int, q: int) -> dict[str, np.ndarray]:
     mom["constant"] = mom["constant"].astype(bool)
     mom["unusable"] = mom["unusable"][0].astype(bool)
     return mom
+
+
+def moment_rows(n_batches: int, n_covariates: int) -> int:
+    """How many rows a block of :func:`pack_moments` has."""
+    return _n_rows(_moment_rows(int(n_batches), int(n_covariates)))
 
 
 def estimate_rows(n_batches: int, n_covariates: int) -> dict[str, slice]:

@@ -30,9 +30,9 @@ Files
     :class:`imharmony.ComBat` model file, per-voxel arrays in Fortran order), the mask, the grid
     and the manifest columns used. Checksummed, type-checked when loaded and replaced as a whole.
 ``OUTPUT_DIR/.imharmony-voxelwise/``
-    The work store: each site's sums (``.npy``), the per-voxel moments (Zarr, uncompressed:
-    measured data do not compress enough to pay for the time) and estimates (``.npy``), and one
-    marker per finished step or image. A run that is interrupted resumes from the markers when
+    The work store: each site's sums, the per-voxel moments and estimates (``.npy``,
+    uncompressed: measured data do not compress enough to pay for the time), and one marker per
+    finished step or image. A run that is interrupted resumes from the markers when
     started again with the same inputs (the images of a site whose sums were not finished are
     read again); a run with other inputs starts afresh. The sums are removed once the moments
     are stored, the moments and estimates once the model is saved, the rest when the run
@@ -255,6 +255,73 @@ class _Work:
                 np.save(fh, np.asarray(mask, dtype=bool))
             self.mark("mask")
         return str(path)
+
+
+@dataclass(frozen=True)
+class _BlockFile:
+    """A float64 array (rows x columns) in a ``.npy`` of the work store, kept block by block of
+    ``chunk`` columns: block ``[a, b)`` is the contiguous (rows, b - a) C-ordered run of values
+    from ``rows * a``, so a task writes or reads a block in one call (no Zarr: no event loop,
+    no copy through chunk encoding)."""
+
+    path: str
+    rows: int
+    columns: int
+    chunk: int
+
+    def create(self) -> None:
+        """Size the file (its values are written by :meth:`write`)."""
+        np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float64,
+                                  shape=(self.rows * self.columns,))
+
+    def _offset(self, a: int) -> int:
+        arr = np.load(self.path, mmap_mode="r")  # the header's length; nothing is read
+        offset = int(arr.offset)
+        del arr
+        return offset + self.rows * a * 8
+
+    def write(self, a: int, block: np.ndarray) -> None:
+        """Write the block of columns ``[a, a + block.shape[1])``."""
+        data = np.ascontiguousarray(block, dtype=np.float64)
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, data.tobytes(), self._offset(a))
+        finally:
+            os.close(fd)
+
+    def read(self, a: int, b: int) -> np.ndarray:
+        """The block of columns ``[a, b)``."""
+        count = self.rows * (b - a)
+        data = np.fromfile(self.path, dtype=np.float64, count=count, offset=self._offset(a))
+        if data.size != count:
+            raise DataError(f"{self.path}: truncated (the work store was changed); run again.")
+        return data.reshape(self.rows, b - a)
+
+    def starts(self) -> range:
+        return range(0, self.columns, self.chunk)
+
+    def dask(self) -> Any:
+        """The array as a Dask array, one block per stored block."""
+        import dask
+        import dask.array as da
+
+        read = dask.delayed(self.read, pure=False)
+        return da.concatenate([
+            da.from_delayed(read(a, min(self.columns, a + self.chunk)),
+                            shape=(self.rows, min(self.columns, a + self.chunk) - a),
+                            dtype=np.float64, meta=np.empty((0, 0)))
+            for a in self.starts()], axis=1)
+
+    def put(self, columns: np.ndarray, values: np.ndarray) -> None:
+        """Replace some columns (sorted) by ``values`` (rows, columns.size)."""
+        block_of = columns // self.chunk
+        for k in np.unique(block_of):
+            a = int(k) * self.chunk
+            b = min(self.columns, a + self.chunk)
+            block = self.read(a, b)
+            here = block_of == k
+            block[:, columns[here] - a] = values[:, here]
+            self.write(a, block)
 
 
 @contextmanager
@@ -506,16 +573,23 @@ def _moments(client: Any, work: _Work, paths: list[Path], codes: np.ndarray, C: 
     values read again from the images. Returns the moments as a Dask array and, when they were
     made in this run, the :func:`~imharmony.scale.combat.first_pass` of each of its blocks
     (``fit``: its ``mean_only`` and ``ref``)."""
-    import dask.array as da
-
     if work.done("moments"):
         if progress is not None:
             progress("read", len(paths), len(paths))
-        return da.from_zarr(work.path("moments.zarr")), None
+        return _moments_file(work, codes, C, n_voxels, chunk).dask(), None
     with _timed("reading the images into per-site sums"):
         _chains(client, work, paths, codes, C, mask_file, n_voxels, progress)
     with _timed("per-voxel moments from the sums"):
         return _moments_from_sums(work, paths, codes, C, mask_file, n_voxels, chunk, fit)
+
+
+def _moments_file(work: _Work, codes: np.ndarray, C: np.ndarray, n_voxels: int,
+                  chunk: int) -> _BlockFile:
+    """Where the moments are stored: ``moments.npy``, blocks of ``chunk`` voxels."""
+    from .combat import moment_rows
+
+    J = int(codes.max()) + 1
+    return _BlockFile(work.path("moments.npy"), moment_rows(J, C.shape[1]), n_voxels, chunk)
 
 
 def _moments_from_sums(work: _Work, paths: list[Path], codes: np.ndarray, C: np.ndarray,
@@ -525,23 +599,12 @@ def _moments_from_sums(work: _Work, paths: list[Path], codes: np.ndarray, C: np.
     the sums cannot serve, by :func:`_exact_moments` (their first passes are then left to
     :func:`~imharmony.scale.combat.fit_moments`)."""
     import dask
-    import dask.array as da
-    import zarr
 
-    from ..features.combat import design_solver, moments_from_sums
-    from .combat import pack_moments
-
-    store = work.path("moments.zarr")
-    J, q = int(codes.max()) + 1, C.shape[1]
-    batch_rows = [np.flatnonzero(codes == j) for j in range(J)]
-    probe = moments_from_sums(np.zeros((J, 1)), np.zeros((J, 1)), np.zeros((J, q, 1)),
-                              np.zeros(1), batch_rows, C, design_solver(codes, J, C))[0]
-    probe = pack_moments(probe | {"unusable": np.zeros(1, bool)}, J, q)
-    out = zarr.create_array(store, shape=(probe.shape[0], n_voxels), chunks=(probe.shape[0],
-                            chunk), dtype="float64", overwrite=True, compressors=None)
+    out = _moments_file(work, codes, C, n_voxels, chunk)
+    out.create()
     task = dask.delayed(_moments_block, pure=False)
-    results = dask.compute(*[task(str(work.root), store, a, min(n_voxels, a + chunk), codes, C,
-                                  fit) for a in range(0, n_voxels, chunk)])
+    results = dask.compute(*[task(str(work.root), out, a, min(n_voxels, a + chunk), codes, C,
+                                  fit) for a in out.starts()])
     voxels = np.concatenate([exact for exact, _ in results])
     first: list[tuple[bool, np.ndarray]] | None = [passed for _, passed in results]
     if voxels.size:
@@ -549,8 +612,9 @@ def _moments_from_sums(work: _Work, paths: list[Path], codes: np.ndarray, C: np.
         first = None  # the blocks holding those voxels changed
     work.mark("moments")
     # no later step reads the sums: removed before their pages are written back to the disk
+    J = int(codes.max()) + 1
     work.drop("shift.npy", *(f"{name}-{j}.npy" for name in ("sums", "range") for j in range(J)))
-    return da.from_zarr(store), first
+    return out.dask(), first
 
 
 def _site_columns(root: str, name: str, n_sites: int, a: int, b: int) -> np.ndarray:
@@ -564,13 +628,12 @@ def _site_columns(root: str, name: str, n_sites: int, a: int, b: int) -> np.ndar
     return np.stack(parts)
 
 
-def _moments_block(root: str, store: str, a: int, b: int, codes: np.ndarray, C: np.ndarray,
-                   fit: dict[str, Any]) -> tuple[np.ndarray, tuple[bool, np.ndarray]]:
+def _moments_block(root: str, out: _BlockFile, a: int, b: int, codes: np.ndarray,
+                   C: np.ndarray, fit: dict[str, Any],
+                   ) -> tuple[np.ndarray, tuple[bool, np.ndarray]]:
     """Task: the moments of voxels a:b from the sites' sums, written into their block of the
-    moments store; returns the voxels the sums cannot serve and the block's
+    moments file; returns the voxels the sums cannot serve and the block's
     :func:`~imharmony.scale.combat.first_pass`."""
-    import zarr
-
     from ..features.combat import design_solver, moments_from_sums
     from .combat import first_pass, pack_moments
 
@@ -587,12 +650,12 @@ def _moments_block(root: str, store: str, a: int, b: int, codes: np.ndarray, C: 
     mom["constant"] = candidates & (extremes[:, 0] == extremes[:, 1])
     mom["unusable"] = np.zeros(b - a, dtype=bool)
     block = pack_moments(mom, J, q)
-    zarr.open_array(store, mode="r+")[:, a:b] = block  # one whole chunk: one writer
+    out.write(a, block)
     exact = a + np.flatnonzero(lossy | ~np.isfinite(s[:, :2]).all(axis=(0, 1)))
     return exact, first_pass(block, np.bincount(codes, minlength=J), q, **fit)
 
 
-def _exact_moments(paths: list[Path], mask_file: str, out: Any, voxels: np.ndarray,
+def _exact_moments(paths: list[Path], mask_file: str, out: _BlockFile, voxels: np.ndarray,
                    codes: np.ndarray, C: np.ndarray) -> None:
     """The moments of some voxels by the in-memory code, from their values read again from the
     images (in pieces of at most 64 MiB of float32 values; each piece reads every image)."""
@@ -616,7 +679,7 @@ def _exact_moments(paths: list[Path], mask_file: str, out: Any, voxels: np.ndarr
                 "missing and ignored in estimation)."
             )
         mom = chunk_moments(x.astype(np.float64), codes, J, C)
-        out.set_orthogonal_selection((slice(None), cols), pack_moments(mom, J, C.shape[1]))
+        out.put(cols, pack_moments(mom, J, C.shape[1]))
 
 
 def _store_estimates(work: _Work, estimates: Any) -> str:
@@ -935,7 +998,7 @@ def fit_voxelwise(
                 _save_model(model_file, model, stored, info, content,
                             mask_arr)
             work.mark("model")
-            work.drop("moments.zarr", "estimates.npy")
+            work.drop("moments.npy", "estimates.npy")
             if progress is not None:
                 progress("fit", 1, 1)
         release_memory()
