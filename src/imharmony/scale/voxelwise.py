@@ -81,6 +81,9 @@ WORK_NAME = ".imharmony-voxelwise"
 _SUFFIXES = (".nii.gz", ".nii")
 #: Bytes of one float64 block of per-voxel statistics (a run of voxels) that a task works on.
 _BLOCK_BYTES = 16 << 20
+#: Voxels per piece of a per-image operation that should stay in the CPU's cache (float64:
+#: 512 KiB per array).
+_CACHE_VOXELS = 1 << 16
 #: Voxels per block when the main process streams per-voxel arrays (model file, coefficients).
 _STREAM_VOXELS = 1 << 18
 
@@ -383,11 +386,26 @@ def _fortran(volume: np.ndarray) -> np.ndarray:
     return volume.T.reshape(-1)
 
 
+def _correct_in_pieces(x: np.ndarray,
+                       correct: Callable[[np.ndarray, int, int], np.ndarray]) -> np.ndarray:
+    """``x`` (masked voxels of an image) with each piece ``x[a:b]`` replaced in place by
+    ``correct(y, a, b)``, y a float64 copy of the piece that ``correct`` may overwrite (rounded
+    to x's dtype): pieces that stay in the CPU's cache, the same arithmetic on every voxel."""
+    piece = min(x.size, _CACHE_VOXELS)
+    buf = np.empty(piece)
+    for a in range(0, x.size, piece):
+        b = min(x.size, a + piece)
+        y = buf[: b - a]
+        y[...] = x[a:b]
+        x[a:b] = correct(y, a, b)
+    return x
+
+
 def _write_corrected(path: Path, out: Path, mask_path: str,
-                     correct: Callable[[np.ndarray], np.ndarray]) -> None:
-    """Write ``out``: the input with its masked voxels x replaced by ``correct(x)`` (x: a float64
-    copy that ``correct`` may overwrite); float32 output for float32 (or integer) input, float64
-    for float64."""
+                     correct: Callable[[np.ndarray, int, int], np.ndarray]) -> None:
+    """Write ``out``: the input with its masked voxels x replaced piece by piece by
+    ``correct(x[a:b], a, b)`` (:func:`_correct_in_pieces`); float32 output for float32 (or
+    integer) input, float64 for float64."""
     import nibabel as nib
 
     mask = _mask_of(mask_path)
@@ -400,14 +418,14 @@ def _write_corrected(path: Path, out: Path, mask_path: str,
             if fh.readinto(data) != len(data):
                 raise DataError(f"{path}: the file changed while it was read; run again.")
         flat = np.frombuffer(data, dtype=dtype, count=mask.size, offset=offset)
-        flat[mask] = correct(flat[mask].astype(np.float64))  # rounded to the file's dtype
+        flat[mask] = _correct_in_pieces(flat[mask], correct)  # rounded to the file's dtype
         with atomic_path(out) as tmp:
             tmp.write_bytes(data)
         return
     dtype = np.float64 if img.get_data_dtype() == np.float64 else np.float32
     volume = np.asfortranarray(img.get_fdata(dtype=dtype))
     flat = _fortran(volume)  # a view: assigning to it writes the volume
-    flat[mask] = correct(flat[mask].astype(np.float64))
+    flat[mask] = _correct_in_pieces(flat[mask], correct)
     header = img.header.copy()
     header.set_data_dtype(dtype)
     result = type(img)(volume, img.affine, header)
@@ -443,14 +461,20 @@ def _accumulate(paths: list[str], mask_path: str, shift_path: str, covariates: n
                "range": np.stack([np.full(K.size, np.inf, np.float32),
                                   np.full(K.size, -np.inf, np.float32)])}
     sums, extremes = acc["sums"], acc["range"]
-    y, tmp = np.empty(K.size), np.empty(K.size)
+    # voxels in pieces that stay in the CPU's cache across the operations on them (the same
+    # operations on every voxel as on whole rows, a third of the memory traffic)
+    piece = min(K.size, _CACHE_VOXELS)
+    y, tmp = np.empty(piece), np.empty(piece)
     for path, c, marker in zip(paths, covariates, markers, strict=True):
         x = _masked_values(Path(path), mask_path)
-        np.subtract(x, K, out=y, dtype=np.float64)
-        sums[0] += y
-        sums[1] += np.multiply(y, y, out=tmp)
-        for k, ck in enumerate(c):
-            sums[2 + k] += np.multiply(y, ck, out=tmp)
+        for a in range(0, K.size, piece):
+            b = min(K.size, a + piece)
+            ya, ta = y[: b - a], tmp[: b - a]
+            np.subtract(x[a:b], K[a:b], out=ya, dtype=np.float64)
+            sums[0, a:b] += ya
+            sums[1, a:b] += np.multiply(ya, ya, out=ta)
+            for k, ck in enumerate(c):
+                sums[2 + k, a:b] += np.multiply(ya, ck, out=ta)
         np.minimum(extremes[0], x, out=extremes[0])
         np.maximum(extremes[1], x, out=extremes[1])
         Path(marker).touch()
@@ -469,14 +493,14 @@ def _write_rows(paths: list[str], mask_path: str, coef: np.ndarray | None,
     write them (None: the reference site, returned exactly as given)."""
     from ..features.combat import correct_rows
 
-    scratch = None if coef is None or not covariates.shape[1] else np.empty((1, coef.shape[1]))
+    scratch = None if coef is None or not covariates.shape[1] else np.empty((1, _CACHE_VOXELS))
     for path, out, c, marker in zip(paths, outs, covariates, markers, strict=True):
-        def correct(x: np.ndarray, c: np.ndarray = c) -> np.ndarray:
+        def correct(x: np.ndarray, a: int, b: int, c: np.ndarray = c) -> np.ndarray:
             if coef is None:  # the reference site is returned exactly as given
                 return x
             row = x[None]
-            return correct_rows(row, coef[0], coef[1], c[None], coef[2:], out=row,
-                                scratch=scratch)[0]
+            return correct_rows(row, coef[0, a:b], coef[1, a:b], c[None], coef[2:, a:b], out=row,
+                                scratch=None if scratch is None else scratch[:, : b - a])[0]
 
         _write_corrected(Path(path), Path(out), mask_path, correct)
         Path(marker).touch()
