@@ -182,13 +182,15 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path: Path) -> None:
             "--covariate", "age", "--model", str(model), "--output-dir", str(out)]
     proc = subprocess.Popen([sys.executable, "-m", "imharmony.cli", "-q", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    marker = out / WORK_NAME / "done" / "moments"
+    markers = [out / WORK_NAME / "done" / f"sums-{j}" for j in range(3)]  # every site's sums
     deadline = time.monotonic() + 120
-    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+    while (not all(m.exists() for m in markers) and proc.poll() is None
+           and time.monotonic() < deadline):
         time.sleep(0.005)
     proc.kill()  # SIGKILL: no clean-up runs
     _, err = proc.communicate(timeout=30)
-    assert marker.exists() and (out / WORK_NAME).is_dir(), f"the run ended first: {err[-500:]}"
+    assert all(m.exists() for m in markers) and (out / WORK_NAME).is_dir(), (
+        f"the run ended first: {err[-500:]}")
     calls: list[tuple[str, int, int]] = []
     fit_voxelwise(s["manifest"], mask=s["mask"], batch="site", covariates=["age"],
                   model_dir=model, output_dir=out, progress=lambda *a: calls.append(a))

@@ -23,9 +23,14 @@ def _outputs(out: Path, table, mask_path: Path) -> np.ndarray:
     return stacked(out, table.assign(image=[Path(p).name for p in table["image"]]), mask_path)
 
 
-def test_fit_matches_in_memory_combat_and_keeps_geometry(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("moments_in_memory", [True, False])
+def test_fit_matches_in_memory_combat_and_keeps_geometry(tmp_path: Path, monkeypatch,
+                                                         moments_in_memory: bool) -> None:
     # blocks of 7 voxels: the 60 voxels span 9 blocks, the last partial; the main process
-    # streams per-voxel arrays 14 voxels at a time; 5 images per task
+    # streams per-voxel arrays 14 voxels at a time; 5 images per task; the per-voxel moments
+    # in the cluster's memory or in the work store
+    if not moments_in_memory:
+        monkeypatch.setattr(voxelwise, "_MOMENTS_IN_MEMORY", 0)
     monkeypatch.setattr(voxelwise, "_chunk_voxels", lambda n, V, limit: 7)
     monkeypatch.setattr(voxelwise, "_STREAM_VOXELS", 14)
     monkeypatch.setattr(voxelwise, "_rows_per_task", lambda V: 5)
@@ -98,6 +103,46 @@ def test_an_interrupted_run_resumes_without_reading_again(tmp_path: Path, monkey
                                   expected.astype(np.float32).astype(np.float64))
     assert not (out / WORK_NAME).exists()
 
+
+
+@pytest.mark.parametrize("moments_in_memory", [True, False])
+def test_an_interruption_after_the_moments_resumes_from_the_sums(
+    tmp_path: Path, monkeypatch, moments_in_memory: bool
+) -> None:
+    # moments held in memory are lost with the run: computed again from the saved sums; stored
+    # ones are read back; in both cases no image is read again before writing
+    if not moments_in_memory:
+        monkeypatch.setattr(voxelwise, "_MOMENTS_IN_MEMORY", 0)
+    monkeypatch.setattr(voxelwise, "_chunk_voxels", lambda n, V, limit: 7)
+    s = make_stack(tmp_path / "data")
+    out, model = tmp_path / "out", tmp_path / "model"
+
+    def stop_at_fit(stage: str, done: int, total: int) -> None:
+        if stage == "fit":
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit_voxelwise(s["manifest"], mask=s["mask"], batch="site", covariates=["age"],
+                      model_dir=model, output_dir=out, progress=stop_at_fit)
+    work = out / WORK_NAME
+    assert (work / "done" / "moments").exists() is not moments_in_memory
+    assert (work / "sums-0.npy").exists() is moments_in_memory  # stored moments: sums dropped
+    real = voxelwise._masked_values
+    read: list[str] = []
+    monkeypatch.setattr(voxelwise, "_masked_values", lambda p, m: read.append(Path(p).name)
+                        or real(p, m))
+    calls: list[tuple[str, int, int]] = []
+    fit_voxelwise(s["manifest"], mask=s["mask"], batch="site", covariates=["age"],
+                  model_dir=model, output_dir=out, progress=lambda *a: calls.append(a))
+    assert calls[0] == ("read", 18, 18)
+    writes = [c for c in calls if c[0] == "write"]
+    assert writes[0][1] == 0 and writes[-1][1] == 18
+    assert read == []  # no image read again into the sums (writing reads each file itself)
+    X = stacked(s["root"], s["table"], s["mask"])
+    expected = ih.ComBat().fit_transform(X, batch=s["table"]["site"],
+                                         covariates=s["table"][["age"]])
+    np.testing.assert_array_equal(_outputs(out, s["table"], s["mask"]),
+                                  expected.astype(np.float32).astype(np.float64))
 
 
 def test_a_failed_read_keeps_the_sums_of_the_sites_that_finished(tmp_path: Path,
@@ -188,10 +233,16 @@ def _edit(root: Path, rel: str, mask: np.ndarray, edit) -> None:
     nib.save(nib.Nifti1Image(data, img.affine), root / rel)
 
 
-def test_voxels_the_sums_cannot_serve_get_the_in_memory_moments(tmp_path: Path,
-                                                               monkeypatch) -> None:
+@pytest.mark.parametrize("moments_in_memory", [True, False])
+def test_voxels_the_sums_cannot_serve_get_the_in_memory_moments(
+    tmp_path: Path, monkeypatch, moments_in_memory: bool
+) -> None:
     # a missing value, a voxel constant within a site and a voxel the covariate explains
-    # exactly: their moments come from their values in the stack, as in memory
+    # exactly: their moments come from their values in the stack, as in memory (moments held
+    # in the cluster's memory are then stored to be mended)
+    if not moments_in_memory:
+        monkeypatch.setattr(voxelwise, "_MOMENTS_IN_MEMORY", 0)
+    monkeypatch.setattr(voxelwise, "_chunk_voxels", lambda n, V, limit: 7)
     monkeypatch.setattr(voxelwise, "_rows_per_task", lambda V: 4)
     s = make_stack(tmp_path / "data")
     mask = np.asanyarray(nib.load(s["mask"]).dataobj) != 0

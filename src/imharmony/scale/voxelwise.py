@@ -84,6 +84,8 @@ _BLOCK_BYTES = 16 << 20
 #: Voxels per piece of a per-image operation that should stay in the CPU's cache (float64:
 #: 512 KiB per array).
 _CACHE_VOXELS = 1 << 16
+#: Bytes of per-voxel moments a fit keeps in the cluster's memory rather than in the work store.
+_MOMENTS_IN_MEMORY = 512 << 20
 #: Voxels per block when the main process streams per-voxel arrays (model file, coefficients).
 _STREAM_VOXELS = 1 << 18
 
@@ -619,26 +621,54 @@ def _moments_file(work: _Work, codes: np.ndarray, C: np.ndarray, n_voxels: int,
 def _moments_from_sums(work: _Work, paths: list[Path], codes: np.ndarray, C: np.ndarray,
                        mask_file: str, n_voxels: int, chunk: int, fit: dict[str, Any],
                        ) -> tuple[Any, list[tuple[bool, np.ndarray]] | None]:
-    """One task per stored block of ``chunk`` voxels (:func:`_moments_block`); then the voxels
-    the sums cannot serve, by :func:`_exact_moments` (their first passes are then left to
-    :func:`~imharmony.scale.combat.fit_moments`)."""
+    """One task per block of ``chunk`` voxels (:func:`_moments_block`); then the voxels the
+    sums cannot serve, by :func:`_exact_moments` (their first passes are then left to
+    :func:`~imharmony.scale.combat.fit_moments`). The moments stay in the cluster's memory when
+    they fit :data:`_MOMENTS_IN_MEMORY` (and a quarter of ``memory_limit``), else they are
+    stored (``moments.npy``)."""
     import dask
+    import dask.array as da
 
     out = _moments_file(work, codes, C, n_voxels, chunk)
-    out.create()
-    task = dask.delayed(_moments_block, pure=False)
-    results = dask.compute(*[task(str(work.root), out, a, min(n_voxels, a + chunk), codes, C,
-                                  fit) for a in out.starts()])
-    voxels = np.concatenate([exact for exact, _ in results])
-    first: list[tuple[bool, np.ndarray]] | None = [passed for _, passed in results]
+    keep = out.rows * n_voxels * 8 <= fit["in_memory"]
+    if not keep:
+        out.create()
+    task = dask.delayed(_moments_block, pure=False, nout=3)
+    ends = [min(n_voxels, a + chunk) for a in out.starts()]
+    parts = [task(str(work.root), None if keep else out, a, b, codes, C,
+                  {"mean_only": fit["mean_only"], "ref": fit["ref"]})
+             for a, b in zip(out.starts(), ends, strict=True)]
+    mom = None
+    if keep:
+        mom = da.concatenate([da.from_delayed(p[0], shape=(out.rows, b - a), dtype=np.float64,
+                                              meta=np.empty((0, 0)))
+                              for p, a, b in zip(parts, out.starts(), ends, strict=True)], axis=1)
+        mom, exact, passes = dask.persist(mom, [p[1] for p in parts], [p[2] for p in parts])
+        exact, passes = dask.compute(exact, passes)
+    else:
+        exact, passes = dask.compute([p[1] for p in parts], [p[2] for p in parts])
+    voxels = np.concatenate(exact)
+    first: list[tuple[bool, np.ndarray]] | None = list(passes)
     if voxels.size:
+        if mom is not None:  # stored after all, to be mended in place
+            out.create()
+            write = dask.delayed(out.write, pure=False)
+            dask.compute(*[write(a, block) for block, a in
+                           zip(mom.to_delayed().ravel(), out.starts(), strict=True)])
+            mom = None
         _exact_moments(paths, mask_file, out, voxels, codes, C)
         first = None  # the blocks holding those voxels changed
+    if mom is not None:  # not marked: a run that resumes computes them again from the sums
+        return mom, first
     work.mark("moments")
     # no later step reads the sums: removed before their pages are written back to the disk
+    _drop_sums(work, codes)
+    return out.dask(), first
+
+
+def _drop_sums(work: _Work, codes: np.ndarray) -> None:
     J = int(codes.max()) + 1
     work.drop("shift.npy", *(f"{name}-{j}.npy" for name in ("sums", "range") for j in range(J)))
-    return out.dask(), first
 
 
 def _site_columns(root: str, name: str, n_sites: int, a: int, b: int) -> np.ndarray:
@@ -652,12 +682,12 @@ def _site_columns(root: str, name: str, n_sites: int, a: int, b: int) -> np.ndar
     return np.stack(parts)
 
 
-def _moments_block(root: str, out: _BlockFile, a: int, b: int, codes: np.ndarray,
+def _moments_block(root: str, out: _BlockFile | None, a: int, b: int, codes: np.ndarray,
                    C: np.ndarray, fit: dict[str, Any],
-                   ) -> tuple[np.ndarray, tuple[bool, np.ndarray]]:
+                   ) -> tuple[np.ndarray | None, np.ndarray, tuple[bool, np.ndarray]]:
     """Task: the moments of voxels a:b from the sites' sums, written into their block of the
-    moments file; returns the voxels the sums cannot serve and the block's
-    :func:`~imharmony.scale.combat.first_pass`."""
+    moments file ``out`` (or returned: None); returns them (or None), the voxels the sums cannot
+    serve and the block's :func:`~imharmony.scale.combat.first_pass`."""
     from ..features.combat import design_solver, moments_from_sums
     from .combat import first_pass, pack_moments
 
@@ -674,9 +704,12 @@ def _moments_block(root: str, out: _BlockFile, a: int, b: int, codes: np.ndarray
     mom["constant"] = candidates & (extremes[:, 0] == extremes[:, 1])
     mom["unusable"] = np.zeros(b - a, dtype=bool)
     block = pack_moments(mom, J, q)
-    out.write(a, block)
     exact = a + np.flatnonzero(lossy | ~np.isfinite(s[:, :2]).all(axis=(0, 1)))
-    return exact, first_pass(block, np.bincount(codes, minlength=J), q, **fit)
+    passed = first_pass(block, np.bincount(codes, minlength=J), q, **fit)
+    if out is None:
+        return block, exact, passed
+    out.write(a, block)
+    return None, exact, passed
 
 
 def _exact_moments(paths: list[Path], mask_file: str, out: _BlockFile, voxels: np.ndarray,
@@ -998,7 +1031,9 @@ def fit_voxelwise(
                 progress("read", n, n)
                 progress("fit", 1, 1)
         else:
-            fit = {"mean_only": mean_only, "ref": ref}
+            budget = _MOMENTS_IN_MEMORY if memory_limit is None else min(
+                _MOMENTS_IN_MEMORY, memory_limit // 4)
+            fit = {"mean_only": mean_only, "ref": ref, "in_memory": budget}
             mom, first = _moments(client, work, paths, codes, C, mask_file, V, chunk, fit,
                                   progress)
             release_memory()
@@ -1012,6 +1047,8 @@ def fit_voxelwise(
                                               first_passes=first)
             with _timed("estimates"):
                 stored = _store_estimates(work, estimates)
+            del mom, estimates  # moments held in memory are released
+            release_memory()
             content = {
                 "batch_column": batch, "covariate_columns": list(covariates),
                 "shape": list(mask_arr.shape), "affine": affine.tolist(),
@@ -1023,6 +1060,7 @@ def fit_voxelwise(
                             mask_arr)
             work.mark("model")
             work.drop("moments.npy", "estimates.npy")
+            _drop_sums(work, codes)
             if progress is not None:
                 progress("fit", 1, 1)
         release_memory()
