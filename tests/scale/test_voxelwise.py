@@ -23,15 +23,21 @@ def _outputs(out: Path, table, mask_path: Path) -> np.ndarray:
     return stacked(out, table.assign(image=[Path(p).name for p in table["image"]]), mask_path)
 
 
-@pytest.mark.parametrize("moments_in_memory", [True, False])
+@pytest.fixture(params=[True, False], ids=["moments in memory", "moments stored"])
+def moments_in_memory(request, monkeypatch) -> bool:
+    """Both places of the per-voxel moments (the cluster's memory, the work store), in blocks
+    of 7 voxels."""
+    if not request.param:
+        monkeypatch.setattr(voxelwise, "_MOMENTS_IN_MEMORY", 0)
+    monkeypatch.setattr(voxelwise, "_chunk_voxels", lambda n, V, limit: 7)
+    return request.param
+
+
 def test_fit_matches_in_memory_combat_and_keeps_geometry(tmp_path: Path, monkeypatch,
                                                          moments_in_memory: bool) -> None:
     # blocks of 7 voxels: the 60 voxels span 9 blocks, the last partial; the main process
     # streams per-voxel arrays 14 voxels at a time; 5 images per task; the per-voxel moments
     # in the cluster's memory or in the work store
-    if not moments_in_memory:
-        monkeypatch.setattr(voxelwise, "_MOMENTS_IN_MEMORY", 0)
-    monkeypatch.setattr(voxelwise, "_chunk_voxels", lambda n, V, limit: 7)
     monkeypatch.setattr(voxelwise, "_STREAM_VOXELS", 14)
     monkeypatch.setattr(voxelwise, "_rows_per_task", lambda V: 5)
     s = make_stack(tmp_path / "data")
@@ -105,15 +111,11 @@ def test_an_interrupted_run_resumes_without_reading_again(tmp_path: Path, monkey
 
 
 
-@pytest.mark.parametrize("moments_in_memory", [True, False])
 def test_an_interruption_after_the_moments_resumes_from_the_sums(
     tmp_path: Path, monkeypatch, moments_in_memory: bool
 ) -> None:
     # moments held in memory are lost with the run: computed again from the saved sums; stored
     # ones are read back; in both cases no image is read again before writing
-    if not moments_in_memory:
-        monkeypatch.setattr(voxelwise, "_MOMENTS_IN_MEMORY", 0)
-    monkeypatch.setattr(voxelwise, "_chunk_voxels", lambda n, V, limit: 7)
     s = make_stack(tmp_path / "data")
     out, model = tmp_path / "out", tmp_path / "model"
 
@@ -233,16 +235,12 @@ def _edit(root: Path, rel: str, mask: np.ndarray, edit) -> None:
     nib.save(nib.Nifti1Image(data, img.affine), root / rel)
 
 
-@pytest.mark.parametrize("moments_in_memory", [True, False])
 def test_voxels_the_sums_cannot_serve_get_the_in_memory_moments(
     tmp_path: Path, monkeypatch, moments_in_memory: bool
 ) -> None:
     # a missing value, a voxel constant within a site and a voxel the covariate explains
     # exactly: their moments come from their values in the stack, as in memory (moments held
     # in the cluster's memory are then stored to be mended)
-    if not moments_in_memory:
-        monkeypatch.setattr(voxelwise, "_MOMENTS_IN_MEMORY", 0)
-    monkeypatch.setattr(voxelwise, "_chunk_voxels", lambda n, V, limit: 7)
     monkeypatch.setattr(voxelwise, "_rows_per_task", lambda V: 4)
     s = make_stack(tmp_path / "data")
     mask = np.asanyarray(nib.load(s["mask"]).dataobj) != 0

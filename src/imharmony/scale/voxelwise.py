@@ -15,7 +15,11 @@ of one site, corrects their masked voxels with that site's per-voxel coefficient
 ComBat) and writes each output as a copy of its input (same file name, header and geometry,
 voxels outside the mask unchanged). Every image is read twice (once for the sums, once to write
 its output) and nothing holds the stack in memory: a task holds one image and one site's sums or
-coefficients, the main process one block of voxels of the per-voxel statistics.
+coefficients, the main process one block of voxels of the per-voxel statistics. What is held
+whole is per voxel, not per image: the per-voxel moments (``5 n_sites + n_covariates + 1`` rows
+of float64) while ComBat is fitted, when they fit ``_MOMENTS_IN_MEMORY`` (else they are stored),
+and the per-site coefficients (``n_sites x (2 + n_covariates)`` rows) while the outputs are
+written.
 
 An uncompressed ``.nii`` of float32/float64 without scaling is read and written as raw bytes:
 its masked voxels are gathered from the file and the output is the file's bytes with those
@@ -30,14 +34,15 @@ Files
     :class:`imharmony.ComBat` model file, per-voxel arrays in Fortran order), the mask, the grid
     and the manifest columns used. Checksummed, type-checked when loaded and replaced as a whole.
 ``OUTPUT_DIR/.imharmony-voxelwise/``
-    The work store: each site's sums, the per-voxel moments and estimates (``.npy``,
-    uncompressed: measured data do not compress enough to pay for the time), and one marker per
-    finished step or image. A run that is interrupted resumes from the markers when
-    started again with the same inputs (the images of a site whose sums were not finished are
-    read again); a run with other inputs starts afresh. The sums are removed once the moments
-    are stored, the moments and estimates once the model is saved, the rest when the run
-    completes. The per-site coefficients of the correction are computed from the model file
-    into memory (a few rows per voxel), never stored.
+    The work store: each site's sums, the per-voxel moments (when not held in memory) and
+    estimates (``.npy``, uncompressed: measured data do not compress enough to pay for the
+    time), and one marker per finished step or image. A run that is interrupted resumes from
+    the markers when started again with the same inputs (the images of a site whose sums were
+    not finished are read again; moments that were held in memory are computed again from the
+    sums); a run with other inputs starts afresh. The sums are removed once the moments are
+    stored (else once the model is saved), the moments and estimates once the model is saved,
+    the rest when the run completes. The per-site coefficients of the correction are computed
+    from the model file into memory, never stored.
 
 The manifest is a CSV/TSV/Parquet table with an ``image`` column (NIfTI ``.nii`` or
 ``.nii.gz``, paths relative to the manifest's folder), the batch column and the covariate
