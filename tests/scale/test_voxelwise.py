@@ -282,3 +282,20 @@ def test_an_infinite_value_names_the_voxel(tmp_path: Path) -> None:
         fit_voxelwise(s["manifest"], mask=s["mask"], batch="site", model_dir=tmp_path / "model",
                       output_dir=tmp_path / "out")
     assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize("size", [100, 4096, 3 * 4096 + 352])
+@pytest.mark.parametrize("direct", [True, False])
+def test_an_uncached_write_writes_every_byte(tmp_path: Path, monkeypatch, size: int,
+                                             direct: bool) -> None:
+    # whole 4 KiB blocks bypass the page cache where the system allows it, the tail is buffered;
+    # without O_DIRECT (or where it is refused) everything is buffered
+    if not direct:
+        monkeypatch.delattr(voxelwise.os, "O_DIRECT", raising=False)
+    data = voxelwise._aligned_bytes(size)
+    assert data.ctypes.data % voxelwise._ALIGN == 0
+    data[:] = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * (size + 5000))  # longer than the data: must be truncated
+    voxelwise._write_uncached(path, data)
+    assert path.read_bytes() == data.tobytes()

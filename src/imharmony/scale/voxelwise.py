@@ -393,6 +393,51 @@ def _fortran(volume: np.ndarray) -> np.ndarray:
     return volume.T.reshape(-1)
 
 
+#: Alignment of memory, offsets and sizes that writes bypassing the page cache need.
+_ALIGN = 4096
+
+
+def _aligned_bytes(size: int) -> np.ndarray:
+    """An uninitialized uint8 buffer of ``size`` bytes starting on an ``_ALIGN`` boundary."""
+    raw = np.empty(size + _ALIGN, dtype=np.uint8)
+    start = -raw.ctypes.data % _ALIGN
+    return raw[start : start + size]
+
+
+def _write_uncached(path: Path, data: np.ndarray) -> None:
+    """Write ``data`` (from :func:`_aligned_bytes`) as the file ``path``, bypassing the page
+    cache (``O_DIRECT``) for its whole ``_ALIGN`` blocks where the system and filesystem allow
+    it, the rest buffered. Outputs are written once and not read back by the run: on the
+    measured machine, putting gigabytes of them through the page cache cost more time than the
+    disk itself (a page cache write of 408 MB/s against 1.3 GB/s direct)."""
+    view = memoryview(data)
+    done = 0
+    whole = data.size - data.size % _ALIGN
+    direct = getattr(os, "O_DIRECT", 0)
+    if direct and whole:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC | direct)
+        except OSError:  # e.g. tmpfs: no O_DIRECT
+            fd = -1
+        if fd >= 0:
+            try:
+                while done < whole:
+                    n = os.write(fd, view[done:whole])
+                    done += max(n, 0)
+                    if n <= 0 or n % _ALIGN:
+                        break  # a short write: the rest buffered
+            except OSError:  # alignment refused by the device: the rest buffered
+                pass
+            finally:
+                os.close(fd)
+    fd = os.open(path, os.O_WRONLY | (0 if done else os.O_TRUNC))
+    try:
+        while done < data.size:
+            done += os.pwrite(fd, view[done:], done)
+    finally:
+        os.close(fd)
+
+
 def _correct_in_pieces(x: np.ndarray,
                        correct: Callable[[np.ndarray, int, int], np.ndarray]) -> np.ndarray:
     """``x`` (masked voxels of an image) with each piece ``x[a:b]`` replaced in place by
@@ -420,14 +465,14 @@ def _write_corrected(path: Path, out: Path, mask_path: str,
     raw = _raw_layout(img, path)
     if raw is not None:
         offset, dtype = raw
-        data = bytearray(path.stat().st_size)
+        data = _aligned_bytes(path.stat().st_size)
         with open(path, "rb") as fh:
-            if fh.readinto(data) != len(data):
+            if fh.readinto(data) != data.size:
                 raise DataError(f"{path}: the file changed while it was read; run again.")
-        flat = np.frombuffer(data, dtype=dtype, count=mask.size, offset=offset)
+        flat = data[offset : offset + mask.size * dtype.itemsize].view(dtype)
         flat[mask] = _correct_in_pieces(flat[mask], correct)  # rounded to the file's dtype
         with atomic_path(out) as tmp:
-            tmp.write_bytes(data)
+            _write_uncached(tmp, data)
         return
     dtype = np.float64 if img.get_data_dtype() == np.float64 else np.float32
     volume = np.asfortranarray(img.get_fdata(dtype=dtype))
