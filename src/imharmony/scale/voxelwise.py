@@ -221,7 +221,7 @@ def _chunk_voxels(n_images: int, n_voxels: int, memory_limit: int | None) -> int
 
 
 class _Work:
-    """The resumable work folder of one run: Zarr arrays plus a marker per finished unit."""
+    """The resumable work folder of one run: stored arrays plus a marker per finished unit."""
 
     def __init__(self, root: Path, fingerprint: str) -> None:
         self.root = root
