@@ -250,6 +250,43 @@ def test_non_finite_voxels_survive_a_round_trip(tmp_path: Path, suffix: str) -> 
     assert np.isnan(back.array[0, 0, 0]) and back.array[1, 2, 3] == np.inf
 
 
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_vector_nifti_keeps_non_finite_values_and_is_refused_when_truncated(
+    tmp_path: Path, suffix: str
+) -> None:
+    # a vector image (NIfTI's fifth dimension, as ITK writes displacement fields): SimpleITK's
+    # reader turns its NaN and Inf into 0 as for a scalar image
+    arr = RNG.normal(size=(6, 5, 4, 3)).astype(np.float32)  # x, y, z, component
+    arr[3, 2, 1, 0], arr[0, 0, 0, 2], arr[5, 4, 3, 1] = np.nan, np.inf, -np.inf
+    itk_in = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(2, 1, 0, 3)), isVector=True)
+    itk_in.SetSpacing((1.0, 2.0, 3.0))
+    itk_in.SetOrigin((4.0, 5.0, 6.0))
+    path = tmp_path / f"v{suffix}"
+    sitk.WriteImage(itk_in, str(path))
+    assert nib.load(path).header["intent_code"] == 1007  # NIFTI_INTENT_VECTOR
+    back = read_image(path)
+    np.testing.assert_array_equal(back.array, arr)
+    assert back.spacing == pytest.approx((1.0, 2.0, 3.0))
+    assert back.origin == pytest.approx((4.0, 5.0, 6.0))
+    finite = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+    itk = sitk.GetArrayFromImage(sitk.ReadImage(str(path))).transpose(2, 1, 0, 3)
+    np.testing.assert_array_equal(itk, finite)  # what ITK alone would have given
+    blob = path.read_bytes()
+    short = tmp_path / f"short{suffix}"
+    short.write_bytes(blob[: len(blob) - 16])
+    with pytest.raises(ImageFormatError, match="short"):
+        read_image(short)
+
+
+def test_rgb_nifti_reads_its_components_as_itk_does(tmp_path: Path) -> None:
+    rgb = RNG.integers(0, 256, size=(4, 5, 6, 3)).astype(np.uint8)  # ITK order: z, y, x, c
+    path = tmp_path / "rgb.nii"
+    sitk.WriteImage(sitk.GetImageFromArray(rgb, isVector=True), str(path))
+    back = read_image(path)
+    np.testing.assert_array_equal(back.array, rgb.transpose(2, 1, 0, 3))
+    assert back.array.dtype == np.uint8
+
+
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".nrrd", ".mha"])
 def test_truncated_files_are_refused(tmp_path: Path, suffix: str) -> None:
     arr = RNG.normal(size=(20, 20, 20)).astype(np.float32)

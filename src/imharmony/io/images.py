@@ -1,8 +1,10 @@
 """Reading and writing image files: NIfTI, NRRD, MetaImage (MHA/MHD) and DICOM series.
 
 Files are read through SimpleITK (with nibabel as a fallback for NIfTI files ITK refuses, e.g.
-sheared affines). 3-D NIfTI is written by nibabel (straight from the array, about twice as fast),
-everything else by SimpleITK. A folder, or a single DICOM file, goes to
+sheared affines); the voxels of every NIfTI file, scalar or vector, are read by nibabel, since
+SimpleITK's NIfTI reader turns NaN and infinity into 0 and reads a truncated file as complete.
+3-D NIfTI is written by nibabel (straight from the array, about twice as fast), everything else
+by SimpleITK. A folder, or a single DICOM file, goes to
 :func:`imharmony.io.dicom.read_dicom_series`.
 
 Axis convention (the same for every format)::
@@ -154,10 +156,11 @@ def read_image(path: str | os.PathLike[str], **dicom_options: Any) -> Image:
     itemsize = sitk.Image([1] * len(size), reader.GetPixelID()).GetSizeOfPixelComponent()
     _check_size(path, (*size, components), itemsize)
     meta = {"source": str(path), "format": fmt}
-    if fmt == "nifti" and components == 1:
-        # voxels through nibabel: SimpleITK's NIfTI reader turns NaN/Inf into 0 and reads a
-        # truncated file as complete (missing voxels 0); nibabel keeps them and refuses that
-        return _with_geometry(_nifti_voxels(path, size), reader, len(size), meta)
+    if fmt == "nifti":
+        # voxels through nibabel: SimpleITK's NIfTI reader turns NaN/Inf into 0 (scalar and
+        # vector images alike) and reads a truncated file as complete (missing voxels 0);
+        # nibabel keeps them and refuses that
+        return _with_geometry(_nifti_voxels(path, size, components), reader, len(size), meta)
     try:
         itk = reader.Execute()
     except RuntimeError as exc:
@@ -192,8 +195,12 @@ def _check_complete(path: Path, nii: Any) -> None:
         )
 
 
-def _nifti_voxels(path: Path, size: tuple[int, ...]) -> np.ndarray:
-    """The voxel array of a NIfTI file, read by nibabel (scaled as the header says)."""
+def _nifti_voxels(path: Path, size: tuple[int, ...], components: int = 1) -> np.ndarray:
+    """The voxel array of a NIfTI file, read by nibabel (scaled as the header says).
+
+    ``size`` is the header's spatial (and time) size as ITK reports it; a vector image (NIfTI's
+    fifth dimension, or an RGB data type) of ``components`` values per voxel gets them as a
+    trailing axis, as :func:`_from_sitk` lays them out."""
     import nibabel as nib
 
     try:
@@ -206,12 +213,20 @@ def _nifti_voxels(path: Path, size: tuple[int, ...]) -> np.ndarray:
         raise ImageFormatError(
             f"{path}: cannot be read as NIfTI ({_brief(exc)}); the file is truncated or corrupted."
         ) from exc
-    if arr.shape[: len(size)] != size or any(d != 1 for d in arr.shape[len(size) :]):
+    if arr.dtype.names:  # RGB(A) data types: one field per component
+        arr = np.stack([arr[name] for name in arr.dtype.names], axis=-1)
+    shape = size if components == 1 else (*size, components)
+    middle = arr.shape[len(size) : arr.ndim - (components > 1)]
+    if (
+        arr.shape[: len(size)] != size
+        or any(d != 1 for d in middle)
+        or (components > 1 and arr.shape[-1] != components)
+    ):
         raise ImageFormatError(
             f"{path}: NIfTI voxel array of shape {arr.shape} does not match its header's size "
-            f"{size}; the header is inconsistent."
+            f"{shape}; the header is inconsistent."
         )
-    return arr.reshape(size)
+    return arr.reshape(shape)
 
 
 def _from_sitk(itk: Any, meta: dict[str, Any]) -> Image:
