@@ -119,3 +119,18 @@ def test_iteration_cap_warns_and_matches() -> None:
         dsk = ih.ComBat(tol=1e-15, max_iter=5).fit(da.from_array(X, chunks=(40, 33)), batch=site)
     assert_same_fit(mem, dsk)
     assert not dsk.fit_.converged.any()
+
+
+def test_a_zarr_store_on_disk_is_harmonized_out_of_core_into_another(tmp_path) -> None:
+    # the out-of-core use: features stored on disk in Zarr (chunked over features), read lazily,
+    # harmonized block by block and written back to Zarr without the matrix in memory
+    X, site, cov = make(seed=3, G=200)
+    da.from_array(X, chunks=(len(X), 50)).to_zarr(str(tmp_path / "features.zarr"))
+    lazy = da.from_zarr(str(tmp_path / "features.zarr"))
+    model = ih.ComBat().fit(lazy, batch=site, covariates=cov)
+    model.transform(lazy, batch=site, covariates=cov).to_zarr(str(tmp_path / "harmonized.zarr"))
+    mem = ih.ComBat().fit(X, batch=site, covariates=cov)
+    assert_same_fit(mem, model)
+    np.testing.assert_allclose(da.from_zarr(str(tmp_path / "harmonized.zarr")).compute(),
+                               mem.transform(X, batch=site, covariates=cov),
+                               rtol=1e-10, atol=1e-12, equal_nan=True)
