@@ -155,7 +155,7 @@ def _site_label(text: str, sites: Any) -> Any:
 def _apply_table(cal: Any, args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .._validation import is_numeric_column as _is_numeric_dtype
+    from .._validation import is_numeric_column
     from ..io.tables import read_table, write_table
 
     df = read_table(args.input)
@@ -168,7 +168,7 @@ def _apply_table(cal: Any, args: argparse.Namespace) -> int:
     if site_col is None and args.site is None:
         raise DataError(f"{args.input}: give --site-column COL or --site LABEL.")
     columns = args.column or [
-        c for c in df.columns if c != site_col and _is_numeric_dtype(df[c].dtype)
+        c for c in df.columns if c != site_col and is_numeric_column(df[c].dtype)
     ]
     missing = [c for c in columns if c not in df.columns]
     if missing or not columns:

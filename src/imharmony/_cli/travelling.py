@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run_fit(args: argparse.Namespace) -> int:
     import json
 
-    from .._validation import is_numeric_column as _is_numeric_dtype
+    from .._validation import is_numeric_column
     from ..calibration.travelling import TravellingSubjects
     from ..io._atomic import atomic_path
     from ..io.tables import read_table
@@ -79,7 +79,7 @@ def run_fit(args: argparse.Namespace) -> int:
         raise DataError(
             f"{args.table}: column(s) {missing} not found; columns are {list(df.columns)[:12]}"
         )
-    features = [c for c in df.columns if c not in roles and _is_numeric_dtype(df[c].dtype)]
+    features = [c for c in df.columns if c not in roles and is_numeric_column(df[c].dtype)]
     if not features:
         raise DataError(f"{args.table}: no numeric feature columns besides site/subject/id.")
     model = TravellingSubjects(scale=args.scale, reference_site=args.reference_site,

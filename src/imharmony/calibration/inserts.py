@@ -30,10 +30,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from .._persist import ArraySpec, check, is_number, is_table
-from .._validation import encode_labels as _encode
-from .._validation import format_items as _fmt
-from .._validation import label_key as _label_key
-from .._validation import labels_of as _as_labels
+from .._validation import encode_labels, format_items, label_key, labels_of
 from ..base import HarmonizerMixin, Rule
 from ..errors import (
     DataError,
@@ -188,8 +185,9 @@ class PhantomCalibration(HarmonizerMixin, BaseEstimator):
         few = [sites[j] for j in np.flatnonzero(distinct < 2)]
         if few:
             raise DesignError(
-                f"site(s) {_fmt(few)} have fewer than 2 distinct inserts; a gain and an offset "
-                "need at least two inserts of different reference value (e.g. air and water)."
+                f"site(s) {format_items(few)} have fewer than 2 distinct inserts; a gain and an "
+                "offset need at least two inserts of different reference value (e.g. air and "
+                "water)."
             )
         w = self._weights(table, sd, codes, ins_codes, meas, n)
 
@@ -201,14 +199,17 @@ class PhantomCalibration(HarmonizerMixin, BaseEstimator):
         D = Sw * Sxx - Sx**2
         flat = [sites[j] for j in np.flatnonzero(D <= 1e-12 * Sw * Sxx)]
         if flat:
-            raise DesignError(f"site(s) {_fmt(flat)}: the inserts' reference values are equal.")
+            raise DesignError(
+                f"site(s) {format_items(flat)}: the inserts' reference values are equal."
+            )
         gain = (Sw * Sxy - Sx * Sy) / D
         offset = (Sy - gain * Sx) / Sw
         bad = [sites[j] for j in np.flatnonzero(gain <= 0)]
         if bad:
             raise DesignError(
-                f"site(s) {_fmt(bad)}: measured values do not increase with the reference values "
-                "(gain <= 0); check the reference and measured columns and the insert names."
+                f"site(s) {format_items(bad)}: measured values do not increase with the reference "
+                "values (gain <= 0); check the reference and measured columns and the insert "
+                "names."
             )
         fitted = offset[codes] + gain[codes] * ref
         resid = meas - fitted
@@ -217,7 +218,7 @@ class PhantomCalibration(HarmonizerMixin, BaseEstimator):
             sigma2 = np.where(dof > 0, wsum(resid**2) / np.maximum(dof, 1), np.nan)
         if (dof < 1).any():
             logger.info("site(s) %s have exactly two measurements: no standard errors",
-                        _fmt([sites[j] for j in np.flatnonzero(dof < 1)]))
+                        format_items([sites[j] for j in np.flatnonzero(dof < 1)]))
         self.sites_ = np.array(sites, dtype=object)
         self.offset_, self.gain_ = offset, gain
         self.offset_se_ = np.sqrt(sigma2 * Sxx / D)
@@ -275,13 +276,14 @@ class PhantomCalibration(HarmonizerMixin, BaseEstimator):
         )
 
     def _codes(self, site: Any, n: int) -> np.ndarray:
-        arr = _as_labels(np.full(n, site, dtype=object) if np.ndim(site) == 0 else site, n,
+        arr = labels_of(np.full(n, site, dtype=object) if np.ndim(site) == 0 else site, n,
                          "site")
-        codes, unseen = _encode(arr, self.sites_.tolist())
+        codes, unseen = encode_labels(arr, self.sites_.tolist())
         if unseen:
             raise UnseenBatchError(
-                f"site(s) {_fmt(sorted(str(u) for u in unseen))} have no phantom calibration "
-                f"(calibrated sites: {_fmt(self.sites_.tolist())}); scan the phantom there first."
+                f"site(s) {format_items(sorted(str(u) for u in unseen))} have no phantom "
+                f"calibration (calibrated sites: {format_items(self.sites_.tolist())}); scan the "
+                "phantom there first."
             )
         return codes
 
@@ -310,7 +312,7 @@ class PhantomCalibration(HarmonizerMixin, BaseEstimator):
             dt = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.dtype(np.float32)
             self._warn_outside(arr, np.array([j]), "the image")
             out = (arr - dt.type(self.offset_[j])) * dt.type(1.0 / self.gain_[j])
-            entry = {"step": "phantom_calibration", "site": _label_key(self.sites_[j]),
+            entry = {"step": "phantom_calibration", "site": label_key(self.sites_[j]),
                      "gain": float(self.gain_[j]), "offset": float(self.offset_[j])}
             return X.with_array(out.astype(dt, copy=False),
                                 history=[*X.meta.get("history", []), entry])
@@ -348,7 +350,7 @@ class PhantomCalibration(HarmonizerMixin, BaseEstimator):
                         for v in frame[c].tolist()] for c in frame.columns}
 
         content = {
-            "sites": [_label_key(s) for s in self.sites_.tolist()],
+            "sites": [label_key(s) for s in self.sites_.tolist()],
             "residuals": cells(self.residuals_.astype({"site": str, "insert": str})),
             "linearity": cells(self.linearity_.reset_index().astype({"site": str})),
         }

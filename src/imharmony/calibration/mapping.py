@@ -22,8 +22,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from .._persist import ArraySpec, check, is_int, is_str_list
-from .._validation import check_feature_columns
-from .._validation import format_items as _fmt
+from .._validation import check_feature_columns, format_items
 from ..base import HarmonizerMixin, Rule
 from ..errors import DataError, ModelFileError
 from ..features.estimators import as_feature_matrix
@@ -70,7 +69,7 @@ def acquisition_key(acquisition: Any, keys: list[str] | None = None) -> dict[str
         keys = sorted(str(k) for k in acquisition)
     missing = [k for k in keys if k not in acquisition]
     if missing:
-        raise DataError(f"the acquisition does not give {_fmt(missing)}.")
+        raise DataError(f"the acquisition does not give {format_items(missing)}.")
     return {k: _value_key(acquisition[k]) for k in keys}
 
 
@@ -178,8 +177,8 @@ class AcquisitionMapping(HarmonizerMixin, TransformerMixin, BaseEstimator):
             sxx = ((src - xm) ** 2).sum(axis=0)
             if (sxx == 0).any():
                 raise DataError(
-                    f"feature(s) #{_fmt(np.flatnonzero(sxx == 0).tolist())} are constant in the "
-                    "source acquisition; a linear mapping cannot be learned."
+                    f"feature(s) #{format_items(np.flatnonzero(sxx == 0).tolist())} are constant "
+                    "in the source acquisition; a linear mapping cannot be learned."
                 )
             self.slope_ = ((src - xm) * (tgt - ym)).sum(axis=0) / sxx
             self.intercept_ = ym - self.slope_ * xm
@@ -244,7 +243,7 @@ class AcquisitionMapping(HarmonizerMixin, TransformerMixin, BaseEstimator):
         missing = [k for k in keys if k not in acquisitions.columns]
         if missing:
             raise DataError(
-                f"acquisitions lack column(s) {_fmt(missing)} that tell this mapping's "
+                f"acquisitions lack column(s) {format_items(missing)} that tell this mapping's "
                 "acquisitions apart."
             )
         rows = [tuple(acquisition_key(r, keys).values())

@@ -36,13 +36,16 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from .._persist import ArraySpec, check, is_int, is_label, is_number, is_str_list, is_table
-from .._validation import check_feature_columns, feature_names_out
-from .._validation import encode_labels as _encode
-from .._validation import factorize_labels as _factorize
-from .._validation import format_items as _fmt
-from .._validation import label_key as _label_key
-from .._validation import labels_of as _as_labels
-from .._validation import sorted_levels as _sorted_levels
+from .._validation import (
+    check_feature_columns,
+    encode_labels,
+    factorize_labels,
+    feature_names_out,
+    format_items,
+    label_key,
+    labels_of,
+    sorted_levels,
+)
 from .._vocabulary import TRAVELLING_SCALES
 from ..base import HarmonizerMixin, Rule
 from ..diagnostics.agreement import concordance_correlation, icc_2_1
@@ -66,9 +69,9 @@ _CHUNK = 2_000_000  # Jacobian entries per block of features
 
 def label_codes(values: Any, n: int, what: str) -> tuple[np.ndarray, list[Any]]:
     """One label per sample -> (codes into the sorted levels, levels). Missing labels refused."""
-    arr = _as_labels(values, n, what)
-    levels = _sorted_levels(_factorize(arr)[1])
-    return _encode(arr, levels)[0], levels
+    arr = labels_of(values, n, what)
+    levels = sorted_levels(factorize_labels(arr)[1])
+    return encode_labels(arr, levels)[0], levels
 
 
 def sites_field(path: Path, content: dict[str, Any], minimum: int) -> int:
@@ -121,8 +124,9 @@ def check_design(
     lonely = [sites[j] for j in np.flatnonzero(~present)]
     if lonely:
         raise DesignError(
-            f"site(s) {_fmt(lonely)} have no travelling subject (a participant also scanned at "
-            "another site); their bias cannot be learned. Scan travellers there or drop them."
+            f"site(s) {format_items(lonely)} have no travelling subject (a participant also "
+            "scanned at another site); their bias cannot be learned. Scan travellers there or "
+            "drop them."
         )
     if n_comp > 1:
         groups = "; ".join(
@@ -138,8 +142,8 @@ def check_design(
         few = [sites[j] for j in np.flatnonzero(per_site < 2)]
         if few:
             raise DesignError(
-                f"site(s) {_fmt(few)} have fewer than 2 travelling subjects: a per-site gain "
-                "(scale='linear') needs at least two different participants there. Use "
+                f"site(s) {format_items(few)} have fewer than 2 travelling subjects: a per-site "
+                "gain (scale='linear') needs at least two different participants there. Use "
                 "scale='additive' or scan more travellers."
             )
 
@@ -155,8 +159,9 @@ def _solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
     except np.linalg.LinAlgError:
         bad = np.flatnonzero(np.linalg.matrix_rank(A) < A.shape[-1])
         raise DesignError(
-            f"feature(s) #{_fmt(bad.tolist())} have missing values that leave the site biases "
-            "unidentifiable (no shared travellers left); impute them or drop those features."
+            f"feature(s) #{format_items(bad.tolist())} have missing values that leave the site "
+            "biases unidentifiable (no shared travellers left); impute them or drop those "
+            "features."
         ) from None
 
 
@@ -429,10 +434,11 @@ class TravellingSubjects(HarmonizerMixin, TransformerMixin, BaseEstimator):
         if self.reference_site is None:
             return None
         lookup = {str(s): i for i, s in enumerate(sites)}
-        key = str(_label_key(self.reference_site))
+        key = str(label_key(self.reference_site))
         if key not in lookup:
             raise DesignError(
-                f"reference_site={self.reference_site!r} is not one of the sites {_fmt(sites)}."
+                f"reference_site={self.reference_site!r} is not one of the sites "
+                f"{format_items(sites)}."
             )
         return lookup[key]
 
@@ -572,13 +578,13 @@ class TravellingSubjects(HarmonizerMixin, TransformerMixin, BaseEstimator):
         return out
 
     def _site_codes(self, site: Any, n: int) -> np.ndarray:
-        arr = _as_labels(site, n, "site")
-        codes, unseen = _encode(arr, self.sites_.tolist())
+        arr = labels_of(site, n, "site")
+        codes, unseen = encode_labels(arr, self.sites_.tolist())
         if unseen:
             raise UnseenBatchError(
-                f"site(s) {_fmt(sorted(str(u) for u in unseen))} had no travelling subjects when "
-                f"the model was fitted (known: {_fmt(self.sites_.tolist())}); scan travellers "
-                "there and refit."
+                f"site(s) {format_items(sorted(str(u) for u in unseen))} had no travelling "
+                "subjects when the model was fitted (known: "
+                f"{format_items(self.sites_.tolist())}); scan travellers there and refit."
             )
         return codes
 
@@ -601,7 +607,7 @@ class TravellingSubjects(HarmonizerMixin, TransformerMixin, BaseEstimator):
     # -- persistence (HarmonizerMixin.save / .load: the project's model envelope) -----------
     def _params_for_file(self) -> dict[str, Any]:
         params = self.get_params(deep=False)
-        params["reference_site"] = _label_key(params["reference_site"])
+        params["reference_site"] = label_key(params["reference_site"])
         return params
 
     def _model_content(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -610,7 +616,7 @@ class TravellingSubjects(HarmonizerMixin, TransformerMixin, BaseEstimator):
             agreement = {c: [None if not np.isfinite(v) else float(v) for v in self.agreement_[c]]
                          for c in self.agreement_.columns}
         content = {
-            "sites": [_label_key(s) for s in self.sites_.tolist()],
+            "sites": [label_key(s) for s in self.sites_.tolist()],
             "reference_index": (None if self.reference_index_ is None
                                 else int(self.reference_index_)),
             "n_features": int(self.n_features_in_),

@@ -19,16 +19,20 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 
 from .._persist import ArraySpec, check, is_int, is_label, is_str_list
-from .._validation import CovariateEncoder as _CovariateEncoder
-from .._validation import as_covariate_frame as _as_covariate_frame
-from .._validation import check_feature_columns, feature_names_out, label_text, sorted_levels
-from .._validation import encode_labels as _encode
-from .._validation import factorize_labels as _factorize
-from .._validation import format_items as _fmt
-from .._validation import is_numeric_column as _is_numeric_dtype
-from .._validation import label_key as _label_key
-from .._validation import labels_of as _as_labels
-from .._validation import sorted_levels as _sorted_levels  # noqa: F401 (the family imports it)
+from .._validation import (
+    CovariateEncoder,
+    as_covariate_frame,
+    check_feature_columns,
+    encode_labels,
+    factorize_labels,
+    feature_names_out,
+    format_items,
+    is_numeric_column,
+    label_key,
+    label_text,
+    labels_of,
+    sorted_levels,
+)
 from .._vocabulary import SMOOTH_CRITERIA
 from ..base import HarmonizerMixin, Rule
 from ..errors import (
@@ -106,11 +110,11 @@ def as_feature_matrix(
         return X, None, np.zeros(0, dtype=np.intp)
     if isinstance(X, pd.DataFrame):
         names = [str(c) for c in X.columns]
-        bad = [str(c) for c, dt in X.dtypes.items() if not _is_numeric_dtype(dt)]
+        bad = [str(c) for c, dt in X.dtypes.items() if not is_numeric_column(dt)]
         if bad:
             raise DataError(
-                f"{what}: feature column(s) {_fmt(bad)} are not numeric; drop them or pass them "
-                "as ids (the CLI passes non-numeric columns through unchanged)."
+                f"{what}: feature column(s) {format_items(bad)} are not numeric; drop them or pass "
+                "them as ids (the CLI passes non-numeric columns through unchanged)."
             )
         arr = X.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
@@ -130,8 +134,8 @@ def as_feature_matrix(
         if inf_cols.size:
             labels = [names[i] if names else f"#{i}" for i in inf_cols]
             raise DataError(
-                f"{what}: feature column(s) {_fmt(labels)} contain infinite values; replace them "
-                "(NaN is accepted as missing and is ignored in estimation)."
+                f"{what}: feature column(s) {format_items(labels)} contain infinite values; "
+                "replace them (NaN is accepted as missing and is ignored in estimation)."
             )
     return arr, names, missing_columns(arr, colsum)
 
@@ -141,8 +145,9 @@ def _require_complete(nan_cols: np.ndarray, names: list[str] | None, method: str
     if len(nan_cols):
         labels = [names[i] if names else f"#{i}" for i in nan_cols]
         raise DataError(
-            f"feature column(s) {_fmt(labels)} hold missing values, which {method} cannot skip: "
-            "impute them or drop those features or samples (ComBat itself ignores missing values)."
+            f"feature column(s) {format_items(labels)} hold missing values, which {method} cannot "
+            "skip: impute them or drop those features or samples (ComBat itself ignores missing "
+            "values)."
         )
 
 
@@ -194,7 +199,7 @@ def _check_acquisitions(acquisitions: Any, data: np.ndarray, mapping: Any) -> np
     return data
 
 
-class _SmoothEncoder(_CovariateEncoder):
+class _SmoothEncoder(CovariateEncoder):
     """The covariate encoding of :mod:`imharmony._validation` plus smooth terms: a column named
     in ``smooth`` enters the design as its penalized B-spline basis (knots learned at fit)."""
 
@@ -208,7 +213,7 @@ class _SmoothEncoder(_CovariateEncoder):
         degree: int = 3,
         bounds: Any = None,
     ) -> tuple[_SmoothEncoder, pd.DataFrame | None]:
-        frame = _as_covariate_frame(covariates, n)
+        frame = as_covariate_frame(covariates, n)
         if frame is None:
             if smooth:
                 raise DataError(
@@ -219,8 +224,8 @@ class _SmoothEncoder(_CovariateEncoder):
         missing = [c for c in smooth if c not in frame.columns]
         if missing:
             raise DataError(
-                f"smooth covariate(s) {_fmt(missing)} are not covariate columns (columns: "
-                f"{_fmt(list(frame.columns))}); add them to the covariates."
+                f"smooth covariate(s) {format_items(missing)} are not covariate columns (columns: "
+                f"{format_items(list(frame.columns))}); add them to the covariates."
             )
         smooth_specs = {}
         for name in smooth:
@@ -231,7 +236,7 @@ class _SmoothEncoder(_CovariateEncoder):
                     "impute them or drop those samples."
                 )
             smooth_specs[name] = _learn_smooth(name, col, df, degree, bounds, len(smooth))
-        base, _ = _CovariateEncoder.learn(frame.drop(columns=list(smooth)), n)
+        base, _ = CovariateEncoder.learn(frame.drop(columns=list(smooth)), n)
         linear = {s["name"]: s for s in base.spec}
         spec = [smooth_specs.get(c) or linear[c] for c in frame.columns
                 if c in smooth_specs or c in linear]
@@ -244,7 +249,7 @@ class _SmoothEncoder(_CovariateEncoder):
             if s["kind"] == "smooth":
                 names.extend(f"{s['name']}[s{k}]" for k in range(1, _term(s).n_basis + 1))
             else:
-                names.extend(_CovariateEncoder([s]).columns)
+                names.extend(CovariateEncoder([s]).columns)
         return names
 
     def smooth_terms(self) -> list[tuple[str, Any, np.ndarray]]:
@@ -260,17 +265,17 @@ class _SmoothEncoder(_CovariateEncoder):
     def encode(self, covariates: Any, n: int, *, raw_smooth: bool = False) -> np.ndarray:
         """The design's covariate columns (``raw_smooth``: smooth terms as one linear column,
         for the rank checks)."""
-        frame = _as_covariate_frame(covariates, n)
+        frame = as_covariate_frame(covariates, n)
         if frame is None or not any(s["kind"] == "smooth" for s in self.spec):
             return super().encode(covariates, n)
         blocks: list[np.ndarray] = []
         for s in self.spec:
             if s["kind"] != "smooth" or raw_smooth:
                 linear = {**s, "kind": "continuous"} if s["kind"] == "smooth" else s
-                blocks.append(_CovariateEncoder([linear]).encode(frame, n))
+                blocks.append(CovariateEncoder([linear]).encode(frame, n))
                 continue
             name = s["name"]
-            x = _CovariateEncoder([{"name": name, "kind": "continuous"}]).encode(frame, n)[:, 0]
+            x = CovariateEncoder([{"name": name, "kind": "continuous"}]).encode(frame, n)[:, 0]
             term = _term(s)
             lo, hi = term.bounds
             outside = (x < lo) | (x > hi)
@@ -329,7 +334,7 @@ def _learn_smooth(
     """The spec of a smooth term: its knots (quantiles of the training values, or the bounds)."""
     from .gam import bspline_knots
 
-    if not _is_numeric_dtype(col.dtype):
+    if not is_numeric_column(col.dtype):
         raise DataError(f"smooth covariate {name!r} must be numeric; got dtype {col.dtype}.")
     x = col.to_numpy(dtype=np.float64)
     distinct = np.unique(x).shape[0]
@@ -655,8 +660,8 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
         if self.reference_batch is not None:
             raise DesignError(
                 "reference_batch names a site of one batch variable, but batch has several "
-                f"columns ({_fmt([str(c) for c in batch.columns])}); harmonize with one batch "
-                "variable at a time to use a reference site."
+                f"columns ({format_items([str(c) for c in batch.columns])}); harmonize with one "
+                "batch variable at a time to use a reference site."
             )
         if len(batch) != data.shape[0]:
             raise DataError(
@@ -787,20 +792,20 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
         encoder : object
             The covariate encoding (its ``spec`` is what :meth:`save` stores).
         """
-        labels = _as_labels(batch, n)
-        levels = sorted_levels(_factorize(labels)[1])
+        labels = labels_of(batch, n)
+        levels = sorted_levels(factorize_labels(labels)[1])
         if len(levels) < 2:
             raise DesignError(
                 f"batch has a single site ({levels[0]!r}); ComBat needs at least two sites."
             )
-        codes = _encode(labels, levels)[0]
+        codes = encode_labels(labels, levels)[0]
         counts = np.bincount(codes, minlength=len(levels))
         singles = [levels[i] for i in np.flatnonzero(counts < 2)]
         if singles and not self.mean_only:
             raise DesignError(
-                f"site(s) {_fmt(singles)} have a single sample, whose scale effect cannot be "
-                "estimated: pass mean_only=True (--mean-only) to correct location only, or merge "
-                "or drop those sites."
+                f"site(s) {format_items(singles)} have a single sample, whose scale effect cannot "
+                "be estimated: pass mean_only=True (--mean-only) to correct location only, or "
+                "merge or drop those sites."
             )
         ref = None
         if self.reference_batch is not None:
@@ -809,7 +814,7 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
             if label_text(self.reference_batch) not in by_text:
                 raise DesignError(
                     f"reference_batch={self.reference_batch!r} is not one of the sites "
-                    f"{_fmt(levels)}."
+                    f"{format_items(levels)}."
                 )
             ref = by_text[label_text(self.reference_batch)]
         encoder, _ = _SmoothEncoder.learn_smooth(
@@ -828,10 +833,10 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
                                      for s in encoder.spec])
             cols = [raw.columns[k] for k in exc.columns]
             raise DesignError(
-                f"covariate column(s) {_fmt(cols)} are confounded with site: the design (site "
-                "indicators + covariates) is rank deficient, so their effect cannot be told apart "
-                "from the site effect. Drop or merge those covariates, or collect data where they "
-                "vary within sites."
+                f"covariate column(s) {format_items(cols)} are confounded with site: the design "
+                "(site indicators + covariates) is rank deficient, so their effect cannot be told "
+                "apart from the site effect. Drop or merge those covariates, or collect data "
+                "where they vary within sites."
             ) from None
         if biology is not None or C.shape[1]:
             self._check_confounding(labels, covariates, biology)
@@ -898,7 +903,7 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
     def _check_confounding(labels: np.ndarray, covariates: Any, biology: Any) -> None:
         from ..diagnostics.confounding import check_confounding
 
-        frame = _as_covariate_frame(covariates, labels.shape[0])
+        frame = as_covariate_frame(covariates, labels.shape[0])
         report = check_confounding(labels, frame, biology=biology)
         report.raise_if_complete()
         for finding in report.findings:
@@ -916,14 +921,14 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
             super()._check_fitted()
 
     def _codes(self, batch: Any, n: int) -> np.ndarray:
-        labels = _as_labels(batch, n)
-        codes, unseen_keys = _encode(labels, self.batches_.tolist())
+        labels = labels_of(batch, n)
+        codes, unseen_keys = encode_labels(labels, self.batches_.tolist())
         if unseen_keys:
             unseen = sorted(str(k) for k in unseen_keys)
             raise UnseenBatchError(
-                f"site(s) {_fmt(unseen)} were not seen when the model was fitted (known: "
-                f"{_fmt(self.batches_.tolist())}); ComBat can only correct the sites it learned. "
-                "Refit including samples of those sites."
+                f"site(s) {format_items(unseen)} were not seen when the model was fitted (known: "
+                f"{format_items(self.batches_.tolist())}); ComBat can only correct the sites it "
+                "learned. Refit including samples of those sites."
             )
         return codes
 
@@ -953,8 +958,9 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
             missing = [c for c in self.batch_columns_ if frame is None or c not in frame.columns]
             if missing:
                 raise DataError(
-                    f"the model corrects the batch variables {_fmt(self.batch_columns_)} in turn; "
-                    f"give batch as a DataFrame with those columns (missing: {_fmt(missing)})."
+                    f"the model corrects the batch variables {format_items(self.batch_columns_)} "
+                    "in turn; give batch as a DataFrame with those columns (missing: "
+                    f"{format_items(missing)})."
                 )
             current = data
             for col, stage in zip(self.batch_columns_, self.stages_, strict=True):
@@ -1014,7 +1020,7 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
     def _params_for_file(self) -> dict[str, Any]:
         params = self.get_params(deep=False)  # a subclass may not have all of ComBat's
         if "reference_batch" in params:
-            params["reference_batch"] = _label_key(params["reference_batch"])
+            params["reference_batch"] = label_key(params["reference_batch"])
         if not isinstance(params.get("smooth_penalty", "cv"), str | int | float):
             params["smooth_penalty"] = np.asarray(params["smooth_penalty"], float).tolist()
         if params.get("smooth") is not None:
@@ -1051,7 +1057,7 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
     def _single_content(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The fields and arrays of a one-batch-variable model (or of one stage)."""
         content = {
-            "batches": [_label_key(b) for b in self.batches_.tolist()],
+            "batches": [label_key(b) for b in self.batches_.tolist()],
             "reference_index": self.reference_index_,
             "n_features": int(self.n_features_in_),
             "feature_names": (

@@ -20,23 +20,20 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from .._validation import check_feature_columns
+from .._validation import (
+    check_feature_columns,
+    encode_labels,
+    factorize_labels,
+    format_items,
+    label_key,
+    labels_of,
+    sorted_levels,
+)
 from .._vocabulary import LONGITUDINAL_RANDOM, LONGITUDINAL_SIGMA
 from ..errors import DataError, DesignError, HarmonizationError, ModelFileError
 from ._reml import MixedDesign, fit_reml, relative_factor, shrinkage
 from .combat import CombatFit, prior_sums, priors_from_sums
-from .estimators import (
-    ComBat,
-    _as_labels,
-    _check_shapes,
-    _encode,
-    _factorize,
-    _fmt,
-    _label_key,
-    _require_complete,
-    _sorted_levels,
-    as_feature_matrix,
-)
+from .estimators import ComBat, _check_shapes, _require_complete, as_feature_matrix
 
 __all__ = ["LongitudinalComBat"]
 
@@ -204,24 +201,24 @@ class LongitudinalComBat(ComBat):
         if constant.size:
             labels = [names[g] if names else f"#{g}" for g in constant[:5]]
             raise DataError(
-                f"feature column(s) {_fmt(labels)} are constant; a mixed model cannot be fitted "
-                "to them: drop them before harmonizing."
+                f"feature column(s) {format_items(labels)} are constant; a mixed model cannot be "
+                "fitted to them: drop them before harmonizing."
             )
-        labels = _as_labels(batch, n)
-        levels = _sorted_levels(_factorize(labels)[1])
+        labels = labels_of(batch, n)
+        levels = sorted_levels(factorize_labels(labels)[1])
         if len(levels) < 2:
             raise DesignError(f"batch has a single level ({levels[0]!r}); nothing to harmonize.")
-        codes = _encode(labels, levels)[0]
+        codes = encode_labels(labels, levels)[0]
         counts = np.bincount(codes, minlength=len(levels))
         singles = [levels[j] for j in np.flatnonzero(counts < 2)]
         if singles:
             raise DesignError(
-                f"batch(es) {_fmt(singles)} have a single visit; their variance cannot be "
+                f"batch(es) {format_items(singles)} have a single visit; their variance cannot be "
                 "estimated: drop those visits or merge the batches."
             )
-        sub_labels = _as_labels(subject, n)
-        subjects = _sorted_levels(_factorize(sub_labels)[1])
-        sub_codes = _encode(sub_labels, subjects)[0]
+        sub_labels = labels_of(subject, n)
+        subjects = sorted_levels(factorize_labels(sub_labels)[1])
+        sub_codes = encode_labels(sub_labels, subjects)[0]
         frame = self._covariate_frame(covariates, n)
         spec = _formula_spec(self.formula, frame)
         Xf, columns = _fixed_design(self.formula, spec, frame)
@@ -400,12 +397,12 @@ class LongitudinalComBat(ComBat):
 
     def _subject_codes(self, subject: Any, n: int) -> tuple[np.ndarray, np.ndarray, int]:
         """Index of each visit's subject in ``subjects_`` (-1 if new), codes of new subjects."""
-        labels = _as_labels(subject, n)
-        known, _ = _encode(labels, self.subjects_.tolist())
+        labels = labels_of(subject, n)
+        known, _ = encode_labels(labels, self.subjects_.tolist())
         new_codes = np.full(n, -1)
         n_new = 0
         if (known < 0).any():
-            codes, _ = _factorize(labels[known < 0])
+            codes, _ = factorize_labels(labels[known < 0])
             new_codes[known < 0] = codes
             n_new = int(codes.max()) + 1
         return known, new_codes, n_new
@@ -422,7 +419,7 @@ class LongitudinalComBat(ComBat):
             "longitudinal": {
                 "formula_spec": self.formula_spec_,
                 "fixed_columns": self.fixed_columns_,
-                "subjects": [_label_key(s) for s in self.subjects_.tolist()],
+                "subjects": [label_key(s) for s in self.subjects_.tolist()],
             }
         }
         return arrays, doc
@@ -497,7 +494,7 @@ def _formula_spec(formula: str, frame: pd.DataFrame) -> dict[str, Any]:
         if name not in frame.columns:
             raise DataError(
                 f"formula term {name!r} is not a column of covariates (columns: "
-                f"{_fmt(list(frame.columns))}); use plain column names in the formula and "
+                f"{format_items(list(frame.columns))}); use plain column names in the formula and "
                 "add the column."
             )
         col = frame[name]
@@ -508,7 +505,7 @@ def _formula_spec(formula: str, frame: pd.DataFrame) -> dict[str, Any]:
         else:
             spec[name] = {
                 "kind": "categorical",
-                "levels": [str(v) for v in _sorted_levels(_factorize(col.astype(str))[1])],
+                "levels": [str(v) for v in sorted_levels(factorize_labels(col.astype(str))[1])],
             }
     return spec
 
@@ -533,8 +530,8 @@ def _fixed_design(
             unseen = sorted(set(values) - set(s["levels"]))
             if unseen:
                 raise DataError(
-                    f"covariate column {name!r} has level(s) {_fmt(unseen)} not seen at fit "
-                    f"(known: {_fmt(s['levels'])})."
+                    f"covariate column {name!r} has level(s) {format_items(unseen)} not seen at "
+                    f"fit (known: {format_items(s['levels'])})."
                 )
             data[name] = pd.Categorical(values, categories=s["levels"])
     design = patsy.dmatrix(formula, data, NA_action="raise", return_type="dataframe")

@@ -845,8 +845,9 @@ def _save_model(path: Path, model: Any, estimates: str, info: dict[str, Any],
                 content: dict[str, Any], mask: np.ndarray) -> None:
     """Write the model: ComBat's fields and arrays (per-voxel ones streamed from the estimates
     store block by block), the mask and the voxel-wise fields."""
+    from .._validation import label_key
     from ..features.combat import reasons_of
-    from ..features.estimators import _label_key, fit_array_specs
+    from ..features.estimators import fit_array_specs
     from .combat import estimate_rows
 
     J, q = len(model.batches_), len(model.covariate_columns_)
@@ -882,7 +883,7 @@ def _save_model(path: Path, model: Any, estimates: str, info: dict[str, Any],
                                                    "converged")})
     arrays["mask"] = np.asarray(mask, dtype=bool)
     combat = {
-        "batches": [_label_key(b) for b in model.batches_.tolist()],
+        "batches": [label_key(b) for b in model.batches_.tolist()],
         "reference_index": model.reference_index_, "n_features": V, "feature_names": None,
         "covariates": model.covariate_spec_, "unadjusted": dict(reasons), "reasons": reasons,
     }
