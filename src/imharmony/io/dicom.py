@@ -34,7 +34,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +56,7 @@ from .._dicom.mosaic import csa_header, mosaic_layout, tile_positions, untile
 from .._dicom.multiframe import classic_frame_geometry
 from .._dicom.slices import equalize, equidistant_grid, missing_slices
 from .._dicom.tags import (
+    as_float,
     brief,
     float_list,
     group_item,
@@ -350,7 +351,7 @@ def _diffusion(
     if b is None and item is None:
         value = private_value(ds, 0x0019, _SIEMENS_MR, 0x0C)
         if value is not None and not isinstance(value, bytes):
-            b = _as_float(value)
+            b = as_float(value)
             direction = private_value(ds, 0x0019, _SIEMENS_MR, 0x0E)
         else:
             try:
@@ -358,7 +359,7 @@ def _diffusion(
             except (ValueError, struct.error):
                 csa = None
             if csa and csa.get("B_value"):
-                b = _as_float(csa["B_value"][0])
+                b = as_float(csa["B_value"][0])
                 direction = csa.get("DiffusionGradientDirection") or None
     grad = None
     if direction is not None and not isinstance(direction, bytes):
@@ -372,16 +373,6 @@ def _diffusion(
     if b is not None and (b < 0 or b > 1e5):
         raise DicomError(f"{name}: b-value {b} s/mm² is not plausible; the file is damaged.")
     return b, grad  # type: ignore[return-value]
-
-
-def _as_float(value: Any) -> float | None:
-    try:
-        if isinstance(value, Sequence) and not isinstance(value, str):
-            value = value[0]
-        number = float(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _vector(ds: Dataset, keyword: str, n: int, label: str) -> list[float]:
@@ -459,71 +450,91 @@ def _collect_instance(fr: _Frames, i: int, h: Header) -> None:
             f"{h.name}: {tag_label('PerFrameFunctionalGroupsSequence')} has "
             f"{len(per_frame)} items but {tag_label('NumberOfFrames')} is {h.n_frames}."
         )
+    instance_number = _safe_number(ds, "InstanceNumber", int)
+    if per_frame is None:
+        # One set of attributes for the whole file (a single frame, a mosaic's tiles or a
+        # classic multi-frame object): read once, only the positions differ per frame.
+        labels = [
+            h.name if positions is None
+            else f"{h.name} slice {f + 1}" if layout is not None else f"{h.name} frame {f + 1}"
+            for f in range(h.n_frames)
+        ]
+        first = _plane_values(ds, ds, ds, ds, labels[0],
+                              None if positions is None else positions[0].tolist(), classic_iop)
+        first.update(
+            echo_number=_safe_number(ds, "EchoNumbers", int),
+            echo_time=_safe_number(ds, "EchoTime"),
+            temporal=_safe_number(ds, "TemporalPositionIdentifier", int),
+        )
+        b, grad = _diffusion(ds, None, None, labels[0])
+        for f in range(h.n_frames):
+            values = dict(first)
+            if positions is not None:
+                values["position"] = positions[f].tolist()
+            _append_frame(fr, i, f, labels[f], values, instance_number, b, grad)
+        return
     for f in range(h.n_frames):
-        if per_frame is None:
-            label = h.name if positions is None else (
-                f"{h.name} slice {f + 1}" if layout is not None else f"{h.name} frame {f + 1}"
-            )
-            pos_src = ori_src = pm_src = pvt_src = ds
-        else:
-            label = f"{h.name} frame {f + 1}"
-            item = per_frame[f]
-            pos_src = _group_item(item, shared, "PlanePositionSequence")
-            ori_src = _group_item(item, shared, "PlaneOrientationSequence")
-            pm_src = _group_item(item, shared, "PixelMeasuresSequence")
-            pvt_src = _group_item(item, shared, "PixelValueTransformationSequence")
-            # Legacy converted objects may keep the classic top-level attributes.
-            pos_src = pos_src if pos_src is not None else ds
-            ori_src = ori_src if ori_src is not None else ds
-            pm_src = pm_src if pm_src is not None else ds
-            pvt_src = pvt_src if pvt_src is not None else ds
-        fr.inst.append(i)
-        fr.frame.append(f)
-        fr.label.append(label)
-        fr.position.append(
-            _vector(pos_src, "ImagePositionPatient", 3, label) if positions is None
-            else positions[f].tolist()
+        label = f"{h.name} frame {f + 1}"
+        item = per_frame[f]
+        # Legacy converted objects may keep the classic top-level attributes.
+        sources = [
+            _group_item(item, shared, seq)
+            for seq in ("PlanePositionSequence", "PlaneOrientationSequence",
+                        "PixelMeasuresSequence", "PixelValueTransformationSequence")
+        ]
+        pos_src, ori_src, pm_src, pvt_src = (ds if src is None else src for src in sources)
+        values = _plane_values(pos_src, ori_src, pm_src, pvt_src, label, None, None)
+        values.update(
+            echo_number=None,
+            echo_time=_safe_number(group_item(item, shared, "MREchoSequence"), "EffectiveEchoTime"),
+            temporal=_safe_number(
+                group_item(item, shared, "FrameContentSequence"), "TemporalPositionIndex", int
+            ),
         )
-        fr.orientation.append(
-            _vector(ori_src, "ImageOrientationPatient", 6, label) if classic_iop is None
-            else classic_iop
-        )
-        fr.pixel_spacing.append(_vector(pm_src, "PixelSpacing", 2, label))
-        fr.slope.append(_opt_float(_numbers(pvt_src, "RescaleSlope"), "RescaleSlope", label))
-        fr.intercept.append(
-            _opt_float(_numbers(pvt_src, "RescaleIntercept"), "RescaleIntercept", label)
-        )
-        rtype = pvt_src.get("RescaleType")
-        fr.rescale_type.append(None if rtype is None else str(rtype))
-        fr.thickness.append(
-            _opt_float(_numbers(pm_src, "SliceThickness"), "SliceThickness", label)
-        )
-        fr.between.append(
-            _opt_float(
-                _numbers(pm_src, "SpacingBetweenSlices"), "SpacingBetweenSlices", label
-            )
-        )
-        if per_frame is None:
-            fr.echo_number.append(_safe_number(ds, "EchoNumbers", int))
-            fr.echo_time.append(_safe_number(ds, "EchoTime"))
-            fr.temporal.append(_safe_number(ds, "TemporalPositionIdentifier", int))
-            b, grad = _diffusion(ds, None, None, label)
-        else:
-            fr.echo_number.append(None)
-            fr.echo_time.append(
-                _safe_number(group_item(item, shared, "MREchoSequence"), "EffectiveEchoTime")
-            )
-            fr.temporal.append(
-                _safe_number(
-                    group_item(item, shared, "FrameContentSequence"),
-                    "TemporalPositionIndex",
-                    int,
-                )
-            )
-            b, grad = _diffusion(ds, item, shared, label)
-        fr.instance_number.append(_safe_number(ds, "InstanceNumber", int))
-        fr.b_value.append(b)
-        fr.gradient.append(grad)
+        b, grad = _diffusion(ds, item, shared, label)
+        _append_frame(fr, i, f, label, values, instance_number, b, grad)
+
+
+def _plane_values(
+    pos_src: Any, ori_src: Any, pm_src: Any, pvt_src: Any, label: str,
+    position: list[float] | None, orientation: list[float] | None,
+) -> dict[str, Any]:
+    """A frame's geometry and value scaling, read from the items that hold them (``position`` and
+    ``orientation`` when the caller already knows them)."""
+    rtype = pvt_src.get("RescaleType")
+    return {
+        "position": (
+            _vector(pos_src, "ImagePositionPatient", 3, label) if position is None else position
+        ),
+        "orientation": (
+            _vector(ori_src, "ImageOrientationPatient", 6, label)
+            if orientation is None else orientation
+        ),
+        "pixel_spacing": _vector(pm_src, "PixelSpacing", 2, label),
+        "slope": _opt_float(_numbers(pvt_src, "RescaleSlope"), "RescaleSlope", label),
+        "intercept": _opt_float(_numbers(pvt_src, "RescaleIntercept"), "RescaleIntercept", label),
+        "rescale_type": None if rtype is None else str(rtype),
+        "thickness": _opt_float(_numbers(pm_src, "SliceThickness"), "SliceThickness", label),
+        "between": _opt_float(
+            _numbers(pm_src, "SpacingBetweenSlices"), "SpacingBetweenSlices", label
+        ),
+    }
+
+
+def _append_frame(
+    fr: _Frames, i: int, f: int, label: str, values: dict[str, Any],
+    instance_number: int | None, b: float | None, grad: tuple[float, float, float] | None,
+) -> None:
+    """Append frame ``f`` of instance ``i`` with its ``values`` (:func:`_plane_values` plus the
+    echo and temporal keys) to ``fr``."""
+    fr.inst.append(i)
+    fr.frame.append(f)
+    fr.label.append(label)
+    for key, value in values.items():
+        getattr(fr, key).append(value)
+    fr.instance_number.append(instance_number)
+    fr.b_value.append(b)
+    fr.gradient.append(grad)
 
 
 @dataclass
@@ -1363,11 +1374,7 @@ def read_dicom_series(
         fr = _subset(fr, np.concatenate([np.asarray(v)[geom.order] for v in volumes]).tolist())
         n_slices = len(volumes[0])
         volumes = [list(range(t * n_slices, (t + 1) * n_slices)) for t in range(len(volumes))]
-        geom = _Geometry(
-            order=np.arange(len(fr.inst)), spacing=geom.spacing, origin=geom.origin,
-            direction=geom.direction, shift=geom.shift, pad=geom.pad, distances=geom.distances,
-            grid=geom.grid,
-        )
+        geom = replace(geom, order=np.arange(len(fr.inst)))
         if geom.grid is not None:
             grown = len(volumes) * len(geom.grid) * members[0].rows * members[0].columns
             if grown > max_pixels:
@@ -1626,7 +1633,7 @@ def _philips_scale_slope(h: Header, frame: int, where: tuple[int, str, int]) -> 
     holders.append(h.ds)
     for holder in holders:
         value = private_value(holder, group, creator, offset)
-        if value is None or value == "":
+        if value is None:
             continue
         if isinstance(value, bytes):  # implicit VR: the private dictionary's FL, raw
             if len(value) != 4:

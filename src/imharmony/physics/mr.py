@@ -32,7 +32,7 @@ from typing import Any
 
 import pandas as pd
 
-from .._dicom.tags import functional_item, plain_value
+from .._dicom.tags import as_float, as_text, functional_item, plain_value
 from ..errors import HarmonizationError
 
 __all__ = [
@@ -208,20 +208,7 @@ def _is_missing(value: Any) -> bool:
 
 def _as_float(value: Any) -> float | None:
     """A finite float, or None for missing / unparsable values (first value of a multi-value)."""
-    if _is_missing(value):
-        return None
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        values = list(value)
-        if not values:
-            return None
-        value = values[0]
-    if isinstance(value, str) and "\\" in value:
-        value = value.split("\\")[0]
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
+    return None if _is_missing(value) else as_float(value)
 
 
 def _as_tokens(value: Any) -> tuple[str, ...]:
@@ -238,11 +225,7 @@ def _as_tokens(value: Any) -> tuple[str, ...]:
 
 
 def _as_text(value: Any) -> str | None:
-    if _is_missing(value):
-        return None
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(v) for v in value) or None
-    return str(value).strip() or None
+    return None if _is_missing(value) else as_text(value)
 
 
 def _as_bool(value: Any) -> bool | None:
