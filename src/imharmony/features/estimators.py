@@ -615,10 +615,10 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
             One row per sample describing its MR acquisition (DICOM keywords such as
             ``RepetitionTime``, ``EchoTime``, ``ScanningSequence``, or protocol-table columns).
             The distinct acquisitions are checked with
-            :func:`imharmony.physics.compatibility.require_harmonizable` before fitting: different
-            weightings, pre vs post contrast, magnitude vs phase or quantitative maps are refused
-            (:class:`~imharmony.physics.compatibility.NotHarmonizableError`) — ComBat cannot turn a T1w
-            feature into a T2w one.
+            :func:`imharmony.physics.compatibility.require_harmonizable` before fitting:
+            different weightings, pre vs post contrast, magnitude vs phase or quantitative maps
+            are refused (:class:`~imharmony.physics.compatibility.NotHarmonizableError`) — ComBat
+            cannot turn a T1w feature into a T2w one.
         mapping : AcquisitionMapping, optional
             A fitted :class:`~imharmony.AcquisitionMapping` between exactly the two acquisitions
             in ``acquisitions``, learned from subjects scanned with both: the source
