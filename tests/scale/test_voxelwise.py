@@ -299,3 +299,24 @@ def test_an_uncached_write_writes_every_byte(tmp_path: Path, monkeypatch, size: 
     path.write_bytes(b"x" * (size + 5000))  # longer than the data: must be truncated
     voxelwise._write_uncached(path, data)
     assert path.read_bytes() == data.tobytes()
+
+
+def test_a_second_run_with_another_mask_in_the_same_process_uses_that_mask(tmp_path: Path) -> None:
+    # the local cluster runs in this process: what a task caches of one run's mask must not
+    # serve the next run, whose mask is written at the same place in the same output folder
+    s = make_stack(tmp_path / "data")
+    inner = np.zeros(nib.load(s["mask"]).shape, np.uint8)
+    inner[2:5, 2:6, 1:4] = 1  # another region (and another voxel count) than the first mask
+    nib.save(nib.Nifti1Image(inner, nib.load(s["mask"]).affine), tmp_path / "inner.nii.gz")
+    out = tmp_path / "out"
+    for mask_path in (s["mask"], tmp_path / "inner.nii.gz"):
+        fit_voxelwise(s["manifest"], mask=mask_path, batch="site", covariates=["age"],
+                      model_dir=tmp_path / f"model-{mask_path.name}", output_dir=out)
+    X = stacked(s["root"], s["table"], tmp_path / "inner.nii.gz")
+    expected = ih.ComBat().fit_transform(X, batch=s["table"]["site"],
+                                         covariates=s["table"][["age"]])
+    got = _outputs(out, s["table"], tmp_path / "inner.nii.gz")
+    np.testing.assert_array_equal(got, expected.astype(np.float32).astype(np.float64))
+    first = nib.load(s["root"] / s["table"]["image"][0]).get_fdata()
+    again = nib.load(out / Path(s["table"]["image"][0]).name).get_fdata()
+    np.testing.assert_array_equal(again[inner == 0], first[inner == 0])

@@ -342,11 +342,16 @@ def _timed(step: str) -> Iterator[None]:
     logger.info("step %s: %.1f s", step, time.perf_counter() - start)
 
 
-@functools.lru_cache(maxsize=2)
 def _mask_of(mask_path: str) -> np.ndarray:
-    """The mask (read once per worker process) as a flat boolean array in the order NIfTI stores
-    voxels (Fortran order). Masked voxels are numbered in that order everywhere (sums, model):
-    gathering them from an image file is then one sequential pass."""
+    """The mask (read once per worker process and run) as a flat boolean array in the order NIfTI
+    stores voxels (Fortran order). Masked voxels are numbered in that order everywhere (sums,
+    model): gathering them from an image file is then one sequential pass."""
+    st = os.stat(mask_path)  # every run writes its own mask.npy at the same path: key on the file
+    return _load_mask(mask_path, st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_mask(mask_path: str, mtime_ns: int, size: int, inode: int) -> np.ndarray:
     return np.ascontiguousarray(np.load(mask_path).T).reshape(-1)
 
 
