@@ -72,3 +72,16 @@ def test_a_lazy_array_is_still_under_the_file_checksum(tmp_path: Path) -> None:
                             validate=lambda c: {"a": _persist.ArraySpec((4, 10))})
     doc = json.loads(path.read_text())
     assert doc["arrays"]["entries"]["a"] == {"dtype": "<f8", "shape": [4, 10]}
+
+
+def test_a_c_ordered_array_is_not_read_lazily(tmp_path: Path) -> None:
+    # an in-memory array is saved in C order: its columns are not contiguous, so a lazy read
+    # (block after block of columns) would read the whole array each time: refused instead
+    a = np.arange(40.0).reshape(4, 10)
+    path = tmp_path / "m.json"
+    _persist.save_model(path, kind="t", version=1, content={}, arrays={"a": a})
+    specs = {"a": _persist.ArraySpec((4, 10))}
+    np.testing.assert_array_equal(
+        _persist.load_model(path, kind="t", version=1, validate=lambda c: specs).arrays["a"], a)
+    with pytest.raises(ModelFileError, match="stored in C order"):
+        _persist.load_model(path, kind="t", version=1, lazy={"a"}, validate=lambda c: specs)

@@ -99,8 +99,6 @@ class StoredArray:
 
     def columns(self, start: int, stop: int) -> np.ndarray:
         """The columns ``start:stop`` (last axis) as an in-memory array, reading only them."""
-        if len(self.shape) > 1 and not self.fortran:
-            return self.read()[..., start:stop]
         lead = math.prod(self.shape[:-1])
         count = (stop - start) * lead
         data = np.fromfile(self.file, dtype=self.dtype, count=count,
@@ -477,6 +475,11 @@ def _stored_npy(fh: Any, raw: Any, info: zipfile.ZipInfo, npz: Path, key: str,
                 entry: dict[str, Any], spec: ArraySpec) -> StoredArray:
     """Where the values of a stored (uncompressed) member start in the ``.npz``."""
     shape, fortran, dtype = _npy_header(fh, npz, key, entry, spec)
+    if len(shape) > 1 and not fortran:  # columns could not be read without the whole array
+        raise ModelFileError(
+            f"{npz}: array {key!r} is stored in C order; an array read block by block must be "
+            "stored in Fortran order, as imharmony writes it. Re-fit the model."
+        )
     raw.seek(info.header_offset)
     local = raw.read(30)  # the member's local header: its name and extra field lengths at 26
     if len(local) != 30 or local[:4] != b"PK\x03\x04":

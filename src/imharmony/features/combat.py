@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
@@ -1032,36 +1032,33 @@ def fit_from_standardized(
 # apply
 
 
-def correction_coefficients(
-    fit: CombatFit, batches: Sequence[int] | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def correction_coefficients(fit: CombatFit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-batch, per-feature coefficients of the correction ``x* = a_j x + c_j + C b_j``.
 
     Parameters
     ----------
     fit : CombatFit
-    batches : sequence of int, optional
-        The batches whose coefficients are wanted (default: all, in order).
+        Only ``grand_mean``, ``var_pooled``, ``beta``, ``gamma_star``, ``delta_star`` and
+        ``adjusted`` are read.
 
     Returns
     -------
-    scale : ndarray, shape (n_wanted, n_features)
+    scale : ndarray, shape (n_batches, n_features)
         a_j = 1 / sqrt(delta*_j) (1 where the feature is not adjusted).
-    const : ndarray, shape (n_wanted, n_features)
+    const : ndarray, shape (n_batches, n_features)
         c_j = alpha (1 - a_j) - sigma gamma*_j a_j (0 where not adjusted).
-    beta : ndarray, shape (n_wanted, n_covariates, n_features)
+    beta : ndarray, shape (n_batches, n_covariates, n_features)
         b_j = beta (1 - a_j): the covariate term a_j (C beta) + (1 - a_j) C beta reduces to
         C (beta (1 - a_j)); 0 where not adjusted (a feature left unadjusted may have a NaN beta,
         e.g. no value in a whole site, which must not reach the output as 0 * NaN).
     """
-    rows = list(range(fit.n_batches)) if batches is None else list(batches)
     sd = np.sqrt(np.where(fit.adjusted, fit.var_pooled, 1.0))
-    scale = 1.0 / np.sqrt(fit.delta_star[rows])
+    scale = 1.0 / np.sqrt(fit.delta_star)
     scale[:, ~fit.adjusted] = 1.0
-    const = fit.grand_mean * (1.0 - scale) - sd * fit.gamma_star[rows] * scale
+    const = fit.grand_mean * (1.0 - scale) - sd * fit.gamma_star * scale
     const[:, ~fit.adjusted] = 0.0
     beta = np.stack([np.where(fit.adjusted, fit.beta * (1.0 - s), 0.0) for s in scale])
-    return scale, const, beta.reshape(len(rows), fit.beta.shape[0], fit.n_features)
+    return scale, const, beta.reshape(len(scale), fit.beta.shape[0], fit.n_features)
 
 
 def correct_rows(

@@ -101,15 +101,6 @@ Progress = Callable[[str, int, int], None]
 # inputs: manifest, mask, grids (all checked before anything is written)
 
 
-@dataclass
-class _Stack:
-    table: pd.DataFrame
-    paths: list[Path]
-    mask: np.ndarray  # bool, on the grid
-    affine: np.ndarray
-    n_voxels: int
-
-
 def _read_manifest(manifest: str | os.PathLike[str], columns: Sequence[str]) -> tuple[
     pd.DataFrame, list[Path]
 ]:
@@ -156,14 +147,14 @@ def _load_grid(path: Path) -> Any:
         raise DataError(f"{path}: cannot be read as NIfTI ({exc}).") from exc
 
 
-def _read_mask(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, Any]:
+def _read_mask(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     img = _load_grid(Path(path))
     mask = np.asanyarray(img.dataobj) != 0
     if mask.ndim != 3:
         raise DataError(f"{path}: a mask must be a 3-D image; got shape {mask.shape}.")
     if not mask.any():
         raise DataError(f"{path}: the mask is empty (no non-zero voxel).")
-    return mask, np.asarray(img.affine, dtype=np.float64), img
+    return mask, np.asarray(img.affine, dtype=np.float64)
 
 
 def _check_grids(paths: list[Path], mask: Any, mask_name: str) -> None:
@@ -251,11 +242,7 @@ class _Work:
     def drop(self, *names: str) -> None:
         """Remove stores no later step reads (few, large files: cheap)."""
         for name in names:
-            path = self.root / name
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            (self.root / name).unlink(missing_ok=True)
 
     def mask(self, mask: np.ndarray) -> str:
         """The mask as ``mask.npy`` (what every task reads), written once per run."""
@@ -532,8 +519,8 @@ def _accumulate(paths: list[str], mask_path: str, shift_path: str, covariates: n
             sums[1, a:b] += np.multiply(ya, ya, out=ta)
             for k, ck in enumerate(c):
                 sums[2 + k, a:b] += np.multiply(ya, ck, out=ta)
-        np.minimum(extremes[0], x, out=extremes[0])
-        np.maximum(extremes[1], x, out=extremes[1])
+            np.minimum(extremes[0, a:b], x[a:b], out=extremes[0, a:b])
+            np.maximum(extremes[1, a:b], x[a:b], out=extremes[1, a:b])
         Path(marker).touch()
     if final is None:
         return acc
@@ -729,12 +716,8 @@ def _drop_sums(work: _Work, codes: np.ndarray) -> None:
 def _site_columns(root: str, name: str, n_sites: int, a: int, b: int) -> np.ndarray:
     """Columns a:b of the saved arrays ``name-{site}.npy`` of every site (mapped only while
     they are copied: mapped pages count as resident memory)."""
-    parts = []
-    for j in range(n_sites):
-        arr = np.load(os.path.join(root, f"{name}-{j}.npy"), mmap_mode="r")
-        parts.append(np.array(arr[:, a:b]))
-        del arr
-    return np.stack(parts)
+    return np.stack([_columns_of(os.path.join(root, f"{name}-{j}.npy"), slice(None), a, b)
+                     for j in range(n_sites)])
 
 
 def _moments_block(root: str, out: _BlockFile | None, a: int, b: int, codes: np.ndarray,
@@ -844,6 +827,8 @@ def _columns_of(path: str, rows: slice, a: int, b: int) -> np.ndarray:
 #: ComBat's arrays that hold one value (or a column of values) per voxel.
 _PER_VOXEL = ("grand_mean", "var_pooled", "beta", "gamma_hat", "delta_hat", "gamma_star",
               "delta_star", "adjusted")
+#: The per-voxel arrays :func:`~imharmony.features.combat.correction_coefficients` reads.
+_CORRECTION_ARRAYS = ("grand_mean", "var_pooled", "beta", "gamma_star", "delta_star", "adjusted")
 
 
 def _save_model(path: Path, model: Any, estimates: str, info: dict[str, Any],
@@ -927,8 +912,7 @@ def _load_model(model_dir: Path) -> tuple[_persist.ModelFile, Any]:
         _persist.check(path, "affine", affine,
                        isinstance(affine, list) and len(affine) == 4
                        and all(isinstance(r, list) and len(r) == 4 for r in affine)
-                       and all(isinstance(v, int | float) and not isinstance(v, bool)
-                               and math.isfinite(v) for r in affine for v in r),
+                       and all(_persist.is_number(v) for r in affine for v in r),
                        "a 4 x 4 list of finite numbers")
         _persist.check(path, "info", c.get("info"), isinstance(c.get("info"), dict),
                        "an object")
@@ -964,7 +948,9 @@ def _coefficients(loaded: _persist.ModelFile, model: Any) -> np.ndarray:
                                                  "b_prior", "n_iter", "converged")}
     for a in range(0, V, block):
         b = min(V, a + block)
-        fit = CombatFit(**small, **{k: arrays[k].columns(a, b) for k in _PER_VOXEL})
+        used = {k: arrays[k].columns(a, b) for k in _CORRECTION_ARRAYS}
+        unused = np.broadcast_to(np.nan, used["gamma_star"].shape)  # not read by the correction
+        fit = CombatFit(**small, **used, gamma_hat=unused, delta_hat=unused)
         scale, const, beta = correction_coefficients(fit)
         coef[:, 0, a:b], coef[:, 1, a:b], coef[:, 2:, a:b] = scale, const, beta
     return coef
@@ -1058,13 +1044,13 @@ def fit_voxelwise(
         ComBat cannot fit; raised before anything is written.
     """
     from ..features.estimators import ComBat
-    from ..io.images import read_nifti_grid
+    from ..io.images import nifti_grid
     from .cluster import dask_client, release_memory
     from .combat import fit_moments
 
     table, paths = _read_manifest(manifest, [batch, *covariates])
-    mask_arr, affine, _ = _read_mask(mask)
-    _check_grids(paths, read_nifti_grid(mask), str(mask))
+    mask_arr, affine = _read_mask(mask)
+    _check_grids(paths, nifti_grid(mask_arr.shape, affine, mask), str(mask))
     # absolute: workers of a cluster do not share this process's working directory
     output_dir, model_dir = Path(output_dir).resolve(), Path(model_dir).resolve()
     outs = _outputs(paths, output_dir)
