@@ -199,12 +199,12 @@ def _fingerprint(*parts: Any, paths: Sequence[Path] = ()) -> str:
     return h.hexdigest()
 
 
-def _chunk_voxels(n_images: int, n_voxels: int, memory_limit: int | None) -> int:
-    """Voxels per block of the per-voxel statistics (moments, estimates: about 32 rows of
-    float64, whatever the number of images): a block fits ``_BLOCK_BYTES`` (or a 16th of the
-    memory limit), at least 1,024 voxels."""
+def _chunk_voxels(n_rows: int, n_voxels: int, memory_limit: int | None) -> int:
+    """Voxels per block of the per-voxel statistics (moments, estimates: ``n_rows`` rows of
+    float64 at most, whatever the number of images; counted as at least 32): a block fits
+    ``_BLOCK_BYTES`` (or a 16th of the memory limit), at least 1,024 voxels."""
     budget = _BLOCK_BYTES if memory_limit is None else min(_BLOCK_BYTES, memory_limit // 16)
-    return int(min(n_voxels, max(1024, budget // (8 * 32))))
+    return int(min(n_voxels, max(1024, budget // (8 * max(32, n_rows)))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1046,7 +1046,7 @@ def fit_voxelwise(
     from ..features.estimators import ComBat
     from ..io.images import nifti_grid
     from .cluster import dask_client, release_memory
-    from .combat import fit_moments
+    from .combat import estimate_rows, fit_moments, moment_rows
 
     table, paths = _read_manifest(manifest, [batch, *covariates])
     mask_arr, affine = _read_mask(mask)
@@ -1060,7 +1060,9 @@ def fit_voxelwise(
         n, table[batch].to_numpy(), _covariate_frame(table, covariates)
     )
     model.set_design(levels, encoder.spec, ref)
-    chunk = _chunk_voxels(n, V, memory_limit)
+    J, q = len(levels), C.shape[1]
+    rows = max(moment_rows(J, q), sum(r.stop - r.start for r in estimate_rows(J, q).values()))
+    chunk = _chunk_voxels(rows, V, memory_limit)
     fingerprint = _fingerprint("fit", batch, list(covariates), chunk, mean_only, eb,
                                str(reference_batch), table.to_json(),
                                paths=[*paths, Path(mask)])
