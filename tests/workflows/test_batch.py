@@ -421,3 +421,32 @@ def test_nyul_model_file_is_saved_then_loaded(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="maps every voxel"):
         harmonize_images(manifest, tmp_path / "x", normalize="nyul", outside="zero")
     assert not (tmp_path / "x").exists()
+
+
+def test_the_nyul_fit_of_a_batch_holds_one_prepared_image_at_a_time(tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    import weakref
+
+    from imharmony.workflows import batch
+
+    alive: list[weakref.ref] = []
+    real = batch._geometry
+
+    def geometry(task):
+        # every earlier prepared image is released by the time the next one is prepared
+        assert sum(r() is not None for r in alive) <= 1
+        img, mask = real(task)
+        alive.append(weakref.ref(img))
+        return img, mask
+
+    monkeypatch.setattr(batch, "_geometry", geometry)
+    rng = np.random.default_rng(7)
+    rows = []
+    for i in range(6):
+        path = write_image(Image(rng.gamma(3.0, 10.0, (6, 5, 4)).astype(np.float32)),
+                           tmp_path / f"i{i}.nii.gz")
+        rows.append({"path": path.name, "site": "ab"[i % 2]})
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    summary = harmonize_images(tmp_path / "m.csv", tmp_path / "out", normalize="nyul")
+    assert list(summary["status"]) == ["done"] * 6
+    assert len(alive) >= 6  # the fit prepared every row (and the rows ran after it)

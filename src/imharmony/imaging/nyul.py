@@ -301,7 +301,7 @@ class HistogramStandardizer(HarmonizerMixin, BaseEstimator):
                     f"({marks[0]:g}); the foreground is constant — check the mask."
                 )
             per_image.append(s1 + (marks - marks[0]) / span * (s2 - s1))
-            del image
+            del image, item, mask  # not alive while the next image is read or prepared
         if mask_iter is not None and next(mask_iter, None) is not None:
             raise DataError("fit got more masks than images; give one mask per image.")
         if not per_image:

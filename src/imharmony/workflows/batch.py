@@ -35,7 +35,6 @@ every row with its status (``done``, ``skipped``, ``failed``) and, for failures,
 from __future__ import annotations
 
 import concurrent.futures as cf
-import itertools
 import json
 import logging
 import math
@@ -571,9 +570,22 @@ def _nyul_standardizer(
                 left_out.append(task["name"])
                 logger.warning("%s: left out of the Nyúl fit: %s", task["name"], exc)
 
-    images, masks = itertools.tee(prepared())
+    # fit takes the images and the masks as two iterables and asks for each image's mask right
+    # after the image: hand it over through a one-item queue (itertools.tee would keep up to
+    # 57 prepared images alive in its buffer)
+    mask_of_last: list[Image | None] = []
+
+    def images() -> Iterator[Image]:
+        for img, mask in prepared():
+            mask_of_last.append(mask)
+            yield img
+
+    def masks() -> Iterator[Image | None]:
+        while mask_of_last:
+            yield mask_of_last.pop()
+
     try:
-        model = HistogramStandardizer().fit((img for img, _ in images), (m for _, m in masks))
+        model = HistogramStandardizer().fit(images(), masks())
     except DataError as exc:
         if len(left_out) == len(tasks):
             raise DataError(
