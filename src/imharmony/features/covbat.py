@@ -30,8 +30,6 @@ logger = logging.getLogger(__name__)
 
 FORMAT = "imharmony.covbat"
 
-#: Arrays of the score-step ComBat that :meth:`CovBat.save` keeps (prefixed ``score_``).
-
 
 class CovBat(ComBat):
     """Harmonize the covariance of features across sites (CovBat), after ComBat.
