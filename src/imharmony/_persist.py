@@ -389,18 +389,10 @@ def _read_arrays(
         or not name.endswith(f".{sha[:_DIGITS]}.npz")
     ):
         raise ModelFileError(f"{path}: field 'arrays.file' ({name!r}) is not this model's arrays.")
-    specs = dict(specs)
-    wild = specs.pop("*", None)  # further arrays accepted as declared (shapes checked later)
-    if set(entries) != set(specs) and (wild is None or not set(specs) <= set(entries)):
+    if set(entries) != set(specs):
         raise ModelFileError(
             f"{path}: field 'arrays.entries' lists {sorted(entries)}, expected {sorted(specs)}."
         )
-    if wild is not None:
-        for key in set(entries) - set(specs):
-            shape = entries[key].get("shape") if isinstance(entries[key], dict) else None
-            if not (isinstance(shape, list) and all(is_int(d) for d in shape)):
-                raise ModelFileError(f"{path}: field 'arrays.entries.{key}' has no valid shape.")
-            specs[key] = ArraySpec(tuple(shape), wild.kinds)
     budget = 0
     for key, spec in specs.items():
         entry = entries[key]

@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 from scipy import linalg
 
-from ..errors import DataError, HarmonizationError, ModelFileError
+from .._persist import ArraySpec, check, is_int
+from ..errors import DataError, HarmonizationError
 from .combat import CombatFit, apply_combat, fit_combat, missing_columns
-from .estimators import _ARRAYS, ComBat, _check_shapes, _require_complete, fit_array_specs
+from .estimators import _ARRAYS, ComBat, _require_complete, fit_array_specs
 
 __all__ = ["CovBat"]
 
@@ -246,36 +247,34 @@ class CovBat(ComBat):
         return arrays, {"covbat": {"n_components": int(self.n_components_),
                                    "score_reasons": reasons}}
 
+    @classmethod
+    def _extra_array_specs(
+        cls, path: Path, content: dict[str, Any], params: dict[str, Any], J: int, G: int
+    ) -> dict[str, ArraySpec]:
+        doc = content.get("covbat")
+        k = doc.get("n_components") if isinstance(doc, dict) else None
+        reasons = doc.get("score_reasons") if isinstance(doc, dict) else None
+        check(path, "covbat", doc,
+              is_int(k, 1, G) and isinstance(reasons, dict)
+              and all(i.isdigit() and int(i) < k and isinstance(v, str)
+                      for i, v in reasons.items()),
+              f"an object with n_components (an int in [1, {G}]) and score_reasons (an object "
+              "of str keyed by component index)")
+        specs = {
+            "covbat_center": ArraySpec((G,)),
+            "covbat_scale": ArraySpec((G,)),
+            "covbat_components": ArraySpec((k, G)),
+            "covbat_explained_variance_ratio": ArraySpec((k,)),
+        }
+        # the score fit: a ComBat fit of k features (the components' scores), no covariates
+        specs.update({f"covbat_score_{n}": spec for n, spec in fit_array_specs(J, k, 0).items()})
+        return specs
+
     def _restore_extra_state(
         self, arrays: dict[str, np.ndarray], doc: dict[str, Any], path: Path
     ) -> None:
-        try:
-            k = int(doc["covbat"]["n_components"])
-            reasons = {int(i): str(v) for i, v in doc["covbat"]["score_reasons"].items()}
-            G, J = int(doc["n_features"]), len(doc["batches"])
-            if not 1 <= k <= G or not all(0 <= i < k for i in reasons):
-                raise ValueError(f"n_components {k} and score_reasons for {G} features")
-            expected = {
-                "covbat_center": (G,),
-                "covbat_scale": (G,),
-                "covbat_components": (k, G),
-                "covbat_explained_variance_ratio": (k,),
-            }
-            score_specs = fit_array_specs(J, k, 0)  # the score fit: k features, no covariates
-            expected.update({f"covbat_score_{n}": spec.shape for n, spec in score_specs.items()})
-            _check_shapes(path, arrays, expected)
-            for n, spec in score_specs.items():
-                dtype = arrays[f"covbat_score_{n}"].dtype
-                if dtype.kind not in spec.kinds:
-                    raise ValueError(f"covbat_score_{n} of dtype {dtype}")
-            for n in ("covbat_center", "covbat_scale", "covbat_components",
-                      "covbat_explained_variance_ratio"):
-                if arrays[n].dtype.kind != "f":
-                    raise ValueError(f"{n} of dtype {arrays[n].dtype}")
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ModelFileError(
-                f"{path}: corrupted CovBat model ({type(exc).__name__}: {exc})."
-            ) from exc
+        k = int(doc["covbat"]["n_components"])
+        reasons = {int(i): v for i, v in doc["covbat"]["score_reasons"].items()}
         self.center_ = arrays["covbat_center"]
         self.scale_ = arrays["covbat_scale"]
         self.components_ = arrays["covbat_components"]

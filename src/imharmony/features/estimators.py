@@ -40,7 +40,6 @@ from ..errors import (
     DesignError,
     HarmonizationError,
     HarmonizationWarning,
-    ModelFileError,
     UnseenBatchError,
 )
 from .combat import (
@@ -149,18 +148,6 @@ def _require_complete(nan_cols: np.ndarray, names: list[str] | None, method: str
             "skip: impute them or drop those features or samples (ComBat itself ignores missing "
             "values)."
         )
-
-
-def _check_shapes(
-    path: Path, arrays: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]]
-) -> None:
-    """Raise ModelFileError when an array of a model file does not have its expected shape."""
-    for k, shape in expected.items():
-        if arrays[k].shape != shape:
-            raise ModelFileError(
-                f"{path}: array {k!r} has shape {arrays[k].shape}, expected {shape}; the "
-                "model file is inconsistent."
-            )
 
 
 def _is_dask(X: Any) -> bool:
@@ -1098,7 +1085,7 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
             check(path, f"stages[{i}].n_features", stage.get("n_features"),
                   stage.get("n_features") == G, f"{G}, the model's n_features")
             own = cls._single_arrays(path, stage, c["params"], f"stages[{i}].")
-            specs.update({k if k == "*" else f"stage{i}__{k}": v for k, v in own.items()})
+            specs.update({f"stage{i}__{k}": v for k, v in own.items()})
         return specs
 
     @classmethod
@@ -1144,10 +1131,7 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
         n_smooth = sum(s["kind"] == "smooth" for s in spec)
         if n_smooth:
             specs["smooth_penalty"] = ArraySpec((G, n_smooth), "f")
-        if cls._extra_state is not ComBat._extra_state:
-            # a subclass's arrays, bounded by the file's size here and shape-checked by its
-            # _restore_extra_state
-            specs["*"] = ArraySpec((), "fiub")
+        specs.update(cls._extra_array_specs(path, c, params, J, G))
         return specs
 
     def _restore(
@@ -1197,6 +1181,14 @@ class ComBat(HarmonizerMixin, TransformerMixin, BaseEstimator):
     def _extra_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Arrays and JSON entries a subclass saves beside ComBat's (none here)."""
         return {}, {}
+
+    @classmethod
+    def _extra_array_specs(
+        cls, path: Path, content: dict[str, Any], params: dict[str, Any], J: int, G: int
+    ) -> dict[str, ArraySpec]:
+        """The arrays of :meth:`_extra_state` a model file must hold, as its fields imply them
+        (J sites, G features); a subclass type-checks its own fields here (:func:`check`)."""
+        return {}
 
     def _restore_extra_state(
         self, arrays: dict[str, np.ndarray], doc: dict[str, Any], path: Path

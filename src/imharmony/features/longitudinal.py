@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from .._persist import ArraySpec, check
 from .._validation import (
     check_feature_columns,
     encode_labels,
@@ -30,10 +31,10 @@ from .._validation import (
     sorted_levels,
 )
 from .._vocabulary import LONGITUDINAL_RANDOM, LONGITUDINAL_SIGMA
-from ..errors import DataError, DesignError, HarmonizationError, ModelFileError
+from ..errors import DataError, DesignError, HarmonizationError
 from ._reml import MixedDesign, fit_reml, relative_factor, shrinkage
 from .combat import CombatFit, prior_sums, priors_from_sums
-from .estimators import ComBat, _check_shapes, _require_complete, as_feature_matrix
+from .estimators import ComBat, _require_complete, as_feature_matrix
 
 __all__ = ["LongitudinalComBat"]
 
@@ -424,26 +425,29 @@ class LongitudinalComBat(ComBat):
         }
         return arrays, doc
 
+    @classmethod
+    def _extra_array_specs(
+        cls, path: Path, content: dict[str, Any], params: dict[str, Any], J: int, G: int
+    ) -> dict[str, ArraySpec]:
+        extra = content.get("longitudinal")
+        fixed = extra.get("fixed_columns") if isinstance(extra, dict) else None
+        subjects = extra.get("subjects") if isinstance(extra, dict) else None
+        check(path, "longitudinal", extra,
+              isinstance(fixed, list) and isinstance(subjects, list) and "formula_spec" in extra,
+              "an object with formula_spec, fixed_columns (a list) and subjects (a list)")
+        q = 2 if params.get("random") == "slope" else 1
+        p, S = len(fixed), len(subjects)
+        return {
+            "long_coef": ArraySpec((p, G)),
+            "long_theta": ArraySpec((G, 1 if q == 1 else 3)),
+            "long_batch_effects": ArraySpec((J, G)),
+            "long_random_effects": ArraySpec((G, S, q)),
+        }
+
     def _restore_extra_state(
         self, arrays: dict[str, np.ndarray], doc: dict[str, Any], path: Path
     ) -> None:
-        try:
-            extra = doc["longitudinal"]
-            G, J = int(doc["n_features"]), len(doc["batches"])
-            S = len(extra["subjects"])
-            p = len(extra["fixed_columns"])
-            q = 1 if self.random == "intercept" else 2
-            expected = {
-                "long_coef": (p, G),
-                "long_theta": (G, 1 if q == 1 else 3),
-                "long_batch_effects": (J, G),
-                "long_random_effects": (G, S, q),
-            }
-            _check_shapes(path, arrays, expected)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(
-                f"{path}: corrupted longitudinal ComBat model ({type(exc).__name__}: {exc})."
-            ) from exc
+        extra = doc["longitudinal"]
         self.formula_spec_ = extra["formula_spec"]
         self.fixed_columns_ = list(extra["fixed_columns"])
         self.subjects_ = np.array(extra["subjects"], dtype=object)
